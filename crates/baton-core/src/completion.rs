@@ -1,0 +1,636 @@
+//! The completion document per (gate, partition) and the orchestrator step.
+//!
+//! [`step`] is a pure function `(document, message, now) -> (document', outcome, effects)`.
+//! The adapter runs it inside its transaction, writes the effects (a trigger's outbox row,
+//! a dead letter) in the same transaction, and acks the message only after commit.
+//!
+//! Invariant: `completed_count` is derived from the entries on every step, never
+//! incremented. Invariant: the trigger is decided on every path (first message, duplicate,
+//! stale, reconcile), and at most once per (gate, partition, generation).
+//! Invariant: an entry's summary (status, run, record count) is chosen from the set of
+//! distinct runs seen, independently of the order they arrived in.
+
+use crate::gate::{Gate, Verdict};
+use crate::message::CompletionMessage;
+use crate::model::{CompletionStatus, GateId, Partition, ProcessorName, RunId};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many distinct runs an entry remembers; older runs are forgotten first.
+pub const RUNS_REMEMBERED_MAX: usize = 64;
+
+/// One distinct run a processor reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSeen {
+    /// The run.
+    pub run_id: RunId,
+    /// Its status.
+    pub status: CompletionStatus,
+    /// Rows it wrote.
+    pub record_count: u64,
+    /// When it was produced.
+    pub produced_at: Timestamp,
+    /// Whether it asked for a new trigger generation.
+    #[serde(default)]
+    pub force_reprocess: bool,
+}
+
+/// A processor's entry in a completion document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Status of the best run: the latest completing run, or the latest failed one.
+    pub status: CompletionStatus,
+    /// That run.
+    pub run_id: RunId,
+    /// That run's record count.
+    pub record_count: u64,
+    /// The earliest completing run's production time.
+    pub first_completed_at: Option<Timestamp>,
+    /// The latest production time of any run.
+    pub last_completed_at: Timestamp,
+    /// Messages received for this processor, duplicates included (metadata only).
+    pub messages_seen: u64,
+    /// When the last message arrived (metadata only).
+    pub last_seen_at: Timestamp,
+    /// Distinct runs seen, oldest first.
+    pub runs: Vec<RunSeen>,
+}
+
+impl Entry {
+    fn from_runs(runs: Vec<RunSeen>, messages_seen: u64, last_seen_at: Timestamp) -> Option<Self> {
+        // The best run is independent of arrival order: completing beats failed, then the
+        // latest production time, then the greatest run id.
+        let best = runs.iter().max_by(|a, b| {
+            (a.status.completes(), a.produced_at, &a.run_id).cmp(&(
+                b.status.completes(),
+                b.produced_at,
+                &b.run_id,
+            ))
+        })?;
+        Some(Self {
+            status: best.status,
+            run_id: best.run_id.clone(),
+            record_count: best.record_count,
+            first_completed_at: runs
+                .iter()
+                .filter(|r| r.status.completes())
+                .map(|r| r.produced_at)
+                .min(),
+            last_completed_at: runs
+                .iter()
+                .map(|r| r.produced_at)
+                .max()
+                .unwrap_or(best.produced_at),
+            messages_seen,
+            last_seen_at,
+            runs,
+        })
+    }
+    /// Whether this processor is complete for the partition.
+    pub fn is_complete(&self) -> bool {
+        self.status.completes()
+    }
+}
+
+/// The completion document for one (gate, partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// The gate.
+    pub gate: GateId,
+    /// The partition.
+    pub partition: Partition,
+    /// One entry per processor that reported.
+    pub entries: BTreeMap<ProcessorName, Entry>,
+    /// The number of complete entries; rewritten from the entries on every step.
+    pub completed_count: usize,
+    /// The current trigger generation (starts at 1; a forced re-trigger adds one).
+    pub generation: u32,
+    /// Whether the current generation has triggered.
+    pub triggered: bool,
+    /// When it triggered.
+    pub triggered_at: Option<Timestamp>,
+    /// The generation of the latest trigger (0: never triggered).
+    pub trigger_generation: u32,
+    /// Why it triggered (the rule's name).
+    pub trigger_reason: Option<String>,
+    /// Optimistic-concurrency version, incremented by the store on every write.
+    pub version: u64,
+}
+
+impl Document {
+    /// An empty document, before any message.
+    pub fn new(gate: GateId, partition: Partition) -> Self {
+        Self {
+            gate,
+            partition,
+            entries: BTreeMap::new(),
+            completed_count: 0,
+            generation: 1,
+            triggered: false,
+            triggered_at: None,
+            trigger_generation: 0,
+            trigger_reason: None,
+            version: 0,
+        }
+    }
+    /// The processors that are complete.
+    pub fn completed(&self) -> BTreeSet<ProcessorName> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.is_complete())
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+    /// The count derived from the entries (what `completed_count` must equal).
+    pub fn derived_count(&self) -> usize {
+        self.entries.values().filter(|e| e.is_complete()).count()
+    }
+}
+
+/// A trigger of the next phase for a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Deterministic per (gate, partition, generation), so replays are dropped.
+    pub message_id: String,
+    /// The gate.
+    pub gate: GateId,
+    /// The partition.
+    pub partition: Partition,
+    /// The generation this trigger belongs to.
+    pub generation: u32,
+    /// The rule that was satisfied (or why it was forced).
+    pub reason: String,
+    /// The topic to publish on.
+    pub topic: String,
+    /// The phase it starts.
+    pub next_phase: u32,
+    /// When it was decided.
+    pub triggered_at: Timestamp,
+    /// The processors complete when it fired.
+    pub completed: Vec<ProcessorName>,
+}
+
+impl Trigger {
+    /// The deterministic message id of a trigger.
+    pub fn message_id_for(gate: &GateId, partition: Partition, generation: u32) -> String {
+        format!("trigger/{gate}/{partition}/g{generation}")
+    }
+}
+
+/// What applying a message did, in order of precedence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new run was recorded.
+    Applied,
+    /// The same run was seen before with the same content; only metadata changed.
+    Duplicate,
+    /// The same run was seen before with different content; the first is kept.
+    ConflictingDuplicate {
+        /// The field that differs.
+        field: String,
+    },
+    /// A failed run older than the entry's completing run; recorded, changes nothing.
+    Stale,
+    /// The message does not belong to this gate; it goes to the dead-letter queue.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the adapter must do after (and in the same transaction as) the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Write the trigger to the outbox.
+    PublishTrigger(Trigger),
+    /// Write the message to the dead-letter queue with this reason.
+    DeadLetter {
+        /// Why it cannot be applied.
+        reason: String,
+    },
+}
+
+/// The step's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// The document to write (unchanged for a rejection).
+    pub document: Document,
+    /// What the message did.
+    pub outcome: Outcome,
+    /// What to write with it.
+    pub effects: Vec<Effect>,
+}
+
+/// The orchestrator step: applies one completion message to the document of its gate and
+/// partition, then decides the trigger.
+pub fn step(
+    document: Option<Document>,
+    message: &CompletionMessage,
+    gate: &Gate,
+    now: Timestamp,
+) -> StepOutput {
+    let mut doc = document.unwrap_or_else(|| Document::new(gate.id.clone(), message.partition));
+    if !gate.watches(&message.processor) {
+        let reason = format!(
+            "processor `{}` is not expected by gate `{}`",
+            message.processor, gate.id
+        );
+        return StepOutput {
+            document: doc,
+            outcome: Outcome::Rejected {
+                reason: reason.clone(),
+            },
+            effects: vec![Effect::DeadLetter { reason }],
+        };
+    }
+    let incoming = RunSeen {
+        run_id: message.run_id.clone(),
+        status: message.status,
+        record_count: message.record_count,
+        produced_at: message.produced_at,
+        force_reprocess: message.force_reprocess,
+    };
+    let (mut runs, seen, was_complete, best_at) = match doc.entries.remove(&message.processor) {
+        Some(e) => {
+            let complete = e.is_complete();
+            let at = e.last_completed_at;
+            (e.runs, e.messages_seen, complete, Some(at))
+        }
+        None => (Vec::new(), 0, false, None),
+    };
+    let outcome = match runs.iter().find(|r| r.run_id == incoming.run_id) {
+        Some(known) if known.status != incoming.status => Outcome::ConflictingDuplicate {
+            field: "status".into(),
+        },
+        Some(known) if known.record_count != incoming.record_count => {
+            Outcome::ConflictingDuplicate {
+                field: "record_count".into(),
+            }
+        }
+        Some(_) => Outcome::Duplicate,
+        None => {
+            let stale = was_complete
+                && !incoming.status.completes()
+                && best_at.is_some_and(|at| incoming.produced_at <= at);
+            runs.push(incoming.clone());
+            runs.sort_by(|a, b| (a.produced_at, &a.run_id).cmp(&(b.produced_at, &b.run_id)));
+            if runs.len() > RUNS_REMEMBERED_MAX {
+                runs.remove(0);
+            }
+            if stale {
+                Outcome::Stale
+            } else {
+                Outcome::Applied
+            }
+        }
+    };
+    if let Some(entry) = Entry::from_runs(runs, seen.saturating_add(1), now) {
+        doc.entries.insert(message.processor.clone(), entry);
+    }
+    // A new run asking for reprocessing opens a new generation once the current one fired.
+    if outcome == Outcome::Applied
+        && incoming.force_reprocess
+        && incoming.status.completes()
+        && doc.triggered
+    {
+        doc.generation += 1;
+        doc.triggered = false;
+    }
+    doc.completed_count = doc.derived_count();
+    let effects = decide_trigger(&mut doc, gate, now)
+        .map(Effect::PublishTrigger)
+        .into_iter()
+        .collect();
+    StepOutput {
+        document: doc,
+        outcome,
+        effects,
+    }
+}
+
+/// Triggers the current generation if the policy is satisfied and it has not triggered.
+/// Reconcile calls this too, so every path that finds a document satisfied triggers it.
+pub fn decide_trigger(doc: &mut Document, gate: &Gate, now: Timestamp) -> Option<Trigger> {
+    if doc.triggered {
+        return None;
+    }
+    let completed = doc.completed();
+    let Verdict::Satisfied { reason } = gate.evaluate(doc.partition, now, &completed) else {
+        return None;
+    };
+    Some(fire(doc, gate, now, reason))
+}
+
+/// Forces a new generation and triggers it now, whatever the policy says (an operator's
+/// explicit re-trigger).
+pub fn force_trigger(doc: &mut Document, gate: &Gate, now: Timestamp, reason: &str) -> Trigger {
+    if doc.triggered || doc.trigger_generation >= doc.generation {
+        doc.generation += 1;
+    }
+    doc.triggered = false;
+    fire(doc, gate, now, reason.to_owned())
+}
+
+fn fire(doc: &mut Document, gate: &Gate, now: Timestamp, reason: String) -> Trigger {
+    doc.triggered = true;
+    doc.triggered_at = Some(now);
+    doc.trigger_generation = doc.generation;
+    doc.trigger_reason = Some(reason.clone());
+    Trigger {
+        message_id: Trigger::message_id_for(&gate.id, doc.partition, doc.generation),
+        gate: gate.id.clone(),
+        partition: doc.partition,
+        generation: doc.generation,
+        reason,
+        topic: gate.trigger_topic.clone(),
+        next_phase: gate.next_phase,
+        triggered_at: now,
+        completed: doc.completed().into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Data-driven: a script of messages and clock moves, and the expected trace.
+    use super::*;
+    use crate::config::Pipeline;
+    use crate::message::message_id;
+    use jiff::SignedDuration;
+    use std::fmt::Write;
+
+    /// Runs a script against one document and returns a trace of outcomes and triggers.
+    ///
+    /// Lines: `msg PROCESSOR run=R [status] [rc=N] [at=+MINS] [force]`, `tick +MINS`.
+    /// Processor short names: pgs tog tdg upgc utgc.
+    fn run_script(script: &str) -> (String, Document) {
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let partition = Partition::parse("2024-03-01").unwrap();
+        let mut now: Timestamp = "2024-03-02T12:00:00Z".parse().unwrap();
+        let mut doc: Option<Document> = None;
+        let mut trace = String::new();
+        for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words[0] {
+                "tick" => {
+                    let mins: i64 = words[1]
+                        .trim_start_matches('+')
+                        .trim_end_matches('m')
+                        .parse()
+                        .unwrap();
+                    now = now.checked_add(SignedDuration::from_mins(mins)).unwrap();
+                }
+                "msg" => {
+                    let processor = ProcessorName::from(match words[1] {
+                        "pgs" => "player_game_summary",
+                        "tog" => "team_offense_game_summary",
+                        "tdg" => "team_defense_game_summary",
+                        "upgc" => "upcoming_player_game_context",
+                        "utgc" => "upcoming_team_game_context",
+                        other => other,
+                    });
+                    let mut run = "r1";
+                    let mut status = CompletionStatus::Success;
+                    let mut rc = 10;
+                    let mut at = 0;
+                    let mut force = false;
+                    for w in &words[2..] {
+                        if let Some(r) = w.strip_prefix("run=") {
+                            run = r;
+                        } else if let Some(n) = w.strip_prefix("rc=") {
+                            rc = n.parse().unwrap();
+                        } else if let Some(m) = w.strip_prefix("at=") {
+                            at = m.trim_start_matches('+').parse().unwrap();
+                        } else if *w == "force" {
+                            force = true;
+                        } else {
+                            status = CompletionStatus::parse(w).unwrap();
+                        }
+                    }
+                    let run_id = RunId::from(run);
+                    let msg = CompletionMessage {
+                        message_id: message_id(&processor, partition, &run_id),
+                        gate: None,
+                        processor,
+                        partition,
+                        run_id,
+                        status,
+                        record_count: rc,
+                        produced_at: "2024-03-02T06:00:00Z"
+                            .parse::<Timestamp>()
+                            .unwrap()
+                            .checked_add(SignedDuration::from_mins(at))
+                            .unwrap(),
+                        force_reprocess: force,
+                    };
+                    let out = step(doc.take(), &msg, gate, now);
+                    write!(
+                        trace,
+                        "{line:<40} -> {:?} count={}",
+                        out.outcome, out.document.completed_count
+                    )
+                    .unwrap();
+                    for e in &out.effects {
+                        match e {
+                            Effect::PublishTrigger(t) => {
+                                write!(trace, " TRIGGER g{} {}", t.generation, t.reason).unwrap()
+                            }
+                            Effect::DeadLetter { reason } => {
+                                write!(trace, " DEAD-LETTER {reason}").unwrap()
+                            }
+                        }
+                    }
+                    trace.push('\n');
+                    doc = Some(out.document);
+                }
+                other => panic!("unknown script word {other}"),
+            }
+        }
+        (trace, doc.unwrap())
+    }
+
+    fn check(script: &str, expected: &str) {
+        let (trace, doc) = run_script(script);
+        assert_eq!(doc.completed_count, doc.derived_count());
+        let norm = |s: &str| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            norm(&trace),
+            norm(expected),
+            "\n--- actual trace ---\n{trace}"
+        );
+    }
+
+    #[test]
+    fn all_five_trigger_once() {
+        check(
+            "msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc\nmsg upgc",
+            "
+            msg tog                                  -> Applied count=1
+            msg tdg                                  -> Applied count=2
+            msg utgc                                 -> Applied count=3
+            msg pgs                                  -> Applied count=4
+            msg upgc                                 -> Applied count=5 TRIGGER g1 all_complete
+            msg upgc                                 -> Duplicate count=5
+            ",
+        );
+    }
+
+    #[test]
+    fn duplicates_never_count_twice() {
+        // The incident: naive counters reach 5 after five messages from two processors.
+        check(
+            "msg tog\nmsg tog\nmsg tog\nmsg tdg\nmsg tdg",
+            "
+            msg tog                                  -> Applied count=1
+            msg tog                                  -> Duplicate count=1
+            msg tog                                  -> Duplicate count=1
+            msg tdg                                  -> Applied count=2
+            msg tdg                                  -> Duplicate count=2
+            ",
+        );
+    }
+
+    #[test]
+    fn critical_plus_majority_triggers_at_three() {
+        check(
+            "msg pgs\nmsg upgc\nmsg tdg\nmsg tog",
+            "
+            msg pgs                                  -> Applied count=1
+            msg upgc                                 -> Applied count=2
+            msg tdg                                  -> Applied count=3 TRIGGER g1 critical_plus_majority_60pct
+            msg tog                                  -> Applied count=4
+            ",
+        );
+    }
+
+    #[test]
+    fn failed_does_not_complete_and_a_late_failure_does_not_undo_success() {
+        check(
+            "msg tog run=a failed\nmsg tog run=b at=+5\nmsg tog run=a failed\nmsg tog run=c failed at=+1",
+            "
+            msg tog run=a failed                     -> Applied count=0
+            msg tog run=b at=+5                      -> Applied count=1
+            msg tog run=a failed                     -> Duplicate count=1
+            msg tog run=c failed at=+1               -> Stale count=1
+            ",
+        );
+    }
+
+    #[test]
+    fn a_conflicting_duplicate_keeps_the_first() {
+        check(
+            "msg tog rc=10\nmsg tog rc=11",
+            "
+            msg tog rc=10                            -> Applied count=1
+            msg tog rc=11                            -> ConflictingDuplicate { field: \"record_count\" } count=1
+            ",
+        );
+    }
+
+    #[test]
+    fn force_reprocess_starts_exactly_one_new_generation() {
+        check(
+            "msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc\nmsg pgs run=r2 force\nmsg pgs run=r2 force\nmsg pgs run=r3",
+            "
+            msg tog                                  -> Applied count=1
+            msg tdg                                  -> Applied count=2
+            msg utgc                                 -> Applied count=3
+            msg pgs                                  -> Applied count=4
+            msg upgc                                 -> Applied count=5 TRIGGER g1 all_complete
+            msg pgs run=r2 force                     -> Applied count=5 TRIGGER g2 all_complete
+            msg pgs run=r2 force                     -> Duplicate count=5
+            msg pgs run=r3                           -> Applied count=5
+            ",
+        );
+    }
+
+    #[test]
+    fn a_duplicate_finding_the_set_complete_still_triggers() {
+        // The original evaluated the trigger only on the first-message path. Here a document
+        // is complete but untriggered (written by another tool): a duplicate must trigger.
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let (_, mut doc) = run_script("msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc");
+        doc.triggered = false;
+        doc.trigger_generation = 0;
+        let (_, reference) = run_script("msg upgc");
+        let entry = reference.entries.values().next().unwrap();
+        let msg = CompletionMessage {
+            message_id: "dup".into(),
+            gate: None,
+            processor: ProcessorName::from("upcoming_player_game_context"),
+            partition: doc.partition,
+            run_id: entry.run_id.clone(),
+            status: entry.status,
+            record_count: entry.record_count,
+            produced_at: entry.last_completed_at,
+            force_reprocess: false,
+        };
+        let out = step(
+            Some(doc),
+            &msg,
+            gate,
+            "2024-03-02T12:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(out.outcome, Outcome::Duplicate);
+        assert!(matches!(
+            out.effects.as_slice(),
+            [Effect::PublishTrigger(_)]
+        ));
+    }
+
+    #[test]
+    fn order_does_not_change_the_state() {
+        let a = "msg tog run=x failed at=1\nmsg tog run=y at=2\nmsg tdg\nmsg pgs partial\nmsg tog run=z at=3 rc=4";
+        let b = "msg tog run=z at=3 rc=4\nmsg pgs partial\nmsg tdg\nmsg tog run=y at=2\nmsg tog run=x failed at=1";
+        let (_, da) = run_script(a);
+        let (_, db) = run_script(b);
+        let strip = |d: &Document| {
+            d.entries
+                .iter()
+                .map(|(p, e)| {
+                    (
+                        p.clone(),
+                        e.status,
+                        e.run_id.clone(),
+                        e.record_count,
+                        e.runs.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&da), strip(&db));
+        assert_eq!(da.completed_count, db.completed_count);
+    }
+
+    #[test]
+    fn a_processor_outside_the_gate_is_dead_lettered() {
+        check(
+            "msg player_daily_cache",
+            "msg player_daily_cache                   -> Rejected { reason: \"processor `player_daily_cache` is not expected by gate `phase3_to_phase4`\" } count=0 DEAD-LETTER processor `player_daily_cache` is not expected by gate `phase3_to_phase4`",
+        );
+    }
+
+    #[test]
+    fn force_trigger_opens_a_new_generation() {
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let (_, mut doc) = run_script("msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc");
+        let t = force_trigger(
+            &mut doc,
+            gate,
+            "2024-03-02T13:00:00Z".parse().unwrap(),
+            "forced",
+        );
+        assert_eq!(t.generation, 2);
+        assert!(decide_trigger(&mut doc, gate, "2024-03-02T13:00:00Z".parse().unwrap()).is_none());
+    }
+}

@@ -1,0 +1,1026 @@
+//! The pipeline config (`baton.toml`): parsing and validation into a [`Pipeline`].
+//!
+//! Invariant: a [`Pipeline`] value is valid: names are unique, every reference resolves,
+//! `depends_on` has no cycle, every primary key is non-empty, and every table and column
+//! name is a safe SQL identifier (adapters splice them into SQL). Every error names the key
+//! and, where the source has one, the line.
+
+use crate::gate::{Gate, ModePolicy, Rule};
+use crate::model::{GateId, ProcessorName};
+use jiff::SignedDuration;
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use toml::Spanned;
+
+/// The reference NBA pipeline's config, built in; `baton init` writes it out.
+pub const REFERENCE_TOML: &str = include_str!("../reference.toml");
+
+/// A config that could not be used: what, at which key, on which line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct Error {
+    /// The key, as a path (`processors[2].primary_key`).
+    pub key: String,
+    /// The 1-based line in the source, where known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}, key `{}`: {}", self.key, self.message),
+            None => write!(f, "key `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Which storage backend the pipeline runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// One embedded SQLite file.
+    Sqlite {
+        /// Whether commits are fsynced (`FULL`) or only at checkpoints (`NORMAL`).
+        synchronous_full: bool,
+    },
+}
+
+/// A table with a primary key, partitioned by a date column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// The table name (a validated SQL identifier).
+    pub name: String,
+    /// The primary-key columns (validated SQL identifiers), never empty.
+    pub primary_key: Vec<String>,
+    /// The date column that partitions the table.
+    pub partition_column: String,
+}
+
+/// An upstream job: outside baton, landing a table by an expected time of day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamJob {
+    /// The job's name.
+    pub name: String,
+    /// The tables it lands.
+    pub tables: Vec<String>,
+    /// When it is expected to have landed, in the pipeline's time zone.
+    pub expected: jiff::civil::Time,
+    /// How late it may land before it counts as late.
+    pub tolerance: SignedDuration,
+}
+
+/// A processor: writes one table for a partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processor {
+    /// Its name.
+    pub name: ProcessorName,
+    /// The phase it belongs to.
+    pub phase: u32,
+    /// The table it writes.
+    pub table: TableSpec,
+    /// The tables it reads.
+    pub inputs: Vec<String>,
+    /// How many days of input history before the partition it reads (0: the date only).
+    pub history_days: u32,
+    /// Upstream jobs whose landing for the partition it waits for.
+    pub upstream: Vec<String>,
+    /// Processors of the same phase whose success for the partition it waits for.
+    pub depends_on: Vec<ProcessorName>,
+    /// An external command printing rows as JSON Lines; `None` for a built-in processor.
+    pub command: Option<Vec<String>>,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Its name.
+    pub name: String,
+    /// The time zone its dates and schedules are in.
+    pub timezone: TimeZone,
+    /// The time zone's IANA name.
+    pub timezone_name: String,
+    /// The storage backend.
+    pub backend: Backend,
+    /// A lease's lifetime.
+    pub lease_ttl: SignedDuration,
+    /// How long `run` waits for a held lease before coalescing.
+    pub lease_wait: SignedDuration,
+    /// How long a delivery may stay unacked before it is delivered again.
+    pub ack_wait: SignedDuration,
+    /// Deliveries of one message before it goes to the dead-letter queue.
+    pub max_deliveries: u32,
+    /// Upstream jobs.
+    pub upstream: Vec<UpstreamJob>,
+    /// Every table: raw tables and the processors' outputs.
+    pub tables: Vec<TableSpec>,
+    /// Processors in dependency order (a processor after those it depends on).
+    pub processors: Vec<Processor>,
+    /// Gates.
+    pub gates: Vec<Gate>,
+}
+
+impl Pipeline {
+    /// The built-in reference pipeline.
+    pub fn reference() -> Result<Self, Error> {
+        Self::from_toml(REFERENCE_TOML)
+    }
+
+    /// Parses and validates a config.
+    pub fn from_toml(source: &str) -> Result<Self, Error> {
+        let raw: RawConfig = toml::from_str(source).map_err(|e| Error {
+            key: e
+                .message()
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "(document)".to_owned()),
+            line: e.span().map(|s| line_of(source, s.start)),
+            message: e.message().to_owned(),
+        })?;
+        Validator { source }.validate(raw)
+    }
+
+    /// The processor with this name.
+    pub fn processor(&self, name: &str) -> Option<&Processor> {
+        self.processors.iter().find(|p| p.name.as_str() == name)
+    }
+    /// The processor that writes this table.
+    pub fn processor_for_table(&self, table: &str) -> Option<&Processor> {
+        self.processors.iter().find(|p| p.table.name == table)
+    }
+    /// The table with this name.
+    pub fn table(&self, name: &str) -> Option<&TableSpec> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+    /// The gate with this name.
+    pub fn gate(&self, id: &str) -> Option<&Gate> {
+        self.gates.iter().find(|g| g.id.as_str() == id)
+    }
+    /// The gate a processor's completions go to (the first that expects it).
+    pub fn gate_for_processor(&self, processor: &ProcessorName) -> Option<&Gate> {
+        self.gates.iter().find(|g| g.watches(processor))
+    }
+    /// The topic a processor publishes its completions on.
+    pub fn completion_topic(&self, processor: &Processor) -> String {
+        self.gate_for_processor(&processor.name)
+            .map(|g| g.completion_topic.clone())
+            .unwrap_or_else(|| format!("phase{}-completions", processor.phase))
+    }
+    /// The processors of a phase, in dependency order.
+    pub fn phase(&self, phase: u32) -> impl Iterator<Item = &Processor> {
+        self.processors.iter().filter(move |p| p.phase == phase)
+    }
+    /// The upstream job with this name.
+    pub fn upstream_job(&self, name: &str) -> Option<&UpstreamJob> {
+        self.upstream.iter().find(|u| u.name == name)
+    }
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    pipeline: RawPipeline,
+    #[serde(default)]
+    backend: Option<RawBackend>,
+    #[serde(default)]
+    lease: Option<RawLease>,
+    #[serde(default)]
+    bus: Option<RawBus>,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+    #[serde(default)]
+    tables: Vec<RawTable>,
+    #[serde(default)]
+    processors: Vec<RawProcessor>,
+    #[serde(default)]
+    gates: Vec<RawGate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: Spanned<String>,
+    timezone: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    kind: Spanned<String>,
+    #[serde(default)]
+    synchronous: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLease {
+    #[serde(default)]
+    ttl_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    wait_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    #[serde(default)]
+    ack_wait_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_deliveries: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Spanned<String>,
+    table: Spanned<String>,
+    #[serde(default)]
+    also_lands: Vec<Spanned<String>>,
+    expected: Spanned<String>,
+    tolerance_mins: Spanned<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    name: Spanned<String>,
+    primary_key: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    partition_column: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcessor {
+    name: Spanned<String>,
+    phase: Spanned<i64>,
+    table: Spanned<String>,
+    primary_key: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    partition_column: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    history_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    upstream: Vec<Spanned<String>>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    command: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    name: Spanned<String>,
+    completion_topic: Spanned<String>,
+    trigger_topic: Spanned<String>,
+    next_phase: Spanned<i64>,
+    overnight: RawMode,
+    #[serde(default)]
+    same_day: Option<RawMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMode {
+    expected: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    critical: Vec<Spanned<String>>,
+    rules: Spanned<Vec<Spanned<String>>>,
+}
+
+/// Whether `name` is safe to splice into SQL as an identifier: ASCII letters, digits and
+/// underscores, not starting with a digit, at most 63 bytes (PostgreSQL's limit), and not
+/// a reserved word.
+pub fn is_sql_identifier(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "all",
+        "and",
+        "as",
+        "by",
+        "case",
+        "check",
+        "column",
+        "constraint",
+        "create",
+        "default",
+        "delete",
+        "distinct",
+        "drop",
+        "else",
+        "end",
+        "from",
+        "grant",
+        "group",
+        "having",
+        "in",
+        "index",
+        "insert",
+        "into",
+        "is",
+        "join",
+        "key",
+        "limit",
+        "not",
+        "null",
+        "on",
+        "or",
+        "order",
+        "primary",
+        "references",
+        "select",
+        "set",
+        "table",
+        "then",
+        "to",
+        "union",
+        "unique",
+        "update",
+        "user",
+        "using",
+        "values",
+        "when",
+        "where",
+        "with",
+    ];
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !RESERVED.contains(&name.to_ascii_lowercase().as_str())
+}
+
+struct Validator<'a> {
+    source: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(
+        &self,
+        key: impl Into<String>,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, Error> {
+        Err(Error {
+            key: key.into(),
+            line: Some(line_of(self.source, span.start)),
+            message: message.into(),
+        })
+    }
+
+    fn ident(&self, key: &str, value: &Spanned<String>) -> Result<String, Error> {
+        if is_sql_identifier(value.get_ref()) {
+            Ok(value.get_ref().clone())
+        } else {
+            self.err(
+                key,
+                value.span(),
+                format!(
+                    "`{}` is not a valid SQL identifier (letters, digits and _, not starting with a digit, at most 63 characters, not a reserved word)",
+                    value.get_ref()
+                ),
+            )
+        }
+    }
+
+    fn positive(&self, key: &str, value: &Spanned<i64>, max: i64) -> Result<i64, Error> {
+        let v = *value.get_ref();
+        if v < 1 || v > max {
+            return self.err(
+                key,
+                value.span(),
+                format!("must be between 1 and {max}, got {v}"),
+            );
+        }
+        Ok(v)
+    }
+
+    fn primary_key(
+        &self,
+        key: &str,
+        pk: &Spanned<Vec<Spanned<String>>>,
+    ) -> Result<Vec<String>, Error> {
+        if pk.get_ref().is_empty() {
+            return self.err(key, pk.span(), "a primary key needs at least one column");
+        }
+        let mut out = Vec::new();
+        for (i, col) in pk.get_ref().iter().enumerate() {
+            let name = self.ident(&format!("{key}[{i}]"), col)?;
+            if out.contains(&name) {
+                return self.err(
+                    format!("{key}[{i}]"),
+                    col.span(),
+                    format!("column `{name}` appears twice"),
+                );
+            }
+            out.push(name);
+        }
+        Ok(out)
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Pipeline, Error> {
+        let name = raw.pipeline.name.get_ref().trim().to_owned();
+        if name.is_empty() {
+            return self.err(
+                "pipeline.name",
+                raw.pipeline.name.span(),
+                "must not be empty",
+            );
+        }
+        let tz_name = raw.pipeline.timezone.get_ref().clone();
+        let timezone = TimeZone::get(&tz_name).or_else(|e| {
+            self.err(
+                "pipeline.timezone",
+                raw.pipeline.timezone.span(),
+                format!("unknown time zone `{tz_name}`: {e}"),
+            )
+        })?;
+
+        let mut backend = Backend::Sqlite {
+            synchronous_full: true,
+        };
+        if let Some(b) = &raw.backend {
+            match b.kind.get_ref().as_str() {
+                "sqlite" => {}
+                other => {
+                    return self.err(
+                        "backend.kind",
+                        b.kind.span(),
+                        format!("unknown backend `{other}` (expected \"sqlite\")"),
+                    );
+                }
+            }
+            if let Some(sync) = &b.synchronous {
+                let full = match sync.get_ref().as_str() {
+                    "full" => true,
+                    "normal" => false,
+                    other => {
+                        return self.err(
+                            "backend.synchronous",
+                            sync.span(),
+                            format!("`{other}` is not \"full\" or \"normal\""),
+                        );
+                    }
+                };
+                backend = Backend::Sqlite {
+                    synchronous_full: full,
+                };
+            }
+        }
+
+        let mut lease_ttl = SignedDuration::from_secs(600);
+        let mut lease_wait = SignedDuration::ZERO;
+        if let Some(l) = &raw.lease {
+            if let Some(ttl) = &l.ttl_secs {
+                lease_ttl =
+                    SignedDuration::from_secs(self.positive("lease.ttl_secs", ttl, 86_400)?);
+                if *ttl.get_ref() < 3 {
+                    return self.err(
+                        "lease.ttl_secs",
+                        ttl.span(),
+                        "must be at least 3 (it is renewed every third)",
+                    );
+                }
+            }
+            if let Some(w) = &l.wait_secs {
+                if *w.get_ref() != 0 {
+                    lease_wait =
+                        SignedDuration::from_secs(self.positive("lease.wait_secs", w, 86_400)?);
+                }
+            }
+        }
+        let mut ack_wait = SignedDuration::from_secs(30);
+        let mut max_deliveries = 5;
+        if let Some(b) = &raw.bus {
+            if let Some(a) = &b.ack_wait_secs {
+                ack_wait =
+                    SignedDuration::from_secs(self.positive("bus.ack_wait_secs", a, 86_400)?);
+            }
+            if let Some(m) = &b.max_deliveries {
+                max_deliveries = self.positive("bus.max_deliveries", m, 1000)? as u32;
+            }
+        }
+
+        // Tables: raw tables first, then each processor's output.
+        let mut tables: Vec<TableSpec> = Vec::new();
+        let mut table_spans: BTreeMap<String, ()> = BTreeMap::new();
+        for (i, t) in raw.tables.iter().enumerate() {
+            let key = format!("tables[{i}]");
+            let name = self.ident(&format!("{key}.name"), &t.name)?;
+            if table_spans.insert(name.clone(), ()).is_some() {
+                return self.err(
+                    format!("{key}.name"),
+                    t.name.span(),
+                    format!("table `{name}` is declared twice"),
+                );
+            }
+            let primary_key = self.primary_key(&format!("{key}.primary_key"), &t.primary_key)?;
+            let partition_column = match &t.partition_column {
+                Some(c) => self.ident(&format!("{key}.partition_column"), c)?,
+                None => "game_date".to_owned(),
+            };
+            tables.push(TableSpec {
+                name,
+                primary_key,
+                partition_column,
+            });
+        }
+
+        let mut upstream = Vec::new();
+        for (i, u) in raw.upstream.iter().enumerate() {
+            let key = format!("upstream[{i}]");
+            let job = u.name.get_ref().trim().to_owned();
+            if job.is_empty() {
+                return self.err(format!("{key}.name"), u.name.span(), "must not be empty");
+            }
+            if upstream.iter().any(|j: &UpstreamJob| j.name == job) {
+                return self.err(
+                    format!("{key}.name"),
+                    u.name.span(),
+                    format!("upstream job `{job}` is declared twice"),
+                );
+            }
+            let mut landed = vec![self.ident(&format!("{key}.table"), &u.table)?];
+            for (j, t) in u.also_lands.iter().enumerate() {
+                landed.push(self.ident(&format!("{key}.also_lands[{j}]"), t)?);
+            }
+            for (j, t) in landed.iter().enumerate() {
+                if !table_spans.contains_key(t) {
+                    let span = if j == 0 {
+                        u.table.span()
+                    } else {
+                        u.also_lands[j - 1].span()
+                    };
+                    return self.err(
+                        format!("{key}.table"),
+                        span,
+                        format!("table `{t}` is not declared under [[tables]]"),
+                    );
+                }
+            }
+            let expected = u
+                .expected
+                .get_ref()
+                .parse::<jiff::civil::Time>()
+                .or_else(|e| {
+                    self.err(
+                        format!("{key}.expected"),
+                        u.expected.span(),
+                        format!(
+                            "`{}` is not a time of day like \"06:00\": {e}",
+                            u.expected.get_ref()
+                        ),
+                    )
+                })?;
+            let tolerance = SignedDuration::from_mins(self.positive(
+                &format!("{key}.tolerance_mins"),
+                &u.tolerance_mins,
+                24 * 60,
+            )?);
+            upstream.push(UpstreamJob {
+                name: job,
+                tables: landed,
+                expected,
+                tolerance,
+            });
+        }
+
+        let mut processors: Vec<Processor> = Vec::new();
+        for (i, p) in raw.processors.iter().enumerate() {
+            let key = format!("processors[{i}]");
+            let pname = p.name.get_ref().clone();
+            if !is_sql_identifier(&pname) {
+                return self.err(format!("{key}.name"), p.name.span(), format!("`{pname}` is not a valid processor name (a lower-case identifier like player_game_summary)"));
+            }
+            if processors.iter().any(|q| q.name.as_str() == pname) {
+                return self.err(
+                    format!("{key}.name"),
+                    p.name.span(),
+                    format!("processor `{pname}` is declared twice"),
+                );
+            }
+            let phase = self.positive(&format!("{key}.phase"), &p.phase, 100)? as u32;
+            let table = self.ident(&format!("{key}.table"), &p.table)?;
+            if table_spans.insert(table.clone(), ()).is_some() {
+                return self.err(format!("{key}.table"), p.table.span(), format!("table `{table}` is already written by another processor or declared under [[tables]]"));
+            }
+            let primary_key = self.primary_key(&format!("{key}.primary_key"), &p.primary_key)?;
+            let partition_column = match &p.partition_column {
+                Some(c) => self.ident(&format!("{key}.partition_column"), c)?,
+                None => "game_date".to_owned(),
+            };
+            let history_days = match &p.history_days {
+                Some(h) if *h.get_ref() == 0 => 0,
+                Some(h) => self.positive(&format!("{key}.history_days"), h, 3660)? as u32,
+                None => 0,
+            };
+            let command = match &p.command {
+                Some(c) if c.get_ref().is_empty() => {
+                    return self.err(
+                        format!("{key}.command"),
+                        c.span(),
+                        "a command needs at least the program",
+                    );
+                }
+                Some(c) => Some(c.get_ref().clone()),
+                None => None,
+            };
+            processors.push(Processor {
+                name: ProcessorName::new(pname),
+                phase,
+                table: TableSpec {
+                    name: table,
+                    primary_key,
+                    partition_column,
+                },
+                inputs: Vec::new(),
+                history_days,
+                upstream: Vec::new(),
+                depends_on: Vec::new(),
+                command,
+            });
+        }
+        tables.extend(processors.iter().map(|p| p.table.clone()));
+
+        // References, now that every name is known.
+        for (i, p) in raw.processors.iter().enumerate() {
+            let key = format!("processors[{i}]");
+            let mut inputs = Vec::new();
+            for (j, t) in p.inputs.iter().enumerate() {
+                let name = self.ident(&format!("{key}.inputs[{j}]"), t)?;
+                if !table_spans.contains_key(&name) {
+                    return self.err(
+                        format!("{key}.inputs[{j}]"),
+                        t.span(),
+                        format!("unknown table `{name}`"),
+                    );
+                }
+                inputs.push(name);
+            }
+            let mut ups = Vec::new();
+            for (j, u) in p.upstream.iter().enumerate() {
+                if !upstream.iter().any(|job| &job.name == u.get_ref()) {
+                    return self.err(
+                        format!("{key}.upstream[{j}]"),
+                        u.span(),
+                        format!("unknown upstream job `{}`", u.get_ref()),
+                    );
+                }
+                ups.push(u.get_ref().clone());
+            }
+            let mut deps = Vec::new();
+            for (j, d) in p.depends_on.iter().enumerate() {
+                let Some(dep) = processors.iter().find(|q| q.name.as_str() == d.get_ref()) else {
+                    return self.err(
+                        format!("{key}.depends_on[{j}]"),
+                        d.span(),
+                        format!("unknown processor `{}`", d.get_ref()),
+                    );
+                };
+                if dep.phase != processors[i].phase {
+                    return self.err(
+                        format!("{key}.depends_on[{j}]"),
+                        d.span(),
+                        format!(
+                            "`{}` is in phase {}, not this processor's phase {}",
+                            d.get_ref(),
+                            dep.phase,
+                            processors[i].phase
+                        ),
+                    );
+                }
+                deps.push(dep.name.clone());
+            }
+            processors[i].inputs = inputs;
+            processors[i].upstream = ups;
+            processors[i].depends_on = deps;
+        }
+        let processors = self.topological(processors, &raw.processors)?;
+
+        let mut gates = Vec::new();
+        for (i, g) in raw.gates.iter().enumerate() {
+            let key = format!("gates[{i}]");
+            let gname = g.name.get_ref().clone();
+            if !is_sql_identifier(&gname) {
+                return self.err(
+                    format!("{key}.name"),
+                    g.name.span(),
+                    format!("`{gname}` is not a valid gate name"),
+                );
+            }
+            if gates.iter().any(|x: &Gate| x.id.as_str() == gname) {
+                return self.err(
+                    format!("{key}.name"),
+                    g.name.span(),
+                    format!("gate `{gname}` is declared twice"),
+                );
+            }
+            let next_phase =
+                self.positive(&format!("{key}.next_phase"), &g.next_phase, 100)? as u32;
+            let overnight = self.mode(&format!("{key}.overnight"), &g.overnight, &processors)?;
+            let same_day = match &g.same_day {
+                Some(m) => Some(self.mode(&format!("{key}.same_day"), m, &processors)?),
+                None => None,
+            };
+            for (topic_key, topic) in [
+                ("completion_topic", &g.completion_topic),
+                ("trigger_topic", &g.trigger_topic),
+            ] {
+                let t = topic.get_ref();
+                if t.is_empty()
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return self.err(
+                        format!("{key}.{topic_key}"),
+                        topic.span(),
+                        format!("`{t}` is not a valid topic name (letters, digits, - and _)"),
+                    );
+                }
+            }
+            gates.push(Gate {
+                id: GateId::new(gname),
+                completion_topic: g.completion_topic.get_ref().clone(),
+                trigger_topic: g.trigger_topic.get_ref().clone(),
+                next_phase,
+                overnight,
+                same_day,
+                timezone: timezone.clone(),
+            });
+        }
+
+        Ok(Pipeline {
+            name,
+            timezone,
+            timezone_name: tz_name,
+            backend,
+            lease_ttl,
+            lease_wait,
+            ack_wait,
+            max_deliveries,
+            upstream,
+            tables,
+            processors,
+            gates,
+        })
+    }
+
+    fn mode(
+        &self,
+        key: &str,
+        raw: &RawMode,
+        processors: &[Processor],
+    ) -> Result<ModePolicy, Error> {
+        let resolve = |k: String, s: &Spanned<String>| -> Result<ProcessorName, Error> {
+            match processors.iter().find(|p| p.name.as_str() == s.get_ref()) {
+                Some(p) => Ok(p.name.clone()),
+                None => self.err(k, s.span(), format!("unknown processor `{}`", s.get_ref())),
+            }
+        };
+        if raw.expected.get_ref().is_empty() {
+            return self.err(
+                format!("{key}.expected"),
+                raw.expected.span(),
+                "a gate must expect at least one processor",
+            );
+        }
+        let mut expected = Vec::new();
+        for (i, s) in raw.expected.get_ref().iter().enumerate() {
+            let p = resolve(format!("{key}.expected[{i}]"), s)?;
+            if expected.contains(&p) {
+                return self.err(
+                    format!("{key}.expected[{i}]"),
+                    s.span(),
+                    format!("processor `{p}` is listed twice"),
+                );
+            }
+            expected.push(p);
+        }
+        let mut critical = Vec::new();
+        for (i, s) in raw.critical.iter().enumerate() {
+            let p = resolve(format!("{key}.critical[{i}]"), s)?;
+            if !expected.contains(&p) {
+                return self.err(
+                    format!("{key}.critical[{i}]"),
+                    s.span(),
+                    format!("critical processor `{p}` is not in `expected`"),
+                );
+            }
+            critical.push(p);
+        }
+        if raw.rules.get_ref().is_empty() {
+            return self.err(
+                format!("{key}.rules"),
+                raw.rules.span(),
+                "at least one rule is needed (e.g. \"all_complete\")",
+            );
+        }
+        let mut rules = Vec::new();
+        for (i, s) in raw.rules.get_ref().iter().enumerate() {
+            match Rule::parse(s.get_ref()) {
+                Some(r) => rules.push(r),
+                None => {
+                    return self.err(format!("{key}.rules[{i}]"), s.span(), format!("unknown rule `{}` (expected \"all_complete\" or \"critical_plus_majority_<N>pct\")", s.get_ref()));
+                }
+            }
+        }
+        Ok(ModePolicy {
+            expected,
+            critical,
+            rules,
+        })
+    }
+
+    /// Orders processors so that each comes after those it depends on; rejects a cycle.
+    fn topological(
+        &self,
+        processors: Vec<Processor>,
+        raw: &[RawProcessor],
+    ) -> Result<Vec<Processor>, Error> {
+        let index: BTreeMap<&str, usize> = processors
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let mut done: BTreeSet<usize> = BTreeSet::new();
+        let mut order = Vec::new();
+        fn visit(
+            i: usize,
+            processors: &[Processor],
+            index: &BTreeMap<&str, usize>,
+            done: &mut BTreeSet<usize>,
+            path: &mut Vec<usize>,
+            order: &mut Vec<usize>,
+        ) -> Result<(), Vec<usize>> {
+            if done.contains(&i) {
+                return Ok(());
+            }
+            if let Some(pos) = path.iter().position(|&x| x == i) {
+                let mut cycle = path[pos..].to_vec();
+                cycle.push(i);
+                return Err(cycle);
+            }
+            path.push(i);
+            for dep in &processors[i].depends_on {
+                if let Some(&j) = index.get(dep.as_str()) {
+                    visit(j, processors, index, done, path, order)?;
+                }
+            }
+            path.pop();
+            done.insert(i);
+            order.push(i);
+            Ok(())
+        }
+        for i in 0..processors.len() {
+            let mut path = Vec::new();
+            if let Err(cycle) = visit(i, &processors, &index, &mut done, &mut path, &mut order) {
+                let names: Vec<&str> = cycle.iter().map(|&c| processors[c].name.as_str()).collect();
+                let first = cycle[0];
+                let span = raw[first]
+                    .depends_on
+                    .first()
+                    .map(|d| d.span())
+                    .unwrap_or_else(|| raw[first].name.span());
+                return self.err(
+                    format!("processors[{first}].depends_on"),
+                    span,
+                    format!("dependency cycle: {}", names.join(" -> ")),
+                );
+            }
+        }
+        let mut slots: Vec<Option<Processor>> = processors.into_iter().map(Some).collect();
+        Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_config_is_valid() {
+        let p = Pipeline::reference().unwrap();
+        assert_eq!(p.phase(3).count(), 5);
+        assert_eq!(p.phase(4).count(), 1);
+        let order: Vec<&str> = p.processors.iter().map(|p| p.name.as_str()).collect();
+        let tog = order
+            .iter()
+            .position(|n| *n == "team_offense_game_summary")
+            .unwrap();
+        let pgs = order
+            .iter()
+            .position(|n| *n == "player_game_summary")
+            .unwrap();
+        assert!(tog < pgs, "dependencies come first: {order:?}");
+        assert_eq!(p.gates[0].overnight.expected.len(), 5);
+    }
+
+    fn err_of(src: &str) -> Error {
+        Pipeline::from_toml(src).unwrap_err()
+    }
+
+    fn mutate(from: &str, to: &str) -> String {
+        assert!(
+            REFERENCE_TOML.contains(from),
+            "fixture text `{from}` missing"
+        );
+        REFERENCE_TOML.replacen(from, to, 1)
+    }
+
+    fn line_containing(src: &str, needle: &str) -> usize {
+        src.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn an_unknown_processor_in_a_gate_names_key_and_line() {
+        let src = mutate(
+            r#"critical = ["player_game_summary", "upcoming_player_game_context"]"#,
+            r#"critical = ["player_game_summary", "nope_processor"]"#,
+        );
+        let e = err_of(&src);
+        assert_eq!(e.key, "gates[0].overnight.critical[1]");
+        assert_eq!(e.line, Some(line_containing(&src, "nope_processor")));
+        assert!(e.message.contains("nope_processor"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_primary_key_is_rejected() {
+        let src = mutate(
+            r#"primary_key = ["game_date", "team_abbr"]"#,
+            "primary_key = []",
+        );
+        let e = err_of(&src);
+        assert_eq!(e.key, "processors[0].primary_key");
+        assert!(e.message.contains("at least one column"));
+    }
+
+    #[test]
+    fn a_duplicate_processor_name_is_rejected() {
+        let src = mutate(
+            r#"name = "team_defense_game_summary""#,
+            r#"name = "team_offense_game_summary""#,
+        );
+        let e = err_of(&src);
+        assert_eq!(e.key, "processors[2].name");
+        assert!(e.message.contains("declared twice"));
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_rejected() {
+        let src = mutate(
+            "inputs = [\"nbac_team_boxscore\"]\nupstream",
+            "inputs = [\"nbac_team_boxscore\"]\ndepends_on = [\"player_game_summary\"]\nupstream",
+        );
+        let e = err_of(&src);
+        assert!(e.message.contains("dependency cycle"), "{e}");
+    }
+
+    #[test]
+    fn an_unsafe_sql_identifier_is_rejected() {
+        let src = mutate(
+            r#"table = "team_offense_game_summary""#,
+            r#"table = "x; DROP TABLE runs""#,
+        );
+        let e = err_of(&src);
+        assert_eq!(e.key, "processors[0].table");
+        assert!(e.message.contains("not a valid SQL identifier"));
+        assert!(!is_sql_identifier("select"));
+        assert!(!is_sql_identifier("1abc"));
+        assert!(is_sql_identifier("game_date"));
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let src = mutate("ttl_secs = 600", "ttl_secs = ");
+        let e = err_of(&src);
+        assert_eq!(e.line, Some(line_containing(&src, "ttl_secs")));
+    }
+
+    #[test]
+    fn an_unknown_key_is_rejected() {
+        let src = mutate("ttl_secs = 600", "ttl_sec = 600");
+        let e = err_of(&src);
+        assert!(e.message.contains("ttl_sec"), "{e}");
+        assert!(e.line.is_some());
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_rejected() {
+        let src = mutate("America/New_York", "Mars/Olympus");
+        assert_eq!(err_of(&src).key, "pipeline.timezone");
+    }
+}
