@@ -1,1 +1,574 @@
-//! placeholder
+//! baton-conformance: the behaviour every backend must show, written once.
+//!
+//! `exercise_state_store`, `exercise_warehouse` and `exercise_bus` each take a constructor
+//! that builds a fresh backend on a [`ManualClock`], and panic with a message naming the
+//! broken rule. The SQLite backend and the simulator's in-memory backend both run them
+//! (and later backends must), so a fake can never drift from the real thing.
+#![deny(missing_docs)]
+#![allow(clippy::unwrap_used)] // a test suite: a failed unwrap is a failed conformance check
+
+use baton_core::ManualClock;
+use baton_core::completion::{self, Outcome};
+use baton_core::config::{Pipeline, TableSpec};
+use baton_core::lease::Refusal;
+use baton_core::message::{CompletionMessage, message_id};
+use baton_core::model::{
+    CompletionStatus, FenceToken, GateId, Partition, ProcessorName, Row, RunId,
+};
+use baton_ports::{
+    Acquired, Bus, FencedWrite, GroupSettings, NewDeadLetter, NewOutboxRow, OnHeld, Published,
+    Released, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+};
+use jiff::{SignedDuration, Timestamp};
+use std::sync::Arc;
+
+/// The clock every exercise starts from.
+pub fn start_time() -> Timestamp {
+    "2024-03-02T12:00:00Z".parse().unwrap()
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(start_time()))
+}
+
+fn day(s: &str) -> Partition {
+    Partition::parse(s).unwrap()
+}
+
+fn completion(processor: &str, run: &str, date: &str) -> CompletionMessage {
+    let processor = ProcessorName::from(processor);
+    let partition = day(date);
+    let run_id = RunId::from(run);
+    CompletionMessage {
+        message_id: message_id(&processor, partition, &run_id),
+        gate: None,
+        processor,
+        partition,
+        run_id,
+        status: CompletionStatus::Success,
+        record_count: 3,
+        produced_at: start_time(),
+        force_reprocess: false,
+    }
+}
+
+const TTL: SignedDuration = SignedDuration::from_secs(600);
+
+/// Documents, leases, runs, outbox, dead letters and landings.
+pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S) {
+    let pipeline = Pipeline::reference().unwrap();
+    let gate = pipeline.gates[0].clone();
+    let clock = clock();
+    let store = make(clock.clone());
+    let now = clock.now_ts();
+    let mut step = |doc: Option<completion::Document>, _: &GateId, m: &CompletionMessage| {
+        completion::step(doc, m, &gate, now)
+    };
+
+    // Documents: one entry per processor, duplicates change nothing that counts.
+    let names = [
+        "team_offense_game_summary",
+        "team_defense_game_summary",
+        "upcoming_team_game_context",
+        "player_game_summary",
+    ];
+    let batch: Vec<Work> = names
+        .iter()
+        .map(|p| Work::Completion {
+            gate: gate.id.clone(),
+            message: completion(p, "r1", "2024-03-01"),
+        })
+        .chain(std::iter::once(Work::Completion {
+            gate: gate.id.clone(),
+            message: completion(names[0], "r1", "2024-03-01"),
+        }))
+        .collect();
+    let outcomes = store.apply(&batch, &mut step).unwrap();
+    assert_eq!(
+        outcomes[..4],
+        vec![Outcome::Applied; 4][..],
+        "first messages apply"
+    );
+    assert_eq!(
+        outcomes[4],
+        Outcome::Duplicate,
+        "a repeated run is a duplicate"
+    );
+    let doc = store
+        .document(&gate.id, day("2024-03-01"))
+        .unwrap()
+        .expect("document stored");
+    assert_eq!(
+        doc.completed_count, 4,
+        "count is derived from distinct entries"
+    );
+    assert!(!doc.triggered);
+    assert!(doc.version >= 1, "a stored document has a version");
+    assert!(
+        store
+            .outbox_for("trigger", day("2024-03-01"))
+            .unwrap()
+            .is_empty(),
+        "no trigger before the policy holds"
+    );
+
+    // The last processor triggers once, with the trigger row in the same transaction.
+    let last = Work::Completion {
+        gate: gate.id.clone(),
+        message: completion("upcoming_player_game_context", "r1", "2024-03-01"),
+    };
+    store.apply(std::slice::from_ref(&last), &mut step).unwrap();
+    store.apply(std::slice::from_ref(&last), &mut step).unwrap();
+    let triggers = store.outbox_for("trigger", day("2024-03-01")).unwrap();
+    assert_eq!(triggers.len(), 1, "exactly one trigger row");
+    let doc = store
+        .document(&gate.id, day("2024-03-01"))
+        .unwrap()
+        .unwrap();
+    assert!(doc.triggered && doc.completed_count == 5);
+    assert_eq!(
+        store
+            .documents(&gate.id, day("2024-02-01"), day("2024-03-31"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .documents(&gate.id, day("2024-03-02"), day("2024-03-31"))
+            .unwrap()
+            .is_empty()
+    );
+
+    // Outbox: unpublished until marked.
+    let pending = store.unpublished(100).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(store.backlog().unwrap().pending, 1);
+    store.mark_published(&[pending[0].id]).unwrap();
+    assert!(store.unpublished(100).unwrap().is_empty());
+    assert_eq!(store.backlog().unwrap().pending, 0);
+    store
+        .enqueue(&NewOutboxRow {
+            topic: "t".into(),
+            message_id: "m".into(),
+            kind: "completion".into(),
+            partition: day("2024-03-01"),
+            payload: "{}".into(),
+        })
+        .unwrap();
+    assert_eq!(store.unpublished(100).unwrap()[0].row.message_id, "m");
+
+    // Dead letters, from a batch and directly.
+    let letter = NewDeadLetter {
+        topic: "t".into(),
+        message_id: None,
+        payload: "{bad".into(),
+        reason: "not JSON".into(),
+    };
+    store
+        .apply(&[Work::DeadLetter(letter.clone())], &mut step)
+        .unwrap();
+    let unknown = Work::Completion {
+        gate: gate.id.clone(),
+        message: completion("player_daily_cache", "r1", "2024-03-01"),
+    };
+    assert!(matches!(
+        store.apply(&[unknown], &mut step).unwrap()[0],
+        Outcome::Rejected { .. }
+    ));
+    let letters = store.dead_letters().unwrap();
+    assert_eq!(letters.len(), 2, "both dead letters are kept");
+    assert_eq!(letters[0].letter, letter);
+
+    // Edit (reconcile's path): the edit sees the stored document and writes its triggers.
+    let edited = store
+        .edit_document(&gate.id, day("2024-03-01"), &mut |doc| {
+            let mut doc = doc.unwrap();
+            let t = completion::force_trigger(&mut doc, &gate, now, "forced");
+            Some((doc, vec![t]))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.generation, 2);
+    assert_eq!(
+        store
+            .outbox_for("trigger", day("2024-03-01"))
+            .unwrap()
+            .len(),
+        2
+    );
+
+    exercise_leases(&store, &clock);
+
+    // Runs.
+    let run = RunRecord {
+        run_id: RunId::from("run-1"),
+        processor: ProcessorName::from("player_game_summary"),
+        partition: day("2024-03-01"),
+        holder: "w1".into(),
+        token: FenceToken::new(1),
+        started_at: clock.now_ts(),
+        finished_at: None,
+        status: "running".into(),
+        rows_written: 0,
+        duplicates_dropped: 0,
+        error: None,
+    };
+    store.start_run(&run).unwrap();
+    store
+        .finish_run(
+            &run.run_id,
+            &RunEnd {
+                status: "success".into(),
+                rows_written: 7,
+                duplicates_dropped: 2,
+                error: None,
+            },
+        )
+        .unwrap();
+    let runs = store.runs(day("2024-03-01")).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (
+            runs[0].status.as_str(),
+            runs[0].rows_written,
+            runs[0].duplicates_dropped
+        ),
+        ("success", 7, 2)
+    );
+    assert!(runs[0].finished_at.is_some());
+
+    // Landings: the first landing is kept.
+    store
+        .record_landing("nbac_gamebook_scraper", day("2024-03-01"), start_time())
+        .unwrap();
+    store
+        .record_landing(
+            "nbac_gamebook_scraper",
+            day("2024-03-01"),
+            start_time()
+                .checked_add(SignedDuration::from_hours(1))
+                .unwrap(),
+        )
+        .unwrap();
+    let landings = store.landings(day("2024-03-01")).unwrap();
+    assert_eq!(landings.len(), 1);
+    assert_eq!(landings[0].landed_at, start_time());
+}
+
+fn exercise_leases<S: StateStore>(store: &S, clock: &ManualClock) {
+    let p = ProcessorName::from("player_game_summary");
+    let d = day("2024-03-01");
+    let Acquired::Granted(a) = store
+        .acquire_lease(&p, d, "a", TTL, OnHeld::Report)
+        .unwrap()
+    else {
+        panic!("a free lease is granted")
+    };
+    assert_eq!(a.token, FenceToken::new(1));
+    match store
+        .acquire_lease(&p, d, "b", TTL, OnHeld::Coalesce)
+        .unwrap()
+    {
+        Acquired::Held {
+            lease,
+            follow_up_recorded,
+        } => {
+            assert_eq!(lease.holder, "a");
+            assert!(follow_up_recorded);
+        }
+        other => panic!("a live lease is not granted twice: {other:?}"),
+    }
+    assert!(matches!(
+        store.release_lease(&p, d, FenceToken::new(9)).unwrap(),
+        Released::Refused(Refusal::StaleToken { .. })
+    ));
+    assert_eq!(
+        store.release_lease(&p, d, a.token).unwrap(),
+        Released::Released { follow_up: true },
+        "the coalesced request is handed to the holder"
+    );
+    let Acquired::Granted(b) = store
+        .acquire_lease(&p, d, "b", TTL, OnHeld::Report)
+        .unwrap()
+    else {
+        panic!("a released lease is granted")
+    };
+    assert_eq!(b.token, FenceToken::new(2), "tokens grow across grants");
+    clock.advance(SignedDuration::from_secs(601));
+    assert!(
+        matches!(
+            store.renew_lease(&p, d, b.token, TTL).unwrap(),
+            Err(Refusal::Expired { .. })
+        ),
+        "expiry is judged by the store's clock"
+    );
+    let Acquired::Granted(c) = store
+        .acquire_lease(&p, d, "c", TTL, OnHeld::Report)
+        .unwrap()
+    else {
+        panic!("an expired lease can be taken over")
+    };
+    assert_eq!(c.token, FenceToken::new(3));
+    assert!(store.renew_lease(&p, d, c.token, TTL).unwrap().is_ok());
+    assert_eq!(
+        store.release_lease(&p, d, c.token).unwrap(),
+        Released::Released { follow_up: false }
+    );
+    assert!(
+        store
+            .leases()
+            .unwrap()
+            .iter()
+            .any(|l| l.processor == p && l.released)
+    );
+}
+
+fn table() -> TableSpec {
+    TableSpec {
+        name: "conformance_table".into(),
+        primary_key: vec!["game_date".into(), "player_lookup".into()],
+        partition_column: "game_date".into(),
+    }
+}
+
+fn row(date: &str, player: &str, points: i64) -> Row {
+    serde_json::json!({"game_date": date, "player_lookup": player, "points": points})
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+fn outbox_row(run: &str) -> NewOutboxRow {
+    NewOutboxRow {
+        topic: "c".into(),
+        message_id: run.into(),
+        kind: "completion".into(),
+        partition: day("2024-03-01"),
+        payload: "{}".into(),
+    }
+}
+
+/// Tables, fenced upserts with the outbox row, counts and duplicate scans.
+pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClock>) -> W) {
+    let clock = clock();
+    let w = make(clock.clone());
+    let t = table();
+    w.ensure_table(&t).unwrap();
+    w.ensure_table(&t).unwrap();
+    let p = ProcessorName::from("player_game_summary");
+    let d = day("2024-03-01");
+    let Acquired::Granted(a) = w.acquire_lease(&p, d, "a", TTL, OnHeld::Report).unwrap() else {
+        panic!()
+    };
+    let rows = vec![
+        row("2024-03-01", "x", 1),
+        row("2024-03-01", "y", 2),
+        row("2024-03-01", "z", 3),
+    ];
+    let out = w
+        .fenced_write(&FencedWrite {
+            table: &t,
+            processor: &p,
+            partition: d,
+            token: a.token,
+            rows: &rows,
+            completion: &outbox_row("r1"),
+        })
+        .unwrap();
+    assert_eq!(
+        out,
+        WriteOutcome::Written {
+            rows: 3,
+            inserted: 3,
+            removed: 0
+        }
+    );
+    assert_eq!(w.row_count(&t, d).unwrap(), 3);
+    assert_eq!(w.duplicate_rows(&t, d).unwrap(), 0);
+    assert_eq!(
+        w.unpublished(10).unwrap().len(),
+        1,
+        "the completion is written with the data"
+    );
+
+    // A second run for the partition replaces the first run's rows.
+    w.release_lease(&p, d, a.token).unwrap();
+    let Acquired::Granted(b) = w.acquire_lease(&p, d, "b", TTL, OnHeld::Report).unwrap() else {
+        panic!()
+    };
+    let rows2 = vec![row("2024-03-01", "x", 10), row("2024-03-01", "w", 4)];
+    let out = w
+        .fenced_write(&FencedWrite {
+            table: &t,
+            processor: &p,
+            partition: d,
+            token: b.token,
+            rows: &rows2,
+            completion: &outbox_row("r2"),
+        })
+        .unwrap();
+    assert_eq!(
+        out,
+        WriteOutcome::Written {
+            rows: 2,
+            inserted: 1,
+            removed: 2
+        }
+    );
+    let read = w.read(&t, d, d).unwrap();
+    assert_eq!(read.len(), 2);
+    assert!(
+        read.iter()
+            .any(|r| r["player_lookup"] == "x" && r["points"] == 10),
+        "the upsert replaced the row"
+    );
+
+    // The stale holder is fenced and writes nothing, not even its completion.
+    let stale = w
+        .fenced_write(&FencedWrite {
+            table: &t,
+            processor: &p,
+            partition: d,
+            token: a.token,
+            rows: &rows,
+            completion: &outbox_row("r3"),
+        })
+        .unwrap();
+    assert!(
+        matches!(stale, WriteOutcome::Fenced(Refusal::StaleToken { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(w.row_count(&t, d).unwrap(), 2);
+    assert_eq!(
+        w.unpublished(10).unwrap().len(),
+        2,
+        "a fenced write adds no outbox row"
+    );
+
+    // A holder paused past its lease cannot write, even if nobody took over.
+    clock.advance(SignedDuration::from_secs(601));
+    let expired = w
+        .fenced_write(&FencedWrite {
+            table: &t,
+            processor: &p,
+            partition: d,
+            token: b.token,
+            rows: &rows,
+            completion: &outbox_row("r4"),
+        })
+        .unwrap();
+    assert!(
+        matches!(expired, WriteOutcome::Fenced(Refusal::Expired { .. })),
+        "{expired:?}"
+    );
+
+    // Raw landings and range reads.
+    let raw = TableSpec {
+        name: "conformance_raw".into(),
+        primary_key: vec!["game_id".into()],
+        partition_column: "game_date".into(),
+    };
+    w.ensure_table(&raw).unwrap();
+    let r = |id: &str, date: &str| {
+        serde_json::json!({"game_id": id, "game_date": date})
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    w.land(
+        &raw,
+        &[
+            r("g1", "2024-03-01"),
+            r("g2", "2024-03-02"),
+            r("g1", "2024-03-01"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        w.read(&raw, day("2024-03-01"), day("2024-03-02"))
+            .unwrap()
+            .len(),
+        2,
+        "landing upserts on the key"
+    );
+    assert_eq!(
+        w.read(&raw, day("2024-03-02"), day("2024-03-02"))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Topics, consumer groups, redelivery after the ack wait, acks and id dedup.
+pub fn exercise_bus<B: Bus>(make: impl Fn(Arc<ManualClock>) -> B) {
+    let clock = clock();
+    let bus = make(clock.clone());
+    let settings = GroupSettings {
+        ack_wait: SignedDuration::from_secs(30),
+    };
+    assert_eq!(bus.publish("t", "m1", b"one").unwrap(), Published::New);
+    assert_eq!(bus.publish("t", "m2", b"two").unwrap(), Published::New);
+    assert_eq!(
+        bus.publish("t", "m1", b"one again").unwrap(),
+        Published::Duplicate,
+        "a replayed id is dropped"
+    );
+    assert_eq!(
+        bus.publish("other", "m1", b"x").unwrap(),
+        Published::New,
+        "dedup is per topic"
+    );
+    assert_eq!(bus.pending("t", "g").unwrap(), 2);
+
+    let first = bus.fetch("t", "g", 10, settings).unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|d| d.payload.as_slice())
+            .collect::<Vec<_>>(),
+        vec![b"one".as_slice(), b"two"]
+    );
+    assert!(first.iter().all(|d| d.attempt == 1));
+    assert!(
+        bus.fetch("t", "g", 10, settings).unwrap().is_empty(),
+        "in-flight messages are not delivered twice"
+    );
+    assert_eq!(
+        bus.fetch("t", "g2", 10, settings).unwrap().len(),
+        2,
+        "groups are independent"
+    );
+
+    bus.ack("t", "g", &[first[0].seq]).unwrap();
+    clock.advance(SignedDuration::from_secs(31));
+    let again = bus.fetch("t", "g", 10, settings).unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "an unacked message is redelivered after the ack wait"
+    );
+    assert_eq!((again[0].message_id.as_str(), again[0].attempt), ("m2", 2));
+    bus.ack("t", "g", &[again[0].seq]).unwrap();
+    assert_eq!(bus.pending("t", "g").unwrap(), 0);
+    clock.advance(SignedDuration::from_secs(31));
+    assert!(
+        bus.fetch("t", "g", 10, settings).unwrap().is_empty(),
+        "acked messages stay acked"
+    );
+
+    let limited = bus.fetch("t", "g3", 1, settings).unwrap();
+    assert_eq!(limited.len(), 1, "fetch honours its limit");
+    assert_eq!(bus.messages("t").unwrap().len(), 2);
+}
+
+/// Reads a [`ManualClock`] without naming the trait at every call site.
+trait NowTs {
+    fn now_ts(&self) -> Timestamp;
+}
+
+impl NowTs for ManualClock {
+    fn now_ts(&self) -> Timestamp {
+        baton_core::Clock::now(self)
+    }
+}

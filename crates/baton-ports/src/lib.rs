@@ -1,1 +1,394 @@
-//! placeholder
+//! baton-ports: the seams between baton's logic and its backends.
+//!
+//! [`StateStore`] (completion documents, leases, runs, outbox, dead letters, landings),
+//! [`Warehouse`] (tables with primary keys, fenced upserts) and [`Bus`] (topics, consumer
+//! groups, acks, redelivery, dead-lettering). Every backend implements them and passes
+//! `baton-conformance`; the simulator's in-memory fakes implement the same traits.
+//!
+//! Invariant: the traits are synchronous and hold no policy. Time comes from the clock the
+//! backend was built with (the store's clock, never a worker's); the rules come from
+//! `baton-core`, passed in as the step function.
+#![deny(missing_docs)]
+
+use baton_core::completion::{Document, Outcome, StepOutput};
+use baton_core::config::TableSpec;
+use baton_core::lease::{Lease, Refusal};
+use baton_core::message::CompletionMessage;
+use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// A backend failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Worth retrying: busy, locked, serialization conflict, connection lost.
+    #[error("backend temporarily unavailable: {0}")]
+    Retryable(String),
+    /// Not worth retrying: corrupt data, schema mismatch, a bug.
+    #[error("backend error: {0}")]
+    Permanent(String),
+}
+
+impl Error {
+    /// Whether retrying may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Retryable(_))
+    }
+}
+
+/// Results of backend calls.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One unit of orchestrator work, applied in a batch inside one transaction.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Apply a completion to its gate's document.
+    Completion {
+        /// The gate.
+        gate: GateId,
+        /// The parsed message.
+        message: CompletionMessage,
+    },
+    /// Record a message that could not be parsed.
+    DeadLetter(NewDeadLetter),
+}
+
+/// A message for the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDeadLetter {
+    /// The topic it came from.
+    pub topic: String,
+    /// Its id on the bus, if known.
+    pub message_id: Option<String>,
+    /// The payload, as received.
+    pub payload: String,
+    /// Why it was dead-lettered.
+    pub reason: String,
+}
+
+/// A dead letter as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Its id in the store.
+    pub id: i64,
+    /// When it was recorded.
+    pub recorded_at: Timestamp,
+    /// What was recorded.
+    #[serde(flatten)]
+    pub letter: NewDeadLetter,
+}
+
+/// A row of the transactional outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOutboxRow {
+    /// The topic to publish on.
+    pub topic: String,
+    /// The deterministic message id (the bus drops replays of it).
+    pub message_id: String,
+    /// What the row carries: `completion` or `trigger`.
+    pub kind: String,
+    /// The partition it concerns.
+    pub partition: Partition,
+    /// The payload (JSON).
+    pub payload: String,
+}
+
+/// An outbox row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    /// Its id (publish order).
+    pub id: i64,
+    /// When it was written.
+    pub created_at: Timestamp,
+    /// When the relay published it.
+    pub published_at: Option<Timestamp>,
+    /// What it carries.
+    #[serde(flatten)]
+    pub row: NewOutboxRow,
+}
+
+/// What to do when an acquire finds the lease held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHeld {
+    /// Only report who holds it.
+    Report,
+    /// Record a follow-up request, atomically with the failed acquire, so that the holder
+    /// runs once more after it releases: a request is never dropped.
+    Coalesce,
+}
+
+/// The result of an acquire at the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// The caller holds the lease.
+    Granted(Lease),
+    /// Someone else does.
+    Held {
+        /// The live lease.
+        lease: Lease,
+        /// Whether a follow-up run was recorded for the holder.
+        follow_up_recorded: bool,
+    },
+}
+
+/// The result of a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    /// Released; `follow_up` says whether requests arrived meanwhile (taken: the caller
+    /// must run once more).
+    Released {
+        /// Whether a coalesced follow-up run is owed.
+        follow_up: bool,
+    },
+    /// Refused: the caller is not the current holder.
+    Refused(Refusal),
+}
+
+/// A run of a processor for a partition, as recorded in run history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run.
+    pub run_id: RunId,
+    /// The processor.
+    pub processor: ProcessorName,
+    /// The partition.
+    pub partition: Partition,
+    /// Who ran it.
+    pub holder: String,
+    /// The lease token it ran under.
+    pub token: FenceToken,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it finished.
+    pub finished_at: Option<Timestamp>,
+    /// `running`, or the completion status, or `fenced`.
+    pub status: String,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows dropped by pre-write dedup.
+    pub duplicates_dropped: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// How a run ended, for [`StateStore::finish_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    /// `success`, `partial`, `no_data`, `failed` or `fenced`.
+    pub status: String,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows dropped by dedup.
+    pub duplicates_dropped: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// An upstream job's landing for a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Landing {
+    /// The job.
+    pub job: String,
+    /// The partition.
+    pub partition: Partition,
+    /// When it landed.
+    pub landed_at: Timestamp,
+}
+
+/// What the outbox holds that is not yet published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Rows not yet published.
+    pub pending: u64,
+    /// When the oldest of them was written.
+    pub oldest: Option<Timestamp>,
+}
+
+/// Durable orchestrator state.
+pub trait StateStore: Send + Sync {
+    /// Applies a batch in one transaction: for each completion, loads its document, runs
+    /// `step`, writes the document (version + 1) and the step's effects (trigger outbox
+    /// rows, dead letters); records each dead letter. Returns one outcome per item.
+    fn apply(
+        &self,
+        batch: &[Work],
+        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
+    ) -> Result<Vec<Outcome>>;
+    /// Rewrites documents in one transaction each with their effects, for reconcile and
+    /// forced re-triggers: `edit` receives the stored document (or `None`) and returns the
+    /// new one and the triggers to write, or `None` to leave it.
+    fn edit_document(
+        &self,
+        gate: &GateId,
+        partition: Partition,
+        edit: &mut dyn FnMut(
+            Option<Document>,
+        ) -> Option<(Document, Vec<baton_core::completion::Trigger>)>,
+    ) -> Result<Option<Document>>;
+    /// The document of a gate and partition.
+    fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>>;
+    /// The documents of a gate in a range of partitions, in date order.
+    fn documents(&self, gate: &GateId, from: Partition, to: Partition) -> Result<Vec<Document>>;
+
+    /// Takes the lease if it is free or expired (by the store's clock).
+    fn acquire_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        holder: &str,
+        ttl: SignedDuration,
+        on_held: OnHeld,
+    ) -> Result<Acquired>;
+    /// Extends a lease held with `token`.
+    fn renew_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+        ttl: SignedDuration,
+    ) -> Result<std::result::Result<Lease, Refusal>>;
+    /// Releases a lease held with `token`, taking any coalesced follow-up request.
+    fn release_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<Released>;
+    /// All leases (live, expired and released).
+    fn leases(&self) -> Result<Vec<Lease>>;
+
+    /// Records a run's start.
+    fn start_run(&self, run: &RunRecord) -> Result<()>;
+    /// Records a run's end.
+    fn finish_run(&self, run_id: &RunId, end: &RunEnd) -> Result<()>;
+    /// Runs of a partition (all processors), in start order.
+    fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>>;
+
+    /// Adds a row to the outbox outside a data write (a failed run's completion, a
+    /// hand-published message).
+    fn enqueue(&self, row: &NewOutboxRow) -> Result<()>;
+    /// Up to `limit` unpublished rows, oldest first.
+    fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// Marks rows published.
+    fn mark_published(&self, ids: &[i64]) -> Result<()>;
+    /// Outbox rows of a kind for a partition (published or not), oldest first.
+    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>>;
+    /// What is waiting in the outbox.
+    fn backlog(&self) -> Result<Backlog>;
+
+    /// Records a dead letter.
+    fn dead_letter(&self, letter: &NewDeadLetter) -> Result<()>;
+    /// All dead letters, oldest first.
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+
+    /// Records an upstream job's landing for a partition (the first landing is kept).
+    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()>;
+    /// Landings for a partition.
+    fn landings(&self, partition: Partition) -> Result<Vec<Landing>>;
+}
+
+/// A fenced write: the rows of one (processor, partition), the token they were computed
+/// under, and the completion to publish with them.
+#[derive(Debug, Clone)]
+pub struct FencedWrite<'a> {
+    /// The table.
+    pub table: &'a TableSpec,
+    /// The processor writing.
+    pub processor: &'a ProcessorName,
+    /// The partition.
+    pub partition: Partition,
+    /// The lease token.
+    pub token: FenceToken,
+    /// The rows, already deduplicated on the primary key.
+    pub rows: &'a [Row],
+    /// The completion's outbox row, written in the same transaction.
+    pub completion: &'a NewOutboxRow,
+}
+
+/// The result of a fenced write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written: rows upserted, and how many of them were new.
+    Written {
+        /// Rows upserted.
+        rows: u64,
+        /// Of those, rows whose key was not in the table before.
+        inserted: u64,
+        /// Rows of an earlier run for this partition that the new run no longer produces,
+        /// removed.
+        removed: u64,
+    },
+    /// Refused: the token is not the live current lease; nothing was written.
+    Fenced(Refusal),
+}
+
+/// Tables with primary keys, written only through fenced upserts.
+pub trait Warehouse: Send + Sync {
+    /// Creates the table if missing (columns: the primary key, the partition column, the
+    /// row as JSON, the writer's token).
+    fn ensure_table(&self, table: &TableSpec) -> Result<()>;
+    /// In one transaction: checks the lease (`token` current and live by the store's
+    /// clock), upserts the rows on the primary key, removes the partition's rows an earlier
+    /// run wrote that this run does not, and writes the completion's outbox row.
+    fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome>;
+    /// Lands raw rows (an upstream job's data) with a plain upsert.
+    fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64>;
+    /// Rows of a table with the partition column in `[from, to]`.
+    fn read(&self, table: &TableSpec, from: Partition, to: Partition) -> Result<Vec<Row>>;
+    /// Rows of a table for one partition.
+    fn row_count(&self, table: &TableSpec, partition: Partition) -> Result<u64>;
+    /// Rows for one partition beyond the first per primary key (0 when the key holds).
+    fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64>;
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The bus's sequence number for the message.
+    pub seq: i64,
+    /// The message id it was published with.
+    pub message_id: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Which delivery this is (1 for the first).
+    pub attempt: u32,
+}
+
+/// Whether a publish was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Stored.
+    New,
+    /// Dropped: a message with this id was already published to the topic.
+    Duplicate,
+}
+
+/// Settings of a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// A delivery not acked within this is delivered again.
+    pub ack_wait: SignedDuration,
+}
+
+/// Durable topics with consumer groups (at-least-once).
+pub trait Bus: Send + Sync {
+    /// Publishes; a message id already on the topic is dropped.
+    fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published>;
+    /// Up to `max` messages for the group, oldest first: new ones, and ones whose ack wait
+    /// passed (with `attempt` counting deliveries). The consumer dead-letters a message
+    /// past its max deliveries; the bus only redelivers.
+    fn fetch(
+        &self,
+        topic: &str,
+        group: &str,
+        max: usize,
+        settings: GroupSettings,
+    ) -> Result<Vec<Delivery>>;
+    /// Acknowledges deliveries: they are not delivered again.
+    fn ack(&self, topic: &str, group: &str, seqs: &[i64]) -> Result<()>;
+    /// Messages the group has not acked (including ones not yet fetched).
+    fn pending(&self, topic: &str, group: &str) -> Result<u64>;
+    /// Every message on a topic, for inspection (`status`, tests).
+    fn messages(&self, topic: &str) -> Result<Vec<Delivery>>;
+}

@@ -1,1 +1,1037 @@
-//! placeholder
+//! baton-sqlite: the embedded backend. One SQLite file (WAL) holds the state store, the
+//! warehouse and the bus, so a data write, its completion's outbox row and a document's
+//! trigger each commit in one local transaction.
+//!
+//! Invariant: time in SQL is bound from the backend's clock (never `datetime('now')`), so
+//! leases and ack deadlines follow the injected clock. Invariant: table and column names
+//! spliced into SQL come from a validated `Pipeline` and are quoted.
+//! Durability: `synchronous=FULL` by default, so an acknowledged completion survives power
+//! loss; throughput comes from group commit (a consumer batch is one transaction).
+
+mod schema;
+
+use baton_core::clock::Clock;
+use baton_core::completion::{Document, Outcome, StepOutput, Trigger};
+use baton_core::config::TableSpec;
+use baton_core::lease::{self, Lease, Refusal};
+use baton_core::message::CompletionMessage;
+use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_ports::{
+    Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
+    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, Published, Released, Result, RunEnd, RunRecord,
+    StateStore, Warehouse, Work, WriteOutcome,
+};
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged write survives power loss.
+    Full,
+    /// fsync at WAL checkpoints only: faster, may lose the last commits on power loss.
+    Normal,
+}
+
+/// The embedded backend: one SQLite connection, shared by the process's threads.
+pub struct SqliteBackend {
+    conn: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend").finish_non_exhaustive()
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Error::Retryable(e.to_string())
+        }
+        _ => Error::Permanent(e.to_string()),
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Permanent(format!("stored {what} could not be read: {e}"))
+}
+
+fn micros(ts: Timestamp) -> i64 {
+    ts.as_microsecond()
+}
+
+fn from_micros(v: i64) -> Result<Timestamp> {
+    Timestamp::from_microsecond(v).map_err(|e| corrupt("timestamp", e))
+}
+
+fn partition_of(text: &str) -> Result<Partition> {
+    Partition::parse(text).map_err(|e| corrupt("partition", e))
+}
+
+/// Quotes an identifier that config validation already checked (letters, digits, `_`).
+fn quote(ident: &str) -> String {
+    format!("\"{ident}\"")
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path` and applies the schema.
+    pub fn open(path: &Path, durability: Durability, clock: Arc<dyn Clock>) -> Result<Self> {
+        let conn = Connection::open(path)
+            .map_err(|e| Error::Permanent(format!("cannot open {}: {e}", path.display())))?;
+        Self::setup(conn, durability, clock)
+    }
+
+    /// An in-memory database (tests).
+    pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(map_err)?;
+        Self::setup(conn, Durability::Full, clock)
+    }
+
+    fn setup(conn: Connection, durability: Durability, clock: Arc<dyn Clock>) -> Result<Self> {
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(map_err)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};"
+        ))
+        .map_err(map_err)?;
+        schema::migrate(&conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            clock,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the transaction rolls
+        // back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_txn<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(map_err)?;
+        Ok(out)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+fn load_document(tx: &Connection, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
+    let body: Option<String> = tx
+        .query_row(
+            "SELECT body FROM documents WHERE gate = ?1 AND partition = ?2",
+            params![gate.as_str(), partition.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt("document", e)))
+        .transpose()
+}
+
+/// Writes a document with version + 1, refusing if the stored version moved (a writer
+/// outside this transaction discipline); returns the written document.
+fn store_document(
+    tx: &Connection,
+    mut doc: Document,
+    expected_version: Option<u64>,
+    now: Timestamp,
+) -> Result<Document> {
+    // Pair assertion with the step: the count written is the count derived.
+    assert_eq!(
+        doc.completed_count,
+        doc.derived_count(),
+        "invariant: completed_count is derived from entries"
+    );
+    doc.version = expected_version.map_or(1, |v| v + 1);
+    let body = serde_json::to_string(&doc).map_err(|e| Error::Permanent(e.to_string()))?;
+    let changed = match expected_version {
+        None => tx
+            .execute(
+                "INSERT INTO documents (gate, partition, version, completed_count, triggered, body, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![doc.gate.as_str(), doc.partition.to_string(), doc.version as i64, doc.completed_count as i64, doc.triggered, body, micros(now)],
+            )
+            .map_err(map_err)?,
+        Some(v) => tx
+            .execute(
+                "UPDATE documents SET version = ?3, completed_count = ?4, triggered = ?5, body = ?6, updated_at = ?7
+                 WHERE gate = ?1 AND partition = ?2 AND version = ?8",
+                params![doc.gate.as_str(), doc.partition.to_string(), doc.version as i64, doc.completed_count as i64, doc.triggered, body, micros(now), v as i64],
+            )
+            .map_err(map_err)?,
+    };
+    if changed != 1 {
+        return Err(Error::Retryable(format!(
+            "document {}/{} changed concurrently",
+            doc.gate, doc.partition
+        )));
+    }
+    Ok(doc)
+}
+
+fn insert_outbox(tx: &Connection, row: &NewOutboxRow, now: Timestamp) -> Result<()> {
+    tx.execute(
+        "INSERT INTO outbox (topic, message_id, kind, partition, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![row.topic, row.message_id, row.kind, row.partition.to_string(), row.payload, micros(now)],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// The outbox row that carries a trigger.
+pub fn trigger_row(trigger: &Trigger) -> Result<NewOutboxRow> {
+    Ok(NewOutboxRow {
+        topic: trigger.topic.clone(),
+        message_id: trigger.message_id.clone(),
+        kind: "trigger".into(),
+        partition: trigger.partition,
+        payload: serde_json::to_string(trigger).map_err(|e| Error::Permanent(e.to_string()))?,
+    })
+}
+
+fn insert_dead_letter(tx: &Connection, letter: &NewDeadLetter, now: Timestamp) -> Result<()> {
+    tx.execute(
+        "INSERT INTO dead_letters (topic, message_id, payload, reason, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![letter.topic, letter.message_id, letter.payload, letter.reason, micros(now)],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn load_lease(
+    tx: &Connection,
+    processor: &ProcessorName,
+    partition: Partition,
+) -> Result<Option<Lease>> {
+    tx.query_row(
+        "SELECT holder, token, renewed_at, expires_at, released FROM leases WHERE processor = ?1 AND partition = ?2",
+        params![processor.as_str(), partition.to_string()],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, bool>(4)?)),
+    )
+    .optional()
+    .map_err(map_err)?
+    .map(|(holder, token, renewed, expires, released)| {
+        Ok(Lease {
+            processor: processor.clone(),
+            partition,
+            holder,
+            token: FenceToken::new(token as u64),
+            renewed_at: from_micros(renewed)?,
+            expires_at: from_micros(expires)?,
+            released,
+        })
+    })
+    .transpose()
+}
+
+fn save_lease(tx: &Connection, lease: &Lease) -> Result<()> {
+    tx.execute(
+        "INSERT INTO leases (processor, partition, holder, token, renewed_at, expires_at, released, follow_up)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)
+         ON CONFLICT (processor, partition) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+           renewed_at = excluded.renewed_at, expires_at = excluded.expires_at, released = excluded.released",
+        params![
+            lease.processor.as_str(),
+            lease.partition.to_string(),
+            lease.holder,
+            lease.token.get() as i64,
+            micros(lease.renewed_at),
+            micros(lease.expires_at),
+            lease.released
+        ],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+impl StateStore for SqliteBackend {
+    fn apply(
+        &self,
+        batch: &[Work],
+        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
+    ) -> Result<Vec<Outcome>> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for work in batch {
+                match work {
+                    Work::DeadLetter(letter) => {
+                        insert_dead_letter(tx, letter, now)?;
+                        outcomes.push(Outcome::Rejected {
+                            reason: letter.reason.clone(),
+                        });
+                    }
+                    Work::Completion { gate, message } => {
+                        let stored = load_document(tx, gate, message.partition)?;
+                        let version = stored.as_ref().map(|d| d.version);
+                        let out = step(stored.clone(), gate, message);
+                        if stored.as_ref() != Some(&out.document)
+                            && !matches!(out.outcome, Outcome::Rejected { .. })
+                        {
+                            store_document(tx, out.document, version, now)?;
+                        }
+                        for effect in &out.effects {
+                            match effect {
+                                baton_core::Effect::PublishTrigger(t) => {
+                                    insert_outbox(tx, &trigger_row(t)?, now)?
+                                }
+                                baton_core::Effect::DeadLetter { reason } => insert_dead_letter(
+                                    tx,
+                                    &NewDeadLetter {
+                                        topic: String::new(),
+                                        message_id: Some(message.message_id.clone()),
+                                        payload: message.to_json().to_string(),
+                                        reason: reason.clone(),
+                                    },
+                                    now,
+                                )?,
+                            }
+                        }
+                        outcomes.push(out.outcome);
+                    }
+                }
+            }
+            Ok(outcomes)
+        })
+    }
+
+    fn edit_document(
+        &self,
+        gate: &GateId,
+        partition: Partition,
+        edit: &mut dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)>,
+    ) -> Result<Option<Document>> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let stored = load_document(tx, gate, partition)?;
+            let version = stored.as_ref().map(|d| d.version);
+            match edit(stored.clone()) {
+                None => Ok(stored),
+                Some((doc, triggers)) => {
+                    let written = store_document(tx, doc, version, now)?;
+                    for t in &triggers {
+                        insert_outbox(tx, &trigger_row(t)?, now)?;
+                    }
+                    Ok(Some(written))
+                }
+            }
+        })
+    }
+
+    fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
+        load_document(&self.lock(), gate, partition)
+    }
+
+    fn documents(&self, gate: &GateId, from: Partition, to: Partition) -> Result<Vec<Document>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM documents WHERE gate = ?1 AND partition BETWEEN ?2 AND ?3 ORDER BY partition")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(
+                params![gate.as_str(), from.to_string(), to.to_string()],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(map_err)?;
+        rows.map(|b| {
+            let b = b.map_err(map_err)?;
+            serde_json::from_str(&b).map_err(|e| corrupt("document", e))
+        })
+        .collect()
+    }
+
+    fn acquire_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        holder: &str,
+        ttl: SignedDuration,
+        on_held: OnHeld,
+    ) -> Result<Acquired> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let existing = load_lease(tx, processor, partition)?;
+            match lease::acquire(existing.as_ref(), processor, partition, holder, now, ttl) {
+                lease::Acquire::Granted(l) => {
+                    save_lease(tx, &l)?;
+                    // The new holder's run supersedes any follow-up owed by the old one.
+                    tx.execute(
+                        "UPDATE leases SET follow_up = 0 WHERE processor = ?1 AND partition = ?2",
+                        params![processor.as_str(), partition.to_string()],
+                    )
+                    .map_err(map_err)?;
+                    Ok(Acquired::Granted(l))
+                }
+                lease::Acquire::Held(l) => {
+                    let follow_up_recorded = on_held == OnHeld::Coalesce;
+                    if follow_up_recorded {
+                        tx.execute(
+                            "UPDATE leases SET follow_up = 1 WHERE processor = ?1 AND partition = ?2",
+                            params![processor.as_str(), partition.to_string()],
+                        )
+                        .map_err(map_err)?;
+                    }
+                    Ok(Acquired::Held { lease: l, follow_up_recorded })
+                }
+            }
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+        ttl: SignedDuration,
+    ) -> Result<std::result::Result<Lease, Refusal>> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let existing = load_lease(tx, processor, partition)?;
+            match lease::renew(existing.as_ref(), token, now, ttl) {
+                Ok(l) => {
+                    save_lease(tx, &l)?;
+                    Ok(Ok(l))
+                }
+                Err(r) => Ok(Err(r)),
+            }
+        })
+    }
+
+    fn release_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<Released> {
+        self.write_txn(|tx| {
+            let existing = load_lease(tx, processor, partition)?;
+            match lease::release(existing.as_ref(), token) {
+                Ok(l) => {
+                    save_lease(tx, &l)?;
+                    let key = params![processor.as_str(), partition.to_string()];
+                    let follow_up: bool = tx
+                        .query_row(
+                            "SELECT follow_up FROM leases WHERE processor = ?1 AND partition = ?2",
+                            key,
+                            |r| r.get(0),
+                        )
+                        .map_err(map_err)?;
+                    tx.execute(
+                        "UPDATE leases SET follow_up = 0 WHERE processor = ?1 AND partition = ?2",
+                        key,
+                    )
+                    .map_err(map_err)?;
+                    Ok(Released::Released { follow_up })
+                }
+                Err(r) => Ok(Released::Refused(r)),
+            }
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT processor, partition FROM leases ORDER BY partition, processor")
+            .map_err(map_err)?;
+        let keys: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(map_err)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        for (p, d) in keys {
+            if let Some(l) = load_lease(&conn, &ProcessorName::new(p), partition_of(&d)?)? {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    fn start_run(&self, run: &RunRecord) -> Result<()> {
+        self.write_txn(|tx| {
+            tx.execute(
+                "INSERT INTO runs (run_id, processor, partition, holder, token, started_at, status, rows_written, duplicates_dropped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0)",
+                params![
+                    run.run_id.as_str(),
+                    run.processor.as_str(),
+                    run.partition.to_string(),
+                    run.holder,
+                    run.token.get() as i64,
+                    micros(run.started_at),
+                    run.status
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn finish_run(&self, run_id: &RunId, end: &RunEnd) -> Result<()> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            tx.execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, rows_written = ?4, duplicates_dropped = ?5, error = ?6 WHERE run_id = ?1",
+                params![run_id.as_str(), micros(now), end.status, end.rows_written as i64, end.duplicates_dropped as i64, end.error],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT run_id, processor, holder, token, started_at, finished_at, status, rows_written, duplicates_dropped, error
+                 FROM runs WHERE partition = ?1 ORDER BY started_at, rowid",
+            )
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(params![partition.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (
+                run_id,
+                processor,
+                holder,
+                token,
+                started,
+                finished,
+                status,
+                written,
+                dropped,
+                error,
+            ) = row.map_err(map_err)?;
+            Ok(RunRecord {
+                run_id: RunId::new(run_id),
+                processor: ProcessorName::new(processor),
+                partition,
+                holder,
+                token: FenceToken::new(token as u64),
+                started_at: from_micros(started)?,
+                finished_at: finished.map(from_micros).transpose()?,
+                status,
+                rows_written: written as u64,
+                duplicates_dropped: dropped as u64,
+                error,
+            })
+        })
+        .collect()
+    }
+
+    fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
+        let now = self.now();
+        self.write_txn(|tx| insert_outbox(tx, row, now))
+    }
+
+    fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>> {
+        let conn = self.lock();
+        query_outbox(
+            &conn,
+            "WHERE published_at IS NULL ORDER BY id LIMIT ?1",
+            params![limit as i64],
+        )
+    }
+
+    fn mark_published(&self, ids: &[i64]) -> Result<()> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE outbox SET published_at = ?2 WHERE id = ?1 AND published_at IS NULL",
+                )
+                .map_err(map_err)?;
+            for id in ids {
+                stmt.execute(params![id, micros(now)]).map_err(map_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>> {
+        let conn = self.lock();
+        query_outbox(
+            &conn,
+            "WHERE kind = ?1 AND partition = ?2 ORDER BY id",
+            params![kind, partition.to_string()],
+        )
+    }
+
+    fn backlog(&self) -> Result<Backlog> {
+        let conn = self.lock();
+        let (pending, oldest): (i64, Option<i64>) = conn
+            .query_row(
+                "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(map_err)?;
+        Ok(Backlog {
+            pending: pending as u64,
+            oldest: oldest.map(from_micros).transpose()?,
+        })
+    }
+
+    fn dead_letter(&self, letter: &NewDeadLetter) -> Result<()> {
+        let now = self.now();
+        self.write_txn(|tx| insert_dead_letter(tx, letter, now))
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT id, topic, message_id, payload, reason, recorded_at FROM dead_letters ORDER BY id")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (id, topic, message_id, payload, reason, at) = row.map_err(map_err)?;
+            Ok(DeadLetter {
+                id,
+                recorded_at: from_micros(at)?,
+                letter: NewDeadLetter {
+                    topic,
+                    message_id,
+                    payload,
+                    reason,
+                },
+            })
+        })
+        .collect()
+    }
+
+    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()> {
+        self.write_txn(|tx| {
+            tx.execute(
+                "INSERT INTO landings (job, partition, landed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![job, partition.to_string(), micros(at)],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT job, landed_at FROM landings WHERE partition = ?1 ORDER BY job")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(params![partition.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (job, at) = row.map_err(map_err)?;
+            Ok(Landing {
+                job,
+                partition,
+                landed_at: from_micros(at)?,
+            })
+        })
+        .collect()
+    }
+}
+
+fn query_outbox(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<OutboxRow>> {
+    let sql = format!(
+        "SELECT id, topic, message_id, kind, partition, payload, created_at, published_at FROM outbox {tail}"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+            ))
+        })
+        .map_err(map_err)?;
+    rows.map(|row| {
+        let (id, topic, message_id, kind, partition, payload, created, published) =
+            row.map_err(map_err)?;
+        Ok(OutboxRow {
+            id,
+            created_at: from_micros(created)?,
+            published_at: published.map(from_micros).transpose()?,
+            row: NewOutboxRow {
+                topic,
+                message_id,
+                kind,
+                partition: partition_of(&partition)?,
+                payload,
+            },
+        })
+    })
+    .collect()
+}
+
+/// A JSON scalar as the SQL value it is (rusqlite's own conversion would store JSON text).
+fn pk_value(row: &Row, column: &str, index: usize) -> Result<SqlValue> {
+    use serde_json::Value as J;
+    match row.get(column) {
+        None | Some(J::Null) => Err(Error::Permanent(format!(
+            "row {index} has no value for primary-key column `{column}`"
+        ))),
+        Some(J::String(s)) => Ok(SqlValue::Text(s.clone())),
+        Some(J::Bool(b)) => Ok(SqlValue::Integer(i64::from(*b))),
+        Some(J::Number(n)) => Ok(match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Some(v) => Ok(SqlValue::Text(v.to_string())),
+    }
+}
+
+fn partition_value(row: &Row, table: &TableSpec, index: usize) -> Result<String> {
+    match row.get(&table.partition_column) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        _ => Err(Error::Permanent(format!(
+            "row {index} of `{}` has no date in partition column `{}`",
+            table.name, table.partition_column
+        ))),
+    }
+}
+
+/// Upserts rows with `token`; returns how many keys were new.
+fn upsert_rows(tx: &Connection, table: &TableSpec, rows: &[Row], token: i64) -> Result<u64> {
+    let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+    let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+    let n = cols.len();
+    let exists_sql = format!(
+        "SELECT 1 FROM {} WHERE {}",
+        quote(&table.name),
+        cols.iter()
+            .zip(&placeholders)
+            .map(|(c, p)| format!("{c} = {p}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    );
+    let upsert_sql = format!(
+        "INSERT INTO {t} ({cols}, _partition, _row, _token) VALUES ({ph}, ?{a}, ?{b}, ?{c})
+         ON CONFLICT ({cols}) DO UPDATE SET _partition = excluded._partition, _row = excluded._row, _token = excluded._token",
+        t = quote(&table.name),
+        cols = cols.join(", "),
+        ph = placeholders.join(", "),
+        a = n + 1,
+        b = n + 2,
+        c = n + 3,
+    );
+    let mut exists = tx.prepare_cached(&exists_sql).map_err(map_err)?;
+    let mut upsert = tx.prepare_cached(&upsert_sql).map_err(map_err)?;
+    let mut inserted = 0;
+    for (index, row) in rows.iter().enumerate() {
+        let mut values: Vec<SqlValue> = Vec::with_capacity(n + 3);
+        for c in &table.primary_key {
+            values.push(pk_value(row, c, index)?);
+        }
+        if !exists
+            .exists(rusqlite::params_from_iter(values.iter()))
+            .map_err(map_err)?
+        {
+            inserted += 1;
+        }
+        values.push(SqlValue::Text(partition_value(row, table, index)?));
+        values.push(SqlValue::Text(
+            serde_json::to_string(row).map_err(|e| Error::Permanent(e.to_string()))?,
+        ));
+        values.push(SqlValue::Integer(token));
+        upsert
+            .execute(rusqlite::params_from_iter(values.iter()))
+            .map_err(map_err)?;
+    }
+    Ok(inserted)
+}
+
+impl Warehouse for SqliteBackend {
+    fn ensure_table(&self, table: &TableSpec) -> Result<()> {
+        let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {t} ({defs}, _partition TEXT NOT NULL, _row TEXT NOT NULL, _token INTEGER NOT NULL, PRIMARY KEY ({pk}));
+             CREATE INDEX IF NOT EXISTS {idx} ON {t} (_partition);",
+            t = quote(&table.name),
+            defs = cols.join(", "),
+            pk = cols.join(", "),
+            idx = quote(&format!("{}__partition", table.name)),
+        );
+        self.lock().execute_batch(&sql).map_err(map_err)
+    }
+
+    fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let current = load_lease(tx, write.processor, write.partition)?;
+            if let Err(refusal) = lease::check_current(current.as_ref(), write.token, now) {
+                return Ok(WriteOutcome::Fenced(refusal));
+            }
+            // The warehouse's own fence: the newest token it has seen for this
+            // (processor, partition). Redundant with the lease check while both live in one
+            // file; it is what still holds if a lease row were lost or edited.
+            let newest: Option<i64> = tx
+                .query_row(
+                    "SELECT newest_token FROM fences WHERE processor = ?1 AND partition = ?2",
+                    params![write.processor.as_str(), write.partition.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            let token = write.token.get() as i64;
+            if let Some(newest) = newest.filter(|n| *n > token) {
+                return Ok(WriteOutcome::Fenced(Refusal::StaleToken {
+                    presented: write.token,
+                    current: FenceToken::new(newest as u64),
+                }));
+            }
+            tx.execute(
+                "INSERT INTO fences (processor, partition, newest_token) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (processor, partition) DO UPDATE SET newest_token = excluded.newest_token",
+                params![write.processor.as_str(), write.partition.to_string(), token],
+            )
+            .map_err(map_err)?;
+            let inserted = upsert_rows(tx, write.table, write.rows, token)?;
+            let removed = tx
+                .execute(
+                    &format!("DELETE FROM {} WHERE _partition = ?1 AND _token < ?2", quote(&write.table.name)),
+                    params![write.partition.to_string(), token],
+                )
+                .map_err(map_err)? as u64;
+            insert_outbox(tx, write.completion, now)?;
+            Ok(WriteOutcome::Written { rows: write.rows.len() as u64, inserted, removed })
+        })
+    }
+
+    fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {
+        self.write_txn(|tx| {
+            upsert_rows(tx, table, rows, 0)?;
+            Ok(rows.len() as u64)
+        })
+    }
+
+    fn read(&self, table: &TableSpec, from: Partition, to: Partition) -> Result<Vec<Row>> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT _row FROM {} WHERE _partition BETWEEN ?1 AND ?2 ORDER BY _partition, rowid",
+            quote(&table.name)
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+        let rows = stmt
+            .query_map(params![from.to_string(), to.to_string()], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(map_err)?;
+        rows.map(|r| {
+            let text = r.map_err(map_err)?;
+            match serde_json::from_str(&text) {
+                Ok(serde_json::Value::Object(m)) => Ok(m),
+                Ok(_) => Err(corrupt("row", "not an object")),
+                Err(e) => Err(corrupt("row", e)),
+            }
+        })
+        .collect()
+    }
+
+    fn row_count(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE _partition = ?1",
+            quote(&table.name)
+        );
+        conn.query_row(&sql, params![partition.to_string()], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(map_err)
+    }
+
+    fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
+        let conn = self.lock();
+        let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+        let sql = format!(
+            "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {} WHERE _partition = ?1 GROUP BY {} HAVING count(*) > 1)",
+            quote(&table.name),
+            cols.join(", ")
+        );
+        conn.query_row(&sql, params![partition.to_string()], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(map_err)
+    }
+}
+
+impl Bus for SqliteBackend {
+    fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let n = tx
+                .execute(
+                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![topic, message_id, payload, micros(now)],
+                )
+                .map_err(map_err)?;
+            Ok(if n == 1 { Published::New } else { Published::Duplicate })
+        })
+    }
+
+    fn fetch(
+        &self,
+        topic: &str,
+        group: &str,
+        max: usize,
+        settings: GroupSettings,
+    ) -> Result<Vec<Delivery>> {
+        let now = self.now();
+        let visible_again = micros(now.checked_add(settings.ack_wait).unwrap_or(now));
+        self.write_txn(|tx| {
+            tx.execute(
+                "INSERT INTO bus_groups (topic, grp, cursor) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING",
+                params![topic, group],
+            )
+            .map_err(map_err)?;
+            // Move the group's cursor over newly published messages, creating a delivery
+            // record for each.
+            tx.execute(
+                "INSERT INTO bus_deliveries (topic, grp, seq, attempts, visible_at)
+                 SELECT ?1, ?2, seq, 0, 0 FROM bus_messages
+                 WHERE topic = ?1 AND seq > (SELECT cursor FROM bus_groups WHERE topic = ?1 AND grp = ?2)",
+                params![topic, group],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "UPDATE bus_groups SET cursor = (SELECT coalesce(max(seq), cursor) FROM bus_messages WHERE topic = ?1)
+                 WHERE topic = ?1 AND grp = ?2",
+                params![topic, group],
+            )
+            .map_err(map_err)?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE bus_deliveries SET attempts = attempts + 1, visible_at = ?4
+                     WHERE (topic, grp, seq) IN (
+                        SELECT topic, grp, seq FROM bus_deliveries
+                        WHERE topic = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY seq LIMIT ?5)
+                     RETURNING seq, attempts",
+                )
+                .map_err(map_err)?;
+            let picked: Vec<(i64, i64)> = stmt
+                .query_map(params![topic, group, micros(now), visible_again, max as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(map_err)?
+                .collect::<std::result::Result<_, _>>()
+                .map_err(map_err)?;
+            let mut msg = tx
+                .prepare_cached("SELECT message_id, payload FROM bus_messages WHERE seq = ?1")
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(picked.len());
+            for (seq, attempts) in picked {
+                let (message_id, payload): (String, Vec<u8>) = msg
+                    .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(map_err)?;
+                out.push(Delivery { seq, message_id, payload, attempt: attempts as u32 });
+            }
+            out.sort_by_key(|d| d.seq);
+            Ok(out)
+        })
+    }
+
+    fn ack(&self, topic: &str, group: &str, seqs: &[i64]) -> Result<()> {
+        self.write_txn(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM bus_deliveries WHERE topic = ?1 AND grp = ?2 AND seq = ?3",
+                )
+                .map_err(map_err)?;
+            for seq in seqs {
+                stmt.execute(params![topic, group, seq]).map_err(map_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pending(&self, topic: &str, group: &str) -> Result<u64> {
+        let conn = self.lock();
+        let unacked: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM bus_deliveries WHERE topic = ?1 AND grp = ?2",
+                params![topic, group],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+        let unseen: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM bus_messages WHERE topic = ?1 AND seq > coalesce((SELECT cursor FROM bus_groups WHERE topic = ?1 AND grp = ?2), 0)",
+                params![topic, group],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+        Ok((unacked + unseen) as u64)
+    }
+
+    fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, message_id, payload FROM bus_messages WHERE topic = ?1 ORDER BY seq",
+            )
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(params![topic], |r| {
+                Ok(Delivery {
+                    seq: r.get(0)?,
+                    message_id: r.get(1)?,
+                    payload: r.get(2)?,
+                    attempt: 0,
+                })
+            })
+            .map_err(map_err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(map_err)
+    }
+}

@@ -1,0 +1,62 @@
+//! The SQLite schema and its versioned migrations (`PRAGMA user_version`).
+
+use baton_ports::{Error, Result};
+use rusqlite::Connection;
+
+/// Migrations in order; the database's `user_version` says how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE documents (
+    gate TEXT NOT NULL, partition TEXT NOT NULL, version INTEGER NOT NULL,
+    completed_count INTEGER NOT NULL, triggered INTEGER NOT NULL, body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL, PRIMARY KEY (gate, partition));
+CREATE TABLE leases (
+    processor TEXT NOT NULL, partition TEXT NOT NULL, holder TEXT NOT NULL, token INTEGER NOT NULL,
+    renewed_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, released INTEGER NOT NULL,
+    follow_up INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (processor, partition));
+CREATE TABLE fences (
+    processor TEXT NOT NULL, partition TEXT NOT NULL, newest_token INTEGER NOT NULL,
+    PRIMARY KEY (processor, partition));
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, processor TEXT NOT NULL, partition TEXT NOT NULL, holder TEXT NOT NULL,
+    token INTEGER NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER, status TEXT NOT NULL,
+    rows_written INTEGER NOT NULL, duplicates_dropped INTEGER NOT NULL, error TEXT);
+CREATE INDEX runs_partition ON runs (partition);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, message_id TEXT NOT NULL, kind TEXT NOT NULL,
+    partition TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL, published_at INTEGER);
+CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+CREATE INDEX outbox_partition ON outbox (kind, partition);
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, message_id TEXT, payload TEXT NOT NULL,
+    reason TEXT NOT NULL, recorded_at INTEGER NOT NULL);
+CREATE TABLE landings (
+    job TEXT NOT NULL, partition TEXT NOT NULL, landed_at INTEGER NOT NULL, PRIMARY KEY (job, partition));
+CREATE TABLE bus_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, message_id TEXT NOT NULL, payload BLOB NOT NULL,
+    published_at INTEGER NOT NULL, UNIQUE (topic, message_id));
+CREATE TABLE bus_groups (topic TEXT NOT NULL, grp TEXT NOT NULL, cursor INTEGER NOT NULL, PRIMARY KEY (topic, grp));
+CREATE TABLE bus_deliveries (
+    topic TEXT NOT NULL, grp TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL, PRIMARY KEY (topic, grp, seq));
+"#];
+
+/// Applies the migrations the database has not seen, each in its own transaction.
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let applied: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| Error::Permanent(format!("cannot read schema version: {e}")))?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(Error::Permanent(format!(
+            "database schema version {applied} is newer than this baton ({}); upgrade baton",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .map_err(|e| Error::Permanent(format!("migration {} failed: {e}", i + 1)))?;
+    }
+    Ok(())
+}
