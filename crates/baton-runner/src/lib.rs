@@ -1,1 +1,518 @@
-//! placeholder
+//! baton-runner: runs a processor for a partition under a lease.
+//!
+//! A run checks its dependencies (upstream landings, same-phase processors), takes the
+//! lease (or coalesces into the holder's follow-up), loads its inputs, computes (built-in
+//! or an external command printing JSON Lines), deduplicates on the primary key, and
+//! writes through the fenced upsert together with its completion's outbox row; then it
+//! records the run and releases, running once more if requests were coalesced meanwhile.
+//!
+//! Invariant: a run writes nothing unless it holds the live current lease at commit (the
+//! warehouse checks, not the runner). Invariant: a request that finds the lease held is
+//! never dropped: it is recorded atomically with the failed acquire and the holder runs
+//! once more after it releases.
+#![deny(missing_docs)]
+
+mod external;
+
+use baton_core::clock::Clock;
+use baton_core::config::{Pipeline, Processor};
+use baton_core::dedup;
+use baton_core::lease::Lease;
+use baton_core::message::{CompletionMessage, message_id};
+use baton_core::model::{CompletionStatus, FenceToken, Partition, Row, RunId};
+use baton_ports::{
+    Acquired, FencedWrite, NewOutboxRow, OnHeld, Released, RunEnd, RunRecord, StateStore,
+    Warehouse, WriteOutcome,
+};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Why a run could not be carried out at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The processor is not in the pipeline.
+    #[error("unknown processor `{0}`")]
+    UnknownProcessor(String),
+    /// The store or warehouse failed.
+    #[error(transparent)]
+    Backend(#[from] baton_ports::Error),
+}
+
+/// How a run waits for a held lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseWait {
+    /// Do not wait: coalesce into the holder's follow-up run at once.
+    Skip,
+    /// Wait up to this long for the lease, then coalesce.
+    UpTo(SignedDuration),
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Who runs (host, process, instance): recorded on the lease and the run.
+    pub holder: String,
+    /// Waiting for a held lease.
+    pub lease_wait: LeaseWait,
+    /// Attempts when the lease is lost mid-run (fenced), before giving up.
+    pub attempts_max: u32,
+}
+
+impl RunOptions {
+    /// Defaults for a holder: no wait, three attempts.
+    pub fn new(holder: impl Into<String>) -> Self {
+        Self {
+            holder: holder.into(),
+            lease_wait: LeaseWait::Skip,
+            attempts_max: 3,
+        }
+    }
+}
+
+/// Points where a test or the demo can inject a fault (a paused holder).
+pub trait RunHooks: Send + Sync {
+    /// Called after computing and before the fenced write.
+    fn before_write(&self, _lease: &Lease) {}
+}
+
+/// No faults.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+impl RunHooks for NoHooks {}
+
+/// One attempt that reached the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The run id.
+    pub run_id: RunId,
+    /// The lease token it ran under.
+    pub token: FenceToken,
+    /// `success`, `partial`, `no_data`, `failed` or `fenced`.
+    pub status: String,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows dropped by dedup.
+    pub duplicates_dropped: u64,
+    /// Why it failed or was fenced.
+    pub error: Option<String>,
+}
+
+/// How a request to run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The last attempt wrote its data (or failed to compute); see `attempts`.
+    Ran,
+    /// The lease was held; the request was coalesced into the holder's follow-up run.
+    Coalesced {
+        /// Who holds it.
+        holder: String,
+        /// Until when (unless renewed).
+        until: Timestamp,
+    },
+    /// Dependencies are not met; nothing ran.
+    Deferred {
+        /// What is missing.
+        missing: Vec<String>,
+    },
+}
+
+/// The report of a request to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// The processor.
+    pub processor: String,
+    /// The partition.
+    pub partition: Partition,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// The attempts made, including coalesced follow-ups.
+    pub attempts: Vec<Attempt>,
+}
+
+impl RunReport {
+    /// Whether the request ended with data written (or nothing to write).
+    pub fn succeeded(&self) -> bool {
+        self.outcome == RunOutcome::Ran
+            && self
+                .attempts
+                .last()
+                .is_some_and(|a| matches!(a.status.as_str(), "success" | "partial" | "no_data"))
+    }
+}
+
+/// Runs processors for partitions.
+pub struct Runner {
+    pipeline: Arc<Pipeline>,
+    store: Arc<dyn StateStore>,
+    warehouse: Arc<dyn Warehouse>,
+    clock: Arc<dyn Clock>,
+}
+
+enum Computed {
+    Rows(Vec<Row>),
+    Failed(String),
+}
+
+impl Runner {
+    /// A runner over a store and a warehouse (one backend may be both).
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        store: Arc<dyn StateStore>,
+        warehouse: Arc<dyn Warehouse>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            pipeline,
+            store,
+            warehouse,
+            clock,
+        }
+    }
+
+    /// Creates every table of the pipeline that is missing.
+    pub fn ensure_tables(&self) -> Result<(), Error> {
+        for t in &self.pipeline.tables {
+            self.warehouse.ensure_table(t)?;
+        }
+        Ok(())
+    }
+
+    /// What `processor` still waits for on `partition`: upstream landings and same-phase
+    /// processors without a successful run.
+    pub fn missing_dependencies(
+        &self,
+        processor: &Processor,
+        partition: Partition,
+    ) -> Result<Vec<String>, Error> {
+        let mut missing = Vec::new();
+        if !processor.upstream.is_empty() {
+            let landed = self.store.landings(partition)?;
+            for job in &processor.upstream {
+                if !landed.iter().any(|l| &l.job == job) {
+                    missing.push(format!("upstream job `{job}` has not landed"));
+                }
+            }
+        }
+        if !processor.depends_on.is_empty() {
+            let runs = self.store.runs(partition)?;
+            for dep in &processor.depends_on {
+                let done = runs.iter().any(|r| {
+                    &r.processor == dep
+                        && matches!(r.status.as_str(), "success" | "partial" | "no_data")
+                });
+                if !done {
+                    missing.push(format!("processor `{dep}` has no successful run"));
+                }
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Runs `processor` for `partition`.
+    pub fn run(
+        &self,
+        processor: &str,
+        partition: Partition,
+        options: &RunOptions,
+        hooks: &dyn RunHooks,
+    ) -> Result<RunReport, Error> {
+        let proc = self
+            .pipeline
+            .processor(processor)
+            .ok_or_else(|| Error::UnknownProcessor(processor.to_owned()))?
+            .clone();
+        let mut report = RunReport {
+            processor: processor.to_owned(),
+            partition,
+            outcome: RunOutcome::Ran,
+            attempts: Vec::new(),
+        };
+        let missing = self.missing_dependencies(&proc, partition)?;
+        if !missing.is_empty() {
+            tracing::info!(processor, %partition, ?missing, "deferred: dependencies not met");
+            report.outcome = RunOutcome::Deferred { missing };
+            return Ok(report);
+        }
+        let mut fenced_attempts = 0;
+        loop {
+            let lease = match self.acquire(&proc, partition, options)? {
+                Ok(lease) => lease,
+                Err((holder, until)) => {
+                    tracing::info!(processor, %partition, %holder, %until, "lease held; coalesced into the holder's follow-up run");
+                    // Only a first request reports coalescing; a follow-up that finds the
+                    // lease taken by someone else has handed its duty to that holder.
+                    if report.attempts.is_empty() {
+                        report.outcome = RunOutcome::Coalesced { holder, until };
+                    }
+                    return Ok(report);
+                }
+            };
+            let attempt = self.attempt(&proc, partition, &lease, options, hooks)?;
+            let fenced = attempt.status == "fenced";
+            report.attempts.push(attempt);
+            match self
+                .store
+                .release_lease(&proc.name, partition, lease.token)?
+            {
+                Released::Released { follow_up: true } => {
+                    tracing::info!(processor, %partition, "running the coalesced follow-up");
+                    continue;
+                }
+                Released::Released { follow_up: false } | Released::Refused(_) => {}
+            }
+            if fenced {
+                fenced_attempts += 1;
+                if fenced_attempts < options.attempts_max {
+                    continue;
+                }
+            }
+            return Ok(report);
+        }
+    }
+
+    fn acquire(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        options: &RunOptions,
+    ) -> Result<Result<Lease, (String, Timestamp)>, Error> {
+        let ttl = self.pipeline.lease_ttl;
+        let deadline = match options.lease_wait {
+            LeaseWait::Skip => None,
+            LeaseWait::UpTo(d) => self.clock.now().checked_add(d).ok(),
+        };
+        loop {
+            let waiting = deadline.is_some_and(|d| self.clock.now() < d);
+            let on_held = if waiting {
+                OnHeld::Report
+            } else {
+                OnHeld::Coalesce
+            };
+            match self
+                .store
+                .acquire_lease(&proc.name, partition, &options.holder, ttl, on_held)?
+            {
+                Acquired::Granted(lease) => return Ok(Ok(lease)),
+                Acquired::Held { lease, .. } if !waiting => {
+                    return Ok(Err((lease.holder, lease.expires_at)));
+                }
+                Acquired::Held { .. } => self.clock.sleep(SignedDuration::from_millis(250)),
+            }
+        }
+    }
+
+    fn attempt(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        lease: &Lease,
+        options: &RunOptions,
+        hooks: &dyn RunHooks,
+    ) -> Result<Attempt, Error> {
+        let run_id = RunId::new(uuid::Uuid::now_v7().to_string());
+        self.store.start_run(&RunRecord {
+            run_id: run_id.clone(),
+            processor: proc.name.clone(),
+            partition,
+            holder: options.holder.clone(),
+            token: lease.token,
+            started_at: self.clock.now(),
+            finished_at: None,
+            status: "running".into(),
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        })?;
+        let computed = self.compute(proc, partition, lease)?;
+        let mut attempt = Attempt {
+            run_id: run_id.clone(),
+            token: lease.token,
+            status: String::new(),
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        };
+        let rows = match computed {
+            Computed::Rows(rows) => rows,
+            Computed::Failed(error) => return self.fail(proc, partition, attempt, error),
+        };
+        let deduped = match dedup::dedup(rows, &proc.table.primary_key) {
+            Ok(d) => d,
+            Err(e) => return self.fail(proc, partition, attempt, e.to_string()),
+        };
+        let day = partition.to_string();
+        if let Some((i, _)) = deduped.rows.iter().enumerate().find(|(_, r)| {
+            r.get(&proc.table.partition_column).and_then(|v| v.as_str()) != Some(day.as_str())
+        }) {
+            let error = format!(
+                "row {i} has `{}` other than the run's date {day}",
+                proc.table.partition_column
+            );
+            return self.fail(proc, partition, attempt, error);
+        }
+        if deduped.dropped > 0 {
+            tracing::warn!(processor = %proc.name, %partition, dropped = deduped.dropped, "pre-write dedup dropped rows with a repeated primary key");
+        }
+        let status = if deduped.rows.is_empty() {
+            CompletionStatus::NoData
+        } else {
+            CompletionStatus::Success
+        };
+        let completion =
+            self.completion_row(proc, partition, &run_id, status, deduped.rows.len() as u64)?;
+        hooks.before_write(lease);
+        let outcome = self.warehouse.fenced_write(&FencedWrite {
+            table: &proc.table,
+            processor: &proc.name,
+            partition,
+            token: lease.token,
+            rows: &deduped.rows,
+            completion: &completion,
+        })?;
+        attempt.duplicates_dropped = deduped.dropped as u64;
+        match outcome {
+            WriteOutcome::Written { rows, .. } => {
+                attempt.status = status.as_str().to_owned();
+                attempt.rows_written = rows;
+            }
+            WriteOutcome::Fenced(refusal) => {
+                tracing::warn!(processor = %proc.name, %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
+                attempt.status = "fenced".into();
+                attempt.error = Some(refusal.to_string());
+            }
+        }
+        self.store.finish_run(
+            &run_id,
+            &RunEnd {
+                status: attempt.status.clone(),
+                rows_written: attempt.rows_written,
+                duplicates_dropped: attempt.duplicates_dropped,
+                error: attempt.error.clone(),
+            },
+        )?;
+        Ok(attempt)
+    }
+
+    fn fail(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        mut attempt: Attempt,
+        error: String,
+    ) -> Result<Attempt, Error> {
+        tracing::error!(processor = %proc.name, %partition, %error, "run failed; nothing was written");
+        attempt.status = "failed".into();
+        attempt.error = Some(error);
+        self.store.finish_run(
+            &attempt.run_id,
+            &RunEnd {
+                status: "failed".into(),
+                rows_written: 0,
+                duplicates_dropped: 0,
+                error: attempt.error.clone(),
+            },
+        )?;
+        // The failure is published too, so the orchestrator's document shows it.
+        self.store.enqueue(&self.completion_row(
+            proc,
+            partition,
+            &attempt.run_id,
+            CompletionStatus::Failed,
+            0,
+        )?)?;
+        Ok(attempt)
+    }
+
+    fn completion_row(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        run_id: &RunId,
+        status: CompletionStatus,
+        record_count: u64,
+    ) -> Result<NewOutboxRow, Error> {
+        let message = CompletionMessage {
+            message_id: message_id(&proc.name, partition, run_id),
+            gate: self
+                .pipeline
+                .gate_for_processor(&proc.name)
+                .map(|g| g.id.clone()),
+            processor: proc.name.clone(),
+            partition,
+            run_id: run_id.clone(),
+            status,
+            record_count,
+            produced_at: self.clock.now(),
+            force_reprocess: false,
+        };
+        Ok(NewOutboxRow {
+            topic: self.pipeline.completion_topic(proc),
+            message_id: message.message_id.clone(),
+            kind: "completion".into(),
+            partition,
+            payload: message.to_json().to_string(),
+        })
+    }
+
+    fn compute(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        lease: &Lease,
+    ) -> Result<Computed, Error> {
+        if let Some(command) = &proc.command {
+            let renew = || {
+                self.store
+                    .renew_lease(&proc.name, partition, lease.token, self.pipeline.lease_ttl)
+                    .map(|r| r.map(|_| ()))
+            };
+            return Ok(
+                match external::run(
+                    command,
+                    &proc.name,
+                    partition,
+                    self.pipeline.lease_ttl,
+                    &renew,
+                ) {
+                    Ok(rows) => Computed::Rows(rows),
+                    Err(e) => Computed::Failed(e),
+                },
+            );
+        }
+        let from = partition.offset(-(proc.history_days as i32));
+        let mut inputs = BTreeMap::new();
+        for table in &proc.inputs {
+            let spec = self.pipeline.table(table).ok_or_else(|| {
+                baton_ports::Error::Permanent(format!(
+                    "invariant: input table `{table}` was validated"
+                ))
+            })?;
+            inputs.insert(table.clone(), self.warehouse.read(spec, from, partition)?);
+        }
+        // Built-in processors finish well inside a third of the lease; renew once anyway
+        // when due, so a slow read does not cost the lease.
+        if self.clock.now() >= lease.renew_due_at() {
+            if let Err(refusal) = self.store.renew_lease(
+                &proc.name,
+                partition,
+                lease.token,
+                self.pipeline.lease_ttl,
+            )? {
+                tracing::warn!(processor = %proc.name, %partition, %refusal, "lease renewal refused");
+            }
+        }
+        Ok(
+            match baton_reference::compute(proc.name.as_str(), partition, &inputs, self.clock.now())
+            {
+                Some(Ok(rows)) => Computed::Rows(rows),
+                Some(Err(e)) => Computed::Failed(e),
+                None => Computed::Failed(format!(
+                    "processor `{}` has no built-in implementation and no `command` in the config",
+                    proc.name
+                )),
+            },
+        )
+    }
+}

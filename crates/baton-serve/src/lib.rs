@@ -1,1 +1,408 @@
-//! placeholder
+//! baton-serve: the service tasks that move messages: the completion consumer (the
+//! orchestrator), the outbox relay and the trigger consumer that starts the next phase.
+//!
+//! Each task is a `poll_once` over the ports plus a loop in [`drain`]; faults for the demo
+//! and the simulator are injected through [`ConsumerFaults`] and [`RelayFaults`], which the
+//! real service leaves at their no-op defaults.
+//!
+//! Invariant: a delivery is acked only after the transaction that applied it committed;
+//! a crash in between redelivers it, and the step's idempotence absorbs the repeat.
+//! Invariant: nothing is dropped silently: a message that cannot be parsed, names an
+//! unknown processor, or was delivered `max_deliveries` times goes to the dead-letter
+//! queue with its reason.
+#![deny(missing_docs)]
+
+use baton_core::clock::Clock;
+use baton_core::completion::{self, Outcome, Trigger};
+use baton_core::config::Pipeline;
+use baton_core::message::CompletionMessage;
+use baton_ports::{Bus, Delivery, GroupSettings, NewDeadLetter, StateStore, Work};
+use baton_runner::{RunHooks, RunOptions, Runner};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Errors of the service tasks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A backend failed.
+    #[error(transparent)]
+    Backend(#[from] baton_ports::Error),
+    /// A run failed to start.
+    #[error(transparent)]
+    Runner(#[from] baton_runner::Error),
+    /// An injected crash (demo and simulator only).
+    #[error("injected crash: {0}")]
+    InjectedCrash(&'static str),
+}
+
+/// The consumer group of the orchestrator on every completion topic.
+pub const ORCHESTRATOR_GROUP: &str = "orchestrator";
+/// Messages fetched and applied per transaction (group commit).
+pub const BATCH_MAX: usize = 512;
+
+/// Faults the consumer can be asked to suffer (the demo's `--faults`, the simulator).
+pub trait ConsumerFaults {
+    /// Reorders a fetched batch.
+    fn reorder(&mut self, _batch: &mut Vec<Delivery>) {}
+    /// Whether to drop this delivery (not apply, not ack: it comes back after the ack wait).
+    fn drop_delivery(&mut self, _delivery: &Delivery) -> bool {
+        false
+    }
+    /// Whether to crash after the commit and before the ack.
+    fn crash_before_ack(&mut self) -> bool {
+        false
+    }
+}
+
+/// No faults.
+#[derive(Debug, Default)]
+pub struct NoFaults;
+impl ConsumerFaults for NoFaults {}
+impl RelayFaults for NoFaults {}
+
+/// What one poll of the consumer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConsumeReport {
+    /// Deliveries fetched.
+    pub fetched: usize,
+    /// Deliveries dropped by an injected fault.
+    pub dropped: usize,
+    /// Outcomes by name (`applied`, `duplicate`, `rejected`, ...).
+    pub outcomes: BTreeMap<String, usize>,
+    /// Triggers written to the outbox.
+    pub triggers: usize,
+}
+
+/// The orchestrator: consumes completion topics and applies the step.
+pub struct Consumer {
+    pipeline: Arc<Pipeline>,
+    store: Arc<dyn StateStore>,
+    bus: Arc<dyn Bus>,
+    clock: Arc<dyn Clock>,
+}
+
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Applied => "applied",
+        Outcome::Duplicate => "duplicate",
+        Outcome::ConflictingDuplicate { .. } => "conflicting_duplicate",
+        Outcome::Stale => "stale",
+        Outcome::Rejected { .. } => "dead_lettered",
+    }
+}
+
+impl Consumer {
+    /// A consumer over the ports.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        store: Arc<dyn StateStore>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            pipeline,
+            store,
+            bus,
+            clock,
+        }
+    }
+
+    /// Fetches one batch per gate, applies it in one transaction, then acks it.
+    pub fn poll_once(&self, faults: &mut dyn ConsumerFaults) -> Result<ConsumeReport, Error> {
+        let mut report = ConsumeReport::default();
+        let settings = GroupSettings {
+            ack_wait: self.pipeline.ack_wait,
+        };
+        for gate in &self.pipeline.gates {
+            let topic = &gate.completion_topic;
+            let mut batch = self
+                .bus
+                .fetch(topic, ORCHESTRATOR_GROUP, BATCH_MAX, settings)?;
+            report.fetched += batch.len();
+            faults.reorder(&mut batch);
+            let mut work = Vec::with_capacity(batch.len());
+            let mut seqs = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                if faults.drop_delivery(&delivery) {
+                    report.dropped += 1;
+                    continue;
+                }
+                seqs.push(delivery.seq);
+                work.push(self.classify(topic, gate, &delivery));
+            }
+            if work.is_empty() {
+                continue;
+            }
+            let now = self.clock.now();
+            let pipeline = &self.pipeline;
+            let mut triggers = 0;
+            let outcomes = self.store.apply(&work, &mut |doc, gate_id, message| {
+                let gate = pipeline.gate(gate_id.as_str()).unwrap_or(gate);
+                let out = completion::step(doc, message, gate, now);
+                triggers += out
+                    .effects
+                    .iter()
+                    .filter(|e| matches!(e, completion::Effect::PublishTrigger(_)))
+                    .count();
+                out
+            })?;
+            for (w, o) in work.iter().zip(&outcomes) {
+                if let Work::Completion { gate, message } = w {
+                    tracing::debug!(gate = %gate, date = %message.partition, processor = %message.processor, message_id = %message.message_id, outcome = outcome_name(o), "completion applied");
+                }
+                *report
+                    .outcomes
+                    .entry(outcome_name(o).to_owned())
+                    .or_default() += 1;
+            }
+            report.triggers += triggers;
+            if faults.crash_before_ack() {
+                return Err(Error::InjectedCrash("after commit, before ack"));
+            }
+            self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
+        }
+        Ok(report)
+    }
+
+    fn classify(&self, topic: &str, gate: &baton_core::gate::Gate, delivery: &Delivery) -> Work {
+        let letter = |reason: String| {
+            tracing::warn!(topic, message_id = %delivery.message_id, %reason, "dead-lettered");
+            Work::DeadLetter(NewDeadLetter {
+                topic: topic.to_owned(),
+                message_id: Some(delivery.message_id.clone()),
+                payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
+                reason,
+            })
+        };
+        if delivery.attempt > self.pipeline.max_deliveries {
+            return letter(format!(
+                "delivered {} times without being acknowledged (max_deliveries = {})",
+                delivery.attempt - 1,
+                self.pipeline.max_deliveries
+            ));
+        }
+        match CompletionMessage::parse(&delivery.payload, &self.pipeline) {
+            Ok(message) => {
+                let gate_id = message.gate.clone().unwrap_or_else(|| gate.id.clone());
+                Work::Completion {
+                    gate: gate_id,
+                    message,
+                }
+            }
+            Err(rejection) => letter(rejection.0),
+        }
+    }
+}
+
+/// Faults the relay can be asked to suffer.
+pub trait RelayFaults {
+    /// Extra copies to publish of a row, each under a distinct bus id (an at-least-once
+    /// producer that retried: the orchestrator must absorb them).
+    fn extra_copies(&mut self, _message_id: &str) -> u32 {
+        0
+    }
+}
+
+/// Publishes up to `limit` outbox rows and marks them published; returns how many.
+/// A crash between publish and mark republishes with the same id: the bus drops it.
+pub fn relay_once(
+    store: &dyn StateStore,
+    bus: &dyn Bus,
+    limit: usize,
+    faults: &mut dyn RelayFaults,
+) -> Result<usize, Error> {
+    let rows = store.unpublished(limit)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        bus.publish(
+            &row.row.topic,
+            &row.row.message_id,
+            row.row.payload.as_bytes(),
+        )?;
+        for copy in 1..=faults.extra_copies(&row.row.message_id) {
+            bus.publish(
+                &row.row.topic,
+                &format!("{}#copy{copy}", row.row.message_id),
+                row.row.payload.as_bytes(),
+            )?;
+        }
+        ids.push(row.id);
+    }
+    store.mark_published(&ids)?;
+    Ok(rows.len())
+}
+
+/// The consumer group that runs a gate's next phase.
+pub fn phase_group(next_phase: u32) -> String {
+    format!("phase{next_phase}-runner")
+}
+
+/// Runs the next phase for each trigger delivered on the gates' trigger topics.
+pub struct TriggerConsumer {
+    pipeline: Arc<Pipeline>,
+    bus: Arc<dyn Bus>,
+    runner: Arc<Runner>,
+    holder: String,
+}
+
+/// What one poll of the trigger consumer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TriggerReport {
+    /// Triggers handled.
+    pub triggers: usize,
+    /// Processor runs that wrote data.
+    pub runs_ok: usize,
+    /// Processor runs that did not (deferred, failed, coalesced).
+    pub runs_not_ok: usize,
+}
+
+impl TriggerConsumer {
+    /// A trigger consumer.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        bus: Arc<dyn Bus>,
+        runner: Arc<Runner>,
+        holder: impl Into<String>,
+    ) -> Self {
+        Self {
+            pipeline,
+            bus,
+            runner,
+            holder: holder.into(),
+        }
+    }
+
+    /// Handles one batch of triggers per gate, acking each after its phase ran.
+    pub fn poll_once(&self, hooks: &dyn RunHooks) -> Result<TriggerReport, Error> {
+        let mut report = TriggerReport::default();
+        let settings = GroupSettings {
+            ack_wait: self.pipeline.ack_wait,
+        };
+        for gate in &self.pipeline.gates {
+            let group = phase_group(gate.next_phase);
+            for delivery in self.bus.fetch(&gate.trigger_topic, &group, 64, settings)? {
+                let trigger: Trigger = match serde_json::from_slice(&delivery.payload) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(topic = %gate.trigger_topic, message_id = %delivery.message_id, error = %e, "unreadable trigger acked and skipped");
+                        self.bus.ack(&gate.trigger_topic, &group, &[delivery.seq])?;
+                        continue;
+                    }
+                };
+                report.triggers += 1;
+                for processor in self.pipeline.phase(gate.next_phase) {
+                    let options = RunOptions::new(self.holder.clone());
+                    let run = self.runner.run(
+                        processor.name.as_str(),
+                        trigger.partition,
+                        &options,
+                        hooks,
+                    )?;
+                    if run.succeeded() {
+                        report.runs_ok += 1
+                    } else {
+                        report.runs_not_ok += 1
+                    }
+                }
+                self.bus.ack(&gate.trigger_topic, &group, &[delivery.seq])?;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What a drain did in total.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Outbox rows relayed.
+    pub relayed: usize,
+    /// Completion outcomes by name.
+    pub outcomes: BTreeMap<String, usize>,
+    /// Triggers decided.
+    pub triggers: usize,
+    /// Injected consumer crashes survived.
+    pub crashes: usize,
+    /// Deliveries dropped by injected faults.
+    pub dropped: usize,
+    /// Next-phase runs that wrote data.
+    pub phase_runs: usize,
+}
+
+/// Everything a drain drives.
+pub struct Services<'a> {
+    /// The pipeline.
+    pub pipeline: &'a Pipeline,
+    /// The store.
+    pub store: &'a dyn StateStore,
+    /// The bus.
+    pub bus: &'a dyn Bus,
+    /// The orchestrator.
+    pub consumer: &'a Consumer,
+    /// The next-phase runner, if this process runs it.
+    pub triggers: Option<&'a TriggerConsumer>,
+}
+
+/// Runs relay, consumer and trigger consumer until nothing is pending anywhere. When only
+/// in-flight (unacked) deliveries remain, `wait` is called to let their ack wait pass
+/// (a clock jump in the demo, a sleep in `serve --until-idle`). Gives up after
+/// `rounds_max` rounds.
+pub fn drain(
+    services: &Services<'_>,
+    consumer_faults: &mut dyn ConsumerFaults,
+    relay_faults: &mut dyn RelayFaults,
+    hooks: &dyn RunHooks,
+    wait: &mut dyn FnMut(),
+    rounds_max: usize,
+) -> Result<DrainReport, Error> {
+    let mut total = DrainReport::default();
+    for _ in 0..rounds_max {
+        let relayed = relay_once(services.store, services.bus, 1024, relay_faults)?;
+        total.relayed += relayed;
+        let mut progressed = relayed > 0;
+        match services.consumer.poll_once(consumer_faults) {
+            Ok(r) => {
+                progressed |= r.fetched > 0;
+                total.dropped += r.dropped;
+                total.triggers += r.triggers;
+                for (k, v) in r.outcomes {
+                    *total.outcomes.entry(k).or_default() += v;
+                }
+            }
+            Err(Error::InjectedCrash(_)) => {
+                total.crashes += 1;
+                progressed = true;
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(tc) = services.triggers {
+            let r = tc.poll_once(hooks)?;
+            progressed |= r.triggers > 0;
+            total.phase_runs += r.runs_ok;
+        }
+        if progressed {
+            continue;
+        }
+        if pending(services)? == 0 && services.store.backlog()?.pending == 0 {
+            return Ok(total);
+        }
+        wait();
+    }
+    Ok(total)
+}
+
+/// Messages not yet acked by the orchestrator or the trigger consumers.
+pub fn pending(services: &Services<'_>) -> Result<u64, Error> {
+    let mut n = 0;
+    for gate in &services.pipeline.gates {
+        n += services
+            .bus
+            .pending(&gate.completion_topic, ORCHESTRATOR_GROUP)?;
+        if services.triggers.is_some() {
+            n += services
+                .bus
+                .pending(&gate.trigger_topic, &phase_group(gate.next_phase))?;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,407 @@
+//! `baton demo`: the reference pipeline end to end on a fresh database, with the faults of
+//! the real incident injected on request, then a per-date verdict.
+
+use crate::status::{verdict_table, verdicts};
+use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_backend, parse_date};
+use anyhow::anyhow;
+use baton_core::clock::{Clock, OffsetClock};
+use baton_core::lease::Lease;
+use baton_core::model::{Partition, Row};
+use baton_core::rng::SplitMix64;
+use baton_ports::{Bus, Delivery, StateStore, Warehouse};
+use baton_runner::{RunHooks, RunOptions, Runner};
+use baton_serve::{Consumer, ConsumerFaults, RelayFaults, Services, TriggerConsumer, drain};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use jiff::SignedDuration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// `baton demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many consecutive dates to run.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+    dates: u32,
+    /// The last date (default: yesterday in the pipeline's time zone).
+    #[arg(long, value_parser = parse_date)]
+    end: Option<Partition>,
+    /// Faults to inject, as probabilities: duplicate, drop, reorder, crash, pause.
+    /// Example: duplicate=0.3,drop=0.2,reorder=0.2,crash=0.05,pause=0.1
+    #[arg(long, value_parser = parse_faults, default_value = "")]
+    faults: FaultSpec,
+    /// Upstream jobs that land late, e.g. nbac_gamebook_scraper=8h45m (repeatable).
+    #[arg(long, value_parser = parse_late)]
+    late: Vec<(String, SignedDuration)>,
+    /// Seed of the data and of the faults.
+    #[arg(long, default_value_t = 2024)]
+    seed: u64,
+    /// Print the verdicts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Fault probabilities.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultSpec {
+    duplicate: f64,
+    drop: f64,
+    reorder: f64,
+    crash: f64,
+    pause: f64,
+}
+
+fn parse_faults(text: &str) -> Result<FaultSpec, String> {
+    let mut spec = FaultSpec::default();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected NAME=PROBABILITY"))?;
+        let p: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{part}`: `{value}` is not a number"))?;
+        if !(0.0..=1.0).contains(&p) {
+            return Err(format!("`{part}`: a probability is between 0 and 1"));
+        }
+        match key.trim() {
+            "duplicate" => spec.duplicate = p,
+            "drop" => spec.drop = p,
+            "reorder" => spec.reorder = p,
+            "crash" => spec.crash = p,
+            "pause" => spec.pause = p,
+            other => {
+                return Err(format!(
+                    "unknown fault `{other}` (duplicate, drop, reorder, crash, pause)"
+                ));
+            }
+        }
+    }
+    Ok(spec)
+}
+
+fn parse_late(text: &str) -> Result<(String, SignedDuration), String> {
+    let (job, duration) = text.split_once('=').ok_or_else(|| {
+        format!("`{text}`: expected JOB=DURATION, e.g. nbac_gamebook_scraper=8h45m")
+    })?;
+    let d: SignedDuration = duration
+        .parse()
+        .map_err(|e| format!("`{duration}` is not a duration like 8h45m: {e}"))?;
+    Ok((job.to_owned(), d))
+}
+
+/// The faults, drawn from one seeded generator; counts what was injected.
+struct Faults {
+    spec: FaultSpec,
+    rng: Mutex<SplitMix64>,
+    dropped_once: Mutex<BTreeSet<i64>>,
+    paused: Mutex<BTreeSet<(String, Partition)>>,
+    clock: Arc<OffsetClock>,
+    counts: Mutex<BTreeMap<&'static str, usize>>,
+    crashes_left: AtomicUsize,
+}
+
+impl Faults {
+    fn roll(&self, p: f64) -> bool {
+        p > 0.0 && self.rng.lock().unwrap_or_else(|e| e.into_inner()).chance(p)
+    }
+    fn count(&self, what: &'static str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(what)
+            .or_default() += 1;
+    }
+}
+
+impl ConsumerFaults for &Faults {
+    fn reorder(&mut self, batch: &mut Vec<Delivery>) {
+        if batch.len() > 1 && self.roll(self.spec.reorder) {
+            self.rng
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .shuffle(batch);
+            self.count("reordered batches");
+        }
+    }
+    fn drop_delivery(&mut self, delivery: &Delivery) -> bool {
+        // Each message is dropped at most once: "dropped, then redelivered".
+        if self.roll(self.spec.drop)
+            && self
+                .dropped_once
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(delivery.seq)
+        {
+            self.count("dropped deliveries");
+            return true;
+        }
+        false
+    }
+    fn crash_before_ack(&mut self) -> bool {
+        // Bounded so no message exceeds max_deliveries through crashes alone.
+        if self.roll(self.spec.crash)
+            && self
+                .crashes_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.count("consumer crashes");
+            return true;
+        }
+        false
+    }
+}
+
+impl RelayFaults for &Faults {
+    fn extra_copies(&mut self, _message_id: &str) -> u32 {
+        if self.roll(self.spec.duplicate) {
+            self.count("duplicate messages");
+            1
+        } else {
+            0
+        }
+    }
+}
+
+impl RunHooks for Faults {
+    fn before_write(&self, lease: &Lease) {
+        let key = (lease.processor.to_string(), lease.partition);
+        if self.roll(self.spec.pause)
+            && self
+                .paused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key)
+        {
+            // The holder stalls (a GC pause, a frozen VM) past its lease.
+            let ttl = lease.expires_at.duration_since(lease.renewed_at);
+            self.clock.jump(ttl + SignedDuration::from_secs(1));
+            self.count("holders paused past their lease");
+        }
+    }
+}
+
+fn rows_on(rows: &[Row], column: &str, day: &str) -> Vec<Row> {
+    rows.iter()
+        .filter(|r| r.get(column).and_then(|v| v.as_str()) == Some(day))
+        .cloned()
+        .collect()
+}
+
+pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    for (job, _) in &args.late {
+        if pipeline.upstream_job(job).is_none() {
+            return Err(Exit::usage(anyhow!("--late: unknown upstream job `{job}`")));
+        }
+    }
+    let clock = Arc::new(OffsetClock::default());
+    let end = args.end.unwrap_or_else(|| {
+        let today =
+            jiff::civil::Date::from(clock.now().to_zoned(pipeline.timezone.clone()).datetime());
+        Partition::new(today).offset(-1)
+    });
+    let dates = end.offset(1 - args.dates as i32).through(end);
+    let history_days = pipeline
+        .processors
+        .iter()
+        .map(|p| p.history_days)
+        .max()
+        .unwrap_or(0) as i32;
+    let generated = dates[0].offset(-history_days).through(end);
+
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", cli.db.display());
+        if std::path::Path::new(&path).exists() {
+            std::fs::remove_file(&path)
+                .map_err(|e| Exit::usage(anyhow!("cannot replace {path}: {e}")))?;
+        }
+    }
+    let backend = open_backend(&pipeline, &cli.db, clock.clone())?;
+    let store: Arc<dyn StateStore> = backend.clone();
+    let warehouse: Arc<dyn Warehouse> = backend.clone();
+    let bus: Arc<dyn Bus> = backend.clone();
+    let runner = Arc::new(Runner::new(
+        pipeline.clone(),
+        store.clone(),
+        warehouse.clone(),
+        clock.clone(),
+    ));
+    runner.ensure_tables()?;
+
+    let faults = Faults {
+        spec: args.faults.clone(),
+        rng: Mutex::new(SplitMix64::new(args.seed ^ 0xFA17)),
+        dropped_once: Mutex::new(BTreeSet::new()),
+        paused: Mutex::new(BTreeSet::new()),
+        clock: clock.clone(),
+        counts: Mutex::new(BTreeMap::new()),
+        crashes_left: AtomicUsize::new(3),
+    };
+
+    eprintln!(
+        "baton demo: {} dates {}..{} (plus {} days of history), seed {}, database {}",
+        dates.len(),
+        dates[0],
+        end,
+        history_days,
+        args.seed,
+        cli.db.display()
+    );
+    let progress = ProgressBar::new((generated.len() + dates.len()) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    // Phase 2: the upstream jobs land raw data, on time or late.
+    progress.set_message("phase 2");
+    let raw = baton_reference::generate(args.seed, &generated);
+    for &date in &generated {
+        let day = date.to_string();
+        for job in &pipeline.upstream {
+            for table_name in &job.tables {
+                let Some(spec) = pipeline.table(table_name) else {
+                    continue;
+                };
+                let rows = rows_on(
+                    raw.get(table_name).map_or(&[][..], Vec::as_slice),
+                    &spec.partition_column,
+                    &day,
+                );
+                warehouse.land(spec, &rows)?;
+            }
+            let late = args
+                .late
+                .iter()
+                .find(|(j, _)| j == &job.name)
+                .map_or(SignedDuration::ZERO, |(_, d)| *d);
+            let expected = date
+                .date()
+                .to_datetime(job.expected)
+                .to_zoned(pipeline.timezone.clone())
+                .map_err(|e| anyhow!("scheduling {} on {date}: {e}", job.name))?
+                .timestamp();
+            store.record_landing(
+                &job.name,
+                date,
+                expected.checked_add(late).unwrap_or(expected),
+            )?;
+        }
+        progress.inc(1);
+    }
+
+    // Phase 3 with two competing instances per processor, then the orchestrator, relay and
+    // Phase 4 until quiet, one date at a time.
+    let consumer = Consumer::new(pipeline.clone(), store.clone(), bus.clone(), clock.clone());
+    let triggers =
+        TriggerConsumer::new(pipeline.clone(), bus.clone(), runner.clone(), "demo-phase4");
+    let services = Services {
+        pipeline: &pipeline,
+        store: store.as_ref(),
+        bus: bus.as_ref(),
+        consumer: &consumer,
+        triggers: Some(&triggers),
+    };
+    let phase = pipeline
+        .gates
+        .first()
+        .map(|g| g.next_phase - 1)
+        .unwrap_or(3);
+    let mut totals: BTreeMap<String, usize> = BTreeMap::new();
+    for &date in &dates {
+        progress.set_message(date.to_string());
+        for processor in pipeline.phase(phase) {
+            std::thread::scope(|s| -> Result<(), Exit> {
+                let handles: Vec<_> = ["demo-a", "demo-b"]
+                    .into_iter()
+                    .map(|holder| {
+                        let runner = runner.clone();
+                        let faults = &faults;
+                        s.spawn(move || {
+                            runner.run(
+                                processor.name.as_str(),
+                                date,
+                                &RunOptions::new(holder),
+                                faults,
+                            )
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join()
+                        .map_err(|_| Exit::from(anyhow!("a processor thread panicked")))??;
+                }
+                Ok(())
+            })?;
+        }
+        let ack_wait = pipeline.ack_wait;
+        let mut wait = || clock.jump(ack_wait + SignedDuration::from_secs(1));
+        let report = drain(
+            &services,
+            &mut &faults,
+            &mut &faults,
+            &faults,
+            &mut wait,
+            200,
+        )?;
+        for (k, v) in report.outcomes {
+            *totals.entry(k).or_default() += v;
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+
+    let rows = verdicts(
+        &pipeline,
+        store.as_ref(),
+        warehouse.as_ref(),
+        &dates,
+        clock.now(),
+    )?;
+    let exact = rows.iter().filter(|(_, v)| v.is_exact()).count();
+    let counts = faults
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if args.json {
+        let json = serde_json::json!({
+            "dates": rows.iter().map(|(g, v)| serde_json::json!({"gate": g, "verdict": v, "exact": v.is_exact()})).collect::<Vec<_>>(),
+            "faults_injected": counts,
+            "orchestrator_outcomes": totals,
+            "exact": exact == rows.len(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("{}", verdict_table(&rows));
+        let faults_text: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!(
+            "faults injected: {}",
+            if faults_text.is_empty() {
+                "none".to_owned()
+            } else {
+                faults_text.join(", ")
+            }
+        );
+        let outcomes: Vec<String> = totals.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!("orchestrator: {}", outcomes.join(", "));
+        if exact == rows.len() {
+            println!(
+                "All {} dates exact: every processor recorded once, one trigger per date, zero duplicate rows.",
+                rows.len()
+            );
+        } else {
+            println!(
+                "{} of {} dates NOT exact (see the table).",
+                rows.len() - exact,
+                rows.len()
+            );
+        }
+        println!("Inspect with: baton status --db {}", cli.db.display());
+    }
+    Ok(if exact == rows.len() { 0 } else { EXIT_FAILED })
+}

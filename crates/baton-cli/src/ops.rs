@@ -1,0 +1,353 @@
+//! `serve`, `run`, `publish` and `init`.
+
+use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing, parse_date};
+use anyhow::anyhow;
+use baton_core::clock::{Clock, SystemClock};
+use baton_core::config::REFERENCE_TOML;
+use baton_core::message::{CompletionMessage, message_id};
+use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
+use baton_ports::{Bus, StateStore, Warehouse};
+use baton_runner::{LeaseWait, NoHooks, RunOptions, RunOutcome, Runner};
+use baton_serve::{Consumer, NoFaults, Services, TriggerConsumer, drain};
+use clap::{Args, Subcommand};
+use jiff::{SignedDuration, Timestamp};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `baton serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Drain what is pending (outbox, completions, triggers) and exit, for scripts.
+    #[arg(long)]
+    until_idle: bool,
+    /// Pause between polls when idle, in milliseconds.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    poll_ms: u64,
+    /// Do not run the phases that triggers start (another process runs them).
+    #[arg(long)]
+    no_phase_runner: bool,
+}
+
+/// `baton run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The processor, e.g. player_game_summary.
+    processor: String,
+    /// The date (partition), YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    date: Partition,
+    /// Wait up to this many seconds for a held lease before coalescing (default: config).
+    #[arg(long)]
+    wait_secs: Option<u64>,
+    /// The holder name recorded on the lease and the run.
+    #[arg(long)]
+    holder: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `baton publish`.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    #[command(subcommand)]
+    what: PublishWhat,
+}
+
+#[derive(Subcommand, Debug)]
+enum PublishWhat {
+    /// Publish a completion on its gate's topic, as a processor would (or any JSON payload).
+    Completion(CompletionArgs),
+    /// Record an upstream job's landing for a date.
+    Raw(RawArgs),
+}
+
+#[derive(Args, Debug)]
+struct CompletionArgs {
+    /// The processor.
+    #[arg(long, required_unless_present = "payload")]
+    processor: Option<String>,
+    /// The date.
+    #[arg(long, value_parser = parse_date, required_unless_present = "payload")]
+    date: Option<Partition>,
+    /// The run id (reuse one to replay a completion).
+    #[arg(long, required_unless_present = "payload")]
+    run_id: Option<String>,
+    /// success, partial, no_data or failed.
+    #[arg(long, default_value = "success")]
+    status: String,
+    /// Rows the run wrote.
+    #[arg(long, default_value_t = 0)]
+    record_count: u64,
+    /// Ask for a new trigger generation.
+    #[arg(long)]
+    force_reprocess: bool,
+    /// Publish this JSON as it is (any format; malformed input goes to the dead-letter queue).
+    #[arg(long, conflicts_with_all = ["processor", "date", "run_id"])]
+    payload: Option<String>,
+    /// The topic (default: the completion topic of the processor's gate, or the first gate's).
+    #[arg(long)]
+    topic: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RawArgs {
+    /// The upstream job.
+    #[arg(long)]
+    job: String,
+    /// The date it landed data for.
+    #[arg(long, value_parser = parse_date)]
+    date: Partition,
+    /// When it landed (RFC 3339); now when absent.
+    #[arg(long)]
+    at: Option<Timestamp>,
+}
+
+/// `baton init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Where to write the config.
+    #[arg(long, default_value = "baton.toml")]
+    out: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn init(args: &InitArgs) -> Outcome {
+    if args.out.exists() && !args.force {
+        return Err(Exit::usage(anyhow!(
+            "{} exists (use --force to overwrite)",
+            args.out.display()
+        )));
+    }
+    std::fs::write(&args.out, REFERENCE_TOML)?;
+    eprintln!(
+        "wrote the reference pipeline's config to {}",
+        args.out.display()
+    );
+    Ok(0)
+}
+
+pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let backend = open_existing(cli, &pipeline)?;
+    let store: Arc<dyn StateStore> = backend.clone();
+    let bus: Arc<dyn Bus> = backend.clone();
+    let warehouse: Arc<dyn Warehouse> = backend.clone();
+    let runner = Arc::new(Runner::new(
+        pipeline.clone(),
+        store.clone(),
+        warehouse,
+        clock.clone(),
+    ));
+    runner.ensure_tables()?;
+    let consumer = Consumer::new(pipeline.clone(), store.clone(), bus.clone(), clock.clone());
+    let holder = format!("serve-{}", std::process::id());
+    let triggers = TriggerConsumer::new(pipeline.clone(), bus.clone(), runner, holder);
+    let services = Services {
+        pipeline: &pipeline,
+        store: store.as_ref(),
+        bus: bus.as_ref(),
+        consumer: &consumer,
+        triggers: (!args.no_phase_runner).then_some(&triggers),
+    };
+    let pause = SignedDuration::from_millis(args.poll_ms as i64);
+    if args.until_idle {
+        // In-flight deliveries come back after the ack wait; waiting for them is bounded by
+        // the rounds limit.
+        let mut wait = || clock.sleep(pause);
+        let rounds =
+            10 + (pipeline.ack_wait.as_millis() as usize / args.poll_ms.max(1) as usize) * 3;
+        let report = drain(
+            &services,
+            &mut NoFaults,
+            &mut NoFaults,
+            &NoHooks,
+            &mut wait,
+            rounds,
+        )?;
+        let pending = baton_serve::pending(&services)?;
+        eprintln!(
+            "idle: relayed {}, outcomes {:?}, triggers {}, phase runs {}; {} pending",
+            report.relayed, report.outcomes, report.triggers, report.phase_runs, pending
+        );
+        return Ok(if pending == 0 { 0 } else { EXIT_FAILED });
+    }
+    tracing::info!(db = %cli.db.display(), "serving; Ctrl-C stops (every step is transactional, so stopping at any point is safe)");
+    loop {
+        let mut wait = || clock.sleep(pause);
+        drain(
+            &services,
+            &mut NoFaults,
+            &mut NoFaults,
+            &NoHooks,
+            &mut wait,
+            1,
+        )?;
+        clock.sleep(pause);
+    }
+}
+
+pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    if pipeline.processor(&args.processor).is_none() {
+        let known: Vec<&str> = pipeline
+            .processors
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        return Err(Exit::usage(anyhow!(
+            "unknown processor `{}` (known: {})",
+            args.processor,
+            known.join(", ")
+        )));
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let backend = open_existing(cli, &pipeline)?;
+    let runner = Runner::new(pipeline.clone(), backend.clone(), backend.clone(), clock);
+    runner.ensure_tables()?;
+    let mut options = RunOptions::new(
+        args.holder
+            .clone()
+            .unwrap_or_else(|| format!("cli-{}", std::process::id())),
+    );
+    let wait = args
+        .wait_secs
+        .map(|s| SignedDuration::from_secs(s as i64))
+        .unwrap_or(pipeline.lease_wait);
+    options.lease_wait = if wait.is_zero() {
+        LeaseWait::Skip
+    } else {
+        LeaseWait::UpTo(wait)
+    };
+    let report = runner.run(&args.processor, args.date, &options, &NoHooks)?;
+    if args.json {
+        let attempts: Vec<_> = report
+            .attempts
+            .iter()
+            .map(|a| serde_json::json!({"run_id": a.run_id, "token": a.token, "status": a.status, "rows_written": a.rows_written, "duplicates_dropped": a.duplicates_dropped, "error": a.error}))
+            .collect();
+        let outcome = match &report.outcome {
+            RunOutcome::Ran => serde_json::json!({"outcome": "ran"}),
+            RunOutcome::Coalesced { holder, until } => {
+                serde_json::json!({"outcome": "coalesced", "held_by": holder, "until": until.to_string()})
+            }
+            RunOutcome::Deferred { missing } => {
+                serde_json::json!({"outcome": "deferred", "missing": missing})
+            }
+        };
+        println!(
+            "{}",
+            serde_json::json!({"processor": report.processor, "date": report.partition.to_string(), "result": outcome, "attempts": attempts})
+        );
+    } else {
+        match &report.outcome {
+            RunOutcome::Ran => {}
+            RunOutcome::Coalesced { holder, until } => println!(
+                "{} {}: lease held by {holder} until {until}; this request was coalesced into its follow-up run",
+                report.processor, report.partition
+            ),
+            RunOutcome::Deferred { missing } => println!(
+                "{} {}: deferred: {}",
+                report.processor,
+                report.partition,
+                missing.join("; ")
+            ),
+        }
+        for a in &report.attempts {
+            println!(
+                "{} {} run {} token {}: {} ({} rows, {} duplicates dropped){}",
+                report.processor,
+                report.partition,
+                a.run_id,
+                a.token,
+                a.status,
+                a.rows_written,
+                a.duplicates_dropped,
+                a.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(match report.outcome {
+        RunOutcome::Ran if report.succeeded() => 0,
+        RunOutcome::Coalesced { .. } => 0,
+        _ => EXIT_FAILED,
+    })
+}
+
+pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    let backend = open_existing(cli, &pipeline)?;
+    match &args.what {
+        PublishWhat::Raw(raw) => {
+            if pipeline.upstream_job(&raw.job).is_none() {
+                let known: Vec<&str> = pipeline.upstream.iter().map(|u| u.name.as_str()).collect();
+                return Err(Exit::usage(anyhow!(
+                    "unknown upstream job `{}` (known: {})",
+                    raw.job,
+                    known.join(", ")
+                )));
+            }
+            let at = raw.at.unwrap_or_else(|| SystemClock.now());
+            backend.record_landing(&raw.job, raw.date, at)?;
+            println!("recorded landing of {} for {} at {at}", raw.job, raw.date);
+            Ok(0)
+        }
+        PublishWhat::Completion(c) => {
+            let (payload, default_topic) = match &c.payload {
+                Some(p) => (
+                    p.clone(),
+                    pipeline.gates.first().map(|g| g.completion_topic.clone()),
+                ),
+                None => {
+                    let processor = c.processor.clone().unwrap_or_default();
+                    let Some(proc) = pipeline.processor(&processor) else {
+                        return Err(Exit::usage(anyhow!("unknown processor `{processor}`")));
+                    };
+                    let status = CompletionStatus::parse(&c.status).ok_or_else(|| {
+                        Exit::usage(anyhow!(
+                            "unknown status `{}` (success, partial, no_data, failed)",
+                            c.status
+                        ))
+                    })?;
+                    let date = c
+                        .date
+                        .ok_or_else(|| Exit::usage(anyhow!("--date is required")))?;
+                    let run_id = RunId::new(c.run_id.clone().unwrap_or_default());
+                    let name = ProcessorName::new(processor.clone());
+                    let message = CompletionMessage {
+                        message_id: message_id(&name, date, &run_id),
+                        gate: pipeline.gate_for_processor(&name).map(|g| g.id.clone()),
+                        processor: name,
+                        partition: date,
+                        run_id,
+                        status,
+                        record_count: c.record_count,
+                        produced_at: SystemClock.now(),
+                        force_reprocess: c.force_reprocess,
+                    };
+                    (
+                        message.to_json().to_string(),
+                        Some(pipeline.completion_topic(proc)),
+                    )
+                }
+            };
+            let topic = c
+                .topic
+                .clone()
+                .or(default_topic)
+                .ok_or_else(|| Exit::usage(anyhow!("no topic: pass --topic")))?;
+            // A fresh bus id: a hand-published message is a new delivery, as a processor's
+            // retry would be; the orchestrator's own idempotence must absorb it.
+            let bus_id = format!("manual/{}", uuid::Uuid::now_v7());
+            backend.publish(&topic, &bus_id, payload.as_bytes())?;
+            println!("published to {topic} as {bus_id}; `baton serve --until-idle` applies it");
+            Ok(0)
+        }
+    }
+}

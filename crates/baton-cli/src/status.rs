@@ -1,0 +1,322 @@
+//! `baton status`, and gathering the per-date facts that `status` and `demo` judge.
+
+use crate::{Cli, Outcome, load_pipeline, open_existing, parse_date};
+use baton_core::audit::{self, DateFacts, DateVerdict};
+use baton_core::clock::{Clock, SystemClock};
+use baton_core::completion::Trigger;
+use baton_core::config::Pipeline;
+use baton_core::gate::Gate;
+use baton_core::model::{Partition, ProcessorName};
+use baton_ports::{DeadLetter, StateStore, Warehouse};
+use clap::Args;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use jiff::Timestamp;
+
+/// `baton status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// One date in detail: entries, runs, leases.
+    #[arg(long, value_parser = parse_date, conflicts_with_all = ["from", "to"])]
+    date: Option<Partition>,
+    /// First date of a range.
+    #[arg(long, value_parser = parse_date)]
+    from: Option<Partition>,
+    /// Last date of a range.
+    #[arg(long, value_parser = parse_date)]
+    to: Option<Partition>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The date a dead letter's payload names, if it names one.
+pub fn dead_letter_date(letter: &DeadLetter) -> Option<Partition> {
+    let v: serde_json::Value = serde_json::from_str(&letter.letter.payload).ok()?;
+    let text = v.get("date").or_else(|| v.get("game_date"))?.as_str()?;
+    Partition::parse(text).ok()
+}
+
+/// Gathers the facts about one date of one gate.
+pub fn gather(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    gate: &Gate,
+    partition: Partition,
+    letters: &[DeadLetter],
+) -> Result<DateFacts, baton_ports::Error> {
+    let document = store.document(&gate.id, partition)?;
+    let runs = store.runs(partition)?;
+    let ok = |p: &ProcessorName| {
+        runs.iter().any(|r| {
+            &r.processor == p && matches!(r.status.as_str(), "success" | "partial" | "no_data")
+        })
+    };
+    let succeeded = pipeline
+        .processors
+        .iter()
+        .map(|p| p.name.clone())
+        .filter(|p| gate.watches(p) && ok(p))
+        .collect();
+    let mut trigger_generations = Vec::new();
+    for row in store.outbox_for("trigger", partition)? {
+        if let Ok(t) = serde_json::from_str::<Trigger>(&row.row.payload) {
+            if t.gate == gate.id {
+                trigger_generations.push(t.generation);
+            }
+        }
+    }
+    let mut duplicate_rows = 0;
+    for p in pipeline
+        .processors
+        .iter()
+        .filter(|p| gate.watches(&p.name) || p.phase == gate.next_phase)
+    {
+        duplicate_rows += warehouse.duplicate_rows(&p.table, partition)?;
+    }
+    let next_phase_ran = pipeline.phase(gate.next_phase).all(|p| ok(&p.name));
+    Ok(DateFacts {
+        partition,
+        document,
+        succeeded,
+        trigger_generations,
+        duplicate_rows,
+        dead_letters: letters
+            .iter()
+            .filter(|l| dead_letter_date(l) == Some(partition))
+            .count(),
+        next_phase_ran,
+    })
+}
+
+/// The verdicts of a range of dates for every gate.
+pub fn verdicts(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    dates: &[Partition],
+    now: Timestamp,
+) -> Result<Vec<(String, DateVerdict)>, baton_ports::Error> {
+    let letters = store.dead_letters()?;
+    let mut out = Vec::new();
+    for gate in &pipeline.gates {
+        for &d in dates {
+            let facts = gather(pipeline, store, warehouse, gate, d, &letters)?;
+            out.push((gate.id.to_string(), audit::audit(gate, &facts, now)));
+        }
+    }
+    Ok(out)
+}
+
+/// The per-date table of verdicts.
+pub fn verdict_table(rows: &[(String, DateVerdict)]) -> Table {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "gate",
+        "date",
+        "done",
+        "completed_count",
+        "triggered",
+        "triggers",
+        "dup rows",
+        "dead letters",
+        "next phase",
+        "exact",
+    ]);
+    for (gate, v) in rows {
+        table.add_row(vec![
+            gate.clone(),
+            v.date.to_string(),
+            format!("{}/{}", v.done, v.expected),
+            v.completed_count.to_string(),
+            if v.triggered { "yes" } else { "no" }.to_owned(),
+            v.triggers.to_string(),
+            v.duplicate_rows.to_string(),
+            v.dead_letters.to_string(),
+            if v.next_phase_ran { "ran" } else { "-" }.to_owned(),
+            if v.is_exact() {
+                "yes".to_owned()
+            } else {
+                format!("NO: {}", v.problems.join("; "))
+            },
+        ]);
+    }
+    table
+}
+
+pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    let backend = open_existing(cli, &pipeline)?;
+    let now = SystemClock.now();
+    if let Some(date) = args.date {
+        return detail(&pipeline, backend.as_ref(), date, args.json, now);
+    }
+    // The stored dates of every gate, narrowed to the range asked for.
+    let from = args
+        .from
+        .unwrap_or(Partition::new(jiff::civil::date(1900, 1, 1)));
+    let to = args
+        .to
+        .unwrap_or(Partition::new(jiff::civil::date(2999, 12, 31)));
+    if from > to {
+        return Err(crate::Exit::usage(anyhow::anyhow!(
+            "--from {from} is after --to {to}"
+        )));
+    }
+    let mut dates: Vec<Partition> = Vec::new();
+    for gate in &pipeline.gates {
+        dates.extend(
+            backend
+                .documents(&gate.id, from, to)?
+                .iter()
+                .map(|d| d.partition),
+        );
+    }
+    dates.sort();
+    dates.dedup();
+    let rows = verdicts(&pipeline, backend.as_ref(), backend.as_ref(), &dates, now)?;
+    if args.json {
+        let json: Vec<_> = rows
+            .iter()
+            .map(|(g, v)| serde_json::json!({"gate": g, "verdict": v, "exact": v.is_exact()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if rows.is_empty() {
+        println!("no completion documents in {from}..{to}");
+    } else {
+        println!("{}", verdict_table(&rows));
+    }
+    Ok(0)
+}
+
+fn detail(
+    pipeline: &Pipeline,
+    backend: &baton_sqlite::SqliteBackend,
+    date: Partition,
+    json: bool,
+    now: Timestamp,
+) -> Outcome {
+    let runs = backend.runs(date)?;
+    let leases: Vec<_> = backend
+        .leases()?
+        .into_iter()
+        .filter(|l| l.partition == date)
+        .collect();
+    let docs: Vec<_> = pipeline
+        .gates
+        .iter()
+        .map(|g| backend.document(&g.id, date).map(|d| (g, d)))
+        .collect::<Result<_, _>>()?;
+    if json {
+        let out = serde_json::json!({
+            "date": date.to_string(),
+            "documents": docs.iter().map(|(g, d)| serde_json::json!({"gate": g.id, "document": d})).collect::<Vec<_>>(),
+            "runs": runs,
+            "leases": leases,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    for (gate, doc) in &docs {
+        println!("gate {} on {date}:", gate.id);
+        let Some(doc) = doc else {
+            println!("  no completion document");
+            continue;
+        };
+        println!(
+            "  completed_count {} | triggered {} | generation {} | reason {} | version {}",
+            doc.completed_count,
+            if doc.triggered {
+                doc.triggered_at.map(|t| t.to_string()).unwrap_or_default()
+            } else {
+                "no".into()
+            },
+            doc.generation,
+            doc.trigger_reason.clone().unwrap_or_else(|| "-".into()),
+            doc.version
+        );
+        let (_, policy) = gate.policy_for(date, now);
+        let mut t = Table::new();
+        t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+            "processor",
+            "status",
+            "run",
+            "records",
+            "first completed",
+            "messages seen",
+        ]);
+        for p in &policy.expected {
+            match doc.entries.get(p) {
+                Some(e) => t.add_row(vec![
+                    p.to_string(),
+                    e.status.to_string(),
+                    e.run_id.to_string(),
+                    e.record_count.to_string(),
+                    e.first_completed_at
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.messages_seen.to_string(),
+                ]),
+                None => t.add_row(vec![
+                    p.to_string(),
+                    "missing".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "0".into(),
+                ]),
+            };
+        }
+        println!("{t}");
+    }
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "run",
+        "processor",
+        "holder",
+        "token",
+        "status",
+        "rows",
+        "dups dropped",
+        "error",
+    ]);
+    for r in &runs {
+        t.add_row(vec![
+            r.run_id.to_string(),
+            r.processor.to_string(),
+            r.holder.clone(),
+            r.token.to_string(),
+            r.status.clone(),
+            r.rows_written.to_string(),
+            r.duplicates_dropped.to_string(),
+            r.error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("runs:\n{t}");
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "processor",
+        "holder",
+        "token",
+        "expires",
+        "state",
+    ]);
+    for l in &leases {
+        let state = if l.released {
+            "released"
+        } else if l.is_live(now) {
+            "live"
+        } else {
+            "expired"
+        };
+        t.add_row(vec![
+            l.processor.to_string(),
+            l.holder.clone(),
+            l.token.to_string(),
+            l.expires_at.to_string(),
+            state.to_owned(),
+        ]);
+    }
+    println!("leases:\n{t}");
+    Ok(0)
+}
