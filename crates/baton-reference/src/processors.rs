@@ -156,18 +156,25 @@ fn team_defense(ctx: &Ctx<'_>) -> Vec<Row> {
         .collect()
 }
 
-/// The first bookmaker's line (by name) for a player on a date, if any.
-fn points_line(ctx: &Ctx<'_>, player: &str) -> Option<f64> {
-    ctx.today("odds_api_player_points_props", "game_date")
-        .filter(|p| p.s("player_lookup") == player)
-        .min_by(|a, b| a.s("bookmaker").cmp(b.s("bookmaker")))
-        .map(|p| p.f("points_line"))
+/// Each player's points line on the date: the first bookmaker's by name.
+fn points_lines<'a>(ctx: &'a Ctx<'_>) -> BTreeMap<&'a str, f64> {
+    let mut best: BTreeMap<&str, (&str, f64)> = BTreeMap::new();
+    for p in ctx.today("odds_api_player_points_props", "game_date") {
+        let entry = best
+            .entry(p.s("player_lookup"))
+            .or_insert((p.s("bookmaker"), p.f("points_line")));
+        if p.s("bookmaker") < entry.0 {
+            *entry = (p.s("bookmaker"), p.f("points_line"));
+        }
+    }
+    best.into_iter().map(|(k, (_, line))| (k, line)).collect()
 }
 
 fn player_game_summary(ctx: &Ctx<'_>) -> Result<Vec<Row>, String> {
     let offense: Vec<&Row> = ctx
         .today("team_offense_game_summary", "game_date")
         .collect();
+    let lines = points_lines(ctx);
     let mut out = Vec::new();
     for p in ctx
         .today("nbac_gamebook_player_stats", "game_date")
@@ -195,7 +202,7 @@ fn player_game_summary(ctx: &Ctx<'_>) -> Result<Vec<Row>, String> {
         } else {
             Value::Null
         };
-        let line = points_line(ctx, p.s("player_lookup"));
+        let line = lines.get(p.s("player_lookup")).copied();
         let result = line.map(|l| {
             let pts = p.f("points");
             if pts > l {
@@ -222,20 +229,26 @@ fn player_game_summary(ctx: &Ctx<'_>) -> Result<Vec<Row>, String> {
     Ok(out)
 }
 
-/// A team's defensive rating over its games before the date: 100 * points allowed / opponent possessions.
-fn defensive_rating_to_date(ctx: &Ctx<'_>, team: &str) -> Value {
-    let history: Vec<&Row> = ctx.before("nbac_team_boxscore", "game_date").collect();
-    let (mut allowed, mut poss) = (0.0, 0.0);
-    for own in history.iter().filter(|r| r.s("team_abbr") == team) {
-        if let Some(opp) = history
-            .iter()
-            .find(|r| r.s("game_id") == own.s("game_id") && r.s("team_abbr") != team)
-        {
-            allowed += opp.f("points");
-            poss += possessions(opp);
+/// Each team's defensive rating over its games before the date: 100 * points allowed /
+/// opponent possessions.
+fn defensive_ratings_to_date<'a>(ctx: &'a Ctx<'_>) -> BTreeMap<&'a str, Value> {
+    let mut by_game: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in ctx.before("nbac_team_boxscore", "game_date") {
+        by_game.entry(r.s("game_id")).or_default().push(r);
+    }
+    let mut sums: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for rows in by_game.values() {
+        if let [a, b] = rows.as_slice() {
+            for (own, opp) in [(a, b), (b, a)] {
+                let e = sums.entry(own.s("team_abbr")).or_default();
+                e.0 += opp.f("points");
+                e.1 += possessions(opp);
+            }
         }
     }
-    ratio(100.0 * allowed, poss)
+    sums.into_iter()
+        .map(|(team, (allowed, poss))| (team, ratio(100.0 * allowed, poss)))
+        .collect()
 }
 
 struct GameToday<'a> {
@@ -282,28 +295,32 @@ fn mean(values: &[f64]) -> Value {
 }
 
 fn upcoming_player(ctx: &Ctx<'_>) -> Vec<Row> {
-    let history: Vec<&Row> = ctx
-        .before("nbac_gamebook_player_stats", "game_date")
+    let mut by_team: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut played: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in ctx.before("nbac_gamebook_player_stats", "game_date") {
+        by_team
+            .entry(r.s("team_abbr"))
+            .or_default()
+            .insert(r.s("player_lookup"));
+        if r.s("player_status") == "active" && r.i("minutes") > 0 {
+            played.entry(r.s("player_lookup")).or_default().push(r);
+        }
+    }
+    for games in played.values_mut() {
+        games.sort_by(|a, b| b.s("game_date").cmp(a.s("game_date")));
+    }
+    let injuries: BTreeMap<&str, &str> = ctx
+        .today("nbac_injury_report", "report_date")
+        .map(|i| (i.s("player_lookup"), i.s("status")))
         .collect();
-    let injuries: Vec<&Row> = ctx.today("nbac_injury_report", "report_date").collect();
+    let lines = points_lines(ctx);
+    let defense = defensive_ratings_to_date(ctx);
+    let none = Vec::new();
     let mut out = Vec::new();
     for game in games_today(ctx) {
-        let roster: BTreeSet<&str> = history
-            .iter()
-            .filter(|r| r.s("team_abbr") == game.team)
-            .map(|r| r.s("player_lookup"))
-            .collect();
-        let opp_def = defensive_rating_to_date(ctx, game.opponent);
-        for player in roster {
-            let mut played: Vec<&&Row> = history
-                .iter()
-                .filter(|r| {
-                    r.s("player_lookup") == player
-                        && r.s("player_status") == "active"
-                        && r.i("minutes") > 0
-                })
-                .collect();
-            played.sort_by(|a, b| b.s("game_date").cmp(a.s("game_date")));
+        let opp_def = defense.get(game.opponent).cloned().unwrap_or(Value::Null);
+        for &player in by_team.get(game.team).into_iter().flatten() {
+            let played = played.get(player).unwrap_or(&none);
             let rest = played.first().and_then(|r| ctx.days_ago(r.s("game_date")));
             let window = |days: i64| {
                 played
@@ -317,10 +334,6 @@ fn upcoming_player(ctx: &Ctx<'_>) -> Vec<Row> {
                     .map(|r| r.f("points"))
                     .collect::<Vec<_>>()
             };
-            let injury = injuries
-                .iter()
-                .find(|i| i.s("player_lookup") == player)
-                .map_or("available", |i| i.s("status"));
             out.push(obj(json!({
                 "game_date": ctx.day, "game_id": game.game_id, "player_lookup": player, "team_abbr": game.team,
                 "opponent_team_abbr": game.opponent, "home_game": game.home,
@@ -328,8 +341,9 @@ fn upcoming_player(ctx: &Ctx<'_>) -> Vec<Row> {
                 "games_last_7": window(7).count(), "minutes_last_7": window(7).map(|r| r.i("minutes")).sum::<i64>(),
                 "games_last_14": window(14).count(), "minutes_last_14": window(14).map(|r| r.i("minutes")).sum::<i64>(),
                 "points_avg_last_5": mean(&pts(5)), "points_avg_last_10": mean(&pts(10)),
-                "opponent_def_rating": opp_def, "points_line": points_line(ctx, player),
-                "spread": game.spread, "total": game.total, "injury_status": injury,
+                "opponent_def_rating": opp_def, "points_line": lines.get(player).copied(),
+                "spread": game.spread, "total": game.total,
+                "injury_status": injuries.get(player).copied().unwrap_or("available"),
                 "processed_at": ctx.processed_at,
             })));
         }

@@ -1,0 +1,627 @@
+//! The in-memory backend: the simulator's only fake, behind the same traits as SQLite and
+//! held to the same conformance suite. Two test-only switches make it wrong on purpose
+//! (the canaries): a stored count incremented per message, and writes without the fence.
+
+use baton_core::clock::Clock;
+use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
+use baton_core::config::TableSpec;
+use baton_core::dedup::key_of;
+use baton_core::lease::{self, Lease, Refusal};
+use baton_core::message::CompletionMessage;
+use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_ports::{
+    Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
+    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, Published, Released, Result, RunEnd, RunRecord,
+    StateStore, Warehouse, Work, WriteOutcome,
+};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Deliberate bugs, for proving the simulator catches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Canary {
+    /// No bug.
+    #[default]
+    None,
+    /// The stored count is incremented per message (the original tracker's bug).
+    CountPerMessage,
+    /// Writes skip the lease and fence check.
+    NoFence,
+}
+
+#[derive(Default)]
+struct LeaseRow {
+    lease: Option<Lease>,
+    follow_up: bool,
+}
+
+#[derive(Default)]
+struct TableData {
+    spec: Option<TableSpec>,
+    /// Primary key -> (partition, row, token).
+    rows: BTreeMap<String, (String, Row, u64)>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    cursor: i64,
+    /// seq -> (attempts, visible_at)
+    inflight: BTreeMap<i64, (u32, Timestamp)>,
+}
+
+#[derive(Default)]
+struct State {
+    documents: BTreeMap<(GateId, Partition), Document>,
+    leases: BTreeMap<(ProcessorName, Partition), LeaseRow>,
+    fences: BTreeMap<(ProcessorName, Partition), u64>,
+    runs: Vec<RunRecord>,
+    outbox: Vec<OutboxRow>,
+    dead_letters: Vec<DeadLetter>,
+    landings: BTreeMap<(String, Partition), Timestamp>,
+    tables: BTreeMap<String, TableData>,
+    messages: Vec<(String, Delivery)>,
+    ids: BTreeSet<(String, String)>,
+    groups: BTreeMap<(String, String), GroupState>,
+}
+
+/// All three ports in memory.
+pub struct MemBackend {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    canary: Canary,
+}
+
+impl MemBackend {
+    /// A correct in-memory backend.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with_canary(clock, Canary::None)
+    }
+    /// A backend with a deliberate bug.
+    pub fn with_canary(clock: Arc<dyn Clock>, canary: Canary) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            clock,
+            canary,
+        }
+    }
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// The current lease record (for the simulator's G4 checker).
+    pub fn lease(&self, processor: &ProcessorName, partition: Partition) -> Option<Lease> {
+        self.lock()
+            .leases
+            .get(&(processor.clone(), partition))
+            .and_then(|r| r.lease.clone())
+    }
+    /// The tokens of the rows of a table for a partition (for the G5 checker).
+    pub fn row_tokens(&self, table: &str, partition: Partition) -> Vec<u64> {
+        let day = partition.to_string();
+        self.lock()
+            .tables
+            .get(table)
+            .map(|t| {
+                t.rows
+                    .values()
+                    .filter(|(p, _, _)| *p == day)
+                    .map(|(_, _, tok)| *tok)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn push_outbox(s: &mut State, row: &NewOutboxRow, now: Timestamp) {
+    let id = s.outbox.len() as i64 + 1;
+    s.outbox.push(OutboxRow {
+        id,
+        created_at: now,
+        published_at: None,
+        row: row.clone(),
+    });
+}
+
+fn trigger_row(t: &Trigger) -> NewOutboxRow {
+    NewOutboxRow {
+        topic: t.topic.clone(),
+        message_id: t.message_id.clone(),
+        kind: "trigger".into(),
+        partition: t.partition,
+        payload: serde_json::to_string(t).unwrap_or_default(),
+    }
+}
+
+fn push_dead_letter(s: &mut State, letter: &NewDeadLetter, now: Timestamp) {
+    let id = s.dead_letters.len() as i64 + 1;
+    s.dead_letters.push(DeadLetter {
+        id,
+        recorded_at: now,
+        letter: letter.clone(),
+    });
+}
+
+impl StateStore for MemBackend {
+    fn apply(
+        &self,
+        batch: &[Work],
+        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
+    ) -> Result<Vec<Outcome>> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let mut outcomes = Vec::new();
+        for work in batch {
+            match work {
+                Work::DeadLetter(l) => {
+                    push_dead_letter(&mut s, l, now);
+                    outcomes.push(Outcome::Rejected {
+                        reason: l.reason.clone(),
+                    });
+                }
+                Work::Completion { gate, message } => {
+                    let key = (gate.clone(), message.partition);
+                    let stored = s.documents.get(&key).cloned();
+                    let mut out = step(stored.clone(), gate, message);
+                    if !matches!(out.outcome, Outcome::Rejected { .. })
+                        && stored.as_ref() != Some(&out.document)
+                    {
+                        if self.canary == Canary::CountPerMessage {
+                            out.document.completed_count =
+                                stored.as_ref().map_or(0, |d| d.completed_count) + 1;
+                        }
+                        out.document.version = stored.as_ref().map_or(1, |d| d.version + 1);
+                        s.documents.insert(key, out.document.clone());
+                    }
+                    for e in &out.effects {
+                        match e {
+                            Effect::PublishTrigger(t) => push_outbox(&mut s, &trigger_row(t), now),
+                            Effect::DeadLetter { reason } => push_dead_letter(
+                                &mut s,
+                                &NewDeadLetter {
+                                    topic: String::new(),
+                                    message_id: Some(message.message_id.clone()),
+                                    payload: message.to_json().to_string(),
+                                    reason: reason.clone(),
+                                },
+                                now,
+                            ),
+                        }
+                    }
+                    outcomes.push(out.outcome);
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn edit_document(
+        &self,
+        gate: &GateId,
+        partition: Partition,
+        edit: &mut dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)>,
+    ) -> Result<Option<Document>> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let key = (gate.clone(), partition);
+        let stored = s.documents.get(&key).cloned();
+        match edit(stored.clone()) {
+            None => Ok(stored),
+            Some((mut doc, triggers)) => {
+                doc.version = stored.map_or(1, |d| d.version + 1);
+                s.documents.insert(key, doc.clone());
+                for t in &triggers {
+                    push_outbox(&mut s, &trigger_row(t), now);
+                }
+                Ok(Some(doc))
+            }
+        }
+    }
+
+    fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
+        Ok(self
+            .lock()
+            .documents
+            .get(&(gate.clone(), partition))
+            .cloned())
+    }
+
+    fn documents(&self, gate: &GateId, from: Partition, to: Partition) -> Result<Vec<Document>> {
+        Ok(self
+            .lock()
+            .documents
+            .iter()
+            .filter(|((g, p), _)| g == gate && *p >= from && *p <= to)
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+
+    fn acquire_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        holder: &str,
+        ttl: SignedDuration,
+        on_held: OnHeld,
+    ) -> Result<Acquired> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let row = s.leases.entry((processor.clone(), partition)).or_default();
+        match lease::acquire(row.lease.as_ref(), processor, partition, holder, now, ttl) {
+            lease::Acquire::Granted(l) => {
+                row.lease = Some(l.clone());
+                row.follow_up = false;
+                Ok(Acquired::Granted(l))
+            }
+            lease::Acquire::Held(l) => {
+                let recorded = on_held == OnHeld::Coalesce;
+                row.follow_up |= recorded;
+                Ok(Acquired::Held {
+                    lease: l,
+                    follow_up_recorded: recorded,
+                })
+            }
+        }
+    }
+
+    fn renew_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+        ttl: SignedDuration,
+    ) -> Result<std::result::Result<Lease, Refusal>> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let row = s.leases.entry((processor.clone(), partition)).or_default();
+        Ok(lease::renew(row.lease.as_ref(), token, now, ttl)
+            .inspect(|l| row.lease = Some(l.clone())))
+    }
+
+    fn release_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<Released> {
+        let mut s = self.lock();
+        let row = s.leases.entry((processor.clone(), partition)).or_default();
+        match lease::release(row.lease.as_ref(), token) {
+            Ok(l) => {
+                row.lease = Some(l);
+                let follow_up = std::mem::take(&mut row.follow_up);
+                Ok(Released::Released { follow_up })
+            }
+            Err(r) => Ok(Released::Refused(r)),
+        }
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        Ok(self
+            .lock()
+            .leases
+            .values()
+            .filter_map(|r| r.lease.clone())
+            .collect())
+    }
+
+    fn start_run(&self, run: &RunRecord) -> Result<()> {
+        self.lock().runs.push(run.clone());
+        Ok(())
+    }
+
+    fn finish_run(&self, run_id: &RunId, end: &RunEnd) -> Result<()> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        if let Some(r) = s.runs.iter_mut().find(|r| &r.run_id == run_id) {
+            r.finished_at = Some(now);
+            r.status = end.status.clone();
+            r.rows_written = end.rows_written;
+            r.duplicates_dropped = end.duplicates_dropped;
+            r.error = end.error.clone();
+        }
+        Ok(())
+    }
+
+    fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| r.partition == partition)
+            .cloned()
+            .collect())
+    }
+
+    fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
+        let now = self.clock.now();
+        push_outbox(&mut self.lock(), row, now);
+        Ok(())
+    }
+
+    fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>> {
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|r| r.published_at.is_none())
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn mark_published(&self, ids: &[i64]) -> Result<()> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        for r in s
+            .outbox
+            .iter_mut()
+            .filter(|r| ids.contains(&r.id) && r.published_at.is_none())
+        {
+            r.published_at = Some(now);
+        }
+        Ok(())
+    }
+
+    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>> {
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|r| r.row.kind == kind && r.row.partition == partition)
+            .cloned()
+            .collect())
+    }
+
+    fn backlog(&self) -> Result<Backlog> {
+        let s = self.lock();
+        let pending: Vec<&OutboxRow> = s
+            .outbox
+            .iter()
+            .filter(|r| r.published_at.is_none())
+            .collect();
+        Ok(Backlog {
+            pending: pending.len() as u64,
+            oldest: pending.iter().map(|r| r.created_at).min(),
+        })
+    }
+
+    fn dead_letter(&self, letter: &NewDeadLetter) -> Result<()> {
+        let now = self.clock.now();
+        push_dead_letter(&mut self.lock(), letter, now);
+        Ok(())
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        Ok(self.lock().dead_letters.clone())
+    }
+
+    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()> {
+        self.lock()
+            .landings
+            .entry((job.to_owned(), partition))
+            .or_insert(at);
+        Ok(())
+    }
+
+    fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
+        Ok(self
+            .lock()
+            .landings
+            .iter()
+            .filter(|((_, p), _)| *p == partition)
+            .map(|((job, p), at)| Landing {
+                job: job.clone(),
+                partition: *p,
+                landed_at: *at,
+            })
+            .collect())
+    }
+}
+
+fn upsert(data: &mut TableData, spec: &TableSpec, rows: &[Row], token: u64) -> Result<u64> {
+    let mut inserted = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let key = key_of(row, &spec.primary_key).map_err(|c| {
+            Error::Permanent(format!("row {i} has no value for primary-key column `{c}`"))
+        })?;
+        let partition = row
+            .get(&spec.partition_column)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                Error::Permanent(format!(
+                    "row {i} of `{}` has no date in partition column `{}`",
+                    spec.name, spec.partition_column
+                ))
+            })?;
+        if data
+            .rows
+            .insert(key, (partition.to_owned(), row.clone(), token))
+            .is_none()
+        {
+            inserted += 1;
+        }
+    }
+    Ok(inserted)
+}
+
+impl Warehouse for MemBackend {
+    fn ensure_table(&self, table: &TableSpec) -> Result<()> {
+        self.lock()
+            .tables
+            .entry(table.name.clone())
+            .or_default()
+            .spec = Some(table.clone());
+        Ok(())
+    }
+
+    fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let key = (write.processor.clone(), write.partition);
+        if self.canary != Canary::NoFence {
+            let current = s.leases.get(&key).and_then(|r| r.lease.clone());
+            if let Err(refusal) = lease::check_current(current.as_ref(), write.token, now) {
+                return Ok(WriteOutcome::Fenced(refusal));
+            }
+            if let Some(newest) = s.fences.get(&key).filter(|n| **n > write.token.get()) {
+                return Ok(WriteOutcome::Fenced(Refusal::StaleToken {
+                    presented: write.token,
+                    current: FenceToken::new(*newest),
+                }));
+            }
+            s.fences.insert(key, write.token.get());
+        }
+        let day = write.partition.to_string();
+        let data = s.tables.entry(write.table.name.clone()).or_default();
+        let inserted = upsert(data, write.table, write.rows, write.token.get())?;
+        let before = data.rows.len();
+        let token = write.token.get();
+        if self.canary != Canary::NoFence {
+            data.rows.retain(|_, (p, _, t)| !(*p == day && *t < token));
+        }
+        let removed = (before - data.rows.len()) as u64;
+        push_outbox(&mut s, write.completion, now);
+        Ok(WriteOutcome::Written {
+            rows: write.rows.len() as u64,
+            inserted,
+            removed,
+        })
+    }
+
+    fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {
+        let mut s = self.lock();
+        let data = s.tables.entry(table.name.clone()).or_default();
+        upsert(data, table, rows, 0)?;
+        Ok(rows.len() as u64)
+    }
+
+    fn read(&self, table: &TableSpec, from: Partition, to: Partition) -> Result<Vec<Row>> {
+        let (from, to) = (from.to_string(), to.to_string());
+        let s = self.lock();
+        let mut rows: Vec<(String, Row)> = s
+            .tables
+            .get(&table.name)
+            .map(|t| {
+                t.rows
+                    .values()
+                    .filter(|(p, _, _)| *p >= from && *p <= to)
+                    .map(|(p, r, _)| (p.clone(), r.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn row_count(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
+        let day = partition.to_string();
+        Ok(self.lock().tables.get(&table.name).map_or(0, |t| {
+            t.rows.values().filter(|(p, _, _)| *p == day).count() as u64
+        }))
+    }
+
+    fn duplicate_rows(&self, _table: &TableSpec, _partition: Partition) -> Result<u64> {
+        // Rows are keyed by primary key: a map cannot hold a key twice.
+        Ok(0)
+    }
+}
+
+impl Bus for MemBackend {
+    fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
+        let mut s = self.lock();
+        if !s.ids.insert((topic.to_owned(), message_id.to_owned())) {
+            return Ok(Published::Duplicate);
+        }
+        let seq = s.messages.len() as i64 + 1;
+        s.messages.push((
+            topic.to_owned(),
+            Delivery {
+                seq,
+                message_id: message_id.to_owned(),
+                payload: payload.to_vec(),
+                attempt: 0,
+            },
+        ));
+        Ok(Published::New)
+    }
+
+    fn fetch(
+        &self,
+        topic: &str,
+        group: &str,
+        max: usize,
+        settings: GroupSettings,
+    ) -> Result<Vec<Delivery>> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let newest: Vec<i64> = s
+            .messages
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, d)| d.seq)
+            .collect();
+        let g = s
+            .groups
+            .entry((topic.to_owned(), group.to_owned()))
+            .or_default();
+        let cursor = g.cursor;
+        for seq in newest.into_iter().filter(|seq| *seq > cursor) {
+            g.inflight.insert(seq, (0, Timestamp::MIN));
+            g.cursor = seq;
+        }
+        let mut picked = Vec::new();
+        for (seq, (attempts, visible)) in g.inflight.iter_mut() {
+            if picked.len() >= max {
+                break;
+            }
+            if *visible <= now {
+                *attempts += 1;
+                *visible = now.checked_add(settings.ack_wait).unwrap_or(now);
+                picked.push((*seq, *attempts));
+            }
+        }
+        Ok(picked
+            .into_iter()
+            .filter_map(|(seq, attempt)| {
+                s.messages.get((seq - 1) as usize).map(|(_, d)| Delivery {
+                    attempt,
+                    ..d.clone()
+                })
+            })
+            .collect())
+    }
+
+    fn ack(&self, topic: &str, group: &str, seqs: &[i64]) -> Result<()> {
+        let mut s = self.lock();
+        if let Some(g) = s.groups.get_mut(&(topic.to_owned(), group.to_owned())) {
+            for seq in seqs {
+                g.inflight.remove(seq);
+            }
+        }
+        Ok(())
+    }
+
+    fn pending(&self, topic: &str, group: &str) -> Result<u64> {
+        let s = self.lock();
+        let (cursor, inflight) = s
+            .groups
+            .get(&(topic.to_owned(), group.to_owned()))
+            .map_or((0, 0), |g| (g.cursor, g.inflight.len()));
+        let unseen = s
+            .messages
+            .iter()
+            .filter(|(t, d)| t == topic && d.seq > cursor)
+            .count();
+        Ok((inflight + unseen) as u64)
+    }
+
+    fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
+        Ok(self
+            .lock()
+            .messages
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+}
