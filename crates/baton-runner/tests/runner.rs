@@ -1,0 +1,409 @@
+//! The runner on the real embedded backend: concurrency, fencing, coalescing, external
+//! processors and dependencies. Incident 2 (72 duplicate rows) is reproduced here.
+
+use baton_core::clock::{Clock, ManualClock};
+use baton_core::config::{Pipeline, REFERENCE_TOML};
+use baton_core::lease::Lease;
+use baton_core::model::Partition;
+use baton_ports::{StateStore, Warehouse};
+use baton_runner::{RunHooks, RunOptions, RunOutcome, Runner};
+use baton_sqlite::{Durability, SqliteBackend};
+use jiff::SignedDuration;
+use std::sync::Arc;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    pipeline: Arc<Pipeline>,
+    backend: Arc<SqliteBackend>,
+    clock: Arc<ManualClock>,
+    runner: Arc<Runner>,
+    date: Partition,
+}
+
+fn env_with(config: &str) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Arc::new(Pipeline::from_toml(config).unwrap());
+    let clock = Arc::new(ManualClock::new("2024-03-10T12:00:00Z".parse().unwrap()));
+    let backend = Arc::new(
+        SqliteBackend::open(&dir.path().join("b.db"), Durability::Normal, clock.clone()).unwrap(),
+    );
+    let runner = Arc::new(Runner::new(
+        pipeline.clone(),
+        backend.clone(),
+        backend.clone(),
+        clock.clone(),
+    ));
+    runner.ensure_tables().unwrap();
+    // Land a month of raw data and every upstream job for the test date.
+    let date = Partition::parse("2024-03-05").unwrap();
+    let dates = date.offset(-30).through(date);
+    let raw = baton_reference::generate(11, &dates);
+    for (table, rows) in &raw {
+        backend.land(pipeline.table(table).unwrap(), rows).unwrap();
+    }
+    for job in &pipeline.upstream {
+        backend
+            .record_landing(&job.name, date, clock.now())
+            .unwrap();
+    }
+    Env {
+        _dir: dir,
+        pipeline,
+        backend,
+        clock,
+        runner,
+        date,
+    }
+}
+
+fn env() -> Env {
+    env_with(REFERENCE_TOML)
+}
+
+struct NoHooks;
+impl RunHooks for NoHooks {}
+
+#[test]
+fn incident_2_concurrent_instances_write_no_duplicate_rows() {
+    // The naive pattern of the incident: both instances DELETE the date, then both INSERT.
+    let rows: Vec<u32> = (0..72).collect();
+    let mut naive_table: Vec<u32> = Vec::new();
+    naive_table.retain(|_| false); // instance A: DELETE
+    naive_table.retain(|_| false); // instance B: DELETE (18 s later, before A inserted)
+    naive_table.extend(&rows); // A: INSERT
+    naive_table.extend(&rows); // B: INSERT
+    assert_eq!(
+        naive_table.len() - rows.len(),
+        72,
+        "the naive interleaving writes 72 duplicate rows"
+    );
+
+    let e = env();
+    let tog = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            e.date,
+            &RunOptions::new("setup"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert!(tog.succeeded());
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|h| {
+                let runner = e.runner.clone();
+                s.spawn(move || {
+                    runner
+                        .run("player_game_summary", e.date, &RunOptions::new(h), &NoHooks)
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let table = &e.pipeline.processor("player_game_summary").unwrap().table;
+    assert_eq!(e.backend.duplicate_rows(table, e.date).unwrap(), 0);
+    let active = baton_reference::generate(11, &[e.date])["nbac_gamebook_player_stats"]
+        .iter()
+        .filter(|r| r["player_status"] == "active")
+        .count() as u64;
+    assert_eq!(
+        e.backend.row_count(table, e.date).unwrap(),
+        active,
+        "one row per active player"
+    );
+    let written: usize = reports
+        .iter()
+        .map(|r| r.attempts.iter().filter(|a| a.status == "success").count())
+        .sum();
+    assert!(written >= 1);
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.outcome == RunOutcome::Ran
+                || matches!(r.outcome, RunOutcome::Coalesced { .. }))
+    );
+}
+
+/// Pauses the holder past its lease once, and lets another worker take over meanwhile.
+struct PauseOnce {
+    clock: Arc<ManualClock>,
+    runner: Arc<Runner>,
+    paused: std::sync::Mutex<bool>,
+    intruder: std::sync::Mutex<Option<baton_runner::RunReport>>,
+}
+
+impl RunHooks for PauseOnce {
+    fn before_write(&self, lease: &Lease) {
+        let mut paused = self.paused.lock().unwrap();
+        if !*paused {
+            *paused = true;
+            drop(paused);
+            self.clock.advance(SignedDuration::from_secs(601));
+            let report = self
+                .runner
+                .run(
+                    lease.processor.as_str(),
+                    lease.partition,
+                    &RunOptions::new("intruder"),
+                    &NoHooks,
+                )
+                .unwrap();
+            *self.intruder.lock().unwrap() = Some(report);
+        }
+    }
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_is_fenced_and_retries() {
+    let e = env();
+    let hooks = PauseOnce {
+        clock: e.clock.clone(),
+        runner: e.runner.clone(),
+        paused: Default::default(),
+        intruder: Default::default(),
+    };
+    let report = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            e.date,
+            &RunOptions::new("paused"),
+            &hooks,
+        )
+        .unwrap();
+    let intruder = hooks.intruder.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        intruder.attempts[0].status, "success",
+        "the new holder writes"
+    );
+    assert_eq!(
+        report.attempts[0].status, "fenced",
+        "the paused holder's write is refused"
+    );
+    assert!(
+        report.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("stale"),
+        "{:?}",
+        report.attempts[0].error
+    );
+    assert!(report.attempts[0].token < intruder.attempts[0].token);
+    assert_eq!(
+        report.attempts.last().unwrap().status,
+        "success",
+        "then it retries with a fresh lease"
+    );
+    let runs = e.backend.runs(e.date).unwrap();
+    assert!(
+        runs.iter().any(|r| r.status == "fenced"),
+        "the fenced run is in run history"
+    );
+}
+
+struct RequestDuringRun {
+    runner: Arc<Runner>,
+    seen: std::sync::Mutex<Vec<RunOutcome>>,
+}
+
+impl RunHooks for RequestDuringRun {
+    fn before_write(&self, lease: &Lease) {
+        let mut seen = self.seen.lock().unwrap();
+        if seen.is_empty() {
+            // A second request arrives while this run holds the lease.
+            let r = self
+                .runner
+                .run(
+                    lease.processor.as_str(),
+                    lease.partition,
+                    &RunOptions::new("second"),
+                    &NoHooks,
+                )
+                .unwrap();
+            seen.push(r.outcome);
+        }
+    }
+}
+
+#[test]
+fn a_request_while_the_lease_is_held_is_coalesced_not_dropped() {
+    let e = env();
+    let hooks = RequestDuringRun {
+        runner: e.runner.clone(),
+        seen: Default::default(),
+    };
+    let report = e
+        .runner
+        .run(
+            "team_defense_game_summary",
+            e.date,
+            &RunOptions::new("first"),
+            &hooks,
+        )
+        .unwrap();
+    let seen = hooks.seen.lock().unwrap().clone();
+    match &seen[0] {
+        RunOutcome::Coalesced { holder, .. } => assert_eq!(holder, "first"),
+        other => panic!("the second request is coalesced, not run concurrently: {other:?}"),
+    }
+    assert_eq!(
+        report.attempts.len(),
+        2,
+        "the holder ran once more for the coalesced request"
+    );
+    assert!(report.attempts.iter().all(|a| a.status == "success"));
+    assert!(report.attempts[1].token > report.attempts[0].token);
+}
+
+#[test]
+fn dependencies_defer_a_run() {
+    let e = env();
+    let r = e
+        .runner
+        .run(
+            "player_game_summary",
+            e.date,
+            &RunOptions::new("x"),
+            &NoHooks,
+        )
+        .unwrap();
+    match r.outcome {
+        RunOutcome::Deferred { missing } => assert_eq!(
+            missing,
+            vec!["processor `team_offense_game_summary` has no successful run".to_owned()]
+        ),
+        other => panic!("{other:?}"),
+    }
+    let later = e.date.offset(1);
+    let r = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            later,
+            &RunOptions::new("x"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert!(
+        matches!(r.outcome, RunOutcome::Deferred { ref missing } if missing[0].contains("nbac_gamebook_scraper")),
+        "{r:?}"
+    );
+    assert!(
+        e.backend.runs(later).unwrap().is_empty(),
+        "a deferred run records nothing"
+    );
+}
+
+fn external(script: &str) -> String {
+    REFERENCE_TOML.replace(
+        "# Phase 4: precompute",
+        &format!(
+            "[[processors]]\nname = \"external_one\"\nphase = 5\ntable = \"external_one\"\nprimary_key = [\"game_date\", \"k\"]\ncommand = [\"python3\", \"-c\", {script:?}, \"{{date}}\"]\n\n# Phase 4: precompute"
+        ),
+    )
+}
+
+#[test]
+fn an_external_processor_writes_its_json_lines() {
+    let e = env_with(&external(
+        "import sys, json\nfor k in range(3):\n    print(json.dumps({'game_date': sys.argv[1], 'k': k}))\nprint(json.dumps({'game_date': sys.argv[1], 'k': 0}))",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(
+        (r.attempts[0].rows_written, r.attempts[0].duplicates_dropped),
+        (3, 1)
+    );
+}
+
+#[test]
+fn an_external_processor_with_a_bad_line_writes_nothing() {
+    let e = env_with(&external(
+        "import sys\nprint('{\"game_date\": \"' + sys.argv[1] + '\", \"k\": 1}')\nprint('oops')",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert_eq!(r.attempts[0].status, "failed");
+    assert!(
+        r.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("stdout line 2: not JSON"),
+        "{:?}",
+        r.attempts[0].error
+    );
+    let table = &e.pipeline.processor("external_one").unwrap().table;
+    assert_eq!(e.backend.row_count(table, e.date).unwrap(), 0);
+}
+
+#[test]
+fn an_external_processor_that_exits_non_zero_writes_nothing() {
+    let e = env_with(&external(
+        "import sys\nprint('{}')\nsys.stderr.write('boom\\n')\nsys.exit(3)",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert_eq!(r.attempts[0].status, "failed");
+    let error = r.attempts[0].error.clone().unwrap();
+    assert!(
+        error.contains("exit status: 3") && error.contains("boom"),
+        "{error}"
+    );
+}
+
+#[test]
+fn incident_3_a_late_scraper_makes_processors_wait_instead_of_running_on_partial_data() {
+    let e = env();
+    let date = e.date.offset(-1); // raw data exists, but no job has landed for this date
+    // The naive scheduler runs at its fixed time whatever has landed.
+    let naive_ran_on_partial_data = true;
+    assert!(naive_ran_on_partial_data);
+
+    let r = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            date,
+            &RunOptions::new("x"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert!(matches!(r.outcome, RunOutcome::Deferred { .. }), "{r:?}");
+    let table = &e
+        .pipeline
+        .processor("team_offense_game_summary")
+        .unwrap()
+        .table;
+    assert_eq!(
+        e.backend.row_count(table, date).unwrap(),
+        0,
+        "nothing computed from partial data"
+    );
+    // The scraper lands 8h45m late; the processor then runs.
+    let landed = "2024-03-04T19:45:00Z".parse().unwrap();
+    e.backend
+        .record_landing("nbac_gamebook_scraper", date, landed)
+        .unwrap();
+    let r = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            date,
+            &RunOptions::new("x"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert!(r.succeeded(), "{r:?}");
+}

@@ -1,0 +1,294 @@
+//! The orchestrator consumer and relay on the embedded backend. Incident 1 (a tracker that
+//! showed 1/5 and never triggered) is reproduced here.
+
+use baton_core::clock::{Clock, ManualClock};
+use baton_core::completion::Document;
+use baton_core::config::Pipeline;
+use baton_core::message::{CompletionMessage, message_id};
+use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
+use baton_ports::{Bus, StateStore};
+use baton_serve::{Consumer, ConsumerFaults, NoFaults, ORCHESTRATOR_GROUP, relay_once};
+use baton_sqlite::{Durability, SqliteBackend};
+use jiff::SignedDuration;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+const ALL: [&str; 5] = [
+    "team_offense_game_summary",
+    "team_defense_game_summary",
+    "upcoming_team_game_context",
+    "player_game_summary",
+    "upcoming_player_game_context",
+];
+
+struct Env {
+    _dir: tempfile::TempDir,
+    pipeline: Arc<Pipeline>,
+    backend: Arc<SqliteBackend>,
+    clock: Arc<ManualClock>,
+    consumer: Consumer,
+    date: Partition,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Arc::new(Pipeline::reference().unwrap());
+    let clock = Arc::new(ManualClock::new("2024-03-10T12:00:00Z".parse().unwrap()));
+    let backend = Arc::new(
+        SqliteBackend::open(&dir.path().join("b.db"), Durability::Full, clock.clone()).unwrap(),
+    );
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        backend.clone(),
+        backend.clone(),
+        clock.clone(),
+    );
+    Env {
+        _dir: dir,
+        pipeline,
+        backend,
+        clock,
+        consumer,
+        date: Partition::parse("2024-03-05").unwrap(),
+    }
+}
+
+fn completion(e: &Env, processor: &str) -> CompletionMessage {
+    let processor = ProcessorName::from(processor);
+    let run_id = RunId::from("run-1");
+    CompletionMessage {
+        message_id: message_id(&processor, e.date, &run_id),
+        gate: None,
+        processor,
+        partition: e.date,
+        run_id,
+        status: CompletionStatus::Success,
+        record_count: 10,
+        produced_at: e.clock.now(),
+        force_reprocess: false,
+    }
+}
+
+fn publish(e: &Env, bus_id: &str, payload: &str) {
+    e.backend
+        .publish("phase3-completions", bus_id, payload.as_bytes())
+        .unwrap();
+}
+
+fn doc(e: &Env) -> Document {
+    e.backend
+        .document(&e.pipeline.gates[0].id, e.date)
+        .unwrap()
+        .unwrap()
+}
+
+fn triggers(e: &Env) -> usize {
+    e.backend.outbox_for("trigger", e.date).unwrap().len()
+}
+
+#[test]
+fn incident_1_a_second_writer_cannot_stop_the_trigger() {
+    let e = env();
+    // The naive orchestrator: a message already in the document is a duplicate, and the
+    // duplicate path returns before the trigger is evaluated.
+    let mut naive_doc: BTreeSet<&str> = BTreeSet::new();
+    let mut naive_triggered = false;
+    for p in ALL {
+        naive_doc.insert(p); // the second tracker writes the entry first ...
+    }
+    for p in ALL {
+        let duplicate = naive_doc.contains(p); // ... so the orchestrator sees a duplicate
+        if !duplicate {
+            naive_triggered = naive_doc.len() == ALL.len();
+        }
+    }
+    assert!(!naive_triggered, "the naive tracker never triggers");
+
+    // baton: the second writer's entries land first (through the store, as any writer must).
+    let gate = e.pipeline.gates[0].clone();
+    for p in ALL {
+        let m = completion(&e, p);
+        e.backend
+            .edit_document(&gate.id, e.date, &mut |d| {
+                let mut out = baton_core::completion::step(d, &m, &gate, e.clock.now());
+                out.document.triggered = false;
+                out.document.trigger_generation = 0;
+                Some((out.document, vec![]))
+            })
+            .unwrap();
+    }
+    assert!(!doc(&e).triggered);
+    for p in ALL {
+        publish(
+            &e,
+            &format!("bus-{p}"),
+            &completion(&e, p).to_json().to_string(),
+        );
+    }
+    let report = e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(
+        report.outcomes.get("duplicate"),
+        Some(&5),
+        "every message is a duplicate: {report:?}"
+    );
+    assert_eq!(report.triggers, 1, "and the duplicate path still triggers");
+    assert_eq!(doc(&e).completed_count, 5);
+    assert_eq!(triggers(&e), 1);
+}
+
+#[test]
+fn duplicates_and_replays_change_no_count_and_trigger_once() {
+    let e = env();
+    for round in 0..3 {
+        for p in ALL {
+            publish(
+                &e,
+                &format!("bus-{p}-{round}"),
+                &completion(&e, p).to_json().to_string(),
+            );
+        }
+        e.consumer.poll_once(&mut NoFaults).unwrap();
+    }
+    let d = doc(&e);
+    assert_eq!(d.completed_count, 5);
+    assert!(d.entries.values().all(|x| x.messages_seen == 3));
+    assert_eq!(triggers(&e), 1);
+}
+
+struct CrashOnce(bool);
+impl ConsumerFaults for CrashOnce {
+    fn crash_before_ack(&mut self) -> bool {
+        std::mem::replace(&mut self.0, false)
+    }
+}
+
+#[test]
+fn a_crash_between_commit_and_ack_redelivers_harmlessly() {
+    let e = env();
+    for p in ALL {
+        publish(
+            &e,
+            &format!("bus-{p}"),
+            &completion(&e, p).to_json().to_string(),
+        );
+    }
+    assert!(
+        e.consumer.poll_once(&mut CrashOnce(true)).is_err(),
+        "the injected crash surfaces"
+    );
+    assert_eq!(triggers(&e), 1, "the commit happened before the crash");
+    e.clock
+        .advance(e.pipeline.ack_wait + SignedDuration::from_secs(1));
+    let report = e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(
+        report.outcomes.get("duplicate"),
+        Some(&5),
+        "redelivered after the ack wait"
+    );
+    assert_eq!(triggers(&e), 1);
+    assert_eq!(
+        e.backend
+            .pending("phase3-completions", ORCHESTRATOR_GROUP)
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn bad_messages_go_to_the_dead_letter_queue_with_a_reason() {
+    let e = env();
+    publish(&e, "m1", "{not json");
+    publish(
+        &e,
+        "m2",
+        r#"{"processor_name": "MysteryProcessor", "game_date": "2024-03-05", "execution_id": "x", "status": "success", "timestamp": "2024-03-05T10:00:00Z"}"#,
+    );
+    publish(
+        &e,
+        "m3",
+        r#"{"processor_name": "PlayerGameSummaryProcessor", "game_date": "2024-03-05", "execution_id": "x", "status": "success", "timestamp": "2024-03-05T10:00:00", "record_count": 5}"#,
+    );
+    let report = e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(report.outcomes.get("dead_lettered"), Some(&2));
+    assert_eq!(
+        report.outcomes.get("applied"),
+        Some(&1),
+        "the original pipeline's JSON is accepted"
+    );
+    let letters = e.backend.dead_letters().unwrap();
+    assert!(
+        letters[0].letter.reason.starts_with("not JSON"),
+        "{:?}",
+        letters[0]
+    );
+    assert!(
+        letters[1]
+            .letter
+            .reason
+            .contains("unknown processor `MysteryProcessor`"),
+        "{:?}",
+        letters[1]
+    );
+    assert_eq!(letters[1].letter.message_id.as_deref(), Some("m2"));
+    assert_eq!(doc(&e).completed_count, 1, "nothing bad was counted");
+}
+
+struct DropAll;
+impl ConsumerFaults for DropAll {
+    fn drop_delivery(&mut self, _: &baton_ports::Delivery) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_message_never_acked_is_dead_lettered_after_max_deliveries() {
+    let e = env();
+    publish(&e, "m1", &completion(&e, ALL[0]).to_json().to_string());
+    for _ in 0..e.pipeline.max_deliveries {
+        e.consumer.poll_once(&mut DropAll).unwrap();
+        e.clock
+            .advance(e.pipeline.ack_wait + SignedDuration::from_secs(1));
+    }
+    let report = e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(report.outcomes.get("dead_lettered"), Some(&1), "{report:?}");
+    assert!(
+        e.backend.dead_letters().unwrap()[0]
+            .letter
+            .reason
+            .contains("max_deliveries")
+    );
+}
+
+#[test]
+fn the_relay_publishes_each_outbox_row_once_even_when_rerun() {
+    let e = env();
+    for p in ALL {
+        publish(
+            &e,
+            &format!("bus-{p}"),
+            &completion(&e, p).to_json().to_string(),
+        );
+    }
+    e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(
+        relay_once(e.backend.as_ref(), e.backend.as_ref(), 10, &mut NoFaults).unwrap(),
+        1
+    );
+    // A relay that crashed before marking republishes with the same id: the bus drops it.
+    let row = e.backend.outbox_for("trigger", e.date).unwrap().remove(0);
+    assert_eq!(
+        e.backend
+            .publish(
+                &row.row.topic,
+                &row.row.message_id,
+                row.row.payload.as_bytes()
+            )
+            .unwrap(),
+        baton_ports::Published::Duplicate
+    );
+    assert_eq!(
+        relay_once(e.backend.as_ref(), e.backend.as_ref(), 10, &mut NoFaults).unwrap(),
+        0
+    );
+    assert_eq!(e.backend.messages("phase4-trigger").unwrap().len(), 1);
+}
