@@ -60,10 +60,10 @@ pub fn gather(
         .collect();
     let mut trigger_generations = Vec::new();
     for row in store.outbox_for("trigger", partition)? {
-        if let Ok(t) = serde_json::from_str::<Trigger>(&row.row.payload) {
-            if t.gate == gate.id {
-                trigger_generations.push(t.generation);
-            }
+        if let Ok(t) = serde_json::from_str::<Trigger>(&row.row.payload)
+            && t.gate == gate.id
+        {
+            trigger_generations.push(t.generation);
         }
     }
     let mut duplicate_rows = 0;

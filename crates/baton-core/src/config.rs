@@ -495,11 +495,11 @@ impl Validator<'_> {
                     );
                 }
             }
-            if let Some(w) = &l.wait_secs {
-                if *w.get_ref() != 0 {
-                    lease_wait =
-                        SignedDuration::from_secs(self.positive("lease.wait_secs", w, 86_400)?);
-                }
+            if let Some(w) = &l.wait_secs
+                && *w.get_ref() != 0
+            {
+                lease_wait =
+                    SignedDuration::from_secs(self.positive("lease.wait_secs", w, 86_400)?);
             }
         }
         let mut ack_wait = SignedDuration::from_secs(30);

@@ -98,10 +98,10 @@ pub fn acquire(
     now: Timestamp,
     ttl: SignedDuration,
 ) -> Acquire {
-    if let Some(lease) = existing {
-        if lease.is_live(now) {
-            return Acquire::Held(lease.clone());
-        }
+    if let Some(lease) = existing
+        && lease.is_live(now)
+    {
+        return Acquire::Held(lease.clone());
     }
     let token = existing.map_or(FenceToken::ZERO, |l| l.token).next();
     Acquire::Granted(Lease {

@@ -171,15 +171,15 @@ fn parse_timestamp(text: &str) -> Option<Timestamp> {
 /// `AsyncPlayerGameSummaryProcessor` -> `player_game_summary`; snake_case names pass through.
 pub fn normalise_processor_name(raw: &str) -> String {
     let mut name = raw.trim();
-    if let Some(rest) = name.strip_prefix("Async") {
-        if rest.starts_with(|c: char| c.is_ascii_uppercase()) {
-            name = rest;
-        }
+    if let Some(rest) = name.strip_prefix("Async")
+        && rest.starts_with(|c: char| c.is_ascii_uppercase())
+    {
+        name = rest;
     }
-    if let Some(rest) = name.strip_suffix("Processor") {
-        if !rest.is_empty() {
-            name = rest;
-        }
+    if let Some(rest) = name.strip_suffix("Processor")
+        && !rest.is_empty()
+    {
+        name = rest;
     }
     let mut out = String::with_capacity(name.len() + 8);
     for (i, c) in name.chars().enumerate() {

@@ -76,7 +76,7 @@ fn lookup_of(name: &str) -> String {
 }
 
 fn league(seed: u64) -> League {
-    let mut rng = SplitMix64::new(seed ^ 0x1EA6_0E);
+    let mut rng = SplitMix64::new(seed ^ 0x001E_A60E);
     let mut names: Vec<String> = FIRST
         .iter()
         .flat_map(|f| LAST.iter().map(move |l| format!("{f} {l}")))

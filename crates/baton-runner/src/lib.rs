@@ -493,15 +493,15 @@ impl Runner {
         }
         // Built-in processors finish well inside a third of the lease; renew once anyway
         // when due, so a slow read does not cost the lease.
-        if self.clock.now() >= lease.renew_due_at() {
-            if let Err(refusal) = self.store.renew_lease(
+        if self.clock.now() >= lease.renew_due_at()
+            && let Err(refusal) = self.store.renew_lease(
                 &proc.name,
                 partition,
                 lease.token,
                 self.pipeline.lease_ttl,
-            )? {
-                tracing::warn!(processor = %proc.name, %partition, %refusal, "lease renewal refused");
-            }
+            )?
+        {
+            tracing::warn!(processor = %proc.name, %partition, %refusal, "lease renewal refused");
         }
         Ok(
             match baton_reference::compute(proc.name.as_str(), partition, &inputs, self.clock.now())

@@ -1,6 +1,8 @@
 //! The orchestrator consumer and relay on the embedded backend. Incident 1 (a tracker that
 //! showed 1/5 and never triggered) is reproduced here.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use baton_core::clock::{Clock, ManualClock};
 use baton_core::completion::Document;
 use baton_core::config::Pipeline;

@@ -297,15 +297,14 @@ impl World {
                     .now()
                     .checked_add(w.skew)
                     .unwrap_or(self.clock.now());
-                if worker_now >= lease.renew_due_at() {
-                    if let Ok(renewed) = backend
+                if worker_now >= lease.renew_due_at()
+                    && let Ok(renewed) = backend
                         .renew_lease(&proc.name, w.partition, lease.token, self.ttl())
                         .map_err(err)?
-                    {
-                        self.event("renewals");
-                        self.workers[i].phase = Phase::Compute(renewed);
-                        return Ok(());
-                    }
+                {
+                    self.event("renewals");
+                    self.workers[i].phase = Phase::Compute(renewed);
+                    return Ok(());
                 }
                 let rows = rows_for(&proc, w.partition, &mut self.rng);
                 let d = dedup::dedup(rows, &proc.table.primary_key)
@@ -495,17 +494,17 @@ impl World {
                         format!("{d}: {} holds rows of runs with tokens {tokens:?}", p.name),
                     ));
                 }
-                if let Some(t) = tokens.first() {
-                    if Some(t) != self.written_tokens.get(&(i, d)) {
-                        return Err(self.violation(
-                            "G4",
-                            format!(
-                                "{d}: {} holds rows of token {t}, newest accepted write was {:?}",
-                                p.name,
-                                self.written_tokens.get(&(i, d))
-                            ),
-                        ));
-                    }
+                if let Some(t) = tokens.first()
+                    && Some(t) != self.written_tokens.get(&(i, d))
+                {
+                    return Err(self.violation(
+                        "G4",
+                        format!(
+                            "{d}: {} holds rows of token {t}, newest accepted write was {:?}",
+                            p.name,
+                            self.written_tokens.get(&(i, d))
+                        ),
+                    ));
                 }
                 let count = self
                     .backend

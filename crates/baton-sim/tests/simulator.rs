@@ -1,5 +1,7 @@
 //! The simulator over many seeds, its canaries, and the in-memory backend's conformance.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use baton_sim::mem::{Canary, MemBackend};
 use baton_sim::{SimOptions, simulate, simulate_many};
 

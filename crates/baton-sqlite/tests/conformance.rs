@@ -1,5 +1,7 @@
 //! The shared conformance suite, run against the SQLite backend (on a file, in WAL mode).
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use baton_sqlite::{Durability, SqliteBackend};
 use std::sync::Arc;
 

@@ -1,0 +1,1 @@
+//! xtask: repository checks that run as `cargo test` (see `tests/tidy.rs`).
