@@ -94,6 +94,32 @@ pub struct NewOutboxRow {
     pub payload: String,
 }
 
+impl NewOutboxRow {
+    /// The outbox row that carries a trigger (every backend writes triggers this way).
+    pub fn for_trigger(trigger: &baton_core::completion::Trigger) -> Self {
+        Self {
+            topic: trigger.topic.clone(),
+            message_id: trigger.message_id.clone(),
+            kind: "trigger".into(),
+            partition: trigger.partition,
+            // A Trigger holds only strings, numbers and timestamps: it always serialises.
+            payload: serde_json::to_string(trigger).unwrap_or_default(),
+        }
+    }
+}
+
+impl NewDeadLetter {
+    /// The dead letter for a completion the step rejected.
+    pub fn for_rejected(message: &CompletionMessage, reason: &str) -> Self {
+        Self {
+            topic: String::new(),
+            message_id: Some(message.message_id.clone()),
+            payload: message.to_json().to_string(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 /// An outbox row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxRow {

@@ -122,16 +122,6 @@ fn push_outbox(s: &mut State, row: &NewOutboxRow, now: Timestamp) {
     });
 }
 
-fn trigger_row(t: &Trigger) -> NewOutboxRow {
-    NewOutboxRow {
-        topic: t.topic.clone(),
-        message_id: t.message_id.clone(),
-        kind: "trigger".into(),
-        partition: t.partition,
-        payload: serde_json::to_string(t).unwrap_or_default(),
-    }
-}
-
 fn push_dead_letter(s: &mut State, letter: &NewDeadLetter, now: Timestamp) {
     let id = s.dead_letters.len() as i64 + 1;
     s.dead_letters.push(DeadLetter {
@@ -174,15 +164,12 @@ impl StateStore for MemBackend {
                     }
                     for e in &out.effects {
                         match e {
-                            Effect::PublishTrigger(t) => push_outbox(&mut s, &trigger_row(t), now),
+                            Effect::PublishTrigger(t) => {
+                                push_outbox(&mut s, &NewOutboxRow::for_trigger(t), now)
+                            }
                             Effect::DeadLetter { reason } => push_dead_letter(
                                 &mut s,
-                                &NewDeadLetter {
-                                    topic: String::new(),
-                                    message_id: Some(message.message_id.clone()),
-                                    payload: message.to_json().to_string(),
-                                    reason: reason.clone(),
-                                },
+                                &NewDeadLetter::for_rejected(message, reason),
                                 now,
                             ),
                         }
@@ -210,7 +197,7 @@ impl StateStore for MemBackend {
                 doc.version = stored.map_or(1, |d| d.version + 1);
                 s.documents.insert(key, doc.clone());
                 for t in &triggers {
-                    push_outbox(&mut s, &trigger_row(t), now);
+                    push_outbox(&mut s, &NewOutboxRow::for_trigger(t), now);
                 }
                 Ok(Some(doc))
             }

@@ -199,17 +199,6 @@ fn insert_outbox(tx: &Connection, row: &NewOutboxRow, now: Timestamp) -> Result<
     Ok(())
 }
 
-/// The outbox row that carries a trigger.
-pub fn trigger_row(trigger: &Trigger) -> Result<NewOutboxRow> {
-    Ok(NewOutboxRow {
-        topic: trigger.topic.clone(),
-        message_id: trigger.message_id.clone(),
-        kind: "trigger".into(),
-        partition: trigger.partition,
-        payload: serde_json::to_string(trigger).map_err(|e| Error::Permanent(e.to_string()))?,
-    })
-}
-
 fn insert_dead_letter(tx: &Connection, letter: &NewDeadLetter, now: Timestamp) -> Result<()> {
     tx.execute(
         "INSERT INTO dead_letters (topic, message_id, payload, reason, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -294,16 +283,11 @@ impl StateStore for SqliteBackend {
                         for effect in &out.effects {
                             match effect {
                                 baton_core::Effect::PublishTrigger(t) => {
-                                    insert_outbox(tx, &trigger_row(t)?, now)?
+                                    insert_outbox(tx, &NewOutboxRow::for_trigger(t), now)?
                                 }
                                 baton_core::Effect::DeadLetter { reason } => insert_dead_letter(
                                     tx,
-                                    &NewDeadLetter {
-                                        topic: String::new(),
-                                        message_id: Some(message.message_id.clone()),
-                                        payload: message.to_json().to_string(),
-                                        reason: reason.clone(),
-                                    },
+                                    &NewDeadLetter::for_rejected(message, reason),
                                     now,
                                 )?,
                             }
@@ -331,7 +315,7 @@ impl StateStore for SqliteBackend {
                 Some((doc, triggers)) => {
                     let written = store_document(tx, doc, version, now)?;
                     for t in &triggers {
-                        insert_outbox(tx, &trigger_row(t)?, now)?;
+                        insert_outbox(tx, &NewOutboxRow::for_trigger(t), now)?;
                     }
                     Ok(Some(written))
                 }
