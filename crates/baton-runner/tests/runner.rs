@@ -369,6 +369,30 @@ fn an_external_processor_that_exits_non_zero_writes_nothing() {
 fn incident_3_a_late_scraper_makes_processors_wait_instead_of_running_on_partial_data() {
     let e = env();
     let date = e.date.offset(-1); // raw data exists, but no job has landed for this date
+    // The naive scheduler runs at 06:00 on whatever has arrived: in the incident, the first
+    // batch (2 games) landed at 14:45 and the rest (8 games) at 15:00, so an early run sees
+    // a fraction of the games and writes a short table.
+    let raw = baton_reference::generate(11, &[date]);
+    let games: Vec<String> = raw["nbac_schedule"]
+        .iter()
+        .map(|g| g["game_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut partial = raw.clone();
+    partial
+        .get_mut("nbac_team_boxscore")
+        .unwrap()
+        .retain(|r| games[..2].iter().any(|g| r["game_id"] == g.as_str()));
+    let naive =
+        baton_reference::compute("team_offense_game_summary", date, &partial, e.clock.now())
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        naive.len(),
+        4,
+        "the naive run wrote 2 games of {}",
+        games.len()
+    );
+    assert!(games.len() > 2);
     let r = e
         .runner
         .run(
@@ -404,4 +428,9 @@ fn incident_3_a_late_scraper_makes_processors_wait_instead_of_running_on_partial
         )
         .unwrap();
     assert!(r.succeeded(), "{r:?}");
+    assert_eq!(
+        e.backend.row_count(table, date).unwrap(),
+        2 * games.len() as u64,
+        "every game, once the input landed"
+    );
 }
