@@ -296,7 +296,13 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
 
     // Phase 3 with two competing instances per processor, then the orchestrator, relay and
     // Phase 4 until quiet, one date at a time.
-    let consumer = Consumer::new(pipeline.clone(), store.clone(), bus.clone(), clock.clone());
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        store.clone(),
+        warehouse.clone(),
+        bus.clone(),
+        clock.clone(),
+    );
     let triggers =
         TriggerConsumer::new(pipeline.clone(), bus.clone(), runner.clone(), "demo-phase4");
     let services = Services {

@@ -139,11 +139,17 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     let runner = Arc::new(Runner::new(
         pipeline.clone(),
         store.clone(),
-        warehouse,
+        warehouse.clone(),
         clock.clone(),
     ));
     runner.ensure_tables()?;
-    let consumer = Consumer::new(pipeline.clone(), store.clone(), bus.clone(), clock.clone());
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        store.clone(),
+        warehouse.clone(),
+        bus.clone(),
+        clock.clone(),
+    );
     let holder = format!("serve-{}", std::process::id());
     let triggers = TriggerConsumer::new(pipeline.clone(), bus.clone(), runner, holder);
     let services = Services {

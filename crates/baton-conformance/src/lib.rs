@@ -62,7 +62,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     let store = make(clock.clone());
     let now = clock.now_ts();
     let mut step = |doc: Option<completion::Document>, _: &GateId, m: &CompletionMessage| {
-        completion::step(doc, m, &gate, now)
+        completion::step(doc, m, &gate, now, &[])
     };
 
     // Documents: one entry per processor, duplicates change nothing that counts.

@@ -169,7 +169,7 @@ mod tests {
                 produced_at: now,
                 force_reprocess: false,
             };
-            let out = step(doc.take(), &m, gate, now);
+            let out = step(doc.take(), &m, gate, now, &[]);
             generations.extend(out.effects.iter().filter_map(|e| match e {
                 crate::completion::Effect::PublishTrigger(t) => Some(t.generation),
                 _ => None,

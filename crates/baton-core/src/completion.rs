@@ -13,6 +13,7 @@
 use crate::gate::{Gate, Verdict};
 use crate::message::CompletionMessage;
 use crate::model::{CompletionStatus, GateId, Partition, ProcessorName, RunId};
+use crate::quality::CheckResult;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,8 +115,22 @@ pub struct Document {
     pub trigger_generation: u32,
     /// Why it triggered (the rule's name).
     pub trigger_reason: Option<String>,
+    /// Why the policy is satisfied but the gate has not triggered: a failing quality check.
+    #[serde(default)]
+    pub blocked: Option<Blocked>,
     /// Optimistic-concurrency version, incremented by the store on every write.
     pub version: u64,
+}
+
+/// A quality check that blocked the trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The check.
+    pub check: String,
+    /// What was measured against what.
+    pub evidence: String,
+    /// When it was judged.
+    pub at: Timestamp,
 }
 
 impl Document {
@@ -131,6 +146,7 @@ impl Document {
             triggered_at: None,
             trigger_generation: 0,
             trigger_reason: None,
+            blocked: None,
             version: 0,
         }
     }
@@ -225,11 +241,15 @@ pub struct StepOutput {
 
 /// The orchestrator step: applies one completion message to the document of its gate and
 /// partition, then decides the trigger.
+///
+/// `quality` holds the gate's quality checks measured for the partition just before the
+/// step (empty when the gate has none); a failing one blocks the trigger.
 pub fn step(
     document: Option<Document>,
     message: &CompletionMessage,
     gate: &Gate,
     now: Timestamp,
+    quality: &[CheckResult],
 ) -> StepOutput {
     let mut doc = document.unwrap_or_else(|| Document::new(gate.id.clone(), message.partition));
     if !gate.watches(&message.processor) {
@@ -299,7 +319,7 @@ pub fn step(
         doc.triggered = false;
     }
     doc.completed_count = doc.derived_count();
-    let effects = decide_trigger(&mut doc, gate, now)
+    let effects = decide_trigger(&mut doc, gate, now, quality)
         .map(Effect::PublishTrigger)
         .into_iter()
         .collect();
@@ -310,9 +330,15 @@ pub fn step(
     }
 }
 
-/// Triggers the current generation if the policy is satisfied and it has not triggered.
-/// Reconcile calls this too, so every path that finds a document satisfied triggers it.
-pub fn decide_trigger(doc: &mut Document, gate: &Gate, now: Timestamp) -> Option<Trigger> {
+/// Triggers the current generation if the policy is satisfied, every quality check passed,
+/// and it has not triggered. Reconcile calls this too, so every path that finds a document
+/// satisfied triggers it. A failing check is recorded in `blocked` instead.
+pub fn decide_trigger(
+    doc: &mut Document,
+    gate: &Gate,
+    now: Timestamp,
+    quality: &[CheckResult],
+) -> Option<Trigger> {
     if doc.triggered {
         return None;
     }
@@ -320,6 +346,15 @@ pub fn decide_trigger(doc: &mut Document, gate: &Gate, now: Timestamp) -> Option
     let Verdict::Satisfied { reason } = gate.evaluate(doc.partition, now, &completed) else {
         return None;
     };
+    if let Some(failed) = quality.iter().find(|r| !r.passed) {
+        doc.blocked = Some(Blocked {
+            check: failed.check.clone(),
+            evidence: failed.evidence.clone(),
+            at: now,
+        });
+        return None;
+    }
+    doc.blocked = None;
     Some(fire(doc, gate, now, reason))
 }
 
@@ -425,7 +460,7 @@ mod tests {
                             .unwrap(),
                         force_reprocess: force,
                     };
-                    let out = step(doc.take(), &msg, gate, now);
+                    let out = step(doc.take(), &msg, gate, now, &[]);
                     write!(
                         trace,
                         "{line:<40} -> {:?} count={}",
@@ -579,6 +614,7 @@ mod tests {
             &msg,
             gate,
             "2024-03-02T12:00:00Z".parse().unwrap(),
+            &[],
         );
         assert_eq!(out.outcome, Outcome::Duplicate);
         assert!(matches!(
@@ -620,6 +656,33 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_quality_check_blocks_the_trigger_until_it_passes() {
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let (_, mut doc) = run_script("msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc");
+        doc.triggered = false;
+        let now = "2024-03-02T13:00:00Z".parse().unwrap();
+        let failing = [CheckResult {
+            check: "minutes".into(),
+            passed: false,
+            evidence: "70%".into(),
+        }];
+        assert!(decide_trigger(&mut doc, gate, now, &failing).is_none());
+        assert!(!doc.triggered);
+        assert_eq!(
+            doc.blocked.as_ref().map(|b| b.check.as_str()),
+            Some("minutes")
+        );
+        let passing = [CheckResult {
+            check: "minutes".into(),
+            passed: true,
+            evidence: "95%".into(),
+        }];
+        assert!(decide_trigger(&mut doc, gate, now, &passing).is_some());
+        assert!(doc.triggered && doc.blocked.is_none());
+    }
+
+    #[test]
     fn force_trigger_opens_a_new_generation() {
         let pipeline = Pipeline::reference().unwrap();
         let gate = &pipeline.gates[0];
@@ -631,6 +694,8 @@ mod tests {
             "forced",
         );
         assert_eq!(t.generation, 2);
-        assert!(decide_trigger(&mut doc, gate, "2024-03-02T13:00:00Z".parse().unwrap()).is_none());
+        assert!(
+            decide_trigger(&mut doc, gate, "2024-03-02T13:00:00Z".parse().unwrap(), &[]).is_none()
+        );
     }
 }

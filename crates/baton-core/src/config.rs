@@ -7,6 +7,7 @@
 
 use crate::gate::{Gate, ModePolicy, Rule};
 use crate::model::{GateId, ProcessorName};
+use crate::quality::{CheckKind, QualityCheck};
 use jiff::SignedDuration;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
@@ -70,6 +71,18 @@ pub struct UpstreamJob {
     pub expected: jiff::civil::Time,
     /// How late it may land before it counts as late.
     pub tolerance: SignedDuration,
+    /// Days after the partition's date on which it is expected (1: the morning after, as a
+    /// box score of last night's games).
+    pub day_offset: i32,
+}
+
+/// What a processor does when an upstream job it reads has not landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingInput {
+    /// Defer the run until the input lands (or the wait deadline passes: then fail).
+    Wait,
+    /// Run on what is there, mark the run partial, and rerun when the input lands.
+    Partial,
 }
 
 /// A processor: writes one table for a partition.
@@ -91,6 +104,11 @@ pub struct Processor {
     pub depends_on: Vec<ProcessorName>,
     /// An external command printing rows as JSON Lines; `None` for a built-in processor.
     pub command: Option<Vec<String>>,
+    /// What to do when an upstream input has not landed.
+    pub on_missing_input: MissingInput,
+    /// With `Wait`: how long after the latest expected landing to keep waiting before the
+    /// run fails; `None` waits indefinitely.
+    pub wait_deadline: Option<SignedDuration>,
 }
 
 /// A validated pipeline.
@@ -173,6 +191,24 @@ impl Pipeline {
     pub fn phase(&self, phase: u32) -> impl Iterator<Item = &Processor> {
         self.processors.iter().filter(move |p| p.phase == phase)
     }
+    /// The quality checks of `gate` that apply to `partition` at `now`: a check on a table
+    /// written by a processor the mode does not expect (e.g. same-day) is skipped.
+    pub fn checks_for<'a>(
+        &'a self,
+        gate: &'a Gate,
+        partition: crate::model::Partition,
+        now: jiff::Timestamp,
+    ) -> Vec<&'a QualityCheck> {
+        let (_, policy) = gate.policy_for(partition, now);
+        gate.checks
+            .iter()
+            .filter(|c| match self.processor_for_table(&c.table) {
+                Some(p) => policy.expected.contains(&p.name),
+                None => true,
+            })
+            .collect()
+    }
+
     /// The upstream job with this name.
     pub fn upstream_job(&self, name: &str) -> Option<&UpstreamJob> {
         self.upstream.iter().find(|u| u.name == name)
@@ -246,6 +282,8 @@ struct RawUpstream {
     also_lands: Vec<Spanned<String>>,
     expected: Spanned<String>,
     tolerance_mins: Spanned<i64>,
+    #[serde(default)]
+    expected_day_offset: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +314,10 @@ struct RawProcessor {
     depends_on: Vec<Spanned<String>>,
     #[serde(default)]
     command: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    on_missing_input: Option<Spanned<String>>,
+    #[serde(default)]
+    wait_deadline_mins: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +330,24 @@ struct RawGate {
     overnight: RawMode,
     #[serde(default)]
     same_day: Option<RawMode>,
+    #[serde(default)]
+    checks: Vec<RawCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    table: Spanned<String>,
+    #[serde(default)]
+    column: Option<Spanned<String>>,
+    #[serde(default)]
+    min_rows: Option<Spanned<i64>>,
+    #[serde(default)]
+    min_percent: Option<Spanned<f64>>,
+    #[serde(default)]
+    only_when_rows_in: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -590,11 +650,23 @@ impl Validator<'_> {
                 &u.tolerance_mins,
                 24 * 60,
             )?);
+            let day_offset = match &u.expected_day_offset {
+                Some(o) if (0..=7).contains(o.get_ref()) => *o.get_ref() as i32,
+                Some(o) => {
+                    return self.err(
+                        format!("{key}.expected_day_offset"),
+                        o.span(),
+                        format!("must be between 0 and 7 days, got {}", o.get_ref()),
+                    );
+                }
+                None => 0,
+            };
             upstream.push(UpstreamJob {
                 name: job,
                 tables: landed,
                 expected,
                 tolerance,
+                day_offset,
             });
         }
 
@@ -638,6 +710,28 @@ impl Validator<'_> {
                 Some(c) => Some(c.get_ref().clone()),
                 None => None,
             };
+            let on_missing_input = match &p.on_missing_input {
+                None => MissingInput::Wait,
+                Some(v) => match v.get_ref().as_str() {
+                    "wait" => MissingInput::Wait,
+                    "partial" => MissingInput::Partial,
+                    other => {
+                        return self.err(
+                            format!("{key}.on_missing_input"),
+                            v.span(),
+                            format!("`{other}` is not \"wait\" or \"partial\""),
+                        );
+                    }
+                },
+            };
+            let wait_deadline = match &p.wait_deadline_mins {
+                Some(m) => Some(SignedDuration::from_mins(self.positive(
+                    &format!("{key}.wait_deadline_mins"),
+                    m,
+                    7 * 24 * 60,
+                )?)),
+                None => None,
+            };
             processors.push(Processor {
                 name: ProcessorName::new(pname),
                 phase,
@@ -651,6 +745,8 @@ impl Validator<'_> {
                 upstream: Vec::new(),
                 depends_on: Vec::new(),
                 command,
+                on_missing_input,
+                wait_deadline,
             });
         }
         tables.extend(processors.iter().map(|p| p.table.clone()));
@@ -752,6 +848,10 @@ impl Validator<'_> {
                     );
                 }
             }
+            let mut checks = Vec::new();
+            for (j, c) in g.checks.iter().enumerate() {
+                checks.push(self.check(&format!("{key}.checks[{j}]"), c, &tables, &checks)?);
+            }
             gates.push(Gate {
                 id: GateId::new(gname),
                 completion_topic: g.completion_topic.get_ref().clone(),
@@ -760,6 +860,7 @@ impl Validator<'_> {
                 overnight,
                 same_day,
                 timezone: timezone.clone(),
+                checks,
             });
         }
 
@@ -776,6 +877,94 @@ impl Validator<'_> {
             tables,
             processors,
             gates,
+        })
+    }
+
+    fn check(
+        &self,
+        key: &str,
+        raw: &RawCheck,
+        tables: &[TableSpec],
+        earlier: &[QualityCheck],
+    ) -> Result<QualityCheck, Error> {
+        let name = raw.name.get_ref().trim().to_owned();
+        if name.is_empty() || earlier.iter().any(|c| c.name == name) {
+            return self.err(
+                format!("{key}.name"),
+                raw.name.span(),
+                format!("check name `{name}` is empty or used twice in this gate"),
+            );
+        }
+        let table = self.ident(&format!("{key}.table"), &raw.table)?;
+        if !tables.iter().any(|t| t.name == table) {
+            return self.err(
+                format!("{key}.table"),
+                raw.table.span(),
+                format!("unknown table `{table}`"),
+            );
+        }
+        let only_when_rows_in = match &raw.only_when_rows_in {
+            Some(t) => {
+                let t_name = self.ident(&format!("{key}.only_when_rows_in"), t)?;
+                if !tables.iter().any(|x| x.name == t_name) {
+                    return self.err(
+                        format!("{key}.only_when_rows_in"),
+                        t.span(),
+                        format!("unknown table `{t_name}`"),
+                    );
+                }
+                Some(t_name)
+            }
+            None => None,
+        };
+        let kind = match raw.kind.get_ref().as_str() {
+            "min_rows" => {
+                let Some(min) = &raw.min_rows else {
+                    return self.err(
+                        format!("{key}.min_rows"),
+                        raw.kind.span(),
+                        "a min_rows check needs `min_rows`",
+                    );
+                };
+                CheckKind::MinRows {
+                    min: self.positive(&format!("{key}.min_rows"), min, i64::MAX)? as u64,
+                }
+            }
+            "non_null_coverage" => {
+                let (Some(column), Some(pct)) = (&raw.column, &raw.min_percent) else {
+                    return self.err(
+                        key,
+                        raw.kind.span(),
+                        "a non_null_coverage check needs `column` and `min_percent`",
+                    );
+                };
+                let column = self.ident(&format!("{key}.column"), column)?;
+                let min_percent = *pct.get_ref();
+                if !(0.0..=100.0).contains(&min_percent) {
+                    return self.err(
+                        format!("{key}.min_percent"),
+                        pct.span(),
+                        "must be between 0 and 100",
+                    );
+                }
+                CheckKind::NonNullCoverage {
+                    column,
+                    min_percent,
+                }
+            }
+            other => {
+                return self.err(
+                    format!("{key}.kind"),
+                    raw.kind.span(),
+                    format!("unknown check kind `{other}` (\"min_rows\" or \"non_null_coverage\")"),
+                );
+            }
+        };
+        Ok(QualityCheck {
+            name,
+            table,
+            kind,
+            only_when_rows_in,
         })
     }
 

@@ -97,6 +97,8 @@ pub struct Gate {
     pub same_day: Option<ModePolicy>,
     /// The pipeline's time zone, which decides what "today" is.
     pub timezone: TimeZone,
+    /// Quality checks that must pass before the gate triggers.
+    pub checks: Vec<crate::quality::QualityCheck>,
 }
 
 impl Gate {

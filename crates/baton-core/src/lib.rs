@@ -15,10 +15,14 @@ pub mod completion;
 pub mod config;
 pub mod dedup;
 pub mod gate;
+pub mod health;
 pub mod lease;
 pub mod message;
 pub mod model;
+pub mod quality;
+pub mod reconcile;
 pub mod rng;
+pub mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use completion::{Document, Effect, Entry, Outcome, StepOutput, Trigger};

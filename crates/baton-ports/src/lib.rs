@@ -222,6 +222,22 @@ pub struct Landing {
     pub landed_at: Timestamp,
 }
 
+/// A run owed for a (processor, date): deferred until its inputs land, or a partial run to
+/// redo when they land.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRequest {
+    /// The processor.
+    pub processor: ProcessorName,
+    /// The partition.
+    pub partition: Partition,
+    /// `deferred` or `partial`.
+    pub kind: String,
+    /// What it waits for.
+    pub reason: String,
+    /// When it was first recorded.
+    pub since: Timestamp,
+}
+
 /// What the outbox holds that is not yet published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
@@ -290,6 +306,16 @@ pub trait StateStore: Send + Sync {
     fn finish_run(&self, run_id: &RunId, end: &RunEnd) -> Result<()>;
     /// Runs of a partition (all processors), in start order.
     fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>>;
+    /// Runs that finished at or after `since`, of every partition.
+    fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>>;
+
+    /// Records (or refreshes the reason of) a run owed for a (processor, date); the first
+    /// `since` is kept.
+    fn record_request(&self, request: &PendingRequest) -> Result<()>;
+    /// Every owed run, oldest first.
+    fn pending_requests(&self) -> Result<Vec<PendingRequest>>;
+    /// Forgets the owed run of a (processor, date).
+    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()>;
 
     /// Adds a row to the outbox outside a data write (a failed run's completion, a
     /// hand-published message).
@@ -364,6 +390,14 @@ pub trait Warehouse: Send + Sync {
     fn read(&self, table: &TableSpec, from: Partition, to: Partition) -> Result<Vec<Row>>;
     /// Rows of a table for one partition.
     fn row_count(&self, table: &TableSpec, partition: Partition) -> Result<u64>;
+    /// Rows of a table for one partition, and of those the rows where `column` is present
+    /// and not null (equal to the rows when `column` is `None`), for quality checks.
+    fn measure(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: Option<&str>,
+    ) -> Result<(u64, u64)>;
     /// Rows for one partition beyond the first per primary key (0 when the key holds).
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64>;
 }
@@ -415,6 +449,8 @@ pub trait Bus: Send + Sync {
     fn ack(&self, topic: &str, group: &str, seqs: &[i64]) -> Result<()>;
     /// Messages the group has not acked (including ones not yet fetched).
     fn pending(&self, topic: &str, group: &str) -> Result<u64>;
+    /// Messages published on a topic at or after `since`.
+    fn published_since(&self, topic: &str, since: Timestamp) -> Result<u64>;
     /// Every message on a topic, for inspection (`status`, tests).
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>>;
 }

@@ -15,14 +15,15 @@
 mod external;
 
 use baton_core::clock::Clock;
-use baton_core::config::{Pipeline, Processor};
+use baton_core::config::{MissingInput, Pipeline, Processor};
 use baton_core::dedup;
 use baton_core::lease::Lease;
 use baton_core::message::{CompletionMessage, message_id};
-use baton_core::model::{CompletionStatus, FenceToken, Partition, Row, RunId};
+use baton_core::model::{CompletionStatus, FenceToken, Partition, ProcessorName, Row, RunId};
+use baton_core::schedule;
 use baton_ports::{
-    Acquired, FencedWrite, NewOutboxRow, OnHeld, Released, RunEnd, RunRecord, StateStore,
-    Warehouse, WriteOutcome,
+    Acquired, FencedWrite, NewOutboxRow, OnHeld, PendingRequest, Released, RunEnd, RunRecord,
+    StateStore, Warehouse, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -68,6 +69,34 @@ impl RunOptions {
             lease_wait: LeaseWait::Skip,
             attempts_max: 3,
         }
+    }
+}
+
+/// What a run still waits for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Missing {
+    /// Upstream jobs that have not landed for the date.
+    pub upstream: Vec<String>,
+    /// Same-phase processors without a successful run for the date.
+    pub processors: Vec<ProcessorName>,
+}
+
+impl Missing {
+    /// One line per missing dependency.
+    pub fn lines(&self) -> Vec<String> {
+        self.upstream
+            .iter()
+            .map(|j| format!("upstream job `{j}` has not landed"))
+            .chain(
+                self.processors
+                    .iter()
+                    .map(|p| format!("processor `{p}` has no successful run")),
+            )
+            .collect()
+    }
+    /// Everything missing, in one line.
+    pub fn describe(&self) -> String {
+        self.lines().join("; ")
     }
 }
 
@@ -185,15 +214,16 @@ impl Runner {
         &self,
         processor: &Processor,
         partition: Partition,
-    ) -> Result<Vec<String>, Error> {
-        let mut missing = Vec::new();
+    ) -> Result<Missing, Error> {
+        let mut missing = Missing::default();
         if !processor.upstream.is_empty() {
             let landed = self.store.landings(partition)?;
-            for job in &processor.upstream {
-                if !landed.iter().any(|l| &l.job == job) {
-                    missing.push(format!("upstream job `{job}` has not landed"));
-                }
-            }
+            missing.upstream = processor
+                .upstream
+                .iter()
+                .filter(|job| !landed.iter().any(|l| &l.job == *job))
+                .cloned()
+                .collect();
         }
         if !processor.depends_on.is_empty() {
             let runs = self.store.runs(partition)?;
@@ -203,11 +233,62 @@ impl Runner {
                         && matches!(r.status.as_str(), "success" | "partial" | "no_data")
                 });
                 if !done {
-                    missing.push(format!("processor `{dep}` has no successful run"));
+                    missing.processors.push(dep.clone());
                 }
             }
         }
         Ok(missing)
+    }
+
+    /// Whether a run waiting for `missing` upstream jobs is past its processor's deadline.
+    fn wait_deadline_passed(
+        &self,
+        processor: &Processor,
+        partition: Partition,
+        missing: &Missing,
+    ) -> bool {
+        let Some(deadline) = processor.wait_deadline else {
+            return false;
+        };
+        let latest = missing
+            .upstream
+            .iter()
+            .filter_map(|j| self.pipeline.upstream_job(j))
+            .map(|job| schedule::expected_at(job, partition, &self.pipeline.timezone))
+            .max();
+        latest.is_some_and(|at| self.clock.now() > at.checked_add(deadline).unwrap_or(at))
+    }
+
+    /// Runs every owed run whose inputs have now landed (and fails deferred runs past their
+    /// deadline); `serve` calls this on every round.
+    pub fn retry_pending(
+        &self,
+        options: &RunOptions,
+        hooks: &dyn RunHooks,
+    ) -> Result<Vec<RunReport>, Error> {
+        let mut reports = Vec::new();
+        for request in self.store.pending_requests()? {
+            let Some(proc) = self.pipeline.processor(request.processor.as_str()) else {
+                self.store
+                    .clear_request(&request.processor, request.partition)?;
+                continue;
+            };
+            let missing = self.missing_dependencies(proc, request.partition)?;
+            let ready = match request.kind.as_str() {
+                "partial" => missing.upstream.is_empty() && missing.processors.is_empty(),
+                _ => {
+                    missing.processors.is_empty()
+                        && (missing.upstream.is_empty()
+                            || proc.on_missing_input == MissingInput::Partial
+                            || self.wait_deadline_passed(proc, request.partition, &missing))
+                }
+            };
+            if ready {
+                tracing::info!(processor = %proc.name, partition = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");
+                reports.push(self.run(proc.name.as_str(), request.partition, options, hooks)?);
+            }
+        }
+        Ok(reports)
     }
 
     /// Runs `processor` for `partition`.
@@ -230,11 +311,36 @@ impl Runner {
             attempts: Vec::new(),
         };
         let missing = self.missing_dependencies(&proc, partition)?;
-        if !missing.is_empty() {
-            tracing::info!(processor, %partition, ?missing, "deferred: dependencies not met");
-            report.outcome = RunOutcome::Deferred { missing };
+        let wait = !missing.processors.is_empty()
+            || (!missing.upstream.is_empty() && proc.on_missing_input == MissingInput::Wait);
+        if wait {
+            if missing.processors.is_empty()
+                && self.wait_deadline_passed(&proc, partition, &missing)
+            {
+                let reason = format!(
+                    "inputs not landed by the wait deadline: {}",
+                    missing.describe()
+                );
+                report
+                    .attempts
+                    .push(self.fail_unleased(&proc, partition, options, reason)?);
+                self.store.clear_request(&proc.name, partition)?;
+                return Ok(report);
+            }
+            tracing::info!(processor, %partition, missing = %missing.describe(), "deferred: dependencies not met");
+            self.store.record_request(&PendingRequest {
+                processor: proc.name.clone(),
+                partition,
+                kind: "deferred".into(),
+                reason: missing.describe(),
+                since: self.clock.now(),
+            })?;
+            report.outcome = RunOutcome::Deferred {
+                missing: missing.lines(),
+            };
             return Ok(report);
         }
+        let partial_inputs = missing.upstream.clone();
         let mut fenced_attempts = 0;
         loop {
             let lease = match self.acquire(&proc, partition, options)? {
@@ -249,7 +355,8 @@ impl Runner {
                     return Ok(report);
                 }
             };
-            let attempt = self.attempt(&proc, partition, &lease, options, hooks)?;
+            let attempt =
+                self.attempt(&proc, partition, &lease, options, hooks, &partial_inputs)?;
             let fenced = attempt.status == "fenced";
             report.attempts.push(attempt);
             match self
@@ -310,6 +417,7 @@ impl Runner {
         lease: &Lease,
         options: &RunOptions,
         hooks: &dyn RunHooks,
+        partial_inputs: &[String],
     ) -> Result<Attempt, Error> {
         let run_id = RunId::new(uuid::Uuid::now_v7().to_string());
         self.store.start_run(&RunRecord {
@@ -355,7 +463,9 @@ impl Runner {
         if deduped.dropped > 0 {
             tracing::warn!(processor = %proc.name, %partition, dropped = deduped.dropped, "pre-write dedup dropped rows with a repeated primary key");
         }
-        let status = if deduped.rows.is_empty() {
+        let status = if !partial_inputs.is_empty() {
+            CompletionStatus::Partial
+        } else if deduped.rows.is_empty() {
             CompletionStatus::NoData
         } else {
             CompletionStatus::Success
@@ -376,6 +486,25 @@ impl Runner {
             WriteOutcome::Written { rows, .. } => {
                 attempt.status = status.as_str().to_owned();
                 attempt.rows_written = rows;
+                if partial_inputs.is_empty() {
+                    self.store.clear_request(&proc.name, partition)?;
+                } else {
+                    // Rerun with every input once the late ones land (`retry_pending`).
+                    attempt.error = Some(format!(
+                        "partial: ran without {}",
+                        partial_inputs.join(", ")
+                    ));
+                    self.store.record_request(&PendingRequest {
+                        processor: proc.name.clone(),
+                        partition,
+                        kind: "partial".into(),
+                        reason: format!(
+                            "ran without {}; reruns when it lands",
+                            partial_inputs.join(", ")
+                        ),
+                        since: self.clock.now(),
+                    })?;
+                }
             }
             WriteOutcome::Fenced(refusal) => {
                 tracing::warn!(processor = %proc.name, %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
@@ -393,6 +522,39 @@ impl Runner {
             },
         )?;
         Ok(attempt)
+    }
+
+    /// Records a run that failed before it could take a lease (its inputs never landed).
+    fn fail_unleased(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        options: &RunOptions,
+        error: String,
+    ) -> Result<Attempt, Error> {
+        let run_id = RunId::new(uuid::Uuid::now_v7().to_string());
+        self.store.start_run(&RunRecord {
+            run_id: run_id.clone(),
+            processor: proc.name.clone(),
+            partition,
+            holder: options.holder.clone(),
+            token: FenceToken::ZERO,
+            started_at: self.clock.now(),
+            finished_at: None,
+            status: "running".into(),
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        })?;
+        let attempt = Attempt {
+            run_id,
+            token: FenceToken::ZERO,
+            status: String::new(),
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        };
+        self.fail(proc, partition, attempt, error)
     }
 
     fn fail(

@@ -280,7 +280,8 @@ fn dependencies_defer_a_run() {
         ),
         other => panic!("{other:?}"),
     }
-    let later = e.date.offset(1);
+    // The test clock is the morning of 2024-03-10: that date's box scores are not due yet.
+    let later = Partition::parse("2024-03-10").unwrap();
     let r = e
         .runner
         .run(
@@ -369,6 +370,8 @@ fn an_external_processor_that_exits_non_zero_writes_nothing() {
 fn incident_3_a_late_scraper_makes_processors_wait_instead_of_running_on_partial_data() {
     let e = env();
     let date = e.date.offset(-1); // raw data exists, but no job has landed for this date
+    // 06:30 ET on the 5th: the 4th's box scores were due at 06:00 and have not landed.
+    e.clock.set("2024-03-05T11:30:00Z".parse().unwrap());
     // The naive scheduler runs at 06:00 on whatever has arrived: in the incident, the first
     // batch (2 games) landed at 14:45 and the rest (8 games) at 15:00, so an early run sees
     // a fraction of the games and writes a short table.
@@ -433,4 +436,116 @@ fn incident_3_a_late_scraper_makes_processors_wait_instead_of_running_on_partial
         2 * games.len() as u64,
         "every game, once the input landed"
     );
+}
+
+#[test]
+fn a_run_waiting_past_its_deadline_fails_naming_what_never_landed() {
+    let e = env();
+    let date = e.date.offset(-1);
+    // 06:00 ET on the 6th: 24 hours after the box scores were due, past the 8-hour deadline.
+    e.clock.set("2024-03-06T11:00:00Z".parse().unwrap());
+    let r = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            date,
+            &RunOptions::new("x"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert_eq!(r.attempts[0].status, "failed");
+    assert_eq!(
+        r.attempts[0].error.as_deref(),
+        Some(
+            "inputs not landed by the wait deadline: upstream job `nbac_gamebook_scraper` has not landed"
+        )
+    );
+    assert!(
+        e.backend.pending_requests().unwrap().is_empty(),
+        "a failed run is not retried forever"
+    );
+}
+
+#[test]
+fn a_partial_run_is_redone_when_the_late_input_lands() {
+    let config = REFERENCE_TOML.replacen(
+        "on_missing_input = \"wait\"",
+        "on_missing_input = \"partial\"",
+        1,
+    );
+    let e = env_with(&config);
+    // A date after the landed month; 06:30 ET the next morning, when its box scores are due.
+    let date = e.date.offset(1);
+    e.clock.set("2024-03-07T11:30:00Z".parse().unwrap());
+    let table = e
+        .pipeline
+        .processor("team_offense_game_summary")
+        .unwrap()
+        .table
+        .clone();
+    let spec = e.pipeline.table("nbac_team_boxscore").unwrap().clone();
+    let raw = baton_reference::generate(11, &[date]);
+    let games: Vec<&str> = raw["nbac_schedule"]
+        .iter()
+        .map(|g| g["game_id"].as_str().unwrap())
+        .collect();
+    assert!(games.len() > 2);
+    // The first batch (two games) has arrived; the scraper has not reported its landing.
+    let first_batch: Vec<_> = raw["nbac_team_boxscore"]
+        .iter()
+        .filter(|r| games[..2].contains(&r["game_id"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    e.backend.land(&spec, &first_batch).unwrap();
+    let first = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            date,
+            &RunOptions::new("x"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert_eq!(first.attempts[0].status, "partial", "{first:?}");
+    assert!(
+        first.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("nbac_gamebook_scraper")
+    );
+    assert_eq!(
+        e.backend.row_count(&table, date).unwrap(),
+        4,
+        "two games so far"
+    );
+    assert_eq!(e.backend.pending_requests().unwrap()[0].kind, "partial");
+    assert!(
+        e.runner
+            .retry_pending(&RunOptions::new("serve"), &NoHooks)
+            .unwrap()
+            .is_empty(),
+        "nothing to redo before the input lands"
+    );
+    // The scraper lands the rest (late); the owed run redoes the date with every game.
+    e.backend.land(&spec, &raw["nbac_team_boxscore"]).unwrap();
+    e.backend
+        .record_landing(
+            "nbac_gamebook_scraper",
+            date,
+            "2024-03-07T19:45:00Z".parse().unwrap(),
+        )
+        .unwrap();
+    let redone = e
+        .runner
+        .retry_pending(&RunOptions::new("serve"), &NoHooks)
+        .unwrap();
+    assert_eq!(redone.len(), 1);
+    assert_eq!(redone[0].attempts[0].status, "success");
+    assert_eq!(
+        e.backend.row_count(&table, date).unwrap(),
+        2 * games.len() as u64
+    );
+    assert_eq!(e.backend.duplicate_rows(&table, date).unwrap(), 0);
+    assert!(e.backend.pending_requests().unwrap().is_empty());
 }

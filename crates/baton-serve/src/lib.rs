@@ -12,11 +12,14 @@
 //! queue with its reason.
 #![deny(missing_docs)]
 
+pub mod checks;
+
 use baton_core::clock::Clock;
 use baton_core::completion::{self, Outcome, Trigger};
 use baton_core::config::Pipeline;
 use baton_core::message::CompletionMessage;
-use baton_ports::{Bus, Delivery, GroupSettings, NewDeadLetter, StateStore, Work};
+use baton_core::quality::CheckResult;
+use baton_ports::{Bus, Delivery, GroupSettings, NewDeadLetter, StateStore, Warehouse, Work};
 use baton_runner::{RunHooks, RunOptions, Runner};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,6 +81,7 @@ pub struct ConsumeReport {
 pub struct Consumer {
     pipeline: Arc<Pipeline>,
     store: Arc<dyn StateStore>,
+    warehouse: Arc<dyn Warehouse>,
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
 }
@@ -97,12 +101,14 @@ impl Consumer {
     pub fn new(
         pipeline: Arc<Pipeline>,
         store: Arc<dyn StateStore>,
+        warehouse: Arc<dyn Warehouse>,
         bus: Arc<dyn Bus>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             pipeline,
             store,
+            warehouse,
             bus,
             clock,
         }
@@ -136,10 +142,36 @@ impl Consumer {
             }
             let now = self.clock.now();
             let pipeline = &self.pipeline;
+            // Quality checks are measured before the transaction (they read the warehouse)
+            // for every date in the batch of a gate that has checks.
+            let mut quality: BTreeMap<(String, baton_core::Partition), Vec<CheckResult>> =
+                BTreeMap::new();
+            for w in &work {
+                if let Work::Completion { gate: gid, message } = w {
+                    let key = (gid.to_string(), message.partition);
+                    if quality.contains_key(&key) {
+                        continue;
+                    }
+                    if let Some(g) = pipeline.gate(gid.as_str()) {
+                        let results = checks::measure(
+                            pipeline,
+                            self.warehouse.as_ref(),
+                            g,
+                            message.partition,
+                            now,
+                        )?;
+                        quality.insert(key, results);
+                    }
+                }
+            }
             let mut triggers = 0;
             let outcomes = self.store.apply(&work, &mut |doc, gate_id, message| {
                 let gate = pipeline.gate(gate_id.as_str()).unwrap_or(gate);
-                let out = completion::step(doc, message, gate, now);
+                let results = quality.get(&(gate_id.to_string(), message.partition)).map_or(&[][..], Vec::as_slice);
+                let out = completion::step(doc, message, gate, now, results);
+                if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
+                    tracing::error!(gate = %gate.id, date = %message.partition, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
+                }
                 triggers += out
                     .effects
                     .iter()
@@ -327,6 +359,8 @@ pub struct DrainReport {
     pub dropped: usize,
     /// Next-phase runs that wrote data.
     pub phase_runs: usize,
+    /// Owed runs (deferred or partial) that ran once their inputs landed.
+    pub owed_runs: usize,
 }
 
 /// Everything a drain drives.
@@ -379,6 +413,13 @@ pub fn drain(
             let r = tc.poll_once(hooks)?;
             progressed |= r.triggers > 0;
             total.phase_runs += r.runs_ok;
+            // Owed runs (deferred until inputs land, partial runs to redo) whose inputs
+            // have landed since.
+            let owed = tc
+                .runner
+                .retry_pending(&RunOptions::new(tc.holder.clone()), hooks)?;
+            progressed |= owed.iter().any(|r| !r.attempts.is_empty());
+            total.owed_runs += owed.iter().filter(|r| r.succeeded()).count();
         }
         if progressed {
             continue;

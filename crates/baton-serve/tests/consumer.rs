@@ -43,6 +43,7 @@ fn env() -> Env {
         pipeline.clone(),
         backend.clone(),
         backend.clone(),
+        backend.clone(),
         clock.clone(),
     );
     Env {
@@ -112,7 +113,7 @@ fn incident_1_a_second_writer_cannot_stop_the_trigger() {
         let m = completion(&e, p);
         e.backend
             .edit_document(&gate.id, e.date, &mut |d| {
-                let mut out = baton_core::completion::step(d, &m, &gate, e.clock.now());
+                let mut out = baton_core::completion::step(d, &m, &gate, e.clock.now(), &[]);
                 out.document.triggered = false;
                 out.document.trigger_generation = 0;
                 Some((out.document, vec![]))

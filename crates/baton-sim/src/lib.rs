@@ -206,6 +206,7 @@ impl World {
             pipeline.clone(),
             backend.clone(),
             backend.clone(),
+            backend.clone(),
             clock.clone(),
         );
         let phase3: Vec<Processor> = pipeline.phase(3).cloned().collect();

@@ -11,8 +11,8 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
-    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, Published, Released, Result, RunEnd, RunRecord,
-    StateStore, Warehouse, Work, WriteOutcome,
+    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, PendingRequest, Published, Released, Result,
+    RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +60,8 @@ struct State {
     dead_letters: Vec<DeadLetter>,
     landings: BTreeMap<(String, Partition), Timestamp>,
     tables: BTreeMap<String, TableData>,
-    messages: Vec<(String, Delivery)>,
+    messages: Vec<(String, Delivery, Timestamp)>,
+    requests: BTreeMap<(ProcessorName, Partition), PendingRequest>,
     ids: BTreeSet<(String, String)>,
     groups: BTreeMap<(String, String), GroupState>,
 }
@@ -319,6 +320,45 @@ impl StateStore for MemBackend {
             .collect())
     }
 
+    fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| r.finished_at.is_some_and(|f| f >= since))
+            .cloned()
+            .collect();
+        runs.sort_by_key(|r| r.finished_at);
+        Ok(runs)
+    }
+
+    fn record_request(&self, request: &PendingRequest) -> Result<()> {
+        let mut s = self.lock();
+        let key = (request.processor.clone(), request.partition);
+        let since = s.requests.get(&key).map_or(request.since, |r| r.since);
+        s.requests.insert(
+            key,
+            PendingRequest {
+                since,
+                ..request.clone()
+            },
+        );
+        Ok(())
+    }
+
+    fn pending_requests(&self) -> Result<Vec<PendingRequest>> {
+        let mut out: Vec<PendingRequest> = self.lock().requests.values().cloned().collect();
+        out.sort_by(|a, b| {
+            (a.since, a.partition, &a.processor).cmp(&(b.since, b.partition, &b.processor))
+        });
+        Ok(out)
+    }
+
+    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()> {
+        self.lock().requests.remove(&(processor.clone(), partition));
+        Ok(())
+    }
+
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
         let now = self.clock.now();
         push_outbox(&mut self.lock(), row, now);
@@ -507,6 +547,35 @@ impl Warehouse for MemBackend {
         }))
     }
 
+    fn measure(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: Option<&str>,
+    ) -> Result<(u64, u64)> {
+        let day = partition.to_string();
+        let s = self.lock();
+        let rows: Vec<&Row> = s
+            .tables
+            .get(&table.name)
+            .map(|t| {
+                t.rows
+                    .values()
+                    .filter(|(p, _, _)| *p == day)
+                    .map(|(_, r, _)| r)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let non_null = match column {
+            Some(c) => rows
+                .iter()
+                .filter(|r| r.get(c).is_some_and(|v| !v.is_null()))
+                .count(),
+            None => rows.len(),
+        };
+        Ok((rows.len() as u64, non_null as u64))
+    }
+
     fn duplicate_rows(&self, _table: &TableSpec, _partition: Partition) -> Result<u64> {
         // Rows are keyed by primary key: a map cannot hold a key twice.
         Ok(0)
@@ -528,6 +597,7 @@ impl Bus for MemBackend {
                 payload: payload.to_vec(),
                 attempt: 0,
             },
+            self.clock.now(),
         ));
         Ok(Published::New)
     }
@@ -544,8 +614,8 @@ impl Bus for MemBackend {
         let newest: Vec<i64> = s
             .messages
             .iter()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, d)| d.seq)
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, d, _)| d.seq)
             .collect();
         let g = s
             .groups
@@ -570,10 +640,12 @@ impl Bus for MemBackend {
         Ok(picked
             .into_iter()
             .filter_map(|(seq, attempt)| {
-                s.messages.get((seq - 1) as usize).map(|(_, d)| Delivery {
-                    attempt,
-                    ..d.clone()
-                })
+                s.messages
+                    .get((seq - 1) as usize)
+                    .map(|(_, d, _)| Delivery {
+                        attempt,
+                        ..d.clone()
+                    })
             })
             .collect())
     }
@@ -597,9 +669,18 @@ impl Bus for MemBackend {
         let unseen = s
             .messages
             .iter()
-            .filter(|(t, d)| t == topic && d.seq > cursor)
+            .filter(|(t, d, _)| t == topic && d.seq > cursor)
             .count();
         Ok((inflight + unseen) as u64)
+    }
+
+    fn published_since(&self, topic: &str, since: Timestamp) -> Result<u64> {
+        Ok(self
+            .lock()
+            .messages
+            .iter()
+            .filter(|(t, _, at)| t == topic && *at >= since)
+            .count() as u64)
     }
 
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
@@ -607,8 +688,8 @@ impl Bus for MemBackend {
             .lock()
             .messages
             .iter()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, d)| d.clone())
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, d, _)| d.clone())
             .collect())
     }
 }

@@ -18,8 +18,8 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
-    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, Published, Released, Result, RunEnd, RunRecord,
-    StateStore, Warehouse, Work, WriteOutcome,
+    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, PendingRequest, Published, Released, Result,
+    RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value as SqlValue;
@@ -485,57 +485,71 @@ impl StateStore for SqliteBackend {
     }
 
     fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT run_id, processor, holder, token, started_at, finished_at, status, rows_written, duplicates_dropped, error
-                 FROM runs WHERE partition = ?1 ORDER BY started_at, rowid",
+        query_runs(
+            &self.lock(),
+            "WHERE partition = ?1 ORDER BY started_at, rowid",
+            params![partition.to_string()],
+        )
+    }
+
+    fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>> {
+        query_runs(
+            &self.lock(),
+            "WHERE finished_at >= ?1 ORDER BY finished_at, rowid",
+            params![micros(since)],
+        )
+    }
+
+    fn record_request(&self, request: &PendingRequest) -> Result<()> {
+        self.write_txn(|tx| {
+            tx.execute(
+                "INSERT INTO requests (processor, partition, kind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason",
+                params![request.processor.as_str(), request.partition.to_string(), request.kind, request.reason, micros(request.since)],
             )
             .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn pending_requests(&self) -> Result<Vec<PendingRequest>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT processor, partition, kind, reason, since FROM requests ORDER BY since, partition, processor")
+            .map_err(map_err)?;
         let rows = stmt
-            .query_map(params![partition.to_string()], |r| {
+            .query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, Option<String>>(9)?,
                 ))
             })
             .map_err(map_err)?;
         rows.map(|row| {
-            let (
-                run_id,
-                processor,
-                holder,
-                token,
-                started,
-                finished,
-                status,
-                written,
-                dropped,
-                error,
-            ) = row.map_err(map_err)?;
-            Ok(RunRecord {
-                run_id: RunId::new(run_id),
+            let (processor, partition, kind, reason, since) = row.map_err(map_err)?;
+            Ok(PendingRequest {
                 processor: ProcessorName::new(processor),
-                partition,
-                holder,
-                token: FenceToken::new(token as u64),
-                started_at: from_micros(started)?,
-                finished_at: finished.map(from_micros).transpose()?,
-                status,
-                rows_written: written as u64,
-                duplicates_dropped: dropped as u64,
-                error,
+                partition: partition_of(&partition)?,
+                kind,
+                reason,
+                since: from_micros(since)?,
             })
         })
         .collect()
+    }
+
+    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()> {
+        self.write_txn(|tx| {
+            tx.execute(
+                "DELETE FROM requests WHERE processor = ?1 AND partition = ?2",
+                params![processor.as_str(), partition.to_string()],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
     }
 
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
@@ -660,6 +674,38 @@ impl StateStore for SqliteBackend {
         })
         .collect()
     }
+}
+
+fn query_runs(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<RunRecord>> {
+    let sql = format!(
+        "SELECT run_id, processor, partition, holder, token, started_at, finished_at, status, rows_written, duplicates_dropped, error
+         FROM runs {tail}"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows = stmt.query(args).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let partition: String = r.get(2).map_err(map_err)?;
+        let finished: Option<i64> = r.get(6).map_err(map_err)?;
+        out.push(RunRecord {
+            run_id: RunId::new(r.get::<_, String>(0).map_err(map_err)?),
+            processor: ProcessorName::new(r.get::<_, String>(1).map_err(map_err)?),
+            partition: partition_of(&partition)?,
+            holder: r.get(3).map_err(map_err)?,
+            token: FenceToken::new(r.get::<_, i64>(4).map_err(map_err)? as u64),
+            started_at: from_micros(r.get(5).map_err(map_err)?)?,
+            finished_at: finished.map(from_micros).transpose()?,
+            status: r.get(7).map_err(map_err)?,
+            rows_written: r.get::<_, i64>(8).map_err(map_err)? as u64,
+            duplicates_dropped: r.get::<_, i64>(9).map_err(map_err)? as u64,
+            error: r.get(10).map_err(map_err)?,
+        });
+    }
+    Ok(out)
 }
 
 fn query_outbox(
@@ -879,6 +925,28 @@ impl Warehouse for SqliteBackend {
             .map_err(map_err)
     }
 
+    fn measure(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: Option<&str>,
+    ) -> Result<(u64, u64)> {
+        let conn = self.lock();
+        // `column` is a validated identifier: safe inside the JSON path.
+        let non_null = match column {
+            Some(c) => format!("count(json_extract(_row, '$.{c}'))"),
+            None => "count(*)".to_owned(),
+        };
+        let sql = format!(
+            "SELECT count(*), {non_null} FROM {} WHERE _partition = ?1",
+            quote(&table.name)
+        );
+        conn.query_row(&sql, params![partition.to_string()], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(map_err)
+    }
+
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
         let conn = self.lock();
         let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
@@ -997,6 +1065,17 @@ impl Bus for SqliteBackend {
             )
             .map_err(map_err)?;
         Ok((unacked + unseen) as u64)
+    }
+
+    fn published_since(&self, topic: &str, since: Timestamp) -> Result<u64> {
+        self.lock()
+            .query_row(
+                "SELECT count(*) FROM bus_messages WHERE topic = ?1 AND published_at >= ?2",
+                params![topic, micros(since)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
     }
 
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {

@@ -4,7 +4,8 @@ use baton_ports::{Error, Result};
 use rusqlite::Connection;
 
 /// Migrations in order; the database's `user_version` says how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE documents (
     gate TEXT NOT NULL, partition TEXT NOT NULL, version INTEGER NOT NULL,
     completed_count INTEGER NOT NULL, triggered INTEGER NOT NULL, body TEXT NOT NULL,
@@ -38,7 +39,15 @@ CREATE TABLE bus_groups (topic TEXT NOT NULL, grp TEXT NOT NULL, cursor INTEGER 
 CREATE TABLE bus_deliveries (
     topic TEXT NOT NULL, grp TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL,
     visible_at INTEGER NOT NULL, PRIMARY KEY (topic, grp, seq));
-"#];
+"#,
+    r#"
+CREATE TABLE requests (
+    processor TEXT NOT NULL, partition TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL,
+    since INTEGER NOT NULL, PRIMARY KEY (processor, partition));
+CREATE INDEX runs_finished ON runs (finished_at);
+CREATE INDEX bus_messages_published ON bus_messages (topic, published_at);
+"#,
+];
 
 /// Applies the migrations the database has not seen, each in its own transaction.
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -1,0 +1,472 @@
+//! Health: facts about a range of dates and about the running system, turned into checks
+//! that each PASS, WARN or FAIL with one line of evidence, and an exit code.
+//!
+//! Invariant: the verdict is a pure function of the facts; the adapters only gather them.
+
+use crate::completion::Blocked;
+use crate::schedule::{LandingStatus, LandingVerdict};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+/// A check's level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    /// Fine.
+    Pass,
+    /// Look when convenient.
+    Warn,
+    /// Act now.
+    Fail,
+}
+
+/// One check's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `BATON-H00n`; see docs/runbook.md.
+    pub code: &'static str,
+    /// What it checks.
+    pub name: &'static str,
+    /// The verdict.
+    pub level: Level,
+    /// One line of evidence.
+    pub evidence: String,
+    /// More lines (per date, per job), shown with `--verbose` or on failure.
+    pub details: Vec<String>,
+}
+
+/// Facts about one date.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DateFacts {
+    /// The date, as text.
+    pub date: String,
+    /// Expected processors recorded complete.
+    pub stored: usize,
+    /// Expected processors complete in truth.
+    pub actual: usize,
+    /// Expected processors.
+    pub expected: usize,
+    /// Whether the stored document disagrees with the truth in any way reconcile reports.
+    pub mismatched: bool,
+    /// Duplicate rows by table.
+    pub duplicate_rows: Vec<(String, u64)>,
+    /// Upstream landings, judged.
+    pub landings: Vec<LandingVerdict>,
+    /// A quality check blocking the trigger.
+    pub blocked: Option<Blocked>,
+}
+
+/// Facts about the running system.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SystemFacts {
+    /// Leases expired and never released: (processor, date, holder, expired at).
+    pub stale_leases: Vec<(String, String, String, Timestamp)>,
+    /// Dead letters in total, and in the last hour.
+    pub dead_letters: (usize, usize),
+    /// Completion messages received in the last hour.
+    pub messages_last_hour: usize,
+    /// Runs finished in the last hour, and how many failed.
+    pub runs_last_hour: (usize, usize),
+    /// Outbox rows waiting, and the oldest one's creation time.
+    pub outbox: (u64, Option<Timestamp>),
+}
+
+/// Thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Outbox age that warns.
+    pub outbox_warn: SignedDuration,
+    /// Outbox age that fails.
+    pub outbox_fail: SignedDuration,
+    /// Error rate that fails (a share; any error warns).
+    pub error_rate_fail: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            outbox_warn: SignedDuration::from_mins(5),
+            outbox_fail: SignedDuration::from_hours(1),
+            error_rate_fail: 0.5,
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// How many failed.
+    pub failures: usize,
+    /// How many warned.
+    pub warnings: usize,
+}
+
+impl Report {
+    /// 0 when nothing failed, 1 otherwise (2, could not check, is the caller's).
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.failures > 0)
+    }
+}
+
+fn check(
+    code: &'static str,
+    name: &'static str,
+    level: Level,
+    evidence: String,
+    details: Vec<String>,
+) -> Check {
+    Check {
+        code,
+        name,
+        level,
+        evidence,
+        details,
+    }
+}
+
+fn rate(errors: usize, total: usize) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        errors as f64 / total as f64
+    }
+}
+
+/// Judges the facts at `now`.
+pub fn evaluate(
+    dates: &[DateFacts],
+    system: &SystemFacts,
+    now: Timestamp,
+    limits: Limits,
+) -> Report {
+    let mut checks = Vec::new();
+
+    let judged: Vec<&DateFacts> = dates
+        .iter()
+        .filter(|d| d.stored > 0 || d.actual > 0 || d.mismatched)
+        .collect();
+    let wrong: Vec<&&DateFacts> = judged.iter().filter(|d| d.mismatched).collect();
+    let exact = judged.len() - wrong.len();
+    let pct = if judged.is_empty() {
+        100.0
+    } else {
+        100.0 * exact as f64 / judged.len() as f64
+    };
+    checks.push(check(
+        "BATON-H001",
+        "completion accuracy",
+        if wrong.is_empty() {
+            Level::Pass
+        } else {
+            Level::Fail
+        },
+        if wrong.is_empty() {
+            format!("{pct:.1}% ({exact}/{} dates exact)", judged.len())
+        } else {
+            format!(
+                "{pct:.1}% ({exact}/{} dates exact); wrong: {}",
+                judged.len(),
+                wrong
+                    .iter()
+                    .map(|d| format!(
+                        "{} stored {}/{} actual {}/{}",
+                        d.date, d.stored, d.expected, d.actual, d.expected
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        judged
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: stored {}/{}, actual {}/{}",
+                    d.date, d.stored, d.expected, d.actual, d.expected
+                )
+            })
+            .collect(),
+    ));
+
+    let dups: Vec<String> = dates
+        .iter()
+        .flat_map(|d| {
+            d.duplicate_rows
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(move |(t, n)| format!("{} {t}: {n} duplicate rows", d.date))
+        })
+        .collect();
+    checks.push(check(
+        "BATON-H002",
+        "duplicate rows",
+        if dups.is_empty() {
+            Level::Pass
+        } else {
+            Level::Fail
+        },
+        if dups.is_empty() {
+            "0 duplicate rows by primary key".to_owned()
+        } else {
+            dups.join("; ")
+        },
+        Vec::new(),
+    ));
+
+    let landings: Vec<&LandingVerdict> = dates.iter().flat_map(|d| d.landings.iter()).collect();
+    let late: Vec<String> = landings
+        .iter()
+        .filter(|l| l.status == LandingStatus::Late)
+        .map(|l| format!("{} {}", l.partition, l.evidence))
+        .collect();
+    checks.push(check(
+        "BATON-H003",
+        "upstream lateness",
+        if late.is_empty() {
+            Level::Pass
+        } else {
+            Level::Warn
+        },
+        if late.is_empty() {
+            format!(
+                "{} landings on time",
+                landings
+                    .iter()
+                    .filter(|l| l.status == LandingStatus::OnTime)
+                    .count()
+            )
+        } else {
+            late.join("; ")
+        },
+        landings
+            .iter()
+            .map(|l| format!("{} {}", l.partition, l.evidence))
+            .collect(),
+    ));
+    let missing: Vec<String> = landings
+        .iter()
+        .filter(|l| l.status == LandingStatus::Missing)
+        .map(|l| format!("{} {}", l.partition, l.evidence))
+        .collect();
+    checks.push(check(
+        "BATON-H004",
+        "missing upstream landings",
+        if missing.is_empty() {
+            Level::Pass
+        } else {
+            Level::Fail
+        },
+        if missing.is_empty() {
+            format!(
+                "none missing ({} not due yet)",
+                landings
+                    .iter()
+                    .filter(|l| l.status == LandingStatus::NotDue)
+                    .count()
+            )
+        } else {
+            missing.join("; ")
+        },
+        Vec::new(),
+    ));
+
+    checks.push(check(
+        "BATON-H005",
+        "stale leases",
+        if system.stale_leases.is_empty() {
+            Level::Pass
+        } else {
+            Level::Warn
+        },
+        if system.stale_leases.is_empty() {
+            "no expired lease left unreleased".to_owned()
+        } else {
+            system
+                .stale_leases
+                .iter()
+                .map(|(p, d, h, at)| {
+                    format!(
+                        "{p} {d} held by {h}, expired {} ago",
+                        crate::schedule::human(now.duration_since(*at))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+        Vec::new(),
+    ));
+
+    let (dead, dead_recent) = system.dead_letters;
+    checks.push(check(
+        "BATON-H006",
+        "dead letters",
+        if dead == 0 { Level::Pass } else { Level::Warn },
+        format!("{dead} in the dead-letter queue ({dead_recent} in the last hour)"),
+        Vec::new(),
+    ));
+
+    let orchestrator_rate = rate(dead_recent, system.messages_last_hour.max(dead_recent));
+    checks.push(check(
+        "BATON-H007",
+        "orchestrator error rate",
+        if dead_recent == 0 {
+            Level::Pass
+        } else if orchestrator_rate >= limits.error_rate_fail {
+            Level::Fail
+        } else {
+            Level::Warn
+        },
+        format!(
+            "{dead_recent} of {} messages dead-lettered in the last hour ({:.1}%)",
+            system.messages_last_hour.max(dead_recent),
+            100.0 * orchestrator_rate
+        ),
+        Vec::new(),
+    ));
+    let (runs, failed) = system.runs_last_hour;
+    let processor_rate = rate(failed, runs);
+    checks.push(check(
+        "BATON-H008",
+        "processor error rate",
+        if failed == 0 {
+            Level::Pass
+        } else if processor_rate >= limits.error_rate_fail {
+            Level::Fail
+        } else {
+            Level::Warn
+        },
+        format!(
+            "{failed} of {runs} runs failed in the last hour ({:.1}%)",
+            100.0 * processor_rate
+        ),
+        Vec::new(),
+    ));
+
+    let (pending, oldest) = system.outbox;
+    let age = oldest
+        .map(|o| now.duration_since(o))
+        .unwrap_or(SignedDuration::ZERO);
+    checks.push(check(
+        "BATON-H009",
+        "outbox backlog",
+        if age >= limits.outbox_fail {
+            Level::Fail
+        } else if age >= limits.outbox_warn {
+            Level::Warn
+        } else {
+            Level::Pass
+        },
+        if pending == 0 {
+            "empty".to_owned()
+        } else {
+            format!(
+                "{pending} rows waiting, oldest {}",
+                crate::schedule::human(age)
+            )
+        },
+        Vec::new(),
+    ));
+
+    let blocked: Vec<String> = dates
+        .iter()
+        .filter_map(|d| {
+            d.blocked
+                .as_ref()
+                .map(|b| format!("{}: `{}` {}", d.date, b.check, b.evidence))
+        })
+        .collect();
+    checks.push(check(
+        "BATON-H010",
+        "quality checks",
+        if blocked.is_empty() {
+            Level::Pass
+        } else {
+            Level::Fail
+        },
+        if blocked.is_empty() {
+            "no trigger blocked".to_owned()
+        } else {
+            format!("trigger blocked: {}", blocked.join("; "))
+        },
+        Vec::new(),
+    ));
+
+    let failures = checks.iter().filter(|c| c.level == Level::Fail).count();
+    let warnings = checks.iter().filter(|c| c.level == Level::Warn).count();
+    Report {
+        checks,
+        failures,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2024-03-10T12:00:00Z".parse().unwrap()
+    }
+
+    fn date(d: &str, stored: usize, actual: usize) -> DateFacts {
+        DateFacts {
+            date: d.into(),
+            stored,
+            actual,
+            expected: 5,
+            mismatched: stored != actual,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn all_clear_passes_with_exit_0() {
+        let r = evaluate(
+            &[date("2024-03-01", 5, 5)],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        assert_eq!(r.failures, 0);
+        assert_eq!(r.exit_code(), 0);
+        assert_eq!(r.checks[0].evidence, "100.0% (1/1 dates exact)");
+    }
+
+    #[test]
+    fn an_undercounting_date_fails_naming_the_date() {
+        let r = evaluate(
+            &[date("2024-03-01", 5, 5), date("2024-03-02", 1, 5)],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        assert_eq!(r.checks[0].level, Level::Fail);
+        assert_eq!(
+            r.checks[0].evidence,
+            "50.0% (1/2 dates exact); wrong: 2024-03-02 stored 1/5 actual 5/5"
+        );
+        assert_eq!(r.exit_code(), 1);
+    }
+
+    #[test]
+    fn an_old_outbox_row_and_failing_runs_are_flagged() {
+        let system = SystemFacts {
+            outbox: (
+                3,
+                Some(now().checked_sub(SignedDuration::from_hours(2)).unwrap()),
+            ),
+            runs_last_hour: (4, 1),
+            ..Default::default()
+        };
+        let r = evaluate(&[], &system, now(), Limits::default());
+        let by = |code: &str| r.checks.iter().find(|c| c.code == code).unwrap().clone();
+        assert_eq!(by("BATON-H009").level, Level::Fail);
+        assert_eq!(by("BATON-H009").evidence, "3 rows waiting, oldest 2h");
+        assert_eq!(by("BATON-H008").level, Level::Warn);
+        assert_eq!(
+            by("BATON-H008").evidence,
+            "1 of 4 runs failed in the last hour (25.0%)"
+        );
+    }
+}

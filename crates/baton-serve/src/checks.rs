@@ -1,0 +1,244 @@
+//! Gathering facts from the ports for the pure verdicts of baton-core: quality-check
+//! measurements, the truth reconcile compares with, and the facts health judges. Shared by
+//! the consumer, `reconcile`, `health` and (later) the HTTP API, so they agree.
+
+use crate::Error;
+use baton_core::completion::Document;
+use baton_core::config::Pipeline;
+use baton_core::gate::Gate;
+use baton_core::health::{self, DateFacts, SystemFacts};
+use baton_core::model::{CompletionStatus, Partition};
+use baton_core::quality::{self, CheckResult, Measurement};
+use baton_core::reconcile::{self, DateReport, ProcessorTruth, Repair, RunFact, Truth};
+use baton_core::schedule;
+use baton_ports::{Bus, StateStore, Warehouse};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
+
+/// Measures the gate's checks that apply to `partition` at `now`.
+pub fn measure(
+    pipeline: &Pipeline,
+    warehouse: &dyn Warehouse,
+    gate: &Gate,
+    partition: Partition,
+    now: Timestamp,
+) -> Result<Vec<CheckResult>, Error> {
+    let mut out = Vec::new();
+    for check in pipeline.checks_for(gate, partition, now) {
+        let Some(table) = pipeline.table(&check.table) else {
+            continue;
+        };
+        let (rows, non_null) = warehouse.measure(table, partition, check.column())?;
+        let gating_rows = match &check.only_when_rows_in {
+            Some(t) => match pipeline.table(t) {
+                Some(spec) => Some(warehouse.row_count(spec, partition)?),
+                None => None,
+            },
+            None => None,
+        };
+        out.push(quality::judge(
+            check,
+            Measurement {
+                rows,
+                non_null,
+                gating_rows,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The truth for one date of one gate: the latest successful run of every watched
+/// processor, and its table's rows.
+pub fn truth(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    gate: &Gate,
+    partition: Partition,
+) -> Result<Truth, Error> {
+    let runs = store.runs(partition)?;
+    let mut processors = BTreeMap::new();
+    for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
+        let run = runs
+            .iter()
+            .filter(|r| r.processor == p.name)
+            .filter_map(|r| {
+                let status = CompletionStatus::parse(&r.status).filter(|s| s.completes())?;
+                Some(RunFact {
+                    run_id: r.run_id.clone(),
+                    status,
+                    rows_written: r.rows_written,
+                    finished_at: r.finished_at.unwrap_or(r.started_at),
+                })
+            })
+            .max_by_key(|r| r.finished_at);
+        let rows = warehouse.row_count(&p.table, partition)?;
+        processors.insert(p.name.clone(), ProcessorTruth { run, rows });
+    }
+    Ok(Truth {
+        partition,
+        processors,
+    })
+}
+
+/// One date's reconcile result: the report before, and what a fix changed.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    /// The gate.
+    pub gate: String,
+    /// The findings before any fix.
+    pub before: DateReport,
+    /// What the fix changed (empty in report mode or when nothing was fixable).
+    pub changes: Vec<String>,
+    /// The findings after the fix (equal to `before` in report mode).
+    pub after: DateReport,
+}
+
+/// Reconciles one date of one gate; with `fix`, repairs it in one transaction and re-checks.
+pub fn reconcile_date(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    gate: &Gate,
+    partition: Partition,
+    now: Timestamp,
+    fix: bool,
+) -> Result<Reconciled, Error> {
+    let truth = truth(pipeline, store, warehouse, gate, partition)?;
+    let doc = store.document(&gate.id, partition)?;
+    let before = reconcile::check(gate, doc.as_ref(), &truth, now);
+    if !fix || before.findings.iter().all(|f| !f.fixable) {
+        return Ok(Reconciled {
+            gate: gate.id.to_string(),
+            after: before.clone(),
+            before,
+            changes: Vec::new(),
+        });
+    }
+    let quality = measure(pipeline, warehouse, gate, partition, now)?;
+    let mut changes = Vec::new();
+    let written = store.edit_document(&gate.id, partition, &mut |stored: Option<Document>| {
+        // Re-planned inside the transaction, on the document as it is now.
+        let Repair {
+            document,
+            triggers,
+            changes: c,
+        } = reconcile::repair(gate, stored, &truth, now, &quality)?;
+        changes = c;
+        Some((document, triggers))
+    })?;
+    let after = reconcile::check(gate, written.as_ref(), &truth, now);
+    Ok(Reconciled {
+        gate: gate.id.to_string(),
+        before,
+        changes,
+        after,
+    })
+}
+
+/// Gathers what health judges for a range of dates.
+pub fn health_facts(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    bus: &dyn Bus,
+    dates: &[Partition],
+    now: Timestamp,
+) -> Result<(Vec<DateFacts>, SystemFacts), Error> {
+    let mut facts = Vec::new();
+    for &d in dates {
+        let landed = store.landings(d)?;
+        let landings = pipeline
+            .upstream
+            .iter()
+            .map(|job| {
+                let at = landed
+                    .iter()
+                    .find(|l| l.job == job.name)
+                    .map(|l| l.landed_at);
+                schedule::judge(job, d, at, &pipeline.timezone, &pipeline.timezone_name, now)
+            })
+            .collect();
+        let mut duplicate_rows = Vec::new();
+        for p in &pipeline.processors {
+            duplicate_rows.push((p.table.name.clone(), warehouse.duplicate_rows(&p.table, d)?));
+        }
+        let mut date = DateFacts {
+            date: d.to_string(),
+            landings,
+            duplicate_rows,
+            ..Default::default()
+        };
+        for gate in &pipeline.gates {
+            let truth = truth(pipeline, store, warehouse, gate, d)?;
+            let doc = store.document(&gate.id, d)?;
+            let report = reconcile::check(gate, doc.as_ref(), &truth, now);
+            date.stored += report.stored;
+            date.actual += report.actual;
+            date.expected += report.expected;
+            date.mismatched |= report.findings.iter().any(|f| {
+                f.code != "BATON-R006" || doc.as_ref().is_none_or(|d| d.blocked.is_none())
+            });
+            if let Some(b) = doc
+                .as_ref()
+                .filter(|d| !d.triggered)
+                .and_then(|d| d.blocked.clone())
+            {
+                date.blocked = Some(b);
+            }
+        }
+        facts.push(date);
+    }
+    let hour_ago = now
+        .checked_sub(SignedDuration::from_hours(1))
+        .unwrap_or(now);
+    let stale_leases = store
+        .leases()?
+        .into_iter()
+        .filter(|l| !l.released && l.expires_at <= now)
+        .map(|l| {
+            (
+                l.processor.to_string(),
+                l.partition.to_string(),
+                l.holder,
+                l.expires_at,
+            )
+        })
+        .collect();
+    let letters = store.dead_letters()?;
+    let recent_letters = letters.iter().filter(|l| l.recorded_at >= hour_ago).count();
+    let mut messages_last_hour = 0;
+    for gate in &pipeline.gates {
+        messages_last_hour += bus.published_since(&gate.completion_topic, hour_ago)? as usize;
+    }
+    let runs = store.runs_finished_since(hour_ago)?;
+    let failed = runs.iter().filter(|r| r.status == "failed").count();
+    let backlog = store.backlog()?;
+    let system = SystemFacts {
+        stale_leases,
+        dead_letters: (letters.len(), recent_letters),
+        messages_last_hour,
+        runs_last_hour: (runs.len(), failed),
+        outbox: (backlog.pending, backlog.oldest),
+    };
+    Ok((facts, system))
+}
+
+/// Health of a range of dates.
+pub fn health(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    bus: &dyn Bus,
+    dates: &[Partition],
+    now: Timestamp,
+) -> Result<health::Report, Error> {
+    let (dates, system) = health_facts(pipeline, store, warehouse, bus, dates, now)?;
+    Ok(health::evaluate(
+        &dates,
+        &system,
+        now,
+        health::Limits::default(),
+    ))
+}
