@@ -245,7 +245,6 @@ pub fn repair(
 ) -> Option<Repair> {
     let mut changes = Vec::new();
     let mut triggers = Vec::new();
-    let created = doc.is_none();
     let mut doc = doc.unwrap_or_else(|| Document::new(gate.id.clone(), truth.partition));
     let recorded = doc.completed();
     for (p, t) in &truth.processors {
@@ -290,23 +289,13 @@ pub fn repair(
     }
     let was_blocked = doc.blocked.clone();
     if let Some(t) = completion::decide_trigger(&mut doc, gate, now, quality) {
-        changes.push(format!(
-            "triggered generation {} ({})",
-            t.generation, t.reason
-        ));
+        changes.push(format!("triggered generation {} ({})", t.generation, t.reason));
         triggers.push(t);
-    } else if doc.blocked != was_blocked {
-        if let Some(b) = &doc.blocked {
-            changes.push(format!(
-                "trigger blocked by quality check `{}`: {}",
-                b.check, b.evidence
-            ));
-        }
+    } else if let Some(b) = doc.blocked.as_ref().filter(|b| Some(*b) != was_blocked.as_ref()) {
+        changes.push(format!("trigger blocked by quality check `{}`: {}", b.check, b.evidence));
     }
-    if changes.is_empty() && !created {
-        return None;
-    }
-    if created && changes.is_empty() {
+    // A document created only to say nothing changed is not written.
+    if changes.is_empty() {
         return None;
     }
     Some(Repair {
