@@ -27,7 +27,8 @@ pub struct DemoArgs {
     /// The last date (default: yesterday in the pipeline's time zone).
     #[arg(long, value_parser = parse_date)]
     end: Option<Partition>,
-    /// Faults to inject, as probabilities: duplicate, drop, reorder, crash, pause.
+    /// Faults to inject, as probabilities: duplicate, drop, reorder, crash, pause, and
+    /// orchestrator_down (completions acked but never applied, as in the incident).
     /// Example: duplicate=0.3,drop=0.2,reorder=0.2,crash=0.05,pause=0.1
     #[arg(long, value_parser = parse_faults, default_value = "")]
     faults: FaultSpec,
@@ -50,6 +51,7 @@ pub struct FaultSpec {
     reorder: f64,
     crash: f64,
     pause: f64,
+    orchestrator_down: f64,
 }
 
 fn parse_faults(text: &str) -> Result<FaultSpec, String> {
@@ -71,9 +73,10 @@ fn parse_faults(text: &str) -> Result<FaultSpec, String> {
             "reorder" => spec.reorder = p,
             "crash" => spec.crash = p,
             "pause" => spec.pause = p,
+            "orchestrator_down" => spec.orchestrator_down = p,
             other => {
                 return Err(format!(
-                    "unknown fault `{other}` (duplicate, drop, reorder, crash, pause)"
+                    "unknown fault `{other}` (duplicate, drop, reorder, crash, pause, orchestrator_down)"
                 ));
             }
         }
@@ -139,6 +142,13 @@ impl ConsumerFaults for &Faults {
             return true;
         }
         false
+    }
+    fn lose_delivery(&mut self, _: &Delivery) -> bool {
+        let lost = self.roll(self.spec.orchestrator_down);
+        if lost {
+            self.count("completions lost while the orchestrator was down");
+        }
+        lost
     }
     fn crash_before_ack(&mut self) -> bool {
         // Bounded so no message exceeds max_deliveries through crashes alone.
@@ -211,7 +221,15 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
         .map(|p| p.history_days)
         .max()
         .unwrap_or(0) as i32;
-    let generated = dates[0].offset(-history_days).through(end);
+    // Raw data through today: the jobs due today (today's schedule, injuries, props) have
+    // landed by now, as they would have in a pipeline running up to this moment.
+    let today = Partition::new(clock.now().to_zoned(pipeline.timezone.clone()).date());
+    let last = if today.days_since(end) <= 1 {
+        end.max(today)
+    } else {
+        end
+    };
+    let generated = dates[0].offset(-history_days).through(last);
 
     for suffix in ["", "-wal", "-shm"] {
         let path = format!("{}{suffix}", cli.db.display());
@@ -263,6 +281,16 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     for &date in &generated {
         let day = date.to_string();
         for job in &pipeline.upstream {
+            let late = args
+                .late
+                .iter()
+                .find(|(j, _)| j == &job.name)
+                .map_or(SignedDuration::ZERO, |(_, d)| *d);
+            let expected = baton_core::schedule::expected_at(job, date, &pipeline.timezone);
+            // After the demo's dates, only what is already due has landed.
+            if date > end && expected > clock.now() {
+                continue;
+            }
             for table_name in &job.tables {
                 let Some(spec) = pipeline.table(table_name) else {
                     continue;
@@ -274,17 +302,6 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
                 );
                 warehouse.land(spec, &rows)?;
             }
-            let late = args
-                .late
-                .iter()
-                .find(|(j, _)| j == &job.name)
-                .map_or(SignedDuration::ZERO, |(_, d)| *d);
-            let expected = date
-                .date()
-                .to_datetime(job.expected)
-                .to_zoned(pipeline.timezone.clone())
-                .map_err(|e| anyhow!("scheduling {} on {date}: {e}", job.name))?
-                .timestamp();
             store.record_landing(
                 &job.name,
                 date,

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 a verdict failed (demo not exact, a run failed); 2 bad usage,
 //! config or input; 3 backend error (database unreadable, busy past its timeout).
 
+mod check;
 mod demo;
 mod ops;
 mod status;
@@ -38,7 +39,8 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    /// More detail: `health --verbose` shows the evidence of passing checks; logs go to
+    /// info (-v) and debug (-vv); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -61,6 +63,10 @@ enum Command {
     Run(ops::RunArgs),
     /// Publish a completion message, or record an upstream landing, by hand.
     Publish(ops::PublishArgs),
+    /// Compare stored completion state with the truth (runs, rows); --fix repairs it.
+    Reconcile(check::ReconcileArgs),
+    /// Pass/fail checks: accuracy, duplicates, lateness, leases, dead letters, error rates.
+    Health(check::HealthArgs),
     /// Show completion documents, runs and leases.
     Status(status::StatusArgs),
     /// Write the reference pipeline's config to a file to start from.
@@ -118,6 +124,8 @@ fn main() -> ExitCode {
         Command::Run(a) => ops::run(&cli, a),
         Command::Publish(a) => ops::publish(&cli, a),
         Command::Status(a) => status::run(&cli, a),
+        Command::Reconcile(a) => check::reconcile(&cli, a),
+        Command::Health(a) => check::health(&cli, a),
         Command::Init(a) => ops::init(a),
     };
     match result {
@@ -142,7 +150,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn init_logging(cli: &Cli) {
     let default = match (cli.verbose, &cli.command) {
         (0, Command::Demo(_)) => "error",
-        (0, _) => "warn",
+        // `health -v` asks for evidence, not for logs.
+        (0, _) | (1, Command::Health(_)) => "warn",
         (1, _) => "info",
         _ => "debug",
     };

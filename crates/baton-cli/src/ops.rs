@@ -26,6 +26,13 @@ pub struct ServeArgs {
     /// Do not run the phases that triggers start (another process runs them).
     #[arg(long)]
     no_phase_runner: bool,
+    /// Reconcile (and fix) the last `--reconcile-days` dates this often; 0 turns it off.
+    /// The bus is not the source of truth: this repairs whatever it lost.
+    #[arg(long, default_value_t = 300)]
+    reconcile_every_secs: u64,
+    /// How many dates, ending today, the periodic reconcile covers.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+    reconcile_days: u32,
 }
 
 /// `baton run`.
@@ -182,6 +189,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         return Ok(if pending == 0 { 0 } else { EXIT_FAILED });
     }
     tracing::info!(db = %cli.db.display(), "serving; Ctrl-C stops (every step is transactional, so stopping at any point is safe)");
+    let mut next_reconcile = clock.now();
     loop {
         let mut wait = || clock.sleep(pause);
         drain(
@@ -192,8 +200,45 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
             &mut wait,
             1,
         )?;
+        if args.reconcile_every_secs > 0 && clock.now() >= next_reconcile {
+            periodic_reconcile(
+                &pipeline,
+                backend.as_ref(),
+                clock.now(),
+                args.reconcile_days,
+            )?;
+            next_reconcile = clock
+                .now()
+                .checked_add(SignedDuration::from_secs(args.reconcile_every_secs as i64))
+                .unwrap_or(next_reconcile);
+        }
         clock.sleep(pause);
     }
+}
+
+/// Repairs the last `days` dates of every gate; what it changes is logged as a warning,
+/// because a repair means something upstream of baton lost a message.
+fn periodic_reconcile(
+    pipeline: &baton_core::Pipeline,
+    backend: &baton_sqlite::SqliteBackend,
+    now: Timestamp,
+    days: u32,
+) -> Result<(), Exit> {
+    let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
+    for gate in &pipeline.gates {
+        for date in today.offset(1 - days as i32).through(today) {
+            let r = baton_serve::checks::reconcile_date(
+                pipeline, backend, backend, gate, date, now, true,
+            )?;
+            if !r.changes.is_empty() {
+                tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
+            }
+            for f in r.after.findings.iter().filter(|f| !f.fixable) {
+                tracing::error!(gate = %gate.id, %date, code = f.code, detail = %f.detail, "reconcile finding needs a person");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {

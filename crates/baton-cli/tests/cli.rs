@@ -230,3 +230,293 @@ fn run_reports_its_attempt_and_replaces_rows_through_the_fence() {
     let status = status_json(dir.path());
     assert_eq!(status[0]["verdict"]["duplicate_rows"], 0);
 }
+
+fn range() -> [&'static str; 4] {
+    ["--from", "2024-03-01", "--to", "2024-03-05"]
+}
+
+#[test]
+fn the_incident_replayed_health_fails_reconcile_fixes_health_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The orchestrator loses half the completions: documents under-count.
+    baton(d)
+        .args([
+            "demo",
+            "--dates",
+            "5",
+            "--end",
+            "2024-03-05",
+            "--faults",
+            "orchestrator_down=0.5",
+        ])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("NOT exact"));
+    let health = baton(d).arg("health").args(range()).output().unwrap();
+    assert_eq!(
+        health.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&health.stdout)
+    );
+    let text = String::from_utf8_lossy(&health.stdout);
+    assert!(text.contains("FAIL  BATON-H001"), "{text}");
+    assert!(
+        text.contains("wrong: 2024-03-0"),
+        "health names the dates: {text}"
+    );
+    // Report mode changes nothing and exits 1.
+    baton(d)
+        .arg("reconcile")
+        .args(range())
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("BATON-R002"));
+    baton(d).arg("reconcile").args(range()).assert().code(1);
+    // One command repairs it.
+    baton(d)
+        .arg("reconcile")
+        .args(range())
+        .arg("--fix")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "re-checked: all dates are consistent",
+        ));
+    baton(d)
+        .arg("reconcile")
+        .args(range())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "No issues found - all dates are consistent",
+        ));
+    baton(d)
+        .args(["serve", "--until-idle", "--poll-ms", "10"])
+        .assert()
+        .success();
+    baton(d)
+        .arg("health")
+        .args(range())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("All checks passed"));
+    let status = status_json(d);
+    for date in status.as_array().unwrap() {
+        assert_eq!(
+            date["exact"], true,
+            "every date exact after the repair: {date}"
+        );
+        assert_eq!(date["verdict"]["triggers"], 1);
+    }
+}
+
+#[test]
+fn health_and_reconcile_reject_bad_arguments_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    baton(d)
+        .args(["demo", "--dates", "1", "--end", "2024-03-05"])
+        .assert()
+        .success();
+    for args in [
+        vec!["health", "--days", "0"],
+        vec!["health", "2024-02-30"],
+        vec!["reconcile", "--from", "2024-03-05", "--to", "2024-03-01"],
+        vec!["reconcile", "--date", "yesterday"],
+        vec!["reconcile", "--days", "0"],
+    ] {
+        let out = baton(d).args(&args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty());
+    }
+    // Could not check: no database.
+    let empty = tempfile::tempdir().unwrap();
+    baton(empty.path()).arg("health").assert().code(2);
+}
+
+#[test]
+fn a_late_scraper_is_reported_with_its_delay_in_the_pipeline_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    baton(d)
+        .args([
+            "demo",
+            "--dates",
+            "2",
+            "--end",
+            "2024-03-05",
+            "--late",
+            "nbac_gamebook_scraper=8h45m",
+        ])
+        .assert()
+        .success();
+    let out = baton(d)
+        .args([
+            "health",
+            "--from",
+            "2024-03-04",
+            "--to",
+            "2024-03-05",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "lateness warns, it does not fail"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let late = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "BATON-H003")
+        .unwrap();
+    assert_eq!(late["level"], "WARN");
+    assert!(
+        late["evidence"].as_str().unwrap().contains(
+            "nbac_gamebook_scraper: expected 06:00 America/New_York, landed 14:45, 8h45m late"
+        ),
+        "{late}"
+    );
+}
+
+#[test]
+fn a_failing_quality_check_blocks_the_trigger_until_reconcile_finds_it_passing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    baton(d).arg("init").assert().success();
+    let text = std::fs::read_to_string(d.join("baton.toml")).unwrap();
+    // Few players have a points line: 80% coverage of it fails on every date with games.
+    let strict = text.replacen("column = \"minutes\"", "column = \"points_line\"", 1);
+    std::fs::write(d.join("strict.toml"), &strict).unwrap();
+    baton(d)
+        .args([
+            "--config",
+            "strict.toml",
+            "demo",
+            "--dates",
+            "1",
+            "--end",
+            "2024-03-05",
+        ])
+        .assert()
+        .code(1);
+    let out = baton(d)
+        .args(["--config", "strict.toml", "health", "2024-03-05"])
+        .output()
+        .unwrap();
+    let text_out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text_out}");
+    assert!(
+        text_out.contains("FAIL  BATON-H010") && text_out.contains("points_line non-null in"),
+        "{text_out}"
+    );
+    let detail = baton(d)
+        .args(["status", "--date", "2024-03-05", "--json"])
+        .output()
+        .unwrap();
+    let detail: serde_json::Value = serde_json::from_slice(&detail.stdout).unwrap();
+    let doc = &detail["documents"][0]["document"];
+    assert_eq!(
+        doc["triggered"], false,
+        "a blocked gate is never marked triggered"
+    );
+    assert_eq!(doc["blocked"]["check"], "active_player_minutes");
+    // The threshold is corrected; reconcile --fix re-measures and triggers.
+    let relaxed = strict.replacen("min_percent = 80", "min_percent = 1", 1);
+    std::fs::write(d.join("relaxed.toml"), relaxed).unwrap();
+    baton(d)
+        .args([
+            "--config",
+            "relaxed.toml",
+            "reconcile",
+            "--date",
+            "2024-03-05",
+            "--fix",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("triggered generation 1"));
+    baton(d)
+        .args([
+            "--config",
+            "relaxed.toml",
+            "serve",
+            "--until-idle",
+            "--poll-ms",
+            "10",
+        ])
+        .assert()
+        .success();
+    baton(d)
+        .args(["--config", "relaxed.toml", "health", "2024-03-05"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_run_deferred_for_its_input_runs_when_the_landing_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Without a wait deadline (the reference's is 8 hours, long past for 2024 dates).
+    baton(d).arg("init").assert().success();
+    let text = std::fs::read_to_string(d.join("baton.toml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("wait_deadline_mins"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(d.join("baton.toml"), text.replacen(&line, "", 1)).unwrap();
+    let baton = |d: &Path| {
+        let mut cmd = baton(d);
+        cmd.env("BATON_CONFIG", "baton.toml");
+        cmd
+    };
+    baton(d)
+        .args(["demo", "--dates", "1", "--end", "2024-03-05"])
+        .assert()
+        .success();
+    // Nothing has landed for the 6th: the run waits, and says for what.
+    baton(d)
+        .args(["run", "team_offense_game_summary", "--date", "2024-03-06"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "deferred: upstream job `nbac_gamebook_scraper` has not landed",
+        ));
+    baton(d)
+        .args([
+            "publish",
+            "raw",
+            "--job",
+            "nbac_gamebook_scraper",
+            "--date",
+            "2024-03-06",
+        ])
+        .assert()
+        .success();
+    baton(d)
+        .args(["serve", "--until-idle", "--poll-ms", "10"])
+        .assert()
+        .success();
+    let detail = baton(d)
+        .args(["status", "--date", "2024-03-06", "--json"])
+        .output()
+        .unwrap();
+    let detail: serde_json::Value = serde_json::from_slice(&detail.stdout).unwrap();
+    let runs = detail["runs"].as_array().unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r["processor"] == "team_offense_game_summary" && r["status"] != "failed"),
+        "the owed run ran: {runs:?}"
+    );
+}

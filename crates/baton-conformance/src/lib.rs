@@ -16,8 +16,8 @@ use baton_core::model::{
     CompletionStatus, FenceToken, GateId, Partition, ProcessorName, Row, RunId,
 };
 use baton_ports::{
-    Acquired, Bus, FencedWrite, GroupSettings, NewDeadLetter, NewOutboxRow, OnHeld, Published,
-    Released, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+    Acquired, Bus, FencedWrite, GroupSettings, NewDeadLetter, NewOutboxRow, OnHeld, PendingRequest,
+    Published, Released, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
@@ -238,6 +238,44 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     );
     assert!(runs[0].finished_at.is_some());
 
+    // Runs finished since a time.
+    let since = clock.now_ts();
+    assert!(
+        store
+            .runs_finished_since(since.checked_add(SignedDuration::from_secs(1)).unwrap())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.runs_finished_since(since).unwrap().len(), 1);
+
+    // Owed runs: recorded once per (processor, date), the first `since` kept, then cleared.
+    let request = PendingRequest {
+        processor: ProcessorName::from("player_game_summary"),
+        partition: day("2024-03-01"),
+        kind: "deferred".into(),
+        reason: "upstream job `x` has not landed".into(),
+        since: start_time(),
+    };
+    store.record_request(&request).unwrap();
+    let later = PendingRequest {
+        kind: "partial".into(),
+        since: start_time()
+            .checked_add(SignedDuration::from_hours(1))
+            .unwrap(),
+        ..request.clone()
+    };
+    store.record_request(&later).unwrap();
+    let pending = store.pending_requests().unwrap();
+    assert_eq!(pending.len(), 1, "one owed run per processor and date");
+    assert_eq!(
+        (pending[0].kind.as_str(), pending[0].since),
+        ("partial", start_time())
+    );
+    store
+        .clear_request(&request.processor, request.partition)
+        .unwrap();
+    assert!(store.pending_requests().unwrap().is_empty());
+
     // Landings: the first landing is kept.
     store
         .record_landing("nbac_gamebook_scraper", day("2024-03-01"), start_time())
@@ -385,6 +423,13 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
         }
     );
     assert_eq!(w.row_count(&t, d).unwrap(), 3);
+    assert_eq!(w.measure(&t, d, Some("points")).unwrap(), (3, 3));
+    assert_eq!(
+        w.measure(&t, d, Some("absent")).unwrap(),
+        (3, 0),
+        "a missing column counts as null"
+    );
+    assert_eq!(w.measure(&t, d, None).unwrap(), (3, 3));
     assert_eq!(w.duplicate_rows(&t, d).unwrap(), 0);
     assert_eq!(
         w.unpublished(10).unwrap().len(),
@@ -560,6 +605,12 @@ pub fn exercise_bus<B: Bus>(make: impl Fn(Arc<ManualClock>) -> B) {
     let limited = bus.fetch("t", "g3", 1, settings).unwrap();
     assert_eq!(limited.len(), 1, "fetch honours its limit");
     assert_eq!(bus.messages("t").unwrap().len(), 2);
+    assert_eq!(bus.published_since("t", start_time()).unwrap(), 2);
+    assert_eq!(
+        bus.published_since("t", clock.now_ts()).unwrap(),
+        0,
+        "the clock moved on since"
+    );
 }
 
 /// Reads a [`ManualClock`] without naming the trait at every call site.

@@ -289,10 +289,20 @@ pub fn repair(
     }
     let was_blocked = doc.blocked.clone();
     if let Some(t) = completion::decide_trigger(&mut doc, gate, now, quality) {
-        changes.push(format!("triggered generation {} ({})", t.generation, t.reason));
+        changes.push(format!(
+            "triggered generation {} ({})",
+            t.generation, t.reason
+        ));
         triggers.push(t);
-    } else if let Some(b) = doc.blocked.as_ref().filter(|b| Some(*b) != was_blocked.as_ref()) {
-        changes.push(format!("trigger blocked by quality check `{}`: {}", b.check, b.evidence));
+    } else if let Some(b) = doc
+        .blocked
+        .as_ref()
+        .filter(|b| Some(*b) != was_blocked.as_ref())
+    {
+        changes.push(format!(
+            "trigger blocked by quality check `{}`: {}",
+            b.check, b.evidence
+        ));
     }
     // A document created only to say nothing changed is not written.
     if changes.is_empty() {

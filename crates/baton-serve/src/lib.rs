@@ -52,6 +52,11 @@ pub trait ConsumerFaults {
     fn drop_delivery(&mut self, _delivery: &Delivery) -> bool {
         false
     }
+    /// Whether this delivery is lost: acked without being applied, as the original
+    /// orchestrator did while it was down (a push endpoint that answered 200).
+    fn lose_delivery(&mut self, _delivery: &Delivery) -> bool {
+        false
+    }
     /// Whether to crash after the commit and before the ack.
     fn crash_before_ack(&mut self) -> bool {
         false
@@ -71,6 +76,8 @@ pub struct ConsumeReport {
     pub fetched: usize,
     /// Deliveries dropped by an injected fault.
     pub dropped: usize,
+    /// Deliveries lost by an injected fault (acked, never applied).
+    pub lost: usize,
     /// Outcomes by name (`applied`, `duplicate`, `rejected`, ...).
     pub outcomes: BTreeMap<String, usize>,
     /// Triggers written to the outbox.
@@ -134,10 +141,16 @@ impl Consumer {
                     report.dropped += 1;
                     continue;
                 }
+                if faults.lose_delivery(&delivery) {
+                    report.lost += 1;
+                    seqs.push(delivery.seq);
+                    continue;
+                }
                 seqs.push(delivery.seq);
                 work.push(self.classify(topic, gate, &delivery));
             }
             if work.is_empty() {
+                self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
                 continue;
             }
             let now = self.clock.now();
