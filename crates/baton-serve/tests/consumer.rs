@@ -39,6 +39,9 @@ fn env() -> Env {
     let backend = Arc::new(
         SqliteBackend::open(&dir.path().join("b.db"), Durability::Full, clock.clone()).unwrap(),
     );
+    for table in &pipeline.tables {
+        baton_ports::Warehouse::ensure_table(backend.as_ref(), table).unwrap();
+    }
     let consumer = Consumer::new(
         pipeline.clone(),
         backend.clone(),
