@@ -53,6 +53,7 @@ fn completion(processor: &str, run: &str, date: &str) -> CompletionMessage {
 }
 
 const TTL: SignedDuration = SignedDuration::from_secs(600);
+const CLAIM: SignedDuration = SignedDuration::from_secs(30);
 
 /// Documents, leases, runs, outbox, dead letters and landings.
 pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S) {
@@ -140,12 +141,27 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
             .is_empty()
     );
 
-    // Outbox: unpublished until marked.
-    let pending = store.unpublished(100).unwrap();
+    // Outbox: claimed by one relay at a time, unpublished until marked.
+    let pending = store.claim_unpublished(100, CLAIM).unwrap();
     assert_eq!(pending.len(), 1);
+    assert!(
+        store.claim_unpublished(100, CLAIM).unwrap().is_empty(),
+        "a claimed row is not handed to a second relay"
+    );
     assert_eq!(store.backlog().unwrap().pending, 1);
+    clock.advance(CLAIM + SignedDuration::from_secs(1));
+    let again = store.claim_unpublished(100, CLAIM).unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "an expired claim (a relay that died) is taken over"
+    );
     store.mark_published(&[pending[0].id]).unwrap();
-    assert!(store.unpublished(100).unwrap().is_empty());
+    clock.advance(CLAIM + SignedDuration::from_secs(1));
+    assert!(
+        store.claim_unpublished(100, CLAIM).unwrap().is_empty(),
+        "a published row is never claimed again"
+    );
     assert_eq!(store.backlog().unwrap().pending, 0);
     store
         .enqueue(&NewOutboxRow {
@@ -156,7 +172,12 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
             payload: "{}".into(),
         })
         .unwrap();
-    assert_eq!(store.unpublished(100).unwrap()[0].row.message_id, "m");
+    assert_eq!(
+        store.claim_unpublished(100, CLAIM).unwrap()[0]
+            .row
+            .message_id,
+        "m"
+    );
 
     // Dead letters, from a batch and directly.
     let letter = NewDeadLetter {
@@ -432,7 +453,7 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
     assert_eq!(w.measure(&t, d, None).unwrap(), (3, 3));
     assert_eq!(w.duplicate_rows(&t, d).unwrap(), 0);
     assert_eq!(
-        w.unpublished(10).unwrap().len(),
+        w.backlog().unwrap().pending,
         1,
         "the completion is written with the data"
     );
@@ -486,7 +507,7 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
     );
     assert_eq!(w.row_count(&t, d).unwrap(), 2);
     assert_eq!(
-        w.unpublished(10).unwrap().len(),
+        w.backlog().unwrap().pending,
         2,
         "a fenced write adds no outbox row"
     );

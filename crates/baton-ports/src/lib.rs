@@ -320,8 +320,11 @@ pub trait StateStore: Send + Sync {
     /// Adds a row to the outbox outside a data write (a failed run's completion, a
     /// hand-published message).
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()>;
-    /// Up to `limit` unpublished rows, oldest first.
-    fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// Claims up to `limit` unpublished rows, oldest first, for `claim_for`: rows another
+    /// relay claimed are skipped until its claim expires, so relays in several `serve`
+    /// processes never publish a row twice per claim (a relay that dies mid-claim leaves its
+    /// rows to the next claim, and the bus drops the replayed message id).
+    fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>>;
     /// Marks rows published.
     fn mark_published(&self, ids: &[i64]) -> Result<()>;
     /// Outbox rows of a kind for a partition (published or not), oldest first.

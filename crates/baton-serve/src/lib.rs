@@ -249,6 +249,9 @@ pub trait RelayFaults {
     }
 }
 
+/// How long a relay's claim on outbox rows lasts before another relay may take them.
+pub const RELAY_CLAIM: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
 /// Publishes up to `limit` outbox rows and marks them published; returns how many.
 /// A crash between publish and mark republishes with the same id: the bus drops it.
 pub fn relay_once(
@@ -257,7 +260,7 @@ pub fn relay_once(
     limit: usize,
     faults: &mut dyn RelayFaults,
 ) -> Result<usize, Error> {
-    let rows = store.unpublished(limit)?;
+    let rows = store.claim_unpublished(limit, RELAY_CLAIM)?;
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {
         bus.publish(

@@ -62,6 +62,7 @@ struct State {
     tables: BTreeMap<String, TableData>,
     messages: Vec<(String, Delivery, Timestamp)>,
     requests: BTreeMap<(ProcessorName, Partition), PendingRequest>,
+    claims: BTreeMap<i64, Timestamp>,
     ids: BTreeSet<(String, String)>,
     groups: BTreeMap<(String, String), GroupState>,
 }
@@ -365,13 +366,23 @@ impl StateStore for MemBackend {
         Ok(())
     }
 
-    fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>> {
-        Ok(self
-            .lock()
+    fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>> {
+        let now = self.clock.now();
+        let until = now.checked_add(claim_for).unwrap_or(now);
+        let mut s = self.lock();
+        let ids: Vec<i64> = s
             .outbox
             .iter()
-            .filter(|r| r.published_at.is_none())
+            .filter(|r| r.published_at.is_none() && s.claims.get(&r.id).is_none_or(|c| *c <= now))
             .take(limit)
+            .map(|r| r.id)
+            .collect();
+        for id in &ids {
+            s.claims.insert(*id, until);
+        }
+        Ok(s.outbox
+            .iter()
+            .filter(|r| ids.contains(&r.id))
             .cloned()
             .collect())
     }

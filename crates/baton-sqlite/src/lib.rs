@@ -557,13 +557,23 @@ impl StateStore for SqliteBackend {
         self.write_txn(|tx| insert_outbox(tx, row, now))
     }
 
-    fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRow>> {
-        let conn = self.lock();
-        query_outbox(
-            &conn,
-            "WHERE published_at IS NULL ORDER BY id LIMIT ?1",
-            params![limit as i64],
-        )
+    fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>> {
+        let now = self.now();
+        let until = micros(now.checked_add(claim_for).unwrap_or(now));
+        self.write_txn(|tx| {
+            let rows = query_outbox(
+                tx,
+                "WHERE published_at IS NULL AND claimed_until <= ?1 ORDER BY id LIMIT ?2",
+                params![micros(now), limit as i64],
+            )?;
+            let mut stmt = tx
+                .prepare_cached("UPDATE outbox SET claimed_until = ?2 WHERE id = ?1")
+                .map_err(map_err)?;
+            for r in &rows {
+                stmt.execute(params![r.id, until]).map_err(map_err)?;
+            }
+            Ok(rows)
+        })
     }
 
     fn mark_published(&self, ids: &[i64]) -> Result<()> {

@@ -47,6 +47,9 @@ CREATE TABLE requests (
 CREATE INDEX runs_finished ON runs (finished_at);
 CREATE INDEX bus_messages_published ON bus_messages (topic, published_at);
 "#,
+    r#"
+ALTER TABLE outbox ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

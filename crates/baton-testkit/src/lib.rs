@@ -1,0 +1,280 @@
+//! baton-testkit: real servers for tests, started from the installed binaries.
+//!
+//! [`Postgres`] runs `initdb` and `postgres` in a temp dir on a free loopback port (as the
+//! `postgres` user when the test runs as root, since PostgreSQL refuses root); [`Nats`] runs
+//! `nats-server -js` the same way. Both can be stopped and started again on the same port
+//! and data (the fault tests restart them), and are killed when dropped.
+//!
+//! Invariant: nothing here is a fake; a test that uses the kit talks to the real server.
+#![deny(missing_docs)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a server could not be started.
+pub type Error = String;
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> Result<u16, Error> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Waits until a TCP connection to `port` succeeds, or `timeout` passes. A readiness probe
+/// with a deadline, not a sleep standing in for one.
+fn wait_for_port(port: u16, timeout: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::yield_now();
+        let _ = std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], port).into(),
+            Duration::from_millis(50),
+        );
+    }
+    Err(format!(
+        "nothing listens on 127.0.0.1:{port} after {timeout:?}"
+    ))
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    for dir in [
+        "/usr/lib/postgresql/17/bin",
+        "/usr/lib/postgresql/16/bin",
+        "/usr/lib/postgresql/15/bin",
+        "/usr/local/bin",
+        "/usr/bin",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// Whether PostgreSQL's server binaries are installed.
+pub fn postgres_available() -> bool {
+    pg_bin("initdb").exists() && pg_bin("pg_ctl").exists()
+}
+
+/// Whether nats-server is installed.
+pub fn nats_available() -> bool {
+    Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A throwaway PostgreSQL server.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    running: bool,
+}
+
+impl Postgres {
+    /// initdb in a temp dir and start on a free port.
+    pub fn start() -> Result<Self, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let root = is_root();
+        if root {
+            // The data directory must belong to the user the server runs as.
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status();
+        }
+        let data = dir.path().join("data");
+        let out = Self::as_pg(root, pg_bin("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .map_err(|e| format!("cannot run initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let mut pg = Self {
+            dir,
+            port: free_port()?,
+            running: false,
+        };
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    fn as_pg(root: bool, program: PathBuf) -> Command {
+        if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Starts the server again on the same port and data (after [`Postgres::stop`]).
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = Self::as_pg(is_root(), pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "start"])
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+            return Err(format!(
+                "pg_ctl start failed: {}{log}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        self.running = true;
+        wait_for_port(self.port, Duration::from_secs(20))
+    }
+
+    /// Stops the server immediately (connections are cut, as in a crash of the host).
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = Self::as_pg(is_root(), pg_bin("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+            self.running = false;
+        }
+    }
+
+    /// A connection URL for a database (created if missing by [`Postgres::create_database`]).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates a database (one per test keeps tests independent).
+    pub fn create_database(&self, name: &str) -> Result<String, Error> {
+        let out = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+            ])
+            .arg(format!("CREATE DATABASE \"{name}\""))
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "CREATE DATABASE {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(self.url(name))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A throwaway nats-server with JetStream.
+pub struct Nats {
+    dir: tempfile::TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// Starts `nats-server -js` on a free port with a temp store dir.
+    pub fn start() -> Result<Self, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-nats-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mut n = Self {
+            dir,
+            port: free_port()?,
+            child: None,
+        };
+        n.start_again()?;
+        Ok(n)
+    }
+
+    /// Starts the server again on the same port and store (after [`Nats::stop`]).
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        let log = std::fs::File::create(self.dir.path().join("log")).map_err(|e| e.to_string())?;
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path().join("store"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start nats-server: {e}"))?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20))
+    }
+
+    /// Kills the server (SIGKILL: a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
