@@ -1,0 +1,1032 @@
+//! baton-postgres: the state store and the warehouse on PostgreSQL, for many `serve` and
+//! worker processes on many hosts.
+//!
+//! Every operation is one transaction at READ COMMITTED with explicit row locks (documents
+//! and leases `FOR UPDATE`, in key order so two consumers cannot deadlock on a batch), run
+//! by [`PgBackend::txn`], which retries serialization failures (40001), deadlocks (40P01),
+//! unique races (23505) and lost connections with jittered backoff, a bounded number of
+//! times, and then fails with the last error.
+//!
+//! Invariant: lease expiry and every timestamp baton compares are read from the database's
+//! clock (`clock_timestamp()`), never a worker's, unless a test injects a clock.
+//! Invariant: a fenced write locks the lease row (`FOR SHARE`) before checking it, so a
+//! takeover cannot commit between the check and the write.
+#![deny(missing_docs)]
+
+mod pool;
+mod schema;
+
+use baton_core::clock::Clock;
+use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
+use baton_core::config::TableSpec;
+use baton_core::lease::{self, Lease, Refusal};
+use baton_core::message::CompletionMessage;
+use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_core::rng::SplitMix64;
+use baton_ports::{
+    Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
+    OnHeld, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore, Warehouse,
+    Work, WriteOutcome,
+};
+use jiff::{SignedDuration, Timestamp};
+use postgres::Transaction;
+use postgres::error::SqlState;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+pub use pool::redact;
+pub use schema::MIGRATIONS;
+
+/// Where a backend reads "now".
+#[derive(Clone)]
+pub enum TimeSource {
+    /// The database's `clock_timestamp()`: one clock for every host.
+    Database,
+    /// An injected clock (tests).
+    Injected(Arc<dyn Clock>),
+}
+
+/// Tries of one transaction before giving up.
+pub const TRIES_MAX: u32 = 8;
+
+/// The PostgreSQL backend.
+pub struct PgBackend {
+    pool: pool::Pool,
+    time: TimeSource,
+    jitter: Mutex<SplitMix64>,
+    /// Test hook: hold every fenced write open this long before its commit, so a test can
+    /// kill the writer in the middle of a write. Off (zero) unless set.
+    write_stall: SignedDuration,
+}
+
+fn pg_err(e: &postgres::Error) -> Error {
+    let retryable = e.is_closed()
+        || matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::CRASH_SHUTDOWN
+        )
+        || e.code().is_none();
+    let text = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    if retryable {
+        Error::Retryable(text)
+    } else {
+        Error::Permanent(text)
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Permanent(format!("stored {what} could not be read: {e}"))
+}
+
+fn micros(ts: Timestamp) -> i64 {
+    ts.as_microsecond()
+}
+
+fn from_micros(v: i64) -> Result<Timestamp> {
+    Timestamp::from_microsecond(v).map_err(|e| corrupt("timestamp", e))
+}
+
+fn partition_of(text: &str) -> Result<Partition> {
+    Partition::parse(text).map_err(|e| corrupt("partition", e))
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{ident}\"")
+}
+
+type Tx<'a> = Transaction<'a>;
+
+impl PgBackend {
+    /// Connects (one clear error if it cannot), applies pending migrations, and reads time
+    /// from the database.
+    pub fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        Self::connect_with(url, pool_size, TimeSource::Database)
+    }
+
+    /// Connects with an explicit time source (tests inject a manual clock).
+    pub fn connect_with(url: &str, pool_size: usize, time: TimeSource) -> Result<Self> {
+        let pool = pool::Pool::new(url, pool_size)?;
+        let backend = Self {
+            pool,
+            time,
+            jitter: Mutex::new(SplitMix64::new(std::process::id() as u64)),
+            write_stall: SignedDuration::ZERO,
+        };
+        backend.migrate()?;
+        Ok(backend)
+    }
+
+    /// Holds fenced writes open before commit (fault tests only).
+    pub fn with_write_stall(mut self, stall: SignedDuration) -> Self {
+        self.write_stall = stall;
+        self
+    }
+
+    /// Applies the migrations the database has not seen; returns how many it applied.
+    pub fn migrate(&self) -> Result<usize> {
+        self.txn(|tx| schema::migrate(tx))
+    }
+
+    /// Runs `f` in a transaction, retrying retryable failures with jittered backoff.
+    fn txn<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut last = Error::Retryable("no attempt made".into());
+        for attempt in 0..TRIES_MAX {
+            if attempt > 0 {
+                let base = 10u64 << attempt.min(6);
+                let jitter = self
+                    .jitter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .range(0, base as i64) as u64;
+                let pause = SignedDuration::from_millis((base + jitter) as i64);
+                tracing::debug!(attempt, error = %last, ?pause, "retrying a PostgreSQL transaction");
+                baton_core::SystemClock.sleep_for(pause);
+            }
+            let mut client = match self.pool.get() {
+                Ok(c) => c,
+                Err(e) if e.is_retryable() => {
+                    last = e;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let result = (|| -> Result<T> {
+                let mut tx = client.transaction().map_err(|e| pg_err(&e))?;
+                let out = f(&mut tx)?;
+                tx.commit().map_err(|e| pg_err(&e))?;
+                Ok(out)
+            })();
+            match result {
+                Ok(out) => return Ok(out),
+                Err(e) if e.is_retryable() => {
+                    if client.is_closed() {
+                        client.discard();
+                    }
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Retryable(format!(
+            "gave up after {TRIES_MAX} tries: {last}"
+        )))
+    }
+
+    fn now(&self, tx: &mut Tx<'_>) -> Result<Timestamp> {
+        match &self.time {
+            TimeSource::Injected(c) => Ok(c.now()),
+            TimeSource::Database => {
+                let row = tx
+                    .query_one(
+                        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+                        &[],
+                    )
+                    .map_err(|e| pg_err(&e))?;
+                from_micros(row.get(0))
+            }
+        }
+    }
+}
+
+/// Sleeping for the retry backoff: a real wait between tries against a real server.
+trait SleepFor {
+    fn sleep_for(&self, d: SignedDuration);
+}
+
+impl SleepFor for baton_core::SystemClock {
+    fn sleep_for(&self, d: SignedDuration) {
+        baton_core::Clock::sleep(self, d);
+    }
+}
+
+fn load_document(
+    tx: &mut Tx<'_>,
+    gate: &GateId,
+    partition: Partition,
+    lock: bool,
+) -> Result<Option<Document>> {
+    let sql = if lock {
+        "SELECT body FROM documents WHERE gate = $1 AND partition = $2 FOR UPDATE"
+    } else {
+        "SELECT body FROM documents WHERE gate = $1 AND partition = $2"
+    };
+    let rows = tx
+        .query(sql, &[&gate.as_str(), &partition.to_string()])
+        .map_err(|e| pg_err(&e))?;
+    rows.first()
+        .map(|r| {
+            serde_json::from_str::<Document>(r.get::<_, &str>(0))
+                .map_err(|e| corrupt("document", e))
+        })
+        .transpose()
+}
+
+fn store_document(
+    tx: &mut Tx<'_>,
+    mut doc: Document,
+    expected_version: Option<u64>,
+    now: Timestamp,
+) -> Result<Document> {
+    assert_eq!(
+        doc.completed_count,
+        doc.derived_count(),
+        "invariant: completed_count is derived from entries"
+    );
+    doc.version = expected_version.map_or(1, |v| v + 1);
+    let body = serde_json::to_string(&doc).map_err(|e| Error::Permanent(e.to_string()))?;
+    let args: [&(dyn postgres::types::ToSql + Sync); 7] = [
+        &doc.gate.as_str(),
+        &doc.partition.to_string(),
+        &(doc.version as i64),
+        &(doc.completed_count as i32),
+        &doc.triggered,
+        &body,
+        &micros(now),
+    ];
+    let changed = match expected_version {
+        // A concurrent insert of the same key fails with 23505: the transaction is retried.
+        None => tx
+            .execute(
+                "INSERT INTO documents (gate, partition, version, completed_count, triggered, body, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &args,
+            )
+            .map_err(|e| pg_err(&e))?,
+        Some(v) => {
+            let old = v as i64;
+            let mut full: Vec<&(dyn postgres::types::ToSql + Sync)> = args.to_vec();
+            full.push(&old);
+            tx.execute(
+                "UPDATE documents SET version = $3, completed_count = $4, triggered = $5, body = $6, updated_at = $7
+                 WHERE gate = $1 AND partition = $2 AND version = $8",
+                &full,
+            )
+            .map_err(|e| pg_err(&e))?
+        }
+    };
+    if changed != 1 {
+        return Err(Error::Retryable(format!(
+            "document {}/{} changed concurrently",
+            doc.gate, doc.partition
+        )));
+    }
+    Ok(doc)
+}
+
+fn insert_outbox(tx: &mut Tx<'_>, row: &NewOutboxRow, now: Timestamp) -> Result<()> {
+    tx.execute(
+        "INSERT INTO outbox (topic, message_id, kind, partition, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&row.topic, &row.message_id, &row.kind, &row.partition.to_string(), &row.payload, &micros(now)],
+    )
+    .map_err(|e| pg_err(&e))?;
+    Ok(())
+}
+
+fn insert_dead_letter(tx: &mut Tx<'_>, letter: &NewDeadLetter, now: Timestamp) -> Result<()> {
+    tx.execute(
+        "INSERT INTO dead_letters (topic, message_id, payload, reason, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&letter.topic, &letter.message_id, &letter.payload, &letter.reason, &micros(now)],
+    )
+    .map_err(|e| pg_err(&e))?;
+    Ok(())
+}
+
+fn load_lease(
+    tx: &mut Tx<'_>,
+    processor: &ProcessorName,
+    partition: Partition,
+    lock: &str,
+) -> Result<Option<(Lease, bool)>> {
+    let sql = format!(
+        "SELECT holder, token, renewed_at, expires_at, released, follow_up FROM leases WHERE processor = $1 AND partition = $2 {lock}"
+    );
+    let rows = tx
+        .query(sql.as_str(), &[&processor.as_str(), &partition.to_string()])
+        .map_err(|e| pg_err(&e))?;
+    rows.first()
+        .map(|r| {
+            Ok((
+                Lease {
+                    processor: processor.clone(),
+                    partition,
+                    holder: r.get(0),
+                    token: FenceToken::new(r.get::<_, i64>(1) as u64),
+                    renewed_at: from_micros(r.get(2))?,
+                    expires_at: from_micros(r.get(3))?,
+                    released: r.get(4),
+                },
+                r.get::<_, bool>(5),
+            ))
+        })
+        .transpose()
+}
+
+fn save_lease(tx: &mut Tx<'_>, lease: &Lease, follow_up: bool) -> Result<()> {
+    tx.execute(
+        "INSERT INTO leases (processor, partition, holder, token, renewed_at, expires_at, released, follow_up)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (processor, partition) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+           renewed_at = excluded.renewed_at, expires_at = excluded.expires_at, released = excluded.released,
+           follow_up = excluded.follow_up",
+        &[
+            &lease.processor.as_str(),
+            &lease.partition.to_string(),
+            &lease.holder,
+            &(lease.token.get() as i64),
+            &micros(lease.renewed_at),
+            &micros(lease.expires_at),
+            &lease.released,
+            &follow_up,
+        ],
+    )
+    .map_err(|e| pg_err(&e))?;
+    Ok(())
+}
+
+fn run_from(r: &postgres::Row) -> Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: RunId::new(r.get::<_, String>(0)),
+        processor: ProcessorName::new(r.get::<_, String>(1)),
+        partition: partition_of(r.get(2))?,
+        holder: r.get(3),
+        token: FenceToken::new(r.get::<_, i64>(4) as u64),
+        started_at: from_micros(r.get(5))?,
+        finished_at: r.get::<_, Option<i64>>(6).map(from_micros).transpose()?,
+        status: r.get(7),
+        rows_written: r.get::<_, i64>(8) as u64,
+        duplicates_dropped: r.get::<_, i64>(9) as u64,
+        error: r.get(10),
+    })
+}
+
+const RUN_COLUMNS: &str = "run_id, processor, partition, holder, token, started_at, finished_at, status, rows_written, duplicates_dropped, error";
+const OUTBOX_COLUMNS: &str =
+    "id, topic, message_id, kind, partition, payload, created_at, published_at";
+
+fn outbox_from(r: &postgres::Row) -> Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0),
+        created_at: from_micros(r.get(6))?,
+        published_at: r.get::<_, Option<i64>>(7).map(from_micros).transpose()?,
+        row: NewOutboxRow {
+            topic: r.get(1),
+            message_id: r.get(2),
+            kind: r.get(3),
+            partition: partition_of(r.get(4))?,
+            payload: r.get(5),
+        },
+    })
+}
+
+impl StateStore for PgBackend {
+    fn apply(
+        &self,
+        batch: &[Work],
+        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
+    ) -> Result<Vec<Outcome>> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            // Lock every document of the batch in key order first: two consumers locking
+            // overlapping batches in the same order cannot deadlock.
+            let mut docs: BTreeMap<(GateId, Partition), (Option<Document>, Option<u64>)> =
+                BTreeMap::new();
+            for w in batch {
+                if let Work::Completion { gate, message } = w {
+                    docs.entry((gate.clone(), message.partition))
+                        .or_insert((None, None));
+                }
+            }
+            for ((gate, partition), slot) in docs.iter_mut() {
+                let d = load_document(tx, gate, *partition, true)?;
+                *slot = (d.clone(), d.map(|d| d.version));
+            }
+            let mut dirty = std::collections::BTreeSet::new();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let mut effects: Vec<(Effect, &CompletionMessage)> = Vec::new();
+            for w in batch {
+                match w {
+                    Work::DeadLetter(letter) => {
+                        insert_dead_letter(tx, letter, now)?;
+                        outcomes.push(Outcome::Rejected {
+                            reason: letter.reason.clone(),
+                        });
+                    }
+                    Work::Completion { gate, message } => {
+                        let key = (gate.clone(), message.partition);
+                        let (current, _) = docs.get(&key).cloned().unwrap_or((None, None));
+                        let out = step(current.clone(), gate, message);
+                        if !matches!(out.outcome, Outcome::Rejected { .. })
+                            && current.as_ref() != Some(&out.document)
+                        {
+                            if let Some(slot) = docs.get_mut(&key) {
+                                slot.0 = Some(out.document.clone());
+                            }
+                            dirty.insert(key);
+                        }
+                        effects.extend(out.effects.into_iter().map(|e| (e, message)));
+                        outcomes.push(out.outcome);
+                    }
+                }
+            }
+            for key in dirty {
+                if let Some((Some(doc), version)) = docs.get(&key).cloned() {
+                    store_document(tx, doc, version, now)?;
+                }
+            }
+            for (effect, message) in effects {
+                match effect {
+                    Effect::PublishTrigger(t) => {
+                        insert_outbox(tx, &NewOutboxRow::for_trigger(&t), now)?
+                    }
+                    Effect::DeadLetter { reason } => {
+                        insert_dead_letter(tx, &NewDeadLetter::for_rejected(message, &reason), now)?
+                    }
+                }
+            }
+            Ok(outcomes)
+        })
+    }
+
+    fn edit_document(
+        &self,
+        gate: &GateId,
+        partition: Partition,
+        edit: &mut dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)>,
+    ) -> Result<Option<Document>> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            let stored = load_document(tx, gate, partition, true)?;
+            let version = stored.as_ref().map(|d| d.version);
+            match edit(stored.clone()) {
+                None => Ok(stored),
+                Some((doc, triggers)) => {
+                    let written = store_document(tx, doc, version, now)?;
+                    for t in &triggers {
+                        insert_outbox(tx, &NewOutboxRow::for_trigger(t), now)?;
+                    }
+                    Ok(Some(written))
+                }
+            }
+        })
+    }
+
+    fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
+        self.txn(|tx| load_document(tx, gate, partition, false))
+    }
+
+    fn documents(&self, gate: &GateId, from: Partition, to: Partition) -> Result<Vec<Document>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT body FROM documents WHERE gate = $1 AND partition BETWEEN $2 AND $3 ORDER BY partition",
+                    &[&gate.as_str(), &from.to_string(), &to.to_string()],
+                )
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| corrupt("document", e)))
+                .collect()
+        })
+    }
+
+    fn acquire_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        holder: &str,
+        ttl: SignedDuration,
+        on_held: OnHeld,
+    ) -> Result<Acquired> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            let existing = load_lease(tx, processor, partition, "FOR UPDATE")?;
+            let (current, follow_up) = match &existing {
+                Some((l, f)) => (Some(l), *f),
+                None => (None, false),
+            };
+            match lease::acquire(current, processor, partition, holder, now, ttl) {
+                lease::Acquire::Granted(l) => {
+                    // A concurrent first acquire of the same key loses on the primary key (23505)
+                    // and is retried, then sees the winner's lease.
+                    if existing.is_none() {
+                        tx.execute(
+                            "INSERT INTO leases (processor, partition, holder, token, renewed_at, expires_at, released, follow_up)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE)",
+                            &[&processor.as_str(), &partition.to_string(), &l.holder, &(l.token.get() as i64), &micros(l.renewed_at), &micros(l.expires_at), &l.released],
+                        )
+                        .map_err(|e| pg_err(&e))?;
+                    } else {
+                        save_lease(tx, &l, false)?;
+                    }
+                    Ok(Acquired::Granted(l))
+                }
+                lease::Acquire::Held(l) => {
+                    let recorded = on_held == OnHeld::Coalesce;
+                    if recorded && !follow_up {
+                        save_lease(tx, &l, true)?;
+                    }
+                    Ok(Acquired::Held { lease: l, follow_up_recorded: recorded })
+                }
+            }
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+        ttl: SignedDuration,
+    ) -> Result<std::result::Result<Lease, Refusal>> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            let existing = load_lease(tx, processor, partition, "FOR UPDATE")?;
+            let follow_up = existing.as_ref().is_some_and(|(_, f)| *f);
+            match lease::renew(existing.as_ref().map(|(l, _)| l), token, now, ttl) {
+                Ok(l) => {
+                    save_lease(tx, &l, follow_up)?;
+                    Ok(Ok(l))
+                }
+                Err(r) => Ok(Err(r)),
+            }
+        })
+    }
+
+    fn release_lease(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<Released> {
+        self.txn(|tx| {
+            let existing = load_lease(tx, processor, partition, "FOR UPDATE")?;
+            let follow_up = existing.as_ref().is_some_and(|(_, f)| *f);
+            match lease::release(existing.as_ref().map(|(l, _)| l), token) {
+                Ok(l) => {
+                    save_lease(tx, &l, false)?;
+                    Ok(Released::Released { follow_up })
+                }
+                Err(r) => Ok(Released::Refused(r)),
+            }
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query("SELECT processor, partition, holder, token, renewed_at, expires_at, released FROM leases ORDER BY partition, processor", &[])
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Lease {
+                        processor: ProcessorName::new(r.get::<_, String>(0)),
+                        partition: partition_of(r.get(1))?,
+                        holder: r.get(2),
+                        token: FenceToken::new(r.get::<_, i64>(3) as u64),
+                        renewed_at: from_micros(r.get(4))?,
+                        expires_at: from_micros(r.get(5))?,
+                        released: r.get(6),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn start_run(&self, run: &RunRecord) -> Result<()> {
+        self.txn(|tx| {
+            tx.execute(
+                "INSERT INTO runs (run_id, processor, partition, holder, token, started_at, status, rows_written, duplicates_dropped)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (run_id) DO NOTHING",
+                &[&run.run_id.as_str(), &run.processor.as_str(), &run.partition.to_string(), &run.holder, &(run.token.get() as i64), &micros(run.started_at), &run.status],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(())
+        })
+    }
+
+    fn finish_run(&self, run_id: &RunId, end: &RunEnd) -> Result<()> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            tx.execute(
+                "UPDATE runs SET finished_at = $2, status = $3, rows_written = $4, duplicates_dropped = $5, error = $6 WHERE run_id = $1",
+                &[&run_id.as_str(), &micros(now), &end.status, &(end.rows_written as i64), &(end.duplicates_dropped as i64), &end.error],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(())
+        })
+    }
+
+    fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>> {
+        self.txn(|tx| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE partition = $1 ORDER BY started_at, seq"
+            );
+            tx.query(sql.as_str(), &[&partition.to_string()])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(run_from)
+                .collect()
+        })
+    }
+
+    fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>> {
+        self.txn(|tx| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE finished_at >= $1 ORDER BY finished_at, seq"
+            );
+            tx.query(sql.as_str(), &[&micros(since)])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(run_from)
+                .collect()
+        })
+    }
+
+    fn record_request(&self, request: &PendingRequest) -> Result<()> {
+        self.txn(|tx| {
+            tx.execute(
+                "INSERT INTO requests (processor, partition, kind, reason, since) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason",
+                &[&request.processor.as_str(), &request.partition.to_string(), &request.kind, &request.reason, &micros(request.since)],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(())
+        })
+    }
+
+    fn pending_requests(&self) -> Result<Vec<PendingRequest>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query("SELECT processor, partition, kind, reason, since FROM requests ORDER BY since, partition, processor", &[])
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(PendingRequest {
+                        processor: ProcessorName::new(r.get::<_, String>(0)),
+                        partition: partition_of(r.get(1))?,
+                        kind: r.get(2),
+                        reason: r.get(3),
+                        since: from_micros(r.get(4))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()> {
+        self.txn(|tx| {
+            tx.execute(
+                "DELETE FROM requests WHERE processor = $1 AND partition = $2",
+                &[&processor.as_str(), &partition.to_string()],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(())
+        })
+    }
+
+    fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            insert_outbox(tx, row, now)
+        })
+    }
+
+    fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            let until = micros(now.checked_add(claim_for).unwrap_or(now));
+            // SKIP LOCKED: relays in several processes claim disjoint rows.
+            let sql = format!(
+                "UPDATE outbox SET claimed_until = $2 WHERE id IN (
+                    SELECT id FROM outbox WHERE published_at IS NULL AND claimed_until <= $1
+                    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING {OUTBOX_COLUMNS}"
+            );
+            let mut rows: Vec<OutboxRow> = tx
+                .query(sql.as_str(), &[&micros(now), &until, &(limit as i64)])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(outbox_from)
+                .collect::<Result<_>>()?;
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
+        })
+    }
+
+    fn mark_published(&self, ids: &[i64]) -> Result<()> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            tx.execute(
+                "UPDATE outbox SET published_at = $2 WHERE id = ANY($1) AND published_at IS NULL",
+                &[&ids, &micros(now)],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(())
+        })
+    }
+
+    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>> {
+        self.txn(|tx| {
+            let sql = format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE kind = $1 AND partition = $2 ORDER BY id"
+            );
+            tx.query(sql.as_str(), &[&kind, &partition.to_string()])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(outbox_from)
+                .collect()
+        })
+    }
+
+    fn backlog(&self) -> Result<Backlog> {
+        self.txn(|tx| {
+            let r = tx
+                .query_one(
+                    "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL",
+                    &[],
+                )
+                .map_err(|e| pg_err(&e))?;
+            Ok(Backlog {
+                pending: r.get::<_, i64>(0) as u64,
+                oldest: r.get::<_, Option<i64>>(1).map(from_micros).transpose()?,
+            })
+        })
+    }
+
+    fn dead_letter(&self, letter: &NewDeadLetter) -> Result<()> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            insert_dead_letter(tx, letter, now)
+        })
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query("SELECT id, topic, message_id, payload, reason, recorded_at FROM dead_letters ORDER BY id", &[])
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DeadLetter {
+                        id: r.get(0),
+                        recorded_at: from_micros(r.get(5))?,
+                        letter: NewDeadLetter { topic: r.get(1), message_id: r.get(2), payload: r.get(3), reason: r.get(4) },
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()> {
+        self.txn(|tx| {
+            tx.execute(
+                "INSERT INTO landings (job, partition, landed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&job, &partition.to_string(), &micros(at)],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(())
+        })
+    }
+
+    fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT job, landed_at FROM landings WHERE partition = $1 ORDER BY job",
+                    &[&partition.to_string()],
+                )
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Landing {
+                        job: r.get(0),
+                        partition,
+                        landed_at: from_micros(r.get(1))?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// A primary-key value as text: strings as they are, other scalars in their JSON form (the
+/// key columns are TEXT, so `1` and `"1"` are the same key, as in dedup).
+fn key_text(row: &Row, column: &str, index: usize) -> Result<String> {
+    match row.get(column) {
+        None | Some(serde_json::Value::Null) => Err(Error::Permanent(format!(
+            "row {index} has no value for primary-key column `{column}`"
+        ))),
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(v) => Ok(v.to_string()),
+    }
+}
+
+fn partition_text(row: &Row, table: &TableSpec, index: usize) -> Result<String> {
+    match row.get(&table.partition_column) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        _ => Err(Error::Permanent(format!(
+            "row {index} of `{}` has no date in partition column `{}`",
+            table.name, table.partition_column
+        ))),
+    }
+}
+
+/// Upserts rows in one statement (arrays unnested); returns how many keys were new.
+fn upsert_rows(tx: &mut Tx<'_>, table: &TableSpec, rows: &[Row], token: i64) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let n = table.primary_key.len();
+    // One statement may not touch a key twice: a repeated key keeps its last row, as a
+    // sequence of upserts would.
+    let mut last: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let key = table
+            .primary_key
+            .iter()
+            .map(|c| key_text(row, c, i))
+            .collect::<Result<Vec<_>>>()?;
+        last.insert(key, i);
+    }
+    let mut order: Vec<usize> = last.into_values().collect();
+    order.sort_unstable();
+    let mut keys: Vec<Vec<String>> = vec![Vec::with_capacity(order.len()); n];
+    let mut partitions = Vec::with_capacity(order.len());
+    let mut bodies = Vec::with_capacity(order.len());
+    for (i, row) in order.into_iter().map(|i| (i, &rows[i])) {
+        for (k, column) in table.primary_key.iter().enumerate() {
+            keys[k].push(key_text(row, column, i)?);
+        }
+        partitions.push(partition_text(row, table, i)?);
+        bodies.push(serde_json::to_string(row).map_err(|e| Error::Permanent(e.to_string()))?);
+    }
+    let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+    let arrays: Vec<String> = (1..=n + 2).map(|i| format!("${i}::text[]")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {t} ({cols}, _partition, _row, _token)
+         SELECT {names}, p, r::jsonb, ${tok} FROM unnest({arrays}) AS u({names}, p, r)
+         ON CONFLICT ({cols}) DO UPDATE SET _partition = excluded._partition, _row = excluded._row, _token = excluded._token
+         RETURNING (xmax = 0)",
+        t = quote(&table.name),
+        cols = cols.join(", "),
+        names = names.join(", "),
+        arrays = arrays.join(", "),
+        tok = n + 3,
+    );
+    let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = keys
+        .iter()
+        .map(|k| k as &(dyn postgres::types::ToSql + Sync))
+        .collect();
+    args.push(&partitions);
+    args.push(&bodies);
+    args.push(&token);
+    let inserted = tx
+        .query(sql.as_str(), &args)
+        .map_err(|e| pg_err(&e))?
+        .iter()
+        .filter(|r| r.get::<_, bool>(0))
+        .count();
+    Ok(inserted as u64)
+}
+
+impl Warehouse for PgBackend {
+    fn ensure_table(&self, table: &TableSpec) -> Result<()> {
+        let defs: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|c| format!("{} TEXT NOT NULL", quote(c)))
+            .collect();
+        let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {t} ({defs}, _partition TEXT NOT NULL, _row JSONB NOT NULL, _token BIGINT NOT NULL, PRIMARY KEY ({pk}));
+             CREATE INDEX IF NOT EXISTS {idx} ON {t} (_partition);",
+            t = quote(&table.name),
+            defs = defs.join(", "),
+            pk = cols.join(", "),
+            idx = quote(&format!("{}__partition", table.name)),
+        );
+        // Two processes creating the same table at once race on the catalog (23505): retried.
+        self.txn(|tx| tx.batch_execute(&sql).map_err(|e| pg_err(&e)))
+    }
+
+    fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            let current = load_lease(tx, write.processor, write.partition, "FOR SHARE")?;
+            if let Err(refusal) = lease::check_current(current.as_ref().map(|(l, _)| l), write.token, now) {
+                return Ok(WriteOutcome::Fenced(refusal));
+            }
+            let token = write.token.get() as i64;
+            let key = [&write.processor.as_str() as &(dyn postgres::types::ToSql + Sync), &write.partition.to_string()];
+            let newest = tx
+                .query("SELECT newest_token FROM fences WHERE processor = $1 AND partition = $2 FOR UPDATE", &key)
+                .map_err(|e| pg_err(&e))?
+                .first()
+                .map(|r| r.get::<_, i64>(0));
+            if let Some(newest) = newest.filter(|n| *n > token) {
+                return Ok(WriteOutcome::Fenced(Refusal::StaleToken { presented: write.token, current: FenceToken::new(newest as u64) }));
+            }
+            tx.execute(
+                "INSERT INTO fences (processor, partition, newest_token) VALUES ($1, $2, $3)
+                 ON CONFLICT (processor, partition) DO UPDATE SET newest_token = excluded.newest_token",
+                &[&write.processor.as_str(), &write.partition.to_string(), &token],
+            )
+            .map_err(|e| pg_err(&e))?;
+            let inserted = upsert_rows(tx, write.table, write.rows, token)?;
+            let removed = tx
+                .execute(
+                    format!("DELETE FROM {} WHERE _partition = $1 AND _token < $2", quote(&write.table.name)).as_str(),
+                    &[&write.partition.to_string(), &token],
+                )
+                .map_err(|e| pg_err(&e))?;
+            insert_outbox(tx, write.completion, now)?;
+            if !self.write_stall.is_zero() {
+                tracing::warn!(stall = ?self.write_stall, "test hook: holding the write open before commit");
+                baton_core::SystemClock.sleep_for(self.write_stall);
+            }
+            Ok(WriteOutcome::Written { rows: write.rows.len() as u64, inserted, removed })
+        })
+    }
+
+    fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {
+        self.txn(|tx| {
+            upsert_rows(tx, table, rows, 0)?;
+            Ok(rows.len() as u64)
+        })
+    }
+
+    fn read(&self, table: &TableSpec, from: Partition, to: Partition) -> Result<Vec<Row>> {
+        self.txn(|tx| {
+            let sql = format!(
+                "SELECT _row::text FROM {} WHERE _partition BETWEEN $1 AND $2 ORDER BY _partition",
+                quote(&table.name)
+            );
+            let rows = tx
+                .query(sql.as_str(), &[&from.to_string(), &to.to_string()])
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| match serde_json::from_str(r.get::<_, &str>(0)) {
+                    Ok(serde_json::Value::Object(m)) => Ok(m),
+                    Ok(_) => Err(corrupt("row", "not an object")),
+                    Err(e) => Err(corrupt("row", e)),
+                })
+                .collect()
+        })
+    }
+
+    fn row_count(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
+        self.txn(|tx| {
+            let sql = format!(
+                "SELECT count(*) FROM {} WHERE _partition = $1",
+                quote(&table.name)
+            );
+            Ok(tx
+                .query_one(sql.as_str(), &[&partition.to_string()])
+                .map_err(|e| pg_err(&e))?
+                .get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn measure(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: Option<&str>,
+    ) -> Result<(u64, u64)> {
+        self.txn(|tx| {
+            // `column` is a validated identifier.
+            let non_null = match column {
+                Some(c) => format!("count(*) FILTER (WHERE _row->>'{c}' IS NOT NULL)"),
+                None => "count(*)".to_owned(),
+            };
+            let sql = format!(
+                "SELECT count(*), {non_null} FROM {} WHERE _partition = $1",
+                quote(&table.name)
+            );
+            let r = tx
+                .query_one(sql.as_str(), &[&partition.to_string()])
+                .map_err(|e| pg_err(&e))?;
+            Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+        })
+    }
+
+    fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
+        self.txn(|tx| {
+            let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+            let sql = format!(
+                "SELECT coalesce(sum(n - 1), 0)::bigint FROM (SELECT count(*) AS n FROM {} WHERE _partition = $1 GROUP BY {} HAVING count(*) > 1) d",
+                quote(&table.name),
+                cols.join(", ")
+            );
+            Ok(tx.query_one(sql.as_str(), &[&partition.to_string()]).map_err(|e| pg_err(&e))?.get::<_, i64>(0) as u64)
+        })
+    }
+}

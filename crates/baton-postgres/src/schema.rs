@@ -1,0 +1,37 @@
+//! Versioned migrations, kept in `migrations/` and applied in order under an advisory lock,
+//! so several processes starting at once apply each exactly once.
+
+use crate::{Tx, pg_err};
+use baton_ports::Result;
+
+/// The migrations, in order: (version, SQL).
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/001_init.sql"))];
+
+/// Applies what is missing; returns how many were applied.
+pub fn migrate(tx: &mut Tx<'_>) -> Result<usize> {
+    // One migrator at a time across every process (the key spells "baton").
+    tx.execute("SELECT pg_advisory_xact_lock(6298726411)", &[])
+        .map_err(|e| pg_err(&e))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS baton_schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        .map_err(|e| pg_err(&e))?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM baton_schema_migrations", &[])
+        .map_err(|e| pg_err(&e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut count = 0;
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).map_err(|e| pg_err(&e))?;
+        tx.execute(
+            "INSERT INTO baton_schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .map_err(|e| pg_err(&e))?;
+        count += 1;
+    }
+    Ok(count)
+}
