@@ -132,7 +132,7 @@ impl PgBackend {
 
     /// Applies the migrations the database has not seen; returns how many it applied.
     pub fn migrate(&self) -> Result<usize> {
-        self.txn(|tx| schema::migrate(tx))
+        self.txn(schema::migrate)
     }
 
     /// Runs `f` in a transaction, retrying retryable failures with jittered backoff.

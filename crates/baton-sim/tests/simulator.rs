@@ -17,7 +17,7 @@ fn seeds() -> u64 {
 fn memory_backend_conforms() {
     baton_conformance::exercise_state_store(|c| MemBackend::new(c));
     baton_conformance::exercise_warehouse(|c| MemBackend::new(c));
-    baton_conformance::exercise_bus(|c| MemBackend::new(c));
+    baton_conformance::exercise_bus(|c| MemBackend::new(c), &|clock, d| clock.advance(d));
 }
 
 #[test]

@@ -25,5 +25,5 @@ fn sqlite_warehouse_conforms() {
 
 #[test]
 fn sqlite_bus_conforms() {
-    baton_conformance::exercise_bus(on_file);
+    baton_conformance::exercise_bus(on_file, &|clock, d| clock.advance(d));
 }
