@@ -13,7 +13,7 @@ fn nats_bus_conforms() {
     baton_conformance::exercise_bus(
         |_clock| NatsBus::connect(&server.url()).unwrap(),
         &|_clock, d| {
-            baton_core::Clock::sleep(\&baton_core::SystemClock, d);
+            baton_core::Clock::sleep(&baton_core::SystemClock, d);
         },
     );
 }
