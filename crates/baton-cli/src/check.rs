@@ -109,7 +109,7 @@ pub fn reconcile(cli: &Cli, args: &ReconcileArgs) -> Outcome {
         ],
         None => pipeline.gates.iter().collect(),
     };
-    let backend = open_existing(cli, &pipeline)?;
+    let b = open_existing(cli, &pipeline)?;
     let bar = progress(dates.len() * gates.len());
     bar.set_message(if args.fix {
         "reconcile --fix"
@@ -121,8 +121,8 @@ pub fn reconcile(cli: &Cli, args: &ReconcileArgs) -> Outcome {
         for &d in &dates {
             results.push(checks::reconcile_date(
                 &pipeline,
-                backend.as_ref(),
-                backend.as_ref(),
+                b.store.as_ref(),
+                b.warehouse.as_ref(),
                 gate,
                 d,
                 now,
@@ -226,12 +226,12 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
             .dates(&pipeline, now, 7)
             .map_err(could_not_check)?,
     };
-    let backend = open_existing(cli, &pipeline).map_err(could_not_check)?;
+    let b = open_existing(cli, &pipeline).map_err(could_not_check)?;
     let report = checks::health(
         &pipeline,
-        backend.as_ref(),
-        backend.as_ref(),
-        backend.as_ref(),
+        b.store.as_ref(),
+        b.warehouse.as_ref(),
+        b.bus.as_ref(),
         &dates,
         now,
     )

@@ -194,6 +194,55 @@ impl RunHooks for Faults {
     }
 }
 
+/// Phase 2 of the reference pipeline: generates the raw tables for `dates`, lands them, and
+/// records each upstream job's landing at its expected time (plus any `late` delay). After
+/// `end`, only jobs already due at `now` land (a pipeline running up to this moment).
+#[allow(clippy::too_many_arguments)] // one call site per command; a struct would only rename them
+pub fn land_reference(
+    pipeline: &baton_core::Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    dates: &[Partition],
+    end: Partition,
+    seed: u64,
+    late: &[(String, SignedDuration)],
+    now: jiff::Timestamp,
+    tick: &dyn Fn(),
+) -> Result<(), Exit> {
+    let raw = baton_reference::generate(seed, dates);
+    for &date in dates {
+        let day = date.to_string();
+        for job in &pipeline.upstream {
+            let delay = late
+                .iter()
+                .find(|(j, _)| j == &job.name)
+                .map_or(SignedDuration::ZERO, |(_, d)| *d);
+            let expected = baton_core::schedule::expected_at(job, date, &pipeline.timezone);
+            if date > end && expected > now {
+                continue;
+            }
+            for table_name in &job.tables {
+                let Some(spec) = pipeline.table(table_name) else {
+                    continue;
+                };
+                let rows = rows_on(
+                    raw.get(table_name).map_or(&[][..], Vec::as_slice),
+                    &spec.partition_column,
+                    &day,
+                );
+                warehouse.land(spec, &rows)?;
+            }
+            store.record_landing(
+                &job.name,
+                date,
+                expected.checked_add(delay).unwrap_or(expected),
+            )?;
+        }
+        tick();
+    }
+    Ok(())
+}
+
 fn rows_on(rows: &[Row], column: &str, day: &str) -> Vec<Row> {
     rows.iter()
         .filter(|r| r.get(column).and_then(|v| v.as_str()) == Some(day))
@@ -231,17 +280,46 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     };
     let generated = dates[0].offset(-history_days).through(last);
 
-    for suffix in ["", "-wal", "-shm"] {
-        let path = format!("{}{suffix}", cli.db.display());
-        if std::path::Path::new(&path).exists() {
-            std::fs::remove_file(&path)
-                .map_err(|e| Exit::usage(anyhow!("cannot replace {path}: {e}")))?;
+    let distributed = crate::backend_kind(cli, &pipeline) == crate::BackendKind::Postgres;
+    if !distributed {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = format!("{}{suffix}", cli.db.display());
+            if std::path::Path::new(&path).exists() {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Exit::usage(anyhow!("cannot replace {path}: {e}")))?;
+            }
         }
     }
-    let backend = open_backend(&pipeline, &cli.db, clock.clone())?;
-    let store: Arc<dyn StateStore> = backend.clone();
-    let warehouse: Arc<dyn Warehouse> = backend.clone();
-    let bus: Arc<dyn Bus> = backend.clone();
+    let backend = open_backend(cli, &pipeline, clock.clone(), true)?;
+    // JetStream redelivers on real time: a short ack wait keeps a demo with dropped
+    // deliveries quick.
+    let pipeline = if distributed {
+        let mut p = (*pipeline).clone();
+        p.ack_wait = SignedDuration::from_secs(2);
+        Arc::new(p)
+    } else {
+        pipeline
+    };
+    if let Some((pg, nats)) = &backend.distributed {
+        eprintln!("baton demo: resetting baton's tables in PostgreSQL and its streams in NATS");
+        let tables: Vec<String> = pipeline.tables.iter().map(|t| t.name.clone()).collect();
+        pg.reset(&tables)?;
+        let topics: Vec<String> = pipeline
+            .gates
+            .iter()
+            .flat_map(|g| [g.completion_topic.clone(), g.trigger_topic.clone()])
+            .chain(
+                pipeline
+                    .processors
+                    .iter()
+                    .map(|p| pipeline.completion_topic(p)),
+            )
+            .collect();
+        nats.delete_topics(&topics)?;
+    }
+    let store: Arc<dyn StateStore> = backend.store.clone();
+    let warehouse: Arc<dyn Warehouse> = backend.warehouse.clone();
+    let bus: Arc<dyn Bus> = backend.bus.clone();
     let runner = Arc::new(Runner::new(
         pipeline.clone(),
         store.clone(),
@@ -277,39 +355,17 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
 
     // Phase 2: the upstream jobs land raw data, on time or late.
     progress.set_message("phase 2");
-    let raw = baton_reference::generate(args.seed, &generated);
-    for &date in &generated {
-        let day = date.to_string();
-        for job in &pipeline.upstream {
-            let late = args
-                .late
-                .iter()
-                .find(|(j, _)| j == &job.name)
-                .map_or(SignedDuration::ZERO, |(_, d)| *d);
-            let expected = baton_core::schedule::expected_at(job, date, &pipeline.timezone);
-            // After the demo's dates, only what is already due has landed.
-            if date > end && expected > clock.now() {
-                continue;
-            }
-            for table_name in &job.tables {
-                let Some(spec) = pipeline.table(table_name) else {
-                    continue;
-                };
-                let rows = rows_on(
-                    raw.get(table_name).map_or(&[][..], Vec::as_slice),
-                    &spec.partition_column,
-                    &day,
-                );
-                warehouse.land(spec, &rows)?;
-            }
-            store.record_landing(
-                &job.name,
-                date,
-                expected.checked_add(late).unwrap_or(expected),
-            )?;
-        }
-        progress.inc(1);
-    }
+    land_reference(
+        &pipeline,
+        store.as_ref(),
+        warehouse.as_ref(),
+        &generated,
+        end,
+        args.seed,
+        &args.late,
+        clock.now(),
+        &|| progress.inc(1),
+    )?;
 
     // Phase 3 with two competing instances per processor, then the orchestrator, relay and
     // Phase 4 until quiet, one date at a time.
@@ -362,7 +418,15 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
             })?;
         }
         let ack_wait = pipeline.ack_wait;
-        let mut wait = || clock.jump(ack_wait + SignedDuration::from_secs(1));
+        // The embedded bus follows the demo's clock; JetStream redelivers on its own (real)
+        // clock, so with it the demo waits instead of jumping.
+        let mut wait = || {
+            if distributed {
+                baton_core::SystemClock.sleep(SignedDuration::from_millis(200));
+            } else {
+                clock.jump(ack_wait + SignedDuration::from_secs(1));
+            }
+        };
         let report = drain(
             &services,
             &mut &faults,
@@ -424,7 +488,13 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
                 rows.len()
             );
         }
-        println!("Inspect with: baton status --db {}", cli.db.display());
+        if distributed {
+            println!(
+                "Inspect with: baton --backend postgres status (with the same --database-url and --nats-url)"
+            );
+        } else {
+            println!("Inspect with: baton status --db {}", cli.db.display());
+        }
     }
     Ok(if exact == rows.len() { 0 } else { EXIT_FAILED })
 }

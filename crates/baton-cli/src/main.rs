@@ -12,9 +12,12 @@ mod status;
 use anyhow::Context;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::{Backend, Pipeline};
+use baton_nats::NatsBus;
+use baton_ports::{Bus, StateStore, Warehouse};
+use baton_postgres::{PgBackend, TimeSource};
 use baton_sqlite::{Durability, SqliteBackend};
 use clap::{Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -36,6 +39,20 @@ pub struct Cli {
     /// The embedded SQLite database.
     #[arg(long, global = true, env = "BATON_DB", default_value = "baton-demo.db")]
     db: PathBuf,
+    /// The backend, overriding the config's: sqlite (one file) or postgres (PostgreSQL + NATS).
+    #[arg(long, global = true, env = "BATON_BACKEND", value_enum)]
+    backend: Option<BackendKind>,
+    /// PostgreSQL URL for the postgres backend (a password in it is never logged).
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// NATS URL for the postgres backend.
+    #[arg(long, global = true, env = "BATON_NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -45,6 +62,15 @@ pub struct Cli {
     verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which backend.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// One embedded SQLite file: state store, warehouse and bus.
+    Sqlite,
+    /// PostgreSQL (state store, warehouse) and NATS JetStream (bus).
+    Postgres,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +97,10 @@ enum Command {
     Status(status::StatusArgs),
     /// Write the reference pipeline's config to a file to start from.
     Init(ops::InitArgs),
+    /// Apply the database schema's pending migrations and create the pipeline's tables.
+    Migrate(ops::MigrateArgs),
+    /// Land the reference pipeline's raw data (Phase 2) for dates, as its scrapers would.
+    Generate(ops::GenerateArgs),
 }
 
 /// A failure with its exit code.
@@ -127,6 +157,8 @@ fn main() -> ExitCode {
         Command::Reconcile(a) => check::reconcile(&cli, a),
         Command::Health(a) => check::health(&cli, a),
         Command::Init(a) => ops::init(a),
+        Command::Migrate(a) => ops::migrate(&cli, a),
+        Command::Generate(a) => ops::generate(&cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -182,39 +214,108 @@ pub fn load_pipeline(cli: &Cli) -> Result<Arc<Pipeline>, Exit> {
     Ok(Arc::new(pipeline))
 }
 
-/// Opens the embedded backend at `path`.
-pub fn open_backend(
-    pipeline: &Pipeline,
-    path: &Path,
-    clock: Arc<dyn Clock>,
-) -> Result<Arc<SqliteBackend>, Exit> {
-    let durability = match pipeline.backend {
-        Backend::Sqlite {
-            synchronous_full: true,
-        } => Durability::Full,
-        Backend::Sqlite {
-            synchronous_full: false,
-        } => Durability::Normal,
-        _ => {
-            return Err(Exit::usage(anyhow::anyhow!(
-                "this build supports only the sqlite backend"
-            )));
-        }
-    };
-    SqliteBackend::open(path, durability, clock)
-        .map(Arc::new)
-        .map_err(|e| Exit::backend(anyhow::anyhow!("database {}: {e}", path.display())))
+/// The three ports, from one backend (SQLite) or two (PostgreSQL + NATS).
+pub struct Backends {
+    /// The state store.
+    pub store: Arc<dyn StateStore>,
+    /// The warehouse.
+    pub warehouse: Arc<dyn Warehouse>,
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// The concrete PostgreSQL and NATS adapters, when those are in use (the demo resets
+    /// them).
+    pub distributed: Option<(Arc<PgBackend>, Arc<NatsBus>)>,
 }
 
-/// Opens an existing database (commands other than `demo` must not create one by accident).
-pub fn open_existing(cli: &Cli, pipeline: &Pipeline) -> Result<Arc<SqliteBackend>, Exit> {
-    if !cli.db.exists() {
+/// Which backend a command uses: `--backend`, else the config's.
+pub fn backend_kind(cli: &Cli, pipeline: &Pipeline) -> BackendKind {
+    cli.backend.unwrap_or(match pipeline.backend {
+        Backend::Postgres { .. } => BackendKind::Postgres,
+        _ => BackendKind::Sqlite,
+    })
+}
+
+/// Opens the backends. `clock` is the SQLite backend's clock; for PostgreSQL it is used only
+/// when `inject_clock` (the demo, whose clock jumps), otherwise the database's clock rules.
+pub fn open_backend(
+    cli: &Cli,
+    pipeline: &Pipeline,
+    clock: Arc<dyn Clock>,
+    inject_clock: bool,
+) -> Result<Backends, Exit> {
+    match backend_kind(cli, pipeline) {
+        BackendKind::Sqlite => {
+            let durability = match pipeline.backend {
+                Backend::Sqlite {
+                    synchronous_full: false,
+                } => Durability::Normal,
+                _ => Durability::Full,
+            };
+            let path = &cli.db;
+            let sqlite = SqliteBackend::open(path, durability, clock)
+                .map(Arc::new)
+                .map_err(|e| Exit::backend(anyhow::anyhow!("database {}: {e}", path.display())))?;
+            Ok(Backends {
+                store: sqlite.clone(),
+                warehouse: sqlite.clone(),
+                bus: sqlite,
+                distributed: None,
+            })
+        }
+        BackendKind::Postgres => {
+            let (config_db, config_nats) = match &pipeline.backend {
+                Backend::Postgres {
+                    database_url,
+                    nats_url,
+                } => (database_url.clone(), nats_url.clone()),
+                _ => (None, None),
+            };
+            let db = cli.database_url.clone().or(config_db).ok_or_else(|| {
+                Exit::usage(anyhow::anyhow!("the postgres backend needs --database-url (or BATON_DATABASE_URL, or backend.database_url)"))
+            })?;
+            let nats = cli.nats_url.clone().or(config_nats).ok_or_else(|| {
+                Exit::usage(anyhow::anyhow!(
+                    "the postgres backend needs --nats-url (or BATON_NATS_URL, or backend.nats_url)"
+                ))
+            })?;
+            let time = if inject_clock {
+                TimeSource::Injected(clock)
+            } else {
+                TimeSource::Database
+            };
+            let mut pg = PgBackend::connect_with(&db, 8, time)
+                .map_err(|e| Exit::backend(anyhow::anyhow!("{e}")))?;
+            // A test hook: hold fenced writes open so a fault test can kill a writer mid-write.
+            if let Some(ms) = std::env::var("BATON_TEST_WRITE_STALL_MS")
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                pg = pg.with_write_stall(jiff::SignedDuration::from_millis(ms));
+            }
+            let pg = Arc::new(pg);
+            let bus = Arc::new(
+                NatsBus::connect(&nats).map_err(|e| Exit::backend(anyhow::anyhow!("{e}")))?,
+            );
+            Ok(Backends {
+                store: pg.clone(),
+                warehouse: pg.clone(),
+                bus: bus.clone(),
+                distributed: Some((pg, bus)),
+            })
+        }
+    }
+}
+
+/// Opens existing backends (for SQLite, commands other than `demo` must not create a
+/// database by accident).
+pub fn open_existing(cli: &Cli, pipeline: &Pipeline) -> Result<Backends, Exit> {
+    if backend_kind(cli, pipeline) == BackendKind::Sqlite && !cli.db.exists() {
         return Err(Exit::usage(anyhow::anyhow!(
             "database {} does not exist (run `baton demo` first, or pass --db PATH)",
             cli.db.display()
         )));
     }
-    open_backend(pipeline, &cli.db, Arc::new(SystemClock))
+    open_backend(cli, pipeline, Arc::new(SystemClock), false)
 }
 
 /// Parses a `YYYY-MM-DD` argument.

@@ -110,6 +110,24 @@ struct RawArgs {
     at: Option<Timestamp>,
 }
 
+/// `baton migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {}
+
+/// `baton generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// How many consecutive dates.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3660))]
+    dates: u32,
+    /// The last date.
+    #[arg(long, value_parser = parse_date)]
+    end: Partition,
+    /// The data's seed.
+    #[arg(long, default_value_t = 2024)]
+    seed: u64,
+}
+
 /// `baton init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
@@ -140,9 +158,9 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = open_existing(cli, &pipeline)?;
-    let store: Arc<dyn StateStore> = backend.clone();
-    let bus: Arc<dyn Bus> = backend.clone();
-    let warehouse: Arc<dyn Warehouse> = backend.clone();
+    let store: Arc<dyn StateStore> = backend.store.clone();
+    let bus: Arc<dyn Bus> = backend.bus.clone();
+    let warehouse: Arc<dyn Warehouse> = backend.warehouse.clone();
     let runner = Arc::new(Runner::new(
         pipeline.clone(),
         store.clone(),
@@ -192,27 +210,42 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     let mut next_reconcile = clock.now();
     loop {
         let mut wait = || clock.sleep(pause);
-        drain(
+        let round = drain(
             &services,
             &mut NoFaults,
             &mut NoFaults,
             &NoHooks,
             &mut wait,
             1,
-        )?;
-        if args.reconcile_every_secs > 0 && clock.now() >= next_reconcile {
-            periodic_reconcile(
-                &pipeline,
-                backend.as_ref(),
-                clock.now(),
-                args.reconcile_days,
-            )?;
-            next_reconcile = clock
-                .now()
-                .checked_add(SignedDuration::from_secs(args.reconcile_every_secs as i64))
-                .unwrap_or(next_reconcile);
+        )
+        .and_then(|_| {
+            if args.reconcile_every_secs > 0 && clock.now() >= next_reconcile {
+                periodic_reconcile(&pipeline, &backend, clock.now(), args.reconcile_days)?;
+                next_reconcile = clock
+                    .now()
+                    .checked_add(SignedDuration::from_secs(args.reconcile_every_secs as i64))
+                    .unwrap_or(next_reconcile);
+            }
+            Ok(())
+        });
+        match round {
+            Ok(()) => clock.sleep(pause),
+            // A backend restarting, a lost connection: keep serving, and say so.
+            Err(e) if transient(&e) => {
+                tracing::error!(error = %e, "backend unavailable; retrying in 1s");
+                clock.sleep(SignedDuration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
         }
-        clock.sleep(pause);
+    }
+}
+
+/// Whether a service error is worth retrying (a backend restarting, a dropped connection).
+fn transient(e: &baton_serve::Error) -> bool {
+    match e {
+        baton_serve::Error::Backend(b)
+        | baton_serve::Error::Runner(baton_runner::Error::Backend(b)) => b.is_retryable(),
+        _ => false,
     }
 }
 
@@ -220,15 +253,21 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
 /// because a repair means something upstream of baton lost a message.
 fn periodic_reconcile(
     pipeline: &baton_core::Pipeline,
-    backend: &baton_sqlite::SqliteBackend,
+    backend: &crate::Backends,
     now: Timestamp,
     days: u32,
-) -> Result<(), Exit> {
+) -> Result<(), baton_serve::Error> {
     let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
     for gate in &pipeline.gates {
         for date in today.offset(1 - days as i32).through(today) {
             let r = baton_serve::checks::reconcile_date(
-                pipeline, backend, backend, gate, date, now, true,
+                pipeline,
+                backend.store.as_ref(),
+                backend.warehouse.as_ref(),
+                gate,
+                date,
+                now,
+                true,
             )?;
             if !r.changes.is_empty() {
                 tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
@@ -257,7 +296,12 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = open_existing(cli, &pipeline)?;
-    let runner = Runner::new(pipeline.clone(), backend.clone(), backend.clone(), clock);
+    let runner = Runner::new(
+        pipeline.clone(),
+        backend.store.clone(),
+        backend.warehouse.clone(),
+        clock,
+    );
     runner.ensure_tables()?;
     let mut options = RunOptions::new(
         args.holder
@@ -345,7 +389,7 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
                 )));
             }
             let at = raw.at.unwrap_or_else(|| SystemClock.now());
-            backend.record_landing(&raw.job, raw.date, at)?;
+            backend.store.record_landing(&raw.job, raw.date, at)?;
             println!("recorded landing of {} for {} at {at}", raw.job, raw.date);
             Ok(0)
         }
@@ -396,9 +440,67 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
             // A fresh bus id: a hand-published message is a new delivery, as a processor's
             // retry would be; the orchestrator's own idempotence must absorb it.
             let bus_id = format!("manual/{}", uuid::Uuid::now_v7());
-            backend.publish(&topic, &bus_id, payload.as_bytes())?;
+            backend.bus.publish(&topic, &bus_id, payload.as_bytes())?;
             println!("published to {topic} as {bus_id}; `baton serve --until-idle` applies it");
             Ok(0)
         }
     }
+}
+
+pub fn migrate(cli: &Cli, _args: &MigrateArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    // Opening applies pending migrations (SQLite and PostgreSQL alike).
+    let backend = crate::open_backend(cli, &pipeline, Arc::new(SystemClock), false)?;
+    let applied = match &backend.distributed {
+        Some(_) => format!(
+            "PostgreSQL schema at version {}",
+            baton_postgres::MIGRATIONS.len()
+        ),
+        None => format!("SQLite schema of {} up to date", cli.db.display()),
+    };
+    let runner = Runner::new(
+        pipeline,
+        backend.store.clone(),
+        backend.warehouse.clone(),
+        Arc::new(SystemClock),
+    );
+    runner.ensure_tables()?;
+    println!("{applied}; pipeline tables created");
+    Ok(0)
+}
+
+pub fn generate(cli: &Cli, args: &GenerateArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    let backend = crate::open_backend(cli, &pipeline, Arc::new(SystemClock), false)?;
+    let runner = Runner::new(
+        pipeline.clone(),
+        backend.store.clone(),
+        backend.warehouse.clone(),
+        Arc::new(SystemClock),
+    );
+    runner.ensure_tables()?;
+    let history = pipeline
+        .processors
+        .iter()
+        .map(|p| p.history_days)
+        .max()
+        .unwrap_or(0) as i32;
+    let first = args.end.offset(1 - args.dates as i32);
+    let dates = first.offset(-history).through(args.end);
+    crate::demo::land_reference(
+        &pipeline,
+        backend.store.as_ref(),
+        backend.warehouse.as_ref(),
+        &dates,
+        args.end,
+        args.seed,
+        &[],
+        SystemClock.now(),
+        &|| (),
+    )?;
+    println!(
+        "landed the reference pipeline's raw data for {} .. {} ({} days of history before)",
+        first, args.end, history
+    );
+    Ok(0)
 }

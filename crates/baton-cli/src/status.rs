@@ -146,10 +146,11 @@ pub fn verdict_table(rows: &[(String, DateVerdict)]) -> Table {
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
-    let backend = open_existing(cli, &pipeline)?;
+    let b = open_existing(cli, &pipeline)?;
+    let backend = b.store.as_ref();
     let now = SystemClock.now();
     if let Some(date) = args.date {
-        return detail(&pipeline, backend.as_ref(), date, args.json, now);
+        return detail(&pipeline, backend, date, args.json, now);
     }
     // The stored dates of every gate, narrowed to the range asked for.
     let from = args
@@ -174,7 +175,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
     }
     dates.sort();
     dates.dedup();
-    let rows = verdicts(&pipeline, backend.as_ref(), backend.as_ref(), &dates, now)?;
+    let rows = verdicts(&pipeline, backend, b.warehouse.as_ref(), &dates, now)?;
     if args.json {
         let json: Vec<_> = rows
             .iter()
@@ -191,7 +192,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
 
 fn detail(
     pipeline: &Pipeline,
-    backend: &baton_sqlite::SqliteBackend,
+    backend: &dyn StateStore,
     date: Partition,
     json: bool,
     now: Timestamp,

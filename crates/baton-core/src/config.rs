@@ -47,6 +47,14 @@ pub enum Backend {
         /// Whether commits are fsynced (`FULL`) or only at checkpoints (`NORMAL`).
         synchronous_full: bool,
     },
+    /// PostgreSQL (state store and warehouse) and NATS JetStream (bus), for many hosts.
+    /// The URLs may also come from flags or the environment, which take precedence.
+    Postgres {
+        /// The PostgreSQL URL (may hold a password: never logged).
+        database_url: Option<String>,
+        /// The NATS URL.
+        nats_url: Option<String>,
+    },
 }
 
 /// A table with a primary key, partitioned by a date column.
@@ -253,6 +261,10 @@ struct RawBackend {
     kind: Spanned<String>,
     #[serde(default)]
     synchronous: Option<Spanned<String>>,
+    #[serde(default)]
+    database_url: Option<Spanned<String>>,
+    #[serde(default)]
+    nats_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -515,11 +527,38 @@ impl Validator<'_> {
         if let Some(b) = &raw.backend {
             match b.kind.get_ref().as_str() {
                 "sqlite" => {}
+                "postgres" => {
+                    if let Some(s) = &b.synchronous {
+                        return self.err(
+                            "backend.synchronous",
+                            s.span(),
+                            "`synchronous` applies to the sqlite backend only",
+                        );
+                    }
+                    for (key, url, scheme) in [
+                        ("backend.database_url", &b.database_url, "postgres"),
+                        ("backend.nats_url", &b.nats_url, "nats"),
+                    ] {
+                        if let Some(u) = url {
+                            if !u.get_ref().starts_with(scheme) {
+                                return self.err(
+                                    key,
+                                    u.span(),
+                                    format!("expected a {scheme}:// URL"),
+                                );
+                            }
+                        }
+                    }
+                    backend = Backend::Postgres {
+                        database_url: b.database_url.as_ref().map(|u| u.get_ref().clone()),
+                        nats_url: b.nats_url.as_ref().map(|u| u.get_ref().clone()),
+                    };
+                }
                 other => {
                     return self.err(
                         "backend.kind",
                         b.kind.span(),
-                        format!("unknown backend `{other}` (expected \"sqlite\")"),
+                        format!("unknown backend `{other}` (expected \"sqlite\" or \"postgres\")"),
                     );
                 }
             }

@@ -90,6 +90,26 @@ impl NatsBus {
         })
     }
 
+    /// Deletes the streams of these topics (and their consumers): the demo's fresh start.
+    pub fn delete_topics(&self, topics: &[String]) -> Result<()> {
+        for topic in topics {
+            self.block("delete stream", async {
+                // A stream that does not exist is already deleted.
+                let _ = self.js.delete_stream(stream_name(topic)).await;
+                Ok(())
+            })?;
+        }
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+
     /// The server URL.
     pub fn url(&self) -> &str {
         &self.url

@@ -135,6 +135,35 @@ impl PgBackend {
         self.txn(schema::migrate)
     }
 
+    /// Drops baton's state and the given warehouse tables, then migrates again: the demo's
+    /// "fresh database". Never called by anything else.
+    pub fn reset(&self, tables: &[String]) -> Result<()> {
+        self.txn(|tx| {
+            let mut names: Vec<String> = tables.iter().map(|t| quote(t)).collect();
+            names.extend(
+                [
+                    "documents",
+                    "leases",
+                    "fences",
+                    "runs",
+                    "requests",
+                    "outbox",
+                    "dead_letters",
+                    "landings",
+                    "baton_schema_migrations",
+                ]
+                .iter()
+                .map(|t| quote(t)),
+            );
+            tx.batch_execute(&format!(
+                "DROP TABLE IF EXISTS {} CASCADE",
+                names.join(", ")
+            ))
+            .map_err(|e| pg_err(&e))
+        })?;
+        self.migrate().map(|_| ())
+    }
+
     /// Runs `f` in a transaction, retrying retryable failures with jittered backoff.
     fn txn<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut last = Error::Retryable("no attempt made".into());
