@@ -539,14 +539,10 @@ impl Validator<'_> {
                         ("backend.database_url", &b.database_url, "postgres"),
                         ("backend.nats_url", &b.nats_url, "nats"),
                     ] {
-                        if let Some(u) = url {
-                            if !u.get_ref().starts_with(scheme) {
-                                return self.err(
-                                    key,
-                                    u.span(),
-                                    format!("expected a {scheme}:// URL"),
-                                );
-                            }
+                        if let Some(u) = url
+                            && !u.get_ref().starts_with(scheme)
+                        {
+                            return self.err(key, u.span(), format!("expected a {scheme}:// URL"));
                         }
                     }
                     backend = Backend::Postgres {
