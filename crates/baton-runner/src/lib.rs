@@ -276,6 +276,12 @@ impl Runner {
             let missing = self.missing_dependencies(proc, request.partition)?;
             let ready = match request.kind.as_str() {
                 "partial" => missing.upstream.is_empty() && missing.processors.is_empty(),
+                // Owed to a holder that may have died: once its lease could have expired
+                // (a live holder clears the request itself when it writes).
+                "coalesced" => {
+                    missing.processors.is_empty()
+                        && self.clock.now() >= request.since.checked_add(self.pipeline.lease_ttl).unwrap_or(request.since)
+                }
                 _ => {
                     missing.processors.is_empty()
                         && (missing.upstream.is_empty()
@@ -350,6 +356,16 @@ impl Runner {
                     // Only a first request reports coalescing; a follow-up that finds the
                     // lease taken by someone else has handed its duty to that holder.
                     if report.attempts.is_empty() {
+                        // Also owed in the store: if the holder dies before it runs the
+                        // follow-up, `retry_pending` (in every `serve`) runs it once the
+                        // lease is free. The holder's next successful write clears it.
+                        self.store.record_request(&PendingRequest {
+                            processor: proc.name.clone(),
+                            partition,
+                            kind: "coalesced".into(),
+                            reason: format!("requested while {holder} held the lease until {until}"),
+                            since: self.clock.now(),
+                        })?;
                         report.outcome = RunOutcome::Coalesced { holder, until };
                     }
                     return Ok(report);
