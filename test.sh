@@ -10,7 +10,7 @@ install_deb() {
   if need apt-get; then
     echo "test.sh: installing $*" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$@" >/dev/null
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   else
     echo "test.sh: please install $* (no apt-get here)" >&2; exit 1
   fi
@@ -19,6 +19,9 @@ install_deb() {
 need cargo || { echo "test.sh: Rust is required (https://rustup.rs)" >&2; exit 1; }
 # External-processor tests run a small Python script as the external command.
 need python3 || install_deb python3
+# The PostgreSQL and NATS tests start throwaway servers from the installed binaries.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need initdb || install_deb postgresql
+need nats-server || install_deb nats-server
 
 echo "== fmt"
 cargo fmt --all -- --check

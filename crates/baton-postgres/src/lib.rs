@@ -69,6 +69,8 @@ fn pg_err(e: &postgres::Error) -> Error {
                 || *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW
                 || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || c.code().starts_with("08")
         )
         || e.code().is_none();
     let text = match e.as_db_error() {

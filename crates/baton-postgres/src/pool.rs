@@ -62,13 +62,28 @@ fn connect(url: &str) -> Result<Client> {
             None => std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
         };
         let text = format!("cannot connect to PostgreSQL at {}: {why}", redact(url));
-        // A refused or dropped connection may come back (a restart); bad credentials won't.
-        if e.as_db_error().is_some() {
-            Error::Permanent(text)
-        } else {
-            Error::Retryable(text)
+        // A refused or dropped connection, a server starting up or shutting down, or one
+        // with no free connection slot may come back; bad credentials or a missing database
+        // won't.
+        match e.code() {
+            None => Error::Retryable(text),
+            Some(code) if server_comes_back(code) => Error::Retryable(text),
+            Some(_) => Error::Permanent(text),
         }
     })
+}
+
+/// SQLSTATEs a server returns while it is not (yet, or any more) taking connections.
+fn server_comes_back(code: &postgres::error::SqlState) -> bool {
+    use postgres::error::SqlState;
+    [
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::TOO_MANY_CONNECTIONS,
+    ]
+    .contains(code)
+        || code.code().starts_with("08")
 }
 
 pub struct Pooled<'a> {

@@ -280,7 +280,11 @@ impl Runner {
                 // (a live holder clears the request itself when it writes).
                 "coalesced" => {
                     missing.processors.is_empty()
-                        && self.clock.now() >= request.since.checked_add(self.pipeline.lease_ttl).unwrap_or(request.since)
+                        && self.clock.now()
+                            >= request
+                                .since
+                                .checked_add(self.pipeline.lease_ttl)
+                                .unwrap_or(request.since)
                 }
                 _ => {
                     missing.processors.is_empty()
@@ -363,7 +367,9 @@ impl Runner {
                             processor: proc.name.clone(),
                             partition,
                             kind: "coalesced".into(),
-                            reason: format!("requested while {holder} held the lease until {until}"),
+                            reason: format!(
+                                "requested while {holder} held the lease until {until}"
+                            ),
                             since: self.clock.now(),
                         })?;
                         report.outcome = RunOutcome::Coalesced { holder, until };

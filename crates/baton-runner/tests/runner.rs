@@ -553,15 +553,44 @@ fn a_partial_run_is_redone_when_the_late_input_lands() {
 #[test]
 fn a_request_coalesced_into_a_holder_that_died_still_runs() {
     let e = env();
-    let p = e.pipeline.processor("team_defense_game_summary").unwrap().name.clone();
+    let p = e
+        .pipeline
+        .processor("team_defense_game_summary")
+        .unwrap()
+        .name
+        .clone();
     // A holder takes the lease and dies (SIGKILL): it never releases, never runs the follow-up.
-    let held = e.backend.acquire_lease(&p, e.date, "dead-worker", e.pipeline.lease_ttl, baton_ports::OnHeld::Report).unwrap();
+    let held = e
+        .backend
+        .acquire_lease(
+            &p,
+            e.date,
+            "dead-worker",
+            e.pipeline.lease_ttl,
+            baton_ports::OnHeld::Report,
+        )
+        .unwrap();
     assert!(matches!(held, baton_ports::Acquired::Granted(_)));
-    let r = e.runner.run(p.as_str(), e.date, &RunOptions::new("x"), &NoHooks).unwrap();
-    assert!(matches!(r.outcome, RunOutcome::Coalesced { ref holder, .. } if holder == "dead-worker"));
-    assert!(e.runner.retry_pending(&RunOptions::new("serve"), &NoHooks).unwrap().is_empty(), "not while the lease may be live");
-    e.clock.advance(e.pipeline.lease_ttl + jiff::SignedDuration::from_secs(1));
-    let owed = e.runner.retry_pending(&RunOptions::new("serve"), &NoHooks).unwrap();
+    let r = e
+        .runner
+        .run(p.as_str(), e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert!(
+        matches!(r.outcome, RunOutcome::Coalesced { ref holder, .. } if holder == "dead-worker")
+    );
+    assert!(
+        e.runner
+            .retry_pending(&RunOptions::new("serve"), &NoHooks)
+            .unwrap()
+            .is_empty(),
+        "not while the lease may be live"
+    );
+    e.clock
+        .advance(e.pipeline.lease_ttl + jiff::SignedDuration::from_secs(1));
+    let owed = e
+        .runner
+        .retry_pending(&RunOptions::new("serve"), &NoHooks)
+        .unwrap();
     assert_eq!(owed.len(), 1);
     assert!(owed[0].succeeded(), "{owed:?}");
     assert!(e.backend.pending_requests().unwrap().is_empty());

@@ -9,7 +9,7 @@
 #![deny(missing_docs)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,15 +46,25 @@ fn wait_for_port(port: u16, timeout: Duration) -> Result<(), Error> {
     ))
 }
 
+/// Finds a PostgreSQL server binary: Debian keeps them under `/usr/lib/postgresql/<major>/bin`
+/// (newest major first), other systems on the PATH.
 fn pg_bin(name: &str) -> PathBuf {
-    for dir in [
-        "/usr/lib/postgresql/17/bin",
-        "/usr/lib/postgresql/16/bin",
-        "/usr/lib/postgresql/15/bin",
-        "/usr/local/bin",
-        "/usr/bin",
-    ] {
-        let p = Path::new(dir).join(name);
+    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((major, e.path().join("bin")))
+        })
+        .collect();
+    majors.sort_by_key(|m| std::cmp::Reverse(m.0));
+    let dirs = majors
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .chain(["/usr/local/bin", "/usr/bin"].map(PathBuf::from));
+    for dir in dirs {
+        let p = dir.join(name);
         if p.exists() {
             return p;
         }

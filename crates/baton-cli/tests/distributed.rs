@@ -1,0 +1,316 @@
+//! Many processes on one PostgreSQL and one NATS: three workers and two `serve` instances
+//! run the reference pipeline for 30 dates while the test kills a worker with SIGKILL in the
+//! middle of a write, kills a `serve` while it holds deliveries, restarts nats-server and
+//! restarts PostgreSQL. Afterwards every date must be exact.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const FROM: &str = "2024-03-01";
+const TO: &str = "2024-03-30";
+const PHASE3: [&str; 5] = [
+    "team_offense_game_summary",
+    "team_defense_game_summary",
+    "upcoming_team_game_context",
+    "upcoming_player_game_context",
+    "player_game_summary",
+];
+
+struct Env {
+    dir: PathBuf,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("baton"));
+        c.current_dir(&self.dir)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("BATON_CONFIG", "baton.toml");
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().unwrap()
+    }
+    /// Starts a `serve`; its log goes to `serve-<name>.log` in the test's directory.
+    fn serve(&self, name: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("serve-{name}.log")))
+            .unwrap();
+        self.cmd(&["serve", "--poll-ms", "50", "--reconcile-every-secs", "0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+    fn logs(&self) -> String {
+        ["a", "b"]
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(self.dir.join(format!("serve-{n}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+/// Waits a real interval: this test supervises real processes on real time.
+fn pause(ms: i64) {
+    baton_core::Clock::sleep(
+        &baton_core::SystemClock,
+        jiff::SignedDuration::from_millis(ms),
+    );
+}
+
+fn dates() -> Vec<String> {
+    let from = baton_core::Partition::parse(FROM).unwrap();
+    from.through(baton_core::Partition::parse(TO).unwrap())
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
+fn exact_dates(env: &Env) -> (usize, serde_json::Value) {
+    let out = env.run(&["status", "--from", FROM, "--to", TO, "--json"]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let exact = status.as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|d| d["exact"] == true && d["verdict"]["triggers"] == 1)
+            .count()
+    });
+    (exact, status)
+}
+
+fn config(dir: &Path) {
+    let text = baton_core::config::REFERENCE_TOML
+        .replace("wait_deadline_mins = 480", "")
+        .replace("ttl_secs = 600", "ttl_secs = 6")
+        .replace("ack_wait_secs = 30", "ack_wait_secs = 3");
+    std::fs::write(dir.join("baton.toml"), text).unwrap();
+}
+
+#[test]
+fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
+    let mut pg = baton_testkit::Postgres::start()
+        .expect("PostgreSQL must be installed (./test.sh installs it)");
+    let mut nats = baton_testkit::Nats::start()
+        .expect("nats-server must be installed (./test.sh installs it)");
+    let url = pg.create_database("faults").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path());
+    let env = Env {
+        dir: dir.path().to_path_buf(),
+        vars: vec![
+            ("BATON_BACKEND".into(), "postgres".into()),
+            ("BATON_DATABASE_URL".into(), url),
+            ("BATON_NATS_URL".into(), nats.url()),
+        ],
+    };
+    assert!(env.run(&["migrate"]).status.success());
+    assert!(
+        env.run(&["generate", "--dates", "30", "--end", TO])
+            .status
+            .success()
+    );
+
+    let mut serve_a = Some(env.serve("a"));
+    let mut serve_b = env.serve("b");
+    let mut queue: VecDeque<(String, String)> = dates()
+        .into_iter()
+        .flat_map(|d| PHASE3.iter().map(move |p| (p.to_string(), d.clone())))
+        .collect();
+    let total = queue.len();
+    let mut running: Vec<(Child, (String, String))> = Vec::new();
+    let (mut done, mut requeued) = (0usize, 0usize);
+    let (mut stalled, mut killed_serve, mut restarted_nats, mut restarted_serve, mut restarted_pg) =
+        (false, false, false, false, false);
+    let mut worker = 0;
+    while !queue.is_empty() || !running.is_empty() {
+        // A worker killed in the middle of its write: the transaction is open, holding rows
+        // and the completion's outbox row, when SIGKILL arrives.
+        if done >= 15 && !stalled {
+            stalled = true;
+            let job = queue.pop_front().unwrap();
+            let mut child = env
+                .cmd(&["run", &job.0, "--date", &job.1, "--holder", "doomed", "-v"])
+                .env("BATON_TEST_WRITE_STALL_MS", "60000")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("holding the write open") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("the doomed worker reached its write");
+            child.kill().unwrap();
+            child.wait().unwrap();
+            queue.push_back(job);
+        }
+        if done >= 40 && !killed_serve {
+            killed_serve = true;
+            let mut a = serve_a.take().unwrap();
+            a.kill().unwrap();
+            a.wait().unwrap();
+        }
+        if done >= 60 && !restarted_nats {
+            restarted_nats = true;
+            nats.stop();
+            nats.start_again().unwrap();
+        }
+        if done >= 80 && !restarted_serve {
+            restarted_serve = true;
+            serve_a = Some(env.serve("a"));
+        }
+        if done >= 100 && !restarted_pg {
+            restarted_pg = true;
+            pg.stop();
+            pg.start_again().unwrap();
+        }
+        while running.len() < 3 {
+            let Some(job) = queue.pop_front() else { break };
+            worker += 1;
+            let child = env
+                .cmd(&[
+                    "run",
+                    &job.0,
+                    "--date",
+                    &job.1,
+                    "--holder",
+                    &format!("w{}", worker % 3),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            running.push((child, job));
+        }
+        let mut still = Vec::new();
+        for (mut child, job) in running.drain(..) {
+            match child.try_wait().unwrap() {
+                None => still.push((child, job)),
+                Some(status) => {
+                    let mut out = String::new();
+                    if let Some(mut o) = child.stdout.take() {
+                        let _ = std::io::Read::read_to_string(&mut o, &mut out);
+                    }
+                    // 0: written or coalesced; 1 with "deferred": owed, serve runs it. Anything
+                    // else (a backend restarting under it) is retried, as a scheduler would.
+                    if status.code() == Some(0)
+                        || (status.code() == Some(1) && out.contains("deferred"))
+                    {
+                        done += 1;
+                    } else {
+                        requeued += 1;
+                        queue.push_back(job);
+                    }
+                }
+            }
+        }
+        running = still;
+        pause(20);
+    }
+    assert!(
+        stalled && killed_serve && restarted_nats && restarted_serve && restarted_pg,
+        "every fault was injected"
+    );
+    eprintln!("{done} of {total} jobs done, {requeued} retried after a failure");
+
+    // The serves finish what is owed (deferred runs, Phase 4) on their own.
+    let mut settled = 0;
+    for _ in 0..300 {
+        settled = exact_dates(&env).0;
+        if settled == 30 {
+            break;
+        }
+        pause(200);
+    }
+    if settled < 30 {
+        // The bus is not the source of truth: reconcile repairs what it lost.
+        let out = env.run(&["reconcile", "--from", FROM, "--to", TO, "--fix"]);
+        eprintln!(
+            "reconcile --fix after the faults:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for _ in 0..300 {
+            settled = exact_dates(&env).0;
+            if settled == 30 {
+                break;
+            }
+            pause(200);
+        }
+    }
+    // Both serves lived through every restart.
+    assert!(
+        serve_b.try_wait().unwrap().is_none(),
+        "serve b died:\n{}",
+        env.logs()
+    );
+    assert!(
+        serve_a.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "serve a died:\n{}",
+        env.logs()
+    );
+    let (exact, status) = exact_dates(&env);
+    assert_eq!(
+        exact,
+        30,
+        "every date exact: {status:#}\nserve logs:\n{}",
+        env.logs()
+    );
+    for d in status.as_array().unwrap() {
+        assert_eq!(d["verdict"]["done"], 5);
+        assert_eq!(d["verdict"]["triggers"], 1, "exactly one trigger: {d}");
+        assert_eq!(d["verdict"]["duplicate_rows"], 0);
+        assert_eq!(d["verdict"]["next_phase_ran"], true);
+    }
+    let health = env.run(&["health", "--from", FROM, "--to", TO, "--json"]);
+    let health: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    let outbox = health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "BATON-H009")
+        .unwrap();
+    // The serves keep relaying: wait for the last rows to go out.
+    let mut empty = outbox["evidence"] == "empty";
+    for _ in 0..100 {
+        if empty {
+            break;
+        }
+        pause(100);
+        let h = env.run(&["health", "--from", FROM, "--to", TO, "--json"]);
+        let h: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
+        empty = h["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["code"] == "BATON-H009" && c["evidence"] == "empty");
+    }
+    assert!(empty, "nothing left in the outbox");
+    if let Some(mut a) = serve_a {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    let _ = serve_b.kill();
+    let _ = serve_b.wait();
+}
