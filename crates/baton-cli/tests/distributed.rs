@@ -102,12 +102,18 @@ fn config(dir: &Path) {
     std::fs::write(dir.join("baton.toml"), text).unwrap();
 }
 
+/// Throwaway PostgreSQL and NATS servers for one test.
+fn servers() -> (baton_testkit::Postgres, baton_testkit::Nats) {
+    let pg = baton_testkit::Postgres::start()
+        .expect("PostgreSQL must be installed (./test.sh installs it)");
+    let nats = baton_testkit::Nats::start()
+        .expect("nats-server must be installed (./test.sh installs it)");
+    (pg, nats)
+}
+
 #[test]
 fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
-    let mut pg = baton_testkit::Postgres::start()
-        .expect("PostgreSQL must be installed (./test.sh installs it)");
-    let mut nats = baton_testkit::Nats::start()
-        .expect("nats-server must be installed (./test.sh installs it)");
+    let (mut pg, mut nats) = servers();
     let url = pg.create_database("faults").unwrap();
     let dir = tempfile::tempdir().unwrap();
     config(dir.path());
@@ -313,4 +319,105 @@ fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
     }
     let _ = serve_b.kill();
     let _ = serve_b.wait();
+}
+
+#[test]
+fn the_demo_runs_distributed_and_every_date_is_exact_under_faults() {
+    let (pg, nats) = servers();
+    let url = pg.create_database("demo").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path());
+    let env = Env {
+        dir: dir.path().to_path_buf(),
+        vars: vec![],
+    };
+    // Flags on the command line, not the environment: `--backend postgres` on any command.
+    let args = [
+        "--backend",
+        "postgres",
+        "--database-url",
+        &url,
+        "--nats-url",
+        &nats.url(),
+    ];
+    let demo = |extra: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(extra);
+        env.run(&all)
+    };
+    let out = demo(&[
+        "demo",
+        "--dates",
+        "5",
+        "--faults",
+        "duplicate=0.3,drop=0.2,reorder=0.2,crash=0.05,pause=0.1",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dates = report["dates"].as_array().unwrap();
+    assert_eq!(dates.len(), 5);
+    for d in dates {
+        assert_eq!(d["exact"], true, "{d}");
+        assert_eq!(d["verdict"]["triggers"], 1, "{d}");
+    }
+    // A second demo starts from a clean slate on the same servers and is exact again.
+    let again = demo(&["demo", "--dates", "3"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("All 3 dates exact"));
+}
+
+#[test]
+fn an_unreachable_backend_fails_at_start_with_one_line_and_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path());
+    let env = Env {
+        dir: dir.path().to_path_buf(),
+        vars: vec![],
+    };
+    let port = baton_testkit::free_port().unwrap();
+    let db = format!("postgres://baton:hunter2@127.0.0.1:{port}/baton");
+    let nats = format!("nats://127.0.0.1:{}", baton_testkit::free_port().unwrap());
+    let unreachable = |command: &str| {
+        env.run(&[
+            "--backend",
+            "postgres",
+            "--database-url",
+            &db,
+            "--nats-url",
+            &nats,
+            command,
+        ])
+    };
+    let out = unreachable("status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(
+        line.contains("cannot connect to PostgreSQL")
+            && line.contains(&format!("127.0.0.1:{port}")),
+        "{line}"
+    );
+    assert!(line.contains("refused"), "says why: {line}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password never reaches output: {stderr}"
+    );
+    // health cannot check: exit 2, as documented.
+    let health = unreachable("health");
+    assert_eq!(health.status.code(), Some(2));
+    // A missing URL is bad usage, naming every way to give it.
+    let missing = env.run(&["--backend", "postgres", "--database-url", &db, "status"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("BATON_NATS_URL"));
 }

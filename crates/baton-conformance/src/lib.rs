@@ -35,7 +35,9 @@ fn day(s: &str) -> Partition {
     Partition::parse(s).unwrap()
 }
 
-fn completion(processor: &str, run: &str, date: &str) -> CompletionMessage {
+/// A successful completion of `processor`'s run `run` for `date` (`YYYY-MM-DD`), produced
+/// at [`start_time`].
+pub fn completion(processor: &str, run: &str, date: &str) -> CompletionMessage {
     let processor = ProcessorName::from(processor);
     let partition = day(date);
     let run_id = RunId::from(run);

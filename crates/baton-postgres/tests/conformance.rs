@@ -65,3 +65,112 @@ fn an_unreachable_server_fails_with_one_clear_line() {
     );
     assert!(!text.contains('\n'));
 }
+
+/// Six consumers in separate connections apply every completion of ten dates at once, in
+/// different orders, then six relays claim the outbox at once: row locks and retries must
+/// leave each message applied once, one trigger per date, and each row claimed once.
+#[test]
+fn concurrent_consumers_and_relays_stay_exact() {
+    use baton_core::completion::{self, Outcome};
+    use baton_core::message::CompletionMessage;
+    use baton_core::model::{GateId, Partition};
+    use baton_core::{Clock, Pipeline, SystemClock};
+    use baton_ports::{StateStore, Work};
+
+    let url = server().create_database("concurrency").unwrap();
+    let pipeline = Pipeline::reference().unwrap();
+    let gate = pipeline.gates[0].clone();
+    let first = Partition::parse("2024-03-01").unwrap();
+    let dates: Vec<Partition> = first
+        .through(Partition::parse("2024-03-10").unwrap())
+        .to_vec();
+    let work: Vec<Work> = dates
+        .iter()
+        .flat_map(|&partition| {
+            gate.overnight.expected.iter().map(move |p| {
+                let run = format!("run-{p}-{partition}");
+                baton_conformance::completion(p.as_str(), &run, &partition.to_string())
+            })
+        })
+        .map(|message| Work::Completion {
+            gate: gate.id.clone(),
+            message,
+        })
+        .collect();
+    let backends: Vec<PgBackend> = (0..6)
+        .map(|_| PgBackend::connect(&url, 2).unwrap())
+        .collect();
+
+    let applied: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, store)| {
+                let (gate, work) = (&gate, &work);
+                s.spawn(move || {
+                    // Each consumer sees the messages in its own order, in batches of 7.
+                    let mut mine = work.clone();
+                    mine.rotate_left(i * 11 % work.len());
+                    if i % 2 == 1 {
+                        mine.reverse();
+                    }
+                    let mut step = |doc, _: &GateId, m: &CompletionMessage| {
+                        completion::step(doc, m, gate, SystemClock.now(), &[])
+                    };
+                    mine.chunks(7)
+                        .flat_map(|batch| store.apply(batch, &mut step).unwrap())
+                        .filter(|o| *o == Outcome::Applied)
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(
+        applied,
+        work.len(),
+        "every message applied exactly once across consumers"
+    );
+    for &d in &dates {
+        let doc = backends[0].document(&gate.id, d).unwrap().unwrap();
+        assert_eq!(doc.completed_count, gate.overnight.expected.len(), "{d}");
+        assert!(doc.triggered, "{d}");
+        assert_eq!(
+            backends[0].outbox_for("trigger", d).unwrap().len(),
+            1,
+            "one trigger for {d}"
+        );
+    }
+
+    let claimed: Vec<i64> = std::thread::scope(|s| {
+        let handles: Vec<_> = backends
+            .iter()
+            .map(|store| {
+                s.spawn(move || {
+                    let claim = jiff::SignedDuration::from_secs(60);
+                    let mut ids = Vec::new();
+                    loop {
+                        let rows = store.claim_unpublished(1, claim).unwrap();
+                        if rows.is_empty() {
+                            return ids;
+                        }
+                        ids.extend(rows.iter().map(|r| r.id));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut unique = claimed.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        claimed.len(),
+        "no row claimed by two relays: {claimed:?}"
+    );
+    assert_eq!(claimed.len(), dates.len(), "every trigger row claimed");
+}
