@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod ops;
 mod status;
+mod watch;
 
 use anyhow::Context;
 use baton_core::clock::{Clock, SystemClock};
@@ -101,6 +102,10 @@ enum Command {
     Migrate(ops::MigrateArgs),
     /// Land the reference pipeline's raw data (Phase 2) for dates, as its scrapers would.
     Generate(ops::GenerateArgs),
+    /// Alert policies: list them with their incidents, or send a test notice.
+    Alerts(watch::AlertsArgs),
+    /// List `serve` and worker instances that are stale or not at the expected version.
+    Drift(watch::DriftArgs),
 }
 
 /// A failure with its exit code.
@@ -159,6 +164,8 @@ fn main() -> ExitCode {
         Command::Init(a) => ops::init(a),
         Command::Migrate(a) => ops::migrate(&cli, a),
         Command::Generate(a) => ops::generate(&cli, a),
+        Command::Alerts(a) => watch::alerts(&cli, a),
+        Command::Drift(a) => watch::drift(&cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

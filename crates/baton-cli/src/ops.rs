@@ -1,4 +1,5 @@
-//! `serve`, `run`, `publish` and `init`.
+//! `serve` (with its HTTP side, alerts and heartbeats), `run`, `publish`, `init`, `migrate`
+//! and `generate`.
 
 use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing, parse_date};
 use anyhow::anyhow;
@@ -33,6 +34,13 @@ pub struct ServeArgs {
     /// How many dates, ending today, the periodic reconcile covers.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
     reconcile_days: u32,
+    /// Serve the HTTP API, /metrics and the dashboard on this address (default: the config's
+    /// api.listen; none: no HTTP).
+    #[arg(long, env = "BATON_LISTEN")]
+    listen: Option<String>,
+    /// Evaluate alert policies this often.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    alert_every_secs: u64,
 }
 
 /// `baton run`.
@@ -206,8 +214,34 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         );
         return Ok(if pending == 0 { 0 } else { EXIT_FAILED });
     }
+    let started_at = clock.now();
+    let metrics = Arc::new(baton_http::Metrics::new(&pipeline, started_at));
+    // A notifier whose URL is missing fails here, at start, not at the first incident.
+    let notifiers = baton_serve::alerting::notifiers(&pipeline).map_err(Exit::usage)?;
+    let _http = match args.listen.clone().or_else(|| pipeline.api.listen.clone()) {
+        Some(addr) => {
+            let api = baton_http::Api {
+                pipeline: pipeline.as_ref().clone(),
+                store: store.clone(),
+                warehouse: warehouse.clone(),
+                bus: bus.clone(),
+                clock: clock.clone(),
+                token: crate::watch::api_token(&pipeline)?,
+                metrics: metrics.clone(),
+            };
+            let server = baton_http::spawn(&addr, api).map_err(Exit::usage)?;
+            eprintln!(
+                "baton serve: dashboard http://{0}/ , API http://{0}/api/v1/ , metrics http://{0}/metrics",
+                server.addr
+            );
+            Some(server)
+        }
+        None => None,
+    };
     tracing::info!(db = %cli.db.display(), "serving; Ctrl-C stops (every step is transactional, so stopping at any point is safe)");
     let mut next_reconcile = clock.now();
+    let mut next_alerts = clock.now();
+    let mut next_beat = clock.now();
     loop {
         let mut wait = || clock.sleep(pause);
         let round = drain(
@@ -218,7 +252,26 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
             &mut wait,
             1,
         )
-        .and_then(|_| {
+        .and_then(|report| {
+            metrics.observe_drain(&report);
+            let now = clock.now();
+            if now >= next_beat {
+                crate::watch::heartbeat(store.as_ref(), "serve", started_at)?;
+                next_beat = now.checked_add(crate::watch::HEARTBEAT).unwrap_or(now);
+            }
+            if now >= next_alerts && !pipeline.alerts.is_empty() {
+                baton_serve::alerting::run_alerts(
+                    &pipeline,
+                    store.as_ref(),
+                    warehouse.as_ref(),
+                    bus.as_ref(),
+                    &notifiers,
+                    now,
+                )?;
+                next_alerts = now
+                    .checked_add(SignedDuration::from_secs(args.alert_every_secs as i64))
+                    .unwrap_or(now);
+            }
             if args.reconcile_every_secs > 0 && clock.now() >= next_reconcile {
                 periodic_reconcile(&pipeline, &backend, clock.now(), args.reconcile_days)?;
                 next_reconcile = clock
@@ -303,6 +356,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
         clock,
     );
     runner.ensure_tables()?;
+    crate::watch::heartbeat(backend.store.as_ref(), "worker", SystemClock.now())?;
     let mut options = RunOptions::new(
         args.holder
             .clone()

@@ -1,13 +1,12 @@
-//! `baton status`, and gathering the per-date facts that `status` and `demo` judge.
+//! `baton status`: the per-date verdicts (gathered by `baton_serve::status`) as tables.
 
 use crate::{Cli, Outcome, load_pipeline, open_existing, parse_date};
-use baton_core::audit::{self, DateFacts, DateVerdict};
+use baton_core::audit::DateVerdict;
 use baton_core::clock::{Clock, SystemClock};
-use baton_core::completion::Trigger;
 use baton_core::config::Pipeline;
-use baton_core::gate::Gate;
-use baton_core::model::{Partition, ProcessorName};
-use baton_ports::{DeadLetter, StateStore, Warehouse};
+use baton_core::model::Partition;
+use baton_ports::StateStore;
+pub use baton_serve::status::verdicts;
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use jiff::Timestamp;
@@ -27,85 +26,6 @@ pub struct StatusArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-/// The date a dead letter's payload names, if it names one.
-pub fn dead_letter_date(letter: &DeadLetter) -> Option<Partition> {
-    let v: serde_json::Value = serde_json::from_str(&letter.letter.payload).ok()?;
-    let text = v.get("date").or_else(|| v.get("game_date"))?.as_str()?;
-    Partition::parse(text).ok()
-}
-
-/// Gathers the facts about one date of one gate.
-pub fn gather(
-    pipeline: &Pipeline,
-    store: &dyn StateStore,
-    warehouse: &dyn Warehouse,
-    gate: &Gate,
-    partition: Partition,
-    letters: &[DeadLetter],
-) -> Result<DateFacts, baton_ports::Error> {
-    let document = store.document(&gate.id, partition)?;
-    let runs = store.runs(partition)?;
-    let ok = |p: &ProcessorName| {
-        runs.iter().any(|r| {
-            &r.processor == p && matches!(r.status.as_str(), "success" | "partial" | "no_data")
-        })
-    };
-    let succeeded = pipeline
-        .processors
-        .iter()
-        .map(|p| p.name.clone())
-        .filter(|p| gate.watches(p) && ok(p))
-        .collect();
-    let mut trigger_generations = Vec::new();
-    for row in store.outbox_for("trigger", partition)? {
-        if let Ok(t) = serde_json::from_str::<Trigger>(&row.row.payload)
-            && t.gate == gate.id
-        {
-            trigger_generations.push(t.generation);
-        }
-    }
-    let mut duplicate_rows = 0;
-    for p in pipeline
-        .processors
-        .iter()
-        .filter(|p| gate.watches(&p.name) || p.phase == gate.next_phase)
-    {
-        duplicate_rows += warehouse.duplicate_rows(&p.table, partition)?;
-    }
-    let next_phase_ran = pipeline.phase(gate.next_phase).all(|p| ok(&p.name));
-    Ok(DateFacts {
-        partition,
-        document,
-        succeeded,
-        trigger_generations,
-        duplicate_rows,
-        dead_letters: letters
-            .iter()
-            .filter(|l| dead_letter_date(l) == Some(partition))
-            .count(),
-        next_phase_ran,
-    })
-}
-
-/// The verdicts of a range of dates for every gate.
-pub fn verdicts(
-    pipeline: &Pipeline,
-    store: &dyn StateStore,
-    warehouse: &dyn Warehouse,
-    dates: &[Partition],
-    now: Timestamp,
-) -> Result<Vec<(String, DateVerdict)>, baton_ports::Error> {
-    let letters = store.dead_letters()?;
-    let mut out = Vec::new();
-    for gate in &pipeline.gates {
-        for &d in dates {
-            let facts = gather(pipeline, store, warehouse, gate, d, &letters)?;
-            out.push((gate.id.to_string(), audit::audit(gate, &facts, now)));
-        }
-    }
-    Ok(out)
 }
 
 /// The per-date table of verdicts.

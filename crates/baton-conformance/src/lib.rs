@@ -203,6 +203,34 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     assert_eq!(letters.len(), 2, "both dead letters are kept");
     assert_eq!(letters[0].letter, letter);
 
+    // Operational records: compare-and-set, so two writers cannot both win.
+    assert!(store.ops_record("alert/x").unwrap().is_none());
+    assert!(store.put_ops_record("alert/x", "{\"a\":1}", None).unwrap());
+    assert!(
+        !store.put_ops_record("alert/x", "{\"a\":2}", None).unwrap(),
+        "a second create loses"
+    );
+    let rec = store.ops_record("alert/x").unwrap().unwrap();
+    assert_eq!((rec.version, rec.body.as_str()), (1, "{\"a\":1}"));
+    assert!(
+        store
+            .put_ops_record("alert/x", "{\"a\":3}", Some(1))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_ops_record("alert/x", "{\"a\":4}", Some(1))
+            .unwrap(),
+        "a write on a stale version loses"
+    );
+    assert!(store.put_ops_record("instance/a", "{}", None).unwrap());
+    let alerts = store.ops_records("alert/").unwrap();
+    assert_eq!(alerts.len(), 1, "by prefix");
+    assert_eq!(
+        (alerts[0].version, alerts[0].body.as_str()),
+        (2, "{\"a\":3}")
+    );
+
     // Edit (reconcile's path): the edit sees the stored document and writes its triggers.
     let edited = store
         .edit_document(&gate.id, day("2024-03-01"), &mut |doc| {

@@ -5,6 +5,7 @@
 //! name is a safe SQL identifier (adapters splice them into SQL). Every error names the key
 //! and, where the source has one, the line.
 
+use crate::alert::{AlertPolicy, NotifierSpec, SecretSource, Watch};
 use crate::gate::{Gate, ModePolicy, Rule};
 use crate::model::{GateId, ProcessorName};
 use crate::quality::{CheckKind, QualityCheck};
@@ -36,6 +37,15 @@ impl fmt::Display for Error {
             None => write!(f, "key `{}`: {}", self.key, self.message),
         }
     }
+}
+
+/// The HTTP API's settings (`[api]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// The address `serve` listens on when `--listen` is not given.
+    pub listen: Option<String>,
+    /// A file holding the bearer token of mutating endpoints (`BATON_API_TOKEN` wins).
+    pub token_file: Option<String>,
 }
 
 /// Which storage backend the pipeline runs on.
@@ -146,6 +156,12 @@ pub struct Pipeline {
     pub processors: Vec<Processor>,
     /// Gates.
     pub gates: Vec<Gate>,
+    /// The HTTP API's settings.
+    pub api: ApiConfig,
+    /// Where alerts are sent.
+    pub notifiers: Vec<NotifierSpec>,
+    /// Alert policies.
+    pub alerts: Vec<AlertPolicy>,
 }
 
 impl Pipeline {
@@ -246,6 +262,48 @@ struct RawConfig {
     processors: Vec<RawProcessor>,
     #[serde(default)]
     gates: Vec<RawGate>,
+    #[serde(default)]
+    api: Option<RawApi>,
+    #[serde(default)]
+    notifiers: Vec<RawNotifier>,
+    #[serde(default)]
+    alerts: Vec<RawAlert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifier {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    url_env: Option<Spanned<String>>,
+    #[serde(default)]
+    url_file: Option<Spanned<String>>,
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    name: Spanned<String>,
+    watch: Spanned<String>,
+    #[serde(default)]
+    window_mins: Option<Spanned<i64>>,
+    threshold: Spanned<f64>,
+    #[serde(default)]
+    quiet_mins: Option<Spanned<i64>>,
+    #[serde(default)]
+    notify: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -899,6 +957,9 @@ impl Validator<'_> {
             });
         }
 
+        let api = self.api(raw.api.as_ref())?;
+        let notifiers = self.notifiers(&raw.notifiers)?;
+        let alerts = self.alerts(&raw.alerts, &notifiers)?;
         Ok(Pipeline {
             name,
             timezone,
@@ -912,7 +973,160 @@ impl Validator<'_> {
             tables,
             processors,
             gates,
+            api,
+            notifiers,
+            alerts,
         })
+    }
+
+    fn api(&self, raw: Option<&RawApi>) -> Result<ApiConfig, Error> {
+        let Some(raw) = raw else {
+            return Ok(ApiConfig::default());
+        };
+        if let Some(l) = &raw.listen
+            && l.get_ref().parse::<std::net::SocketAddr>().is_err()
+        {
+            return self.err(
+                "api.listen",
+                l.span(),
+                format!("`{}` is not an address like 127.0.0.1:8080", l.get_ref()),
+            );
+        }
+        Ok(ApiConfig {
+            listen: raw.listen.as_ref().map(|l| l.get_ref().clone()),
+            token_file: raw.token_file.as_ref().map(|t| t.get_ref().clone()),
+        })
+    }
+
+    fn notifiers(&self, raw: &[RawNotifier]) -> Result<Vec<NotifierSpec>, Error> {
+        let mut out: Vec<NotifierSpec> = Vec::new();
+        for (i, n) in raw.iter().enumerate() {
+            let key = format!("notifiers[{i}]");
+            let name = n.name.get_ref().trim().to_owned();
+            if name.is_empty() || out.iter().any(|o| o.name() == name) {
+                return self.err(
+                    format!("{key}.name"),
+                    n.name.span(),
+                    format!("notifier name `{name}` is empty or declared twice"),
+                );
+            }
+            let sources: Vec<(SecretSource, std::ops::Range<usize>)> = [
+                n.url_env
+                    .as_ref()
+                    .map(|v| (SecretSource::Env(v.get_ref().clone()), v.span())),
+                n.url_file
+                    .as_ref()
+                    .map(|v| (SecretSource::File(v.get_ref().clone()), v.span())),
+                n.url
+                    .as_ref()
+                    .map(|v| (SecretSource::Literal(v.get_ref().clone()), v.span())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let [(url, span)] = sources.as_slice() else {
+                return self.err(
+                    key,
+                    n.name.span(),
+                    "give exactly one of url_env, url_file or url",
+                );
+            };
+            out.push(match n.kind.get_ref().as_str() {
+                "slack" => {
+                    if matches!(url, SecretSource::Literal(_)) {
+                        return self.err(
+                            format!("{key}.url"),
+                            span.clone(),
+                            "a Slack webhook URL is a secret: give url_env or url_file, not url",
+                        );
+                    }
+                    NotifierSpec::Slack {
+                        name,
+                        url: url.clone(),
+                    }
+                }
+                "webhook" => NotifierSpec::Webhook {
+                    name,
+                    url: url.clone(),
+                },
+                other => {
+                    return self.err(
+                        format!("{key}.kind"),
+                        n.kind.span(),
+                        format!("unknown notifier kind `{other}` (slack or webhook)"),
+                    );
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn alerts(
+        &self,
+        raw: &[RawAlert],
+        notifiers: &[NotifierSpec],
+    ) -> Result<Vec<AlertPolicy>, Error> {
+        let mut out: Vec<AlertPolicy> = Vec::new();
+        for (i, a) in raw.iter().enumerate() {
+            let key = format!("alerts[{i}]");
+            let name = a.name.get_ref().trim().to_owned();
+            if name.is_empty() || out.iter().any(|o| o.name == name) {
+                return self.err(
+                    format!("{key}.name"),
+                    a.name.span(),
+                    format!("alert name `{name}` is empty or declared twice"),
+                );
+            }
+            let Some(watch) = Watch::parse(a.watch.get_ref()) else {
+                return self.err(
+                    format!("{key}.watch"),
+                    a.watch.span(),
+                    format!(
+                        "unknown watch `{}` (orchestrator_errors, processor_errors, lateness, dead_letters or accuracy)",
+                        a.watch.get_ref()
+                    ),
+                );
+            };
+            let threshold = *a.threshold.get_ref();
+            if !threshold.is_finite() || threshold <= 0.0 {
+                return self.err(
+                    format!("{key}.threshold"),
+                    a.threshold.span(),
+                    format!("must be a positive number, got {threshold}"),
+                );
+            }
+            let mins = |field: &str,
+                        v: &Option<Spanned<i64>>,
+                        default: i64|
+             -> Result<SignedDuration, Error> {
+                Ok(SignedDuration::from_mins(match v {
+                    Some(v) => self.positive(&format!("{key}.{field}"), v, 10_080)?,
+                    None => default,
+                }))
+            };
+            let window = mins("window_mins", &a.window_mins, 60)?;
+            let quiet = mins("quiet_mins", &a.quiet_mins, 60)?;
+            let mut notify = Vec::new();
+            for n in &a.notify {
+                if !notifiers.iter().any(|x| x.name() == n.get_ref()) {
+                    return self.err(
+                        format!("{key}.notify"),
+                        n.span(),
+                        format!("unknown notifier `{}`", n.get_ref()),
+                    );
+                }
+                notify.push(n.get_ref().clone());
+            }
+            out.push(AlertPolicy {
+                name,
+                watch,
+                window,
+                threshold,
+                quiet,
+                notify,
+            });
+        }
+        Ok(out)
     }
 
     fn check(

@@ -9,6 +9,7 @@
 //! `now` (or a [`clock::Clock`]) and returns data; adapters carry out the effects.
 #![deny(missing_docs)]
 
+pub mod alert;
 pub mod audit;
 pub mod clock;
 pub mod completion;

@@ -247,6 +247,21 @@ pub struct Backlog {
     pub oldest: Option<Timestamp>,
 }
 
+/// A small operational record kept by key (an alert incident, an instance's heartbeat),
+/// written with compare-and-set on its version so concurrent `serve` instances cannot both
+/// win.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpsRecord {
+    /// Its key, e.g. `alert/<policy>` or `instance/<name>`.
+    pub key: String,
+    /// Bumped on every write.
+    pub version: i64,
+    /// JSON.
+    pub body: String,
+    /// When it was last written, by the store's clock.
+    pub updated_at: Timestamp,
+}
+
 /// Durable orchestrator state.
 pub trait StateStore: Send + Sync {
     /// Applies a batch in one transaction: for each completion, loads its document, runs
@@ -336,6 +351,14 @@ pub trait StateStore: Send + Sync {
     fn dead_letter(&self, letter: &NewDeadLetter) -> Result<()>;
     /// All dead letters, oldest first.
     fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+
+    /// The operational record under `key`.
+    fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>>;
+    /// Writes `body` under `key` if the stored version is still `expected` (`None`: no
+    /// record yet); returns whether it was written (false: another writer was first).
+    fn put_ops_record(&self, key: &str, body: &str, expected: Option<i64>) -> Result<bool>;
+    /// The operational records whose key starts with `prefix`, by key.
+    fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>>;
 
     /// Records an upstream job's landing for a partition (the first landing is kept).
     fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()>;

@@ -25,8 +25,8 @@ use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId
 use baton_core::rng::SplitMix64;
 use baton_ports::{
     Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
-    OnHeld, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore, Warehouse,
-    Work, WriteOutcome,
+    OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore,
+    Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use postgres::Transaction;
@@ -152,6 +152,7 @@ impl PgBackend {
                     "outbox",
                     "dead_letters",
                     "landings",
+                    "ops_records",
                     "baton_schema_migrations",
                 ]
                 .iter()
@@ -823,6 +824,49 @@ impl StateStore for PgBackend {
             )
             .map_err(|e| pg_err(&e))?;
             Ok(())
+        })
+    }
+
+    fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {
+        Ok(self.ops_records(key)?.into_iter().find(|r| r.key == key))
+    }
+
+    fn put_ops_record(&self, key: &str, body: &str, expected: Option<i64>) -> Result<bool> {
+        self.txn(|tx| {
+            let now = micros(self.now(tx)?);
+            let changed = match expected {
+                None => tx.execute(
+                    "INSERT INTO ops_records (key, version, body, updated_at) VALUES ($1, 1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&key, &body, &now],
+                ),
+                Some(v) => tx.execute(
+                    "UPDATE ops_records SET version = version + 1, body = $2, updated_at = $3 WHERE key = $1 AND version = $4",
+                    &[&key, &body, &now, &v],
+                ),
+            }
+            .map_err(|e| pg_err(&e))?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT key, version, body, updated_at FROM ops_records WHERE left(key, length($1)) = $1 ORDER BY key",
+                    &[&prefix],
+                )
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(OpsRecord {
+                        key: r.get(0),
+                        version: r.get(1),
+                        body: r.get(2),
+                        updated_at: from_micros(r.get(3))?,
+                    })
+                })
+                .collect()
         })
     }
 

@@ -5,7 +5,10 @@ use crate::{Tx, pg_err};
 use baton_ports::Result;
 
 /// The migrations, in order: (version, SQL).
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/001_init.sql")),
+    (2, include_str!("../migrations/002_ops_records.sql")),
+];
 
 /// Applies what is missing; returns how many were applied.
 pub fn migrate(tx: &mut Tx<'_>) -> Result<usize> {

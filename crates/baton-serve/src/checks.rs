@@ -242,3 +242,55 @@ pub fn health(
         health::Limits::default(),
     ))
 }
+
+/// Recorded and actual completions of `gate` over `dates` (recorded counts only what ran):
+/// accuracy is their ratio, 1 when nothing ran.
+pub fn accuracy(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    gate: &Gate,
+    dates: &[Partition],
+    now: Timestamp,
+) -> Result<(usize, usize), Error> {
+    let (mut stored, mut actual) = (0, 0);
+    for &d in dates {
+        let truth = truth(pipeline, store, warehouse, gate, d)?;
+        let doc = store.document(&gate.id, d)?;
+        let report = reconcile::check(gate, doc.as_ref(), &truth, now);
+        stored += report.stored.min(report.actual);
+        actual += report.actual;
+    }
+    Ok((stored, actual))
+}
+
+/// Each upstream job's landing for the newest date on which it is already due (jobs with
+/// nothing due in the last three dates are left out).
+pub fn latest_landings(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    now: Timestamp,
+) -> Result<Vec<schedule::LandingVerdict>, Error> {
+    let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
+    let mut out = Vec::new();
+    for job in &pipeline.upstream {
+        let due = [today, today.offset(-1), today.offset(-2)]
+            .into_iter()
+            .find(|&d| schedule::expected_at(job, d, &pipeline.timezone) <= now);
+        let Some(d) = due else { continue };
+        let landed = store
+            .landings(d)?
+            .into_iter()
+            .find(|l| l.job == job.name)
+            .map(|l| l.landed_at);
+        out.push(schedule::judge(
+            job,
+            d,
+            landed,
+            &pipeline.timezone,
+            &pipeline.timezone_name,
+            now,
+        ));
+    }
+    Ok(out)
+}

@@ -12,7 +12,9 @@
 //! queue with its reason.
 #![deny(missing_docs)]
 
+pub mod alerting;
 pub mod checks;
+pub mod status;
 
 use baton_core::clock::Clock;
 use baton_core::completion::{self, Outcome, Trigger};
@@ -34,6 +36,9 @@ pub enum Error {
     /// A run failed to start.
     #[error(transparent)]
     Runner(#[from] baton_runner::Error),
+    /// Bad operational configuration (a notifier's URL missing), found at start.
+    #[error("{0}")]
+    Config(String),
     /// An injected crash (demo and simulator only).
     #[error("injected crash: {0}")]
     InjectedCrash(&'static str),
@@ -92,6 +97,15 @@ pub struct Consumer {
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
 }
+
+/// Every name a completion's outcome is counted under (in [`DrainReport::outcomes`]).
+pub const OUTCOME_NAMES: [&str; 5] = [
+    "applied",
+    "duplicate",
+    "conflicting_duplicate",
+    "stale",
+    "dead_lettered",
+];
 
 fn outcome_name(o: &Outcome) -> &'static str {
     match o {

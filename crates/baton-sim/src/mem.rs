@@ -11,8 +11,8 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
-    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, PendingRequest, Published, Released, Result,
-    RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+    NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
+    Result, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +65,7 @@ struct State {
     claims: BTreeMap<i64, Timestamp>,
     ids: BTreeSet<(String, String)>,
     groups: BTreeMap<(String, String), GroupState>,
+    ops: BTreeMap<String, OpsRecord>,
 }
 
 /// All three ports in memory.
@@ -439,6 +440,40 @@ impl StateStore for MemBackend {
             .entry((job.to_owned(), partition))
             .or_insert(at);
         Ok(())
+    }
+
+    fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {
+        Ok(self.lock().ops.get(key).cloned())
+    }
+
+    fn put_ops_record(&self, key: &str, body: &str, expected: Option<i64>) -> Result<bool> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let current = state.ops.get(key).map(|r| r.version);
+        if current != expected {
+            return Ok(false);
+        }
+        let version = current.unwrap_or(0) + 1;
+        state.ops.insert(
+            key.to_owned(),
+            OpsRecord {
+                key: key.to_owned(),
+                version,
+                body: body.to_owned(),
+                updated_at: now,
+            },
+        );
+        Ok(true)
+    }
+
+    fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>> {
+        Ok(self
+            .lock()
+            .ops
+            .values()
+            .filter(|r| r.key.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {

@@ -18,8 +18,8 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
-    NewDeadLetter, NewOutboxRow, OnHeld, OutboxRow, PendingRequest, Published, Released, Result,
-    RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+    NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
+    Result, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value as SqlValue;
@@ -662,6 +662,55 @@ impl StateStore for SqliteBackend {
             .map_err(map_err)?;
             Ok(())
         })
+    }
+
+    fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {
+        Ok(self.ops_records(key)?.into_iter().find(|r| r.key == key))
+    }
+
+    fn put_ops_record(&self, key: &str, body: &str, expected: Option<i64>) -> Result<bool> {
+        let now = micros(self.now());
+        self.write_txn(|tx| {
+            let changed = match expected {
+                None => tx.execute(
+                    "INSERT INTO ops_records (key, version, body, updated_at) VALUES (?1, 1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![key, body, now],
+                ),
+                Some(v) => tx.execute(
+                    "UPDATE ops_records SET version = version + 1, body = ?2, updated_at = ?3 WHERE key = ?1 AND version = ?4",
+                    params![key, body, now, v],
+                ),
+            }
+            .map_err(map_err)?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT key, version, body, updated_at FROM ops_records WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(params![prefix], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (key, version, body, at) = row.map_err(map_err)?;
+            Ok(OpsRecord {
+                key,
+                version,
+                body,
+                updated_at: from_micros(at)?,
+            })
+        })
+        .collect()
     }
 
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {

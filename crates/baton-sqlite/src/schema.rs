@@ -50,6 +50,10 @@ CREATE INDEX bus_messages_published ON bus_messages (topic, published_at);
     r#"
 ALTER TABLE outbox ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE ops_records (
+    key TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
+"#,
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

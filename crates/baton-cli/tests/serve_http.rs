@@ -1,0 +1,387 @@
+//! `baton serve --listen` over a demo database: the JSON API with its token rule, the
+//! OpenAPI document, `/metrics`, and the dashboard, loaded in a real headless Chromium.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const TOKEN: &str = "test-token-3f9a";
+
+fn baton(dir: &Path) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("baton"));
+    c.current_dir(dir)
+        .env_remove("BATON_DB")
+        .env_remove("BATON_CONFIG")
+        .env_remove("BATON_LISTEN")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// A `serve` with its HTTP side on a free port; killed on drop.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path, token: Option<&str>) -> Serve {
+    let mut cmd = baton(dir);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--reconcile-every-secs",
+        "0",
+    ])
+    .env_remove("BATON_API_TOKEN")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("BATON_API_TOKEN", t);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("dashboard http://").nth(1) {
+                let addr = rest.split('/').next().unwrap_or_default().to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("serve printed its address");
+    Serve {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn get(url: &str) -> (u16, String) {
+    let mut r = agent().get(url).call().unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn post(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent().post(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.send_empty().unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn demo(dir: &Path) {
+    let out = baton(dir)
+        .args(["demo", "--dates", "5", "--end", "2024-03-05"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn generation(base: &str, date: &str) -> u64 {
+    let (_, body) = get(&format!("{base}/api/v1/dates/{date}"));
+    json(&body)["documents"][0]["document"]["generation"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn the_api_answers_and_only_a_token_holder_changes_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let s = serve(dir.path(), Some(TOKEN));
+    let base = &s.base;
+
+    assert_eq!(get(&format!("{base}/healthz")).0, 200);
+    let (code, ready) = get(&format!("{base}/readyz"));
+    assert_eq!((code, json(&ready)["ready"].as_bool()), (200, Some(true)));
+
+    let (code, body) = get(&format!(
+        "{base}/api/v1/dates?from=2024-03-01&to=2024-03-05"
+    ));
+    assert_eq!(code, 200);
+    let dates = json(&body);
+    assert_eq!(dates.as_array().unwrap().len(), 5);
+    for d in dates.as_array().unwrap() {
+        assert_eq!(d["exact"], true, "{d}");
+        assert_eq!(d["document"]["completed_count"], 5);
+    }
+    let (_, body) = get(&format!("{base}/api/v1/dates/2024-03-03"));
+    let detail = json(&body);
+    assert!(detail["runs"].as_array().unwrap().len() >= 6, "{detail}");
+    let (code, body) = get(&format!(
+        "{base}/api/v1/health?from=2024-03-01&to=2024-03-05"
+    ));
+    assert_eq!(code, 200);
+    assert!(
+        json(&body)["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["code"] == "BATON-H001")
+    );
+
+    // Malformed input: 400, JSON, naming the field.
+    let (code, body) = get(&format!(
+        "{base}/api/v1/dates?from=2024-02-30&to=2024-03-05"
+    ));
+    assert_eq!((code, json(&body)["field"].as_str()), (400, Some("from")));
+    let (code, body) = get(&format!("{base}/api/v1/dates/yesterday"));
+    assert_eq!((code, json(&body)["field"].as_str()), (400, Some("date")));
+    let (code, body) = post(&format!("{base}/api/v1/reconcile?fix=maybe"), Some(TOKEN));
+    assert_eq!((code, json(&body)["field"].as_str()), (400, Some("fix")));
+
+    // Without the token (or with a wrong one) a forced re-trigger is refused and changes nothing.
+    let before = generation(base, "2024-03-03");
+    assert_eq!(
+        post(&format!("{base}/api/v1/dates/2024-03-03/trigger"), None).0,
+        401
+    );
+    assert_eq!(
+        post(
+            &format!("{base}/api/v1/dates/2024-03-03/trigger"),
+            Some("wrong")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        post(&format!("{base}/api/v1/reconcile?fix=true"), None).0,
+        401
+    );
+    assert_eq!(
+        generation(base, "2024-03-03"),
+        before,
+        "a refused request changed nothing"
+    );
+
+    // With it: exactly one new generation, and its trigger is in the outbox.
+    let (code, body) = post(
+        &format!("{base}/api/v1/dates/2024-03-03/trigger"),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["generation"].as_u64(), Some(before + 1));
+    assert_eq!(generation(base, "2024-03-03"), before + 1);
+    let (_, body) = get(&format!("{base}/api/v1/dates/2024-03-04"));
+    assert_eq!(
+        json(&body)["documents"][0]["document"]["generation"].as_u64(),
+        Some(before),
+        "other dates untouched"
+    );
+
+    let (code, body) = post(
+        &format!("{base}/api/v1/reconcile?from=2024-03-01&to=2024-03-05"),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["dates_checked"], 5);
+
+    // The OpenAPI document in the repo is what is served, and documents every route.
+    let (code, body) = get(&format!("{base}/api/v1/openapi.json"));
+    assert_eq!(code, 200);
+    let doc = json(&body);
+    let in_repo = json(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    );
+    assert_eq!(doc, in_repo);
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/dates",
+        "/api/v1/dates/{date}",
+        "/api/v1/dates/{date}/trigger",
+        "/api/v1/health",
+        "/api/v1/reconcile",
+        "/",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "openapi.json documents {path}"
+        );
+    }
+
+    let (code, metrics) = get(&format!("{base}/metrics"));
+    assert_eq!(code, 200);
+    for name in [
+        "baton_completion_accuracy_ratio{gate=\"phase3_to_phase4\"} 1.0",
+        "baton_outbox_backlog",
+        "baton_consumer_lag{",
+        "baton_upstream_lateness_seconds{job=\"nbac_gamebook_scraper\"}",
+        "baton_lease_grants",
+        "baton_fenced_writes_rejected_total",
+        "baton_duplicates_dropped_total",
+        "baton_triggers_total",
+        "baton_run_duration_seconds",
+        "baton_messages_consumed",
+    ] {
+        assert!(metrics.contains(name), "/metrics has {name}:\n{metrics}");
+    }
+}
+
+#[test]
+fn without_a_configured_token_every_post_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let s = serve(dir.path(), None);
+    let (code, body) = post(
+        &format!("{}/api/v1/dates/2024-03-03/trigger", s.base),
+        Some("anything"),
+    );
+    assert_eq!(code, 401);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("BATON_API_TOKEN")
+    );
+}
+
+/// Finds Chromium, installing Debian's package when it is missing and we may.
+fn chromium() -> Option<PathBuf> {
+    let find = || {
+        ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .find_map(|name| {
+                Command::new("which")
+                    .arg(name)
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    eprintln!("chromium is missing: installing Debian's `chromium` package for the browser test");
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    find()
+}
+
+#[test]
+fn the_dashboard_loads_in_a_real_browser_and_shows_every_cell() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "\n*** SKIPPED the browser test: chromium is not installed and could not be installed here ***\n"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let s = serve(dir.path(), Some(TOKEN));
+    let url = format!("{}/?from=2024-03-01&to=2024-03-05", s.base);
+    let profile = tempfile::tempdir().unwrap();
+    let common = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    };
+    let mut dump = Command::new(&browser);
+    common(&mut dump);
+    let out = dump
+        .arg("--dump-dom")
+        .arg(&url)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium ran");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<table id=\"matrix\""),
+        "the page rendered: {dom}"
+    );
+    for date in [
+        "2024-03-01",
+        "2024-03-02",
+        "2024-03-03",
+        "2024-03-04",
+        "2024-03-05",
+    ] {
+        for p in [
+            "team_offense_game_summary",
+            "team_defense_game_summary",
+            "upcoming_team_game_context",
+            "upcoming_player_game_context",
+            "player_game_summary",
+            "player_daily_cache",
+        ] {
+            let cell = format!("data-date=\"{date}\" data-processor=\"{p}\" data-state=\"done\"");
+            assert!(dom.contains(&cell), "cell {p} {date} is done");
+        }
+        assert!(
+            dom.contains(&format!("data-date=\"{date}\" data-accuracy=\"100.0\"")),
+            "chart point {date}"
+        );
+    }
+    assert_eq!(
+        dom.matches("data-trigger=\"triggered\"").count(),
+        5,
+        "every date triggered once"
+    );
+    assert!(dom.contains("data-open=\"0\""), "no open alerts");
+
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("dashboard.png");
+    let _ = std::fs::remove_file(&png);
+    let mut shot = Command::new(&browser);
+    common(&mut shot);
+    let status = shot
+        .arg(format!("--screenshot={}", png.display()))
+        .arg("--window-size=1600,1000")
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "a real screenshot"
+    );
+    eprintln!("dashboard screenshot for review: {}", png.display());
+}

@@ -1,0 +1,328 @@
+//! The dashboard at `/`: one server-rendered page, no JavaScript, that refreshes itself.
+//! A matrix of dates x processors (done, running, failed, late, partial, waiting), each
+//! date's trigger state, duplicate rows and dead letters, completion accuracy over time as
+//! an inline SVG chart, and the open alerts.
+//!
+//! Every cell carries `data-date`, `data-processor` and `data-state`, so a browser test (and
+//! a person's scraper) can read the page without parsing prose.
+
+use crate::Api;
+use baton_core::model::Partition;
+use baton_core::reconcile;
+use baton_core::schedule::{self, LandingStatus};
+use baton_ports::RunRecord;
+use baton_serve::status::dead_letter_date;
+use jiff::Timestamp;
+
+type Result<T> = std::result::Result<T, baton_serve::Error>;
+use std::fmt::Write;
+
+/// Escapes text for HTML.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A processor's state for a date, as the matrix shows it.
+fn cell_state(
+    api: &Api,
+    runs: &[RunRecord],
+    processor: &baton_core::config::Processor,
+    date: Partition,
+    owed: &[baton_ports::PendingRequest],
+    now: Timestamp,
+) -> Result<(&'static str, String)> {
+    let latest = runs
+        .iter()
+        .filter(|r| r.processor == processor.name)
+        .max_by_key(|r| r.started_at);
+    if let Some(r) = latest {
+        let state = match r.status.as_str() {
+            "running" => "running",
+            "success" | "no_data" => "done",
+            "partial" => "partial",
+            _ => "failed",
+        };
+        let detail = match &r.error {
+            Some(e) => format!("{} by {}: {e}", r.status, r.holder),
+            None => format!("{} by {}, {} rows", r.status, r.holder, r.rows_written),
+        };
+        return Ok((state, detail));
+    }
+    if let Some(o) = owed.iter().find(|o| o.processor == processor.name) {
+        return Ok(("waiting", format!("{}: {}", o.kind, o.reason)));
+    }
+    let pipeline = &api.pipeline;
+    let landings = api.store.landings(date)?;
+    for job in pipeline
+        .upstream
+        .iter()
+        .filter(|j| processor.upstream.contains(&j.name))
+    {
+        let landed = landings
+            .iter()
+            .find(|l| l.job == job.name)
+            .map(|l| l.landed_at);
+        let v = schedule::judge(
+            job,
+            date,
+            landed,
+            &pipeline.timezone,
+            &pipeline.timezone_name,
+            now,
+        );
+        if matches!(v.status, LandingStatus::Missing | LandingStatus::Late) {
+            return Ok(("late", v.evidence));
+        }
+    }
+    Ok(("pending", "not run".into()))
+}
+
+/// Renders the page for `dates` (oldest first; shown newest first).
+pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> {
+    let pipeline = &api.pipeline;
+    let letters = api.store.dead_letters()?;
+    let owed = api.store.pending_requests()?;
+    let backlog = api.store.backlog()?;
+    let verdicts = baton_serve::status::verdicts(
+        pipeline,
+        api.store.as_ref(),
+        api.warehouse.as_ref(),
+        dates,
+        now,
+    )?;
+    let alerts = baton_serve::alerting::open_incidents(api.store.as_ref())?;
+
+    let mut accuracy = Vec::new();
+    let mut rows = String::new();
+    for &date in dates.iter().rev() {
+        let runs = api.store.runs(date)?;
+        let owed_here: Vec<_> = owed
+            .iter()
+            .filter(|o| o.partition == date)
+            .cloned()
+            .collect();
+        let _ = write!(
+            rows,
+            "<tr data-date=\"{date}\"><th scope=\"row\">{date}</th>"
+        );
+        for p in &pipeline.processors {
+            let (state, detail) = cell_state(api, &runs, p, date, &owed_here, now)?;
+            let _ = write!(
+                rows,
+                "<td class=\"cell {state}\" data-date=\"{date}\" data-processor=\"{}\" data-state=\"{state}\" title=\"{}\">{state}</td>",
+                escape(p.name.as_str()),
+                escape(&detail)
+            );
+        }
+        let mut dups = 0;
+        for gate in &pipeline.gates {
+            let v = verdicts
+                .iter()
+                .find(|(g, v)| g == gate.id.as_str() && v.date == date)
+                .map(|(_, v)| v);
+            let truth = baton_serve::checks::truth(
+                pipeline,
+                api.store.as_ref(),
+                api.warehouse.as_ref(),
+                gate,
+                date,
+            )?;
+            let doc = api.store.document(&gate.id, date)?;
+            let report = reconcile::check(gate, doc.as_ref(), &truth, now);
+            accuracy.push((date, report.stored.min(report.actual), report.actual));
+            let (state, text) = match (&doc, v) {
+                (Some(d), _) if d.triggered => (
+                    "triggered",
+                    format!(
+                        "triggered g{} ({}/{})",
+                        d.trigger_generation, d.completed_count, report.expected
+                    ),
+                ),
+                (Some(d), _) if d.blocked.is_some() => (
+                    "blocked",
+                    format!(
+                        "blocked: {}",
+                        d.blocked
+                            .as_ref()
+                            .map_or(String::new(), |b| format!("{} ({})", b.check, b.evidence))
+                    ),
+                ),
+                (Some(d), _) => (
+                    "waiting",
+                    format!("waiting {}/{}", d.completed_count, report.expected),
+                ),
+                (None, _) => ("none", "no completions".into()),
+            };
+            if let Some(v) = v {
+                dups += v.duplicate_rows;
+            }
+            let _ = write!(
+                rows,
+                "<td class=\"trigger {state}\" data-gate=\"{}\" data-trigger=\"{state}\">{}</td>",
+                escape(gate.id.as_str()),
+                escape(&text)
+            );
+        }
+        let dead = letters
+            .iter()
+            .filter(|l| dead_letter_date(l) == Some(date))
+            .count();
+        let _ = write!(
+            rows,
+            "<td class=\"num{}\" data-dups=\"{dups}\">{dups}</td><td class=\"num{}\" data-dead=\"{dead}\">{dead}</td></tr>",
+            if dups > 0 { " bad" } else { "" },
+            if dead > 0 { " bad" } else { "" }
+        );
+    }
+
+    let mut head = String::from("<tr><th>date</th>");
+    for p in &pipeline.processors {
+        let _ = write!(
+            head,
+            "<th title=\"phase {}\">{}</th>",
+            p.phase,
+            escape(p.name.as_str())
+        );
+    }
+    for gate in &pipeline.gates {
+        let _ = write!(head, "<th>{}</th>", escape(gate.id.as_str()));
+    }
+    head.push_str("<th>duplicate rows</th><th>dead letters</th></tr>");
+
+    let alerts_html = if alerts.is_empty() {
+        "<p class=\"ok\" id=\"alerts\" data-open=\"0\">No open alerts.</p>".to_owned()
+    } else {
+        let mut s = format!(
+            "<ul class=\"alerts\" id=\"alerts\" data-open=\"{}\">",
+            alerts.len()
+        );
+        for a in &alerts {
+            let _ = write!(
+                s,
+                "<li><strong>{}</strong> open since {}: {}</li>",
+                escape(&a.policy),
+                a.opened_at,
+                escape(&a.summary)
+            );
+        }
+        s.push_str("</ul>");
+        s
+    };
+    let oldest = backlog.oldest.map_or("-".to_owned(), |t| {
+        format!("{}s", now.duration_since(t).as_secs())
+    });
+    Ok(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="30">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>baton: {name}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1d232a; }}
+h1 {{ font-size: 1.3rem; margin: 0 0 .2rem; }} h2 {{ font-size: 1.05rem; margin: 1.4rem 0 .4rem; }}
+.meta {{ color: #5b6670; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #d7dde2; padding: .25rem .5rem; text-align: center; }}
+th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; overflow-wrap: anywhere; }} th[scope=row] {{ text-align: left; white-space: nowrap; font-size: 14px; }}
+.cell.done {{ background: #d8f3dc; }} .cell.running {{ background: #dbeafe; }} .cell.failed {{ background: #fde2e1; color: #9b1c1c; font-weight: 600; }}
+.cell.late {{ background: #fef3c7; }} .cell.partial {{ background: #fde68a; }} .cell.waiting {{ background: #ede9fe; }} .cell.pending {{ color: #8a949c; }}
+.trigger.triggered {{ background: #d8f3dc; }} .trigger.blocked {{ background: #fde2e1; }} .trigger.waiting {{ background: #fef3c7; }}
+.num.bad {{ background: #fde2e1; font-weight: 600; }}
+.tiles {{ display: flex; gap: 1rem; }} .tile {{ border: 1px solid #d7dde2; border-radius: 6px; padding: .5rem .9rem; }}
+.tile b {{ display: block; font-size: 1.3rem; }} .alerts li {{ color: #9b1c1c; }} .ok {{ color: #2d6a4f; }}
+</style></head>
+<body>
+<h1>baton: {name}</h1>
+<p class="meta">As of {now} ({tz}); this page refreshes every 30 s.</p>
+<div class="tiles">
+<div class="tile">outbox backlog<b id="backlog">{pending}</b>oldest {oldest}</div>
+<div class="tile">dead letters<b id="dead-letters">{letters}</b></div>
+<div class="tile">open alerts<b id="open-alerts">{open}</b></div>
+</div>
+<h2>Open alerts</h2>
+{alerts_html}
+<h2>Completion accuracy</h2>
+{chart}
+<h2>Dates x processors</h2>
+<table id="matrix"><thead>{head}</thead><tbody>{rows}</tbody></table>
+<p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced. JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
+</body></html>
+"#,
+        name = escape(&pipeline.name),
+        tz = escape(&pipeline.timezone_name),
+        pending = backlog.pending,
+        letters = letters.len(),
+        open = alerts.len(),
+        chart = accuracy_chart(&accuracy),
+    ))
+}
+
+/// Accuracy per date (recorded over actual completions) as an inline SVG line.
+fn accuracy_chart(points: &[(Partition, usize, usize)]) -> String {
+    let mut per_date: Vec<(Partition, f64)> = Vec::new();
+    for &(d, stored, actual) in points {
+        match per_date.iter_mut().find(|(p, _)| *p == d) {
+            Some(_) => {}
+            None => per_date.push((
+                d,
+                if actual == 0 {
+                    100.0
+                } else {
+                    100.0 * stored as f64 / actual as f64
+                },
+            )),
+        }
+    }
+    per_date.sort_by_key(|(d, _)| *d);
+    let (w, h, pad) = (640.0, 160.0, 30.0);
+    let n = per_date.len().max(2) as f64 - 1.0;
+    let xy = |i: usize, v: f64| {
+        (
+            pad + (w - 2.0 * pad) * i as f64 / n,
+            pad + (h - 2.0 * pad) * (100.0 - v) / 100.0,
+        )
+    };
+    let mut line = String::new();
+    let mut dots = String::new();
+    for (i, (d, v)) in per_date.iter().enumerate() {
+        let (x, y) = xy(i, *v);
+        let _ = write!(line, "{x:.1},{y:.1} ");
+        let _ = write!(
+            dots,
+            "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{}\" data-date=\"{d}\" data-accuracy=\"{v:.1}\"><title>{d}: {v:.1}%</title></circle>",
+            if *v < 100.0 { "#c0392b" } else { "#2d6a4f" }
+        );
+    }
+    let (first, last) = (
+        per_date
+            .first()
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default(),
+        per_date
+            .last()
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default(),
+    );
+    format!(
+        r##"<svg id="accuracy" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="completion accuracy per date">
+<line x1="{pad}" y1="{pad}" x2="{x2}" y2="{pad}" stroke="#d7dde2"/><text x="2" y="{ty}" font-size="10">100%</text>
+<line x1="{pad}" y1="{yb}" x2="{x2}" y2="{yb}" stroke="#d7dde2"/><text x="8" y="{yb}" font-size="10">0%</text>
+<polyline points="{line}" fill="none" stroke="#2563eb" stroke-width="2"/>{dots}
+<text x="{pad}" y="{tl}" font-size="10">{first}</text><text x="{x3}" y="{tl}" font-size="10">{last}</text></svg>"##,
+        x2 = w - pad,
+        x3 = w - pad - 60.0,
+        yb = h - pad,
+        ty = pad + 3.0,
+        tl = h - 8.0,
+    )
+}
