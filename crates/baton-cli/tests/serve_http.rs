@@ -385,3 +385,126 @@ fn the_dashboard_loads_in_a_real_browser_and_shows_every_cell() {
     );
     eprintln!("dashboard screenshot for review: {}", png.display());
 }
+
+#[test]
+fn drift_lists_instances_not_at_the_expected_version_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let run = baton(dir.path())
+        .args(["run", "team_offense_game_summary", "--date", "2024-03-03"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let ok = baton(dir.path())
+        .args(["drift", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let report = json(&String::from_utf8_lossy(&ok.stdout));
+    let worker = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["role"] == "worker")
+        .expect("the worker heartbeated");
+    assert_eq!(worker["version"], env!("CARGO_PKG_VERSION"));
+    let drifted = baton(dir.path())
+        .args(["drift", "--expect", "9.9.9"])
+        .output()
+        .unwrap();
+    assert_eq!(drifted.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&drifted.stdout);
+    assert!(
+        text.contains("expected 9.9.9") && text.contains("drifted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn alerts_test_reaches_slack_and_the_webhook_and_list_shows_the_policies() {
+    let slack = baton_testkit::receiver(0).unwrap();
+    let hook = baton_testkit::receiver(0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = format!("http://127.0.0.1:{}/services/T0/B0/sekrit", slack.port);
+    let config = format!(
+        "{}\n[[notifiers]]\nname = \"slack\"\nkind = \"slack\"\nurl_env = \"BATON_SLACK_WEBHOOK_URL\"\n\n[[notifiers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\n\n[[alerts]]\nname = \"processor-errors\"\nwatch = \"processor_errors\"\nthreshold = 0.2\nnotify = [\"slack\", \"hook\"]\n",
+        baton_core::config::REFERENCE_TOML,
+        hook.port
+    );
+    std::fs::write(dir.path().join("baton.toml"), config).unwrap();
+    let out = baton(dir.path())
+        .args(["--config", "baton.toml", "alerts", "test"])
+        .env("BATON_SLACK_WEBHOOK_URL", &secret)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("slack: delivered") && stdout.contains("hook: delivered"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sekrit") && !String::from_utf8_lossy(&out.stderr).contains("sekrit"));
+    let slack_got = slack.got.lock().unwrap().clone();
+    assert_eq!(slack_got.len(), 1);
+    assert_eq!(slack_got[0].0, "/services/T0/B0/sekrit");
+    assert!(
+        json(&slack_got[0].1)["text"]
+            .as_str()
+            .unwrap()
+            .contains("test notice")
+    );
+    assert_eq!(hook.got.lock().unwrap().len(), 1);
+
+    // Without the URL in the environment, it fails at start naming where it was to come from.
+    let missing = baton(dir.path())
+        .args(["--config", "baton.toml", "alerts", "test"])
+        .env_remove("BATON_SLACK_WEBHOOK_URL")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("BATON_SLACK_WEBHOOK_URL"));
+
+    let demo = baton(dir.path())
+        .args([
+            "--config",
+            "baton.toml",
+            "demo",
+            "--dates",
+            "2",
+            "--end",
+            "2024-03-05",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let list = baton(dir.path())
+        .args(["--config", "baton.toml", "alerts", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let policies = json(&String::from_utf8_lossy(&list.stdout));
+    assert_eq!(policies[0]["policy"], "processor-errors");
+    assert_eq!(policies[0]["state"], "never fired");
+}

@@ -1441,6 +1441,91 @@ mod tests {
         assert!(is_sql_identifier("game_date"));
     }
 
+    const ALERTING: &str = r#"
+[api]
+listen = "127.0.0.1:8080"
+
+[[notifiers]]
+name = "slack"
+kind = "slack"
+url_env = "BATON_SLACK_WEBHOOK_URL"
+
+[[alerts]]
+name = "late-scrapers"
+watch = "lateness"
+threshold = 1
+notify = ["slack"]
+"#;
+
+    #[test]
+    fn alert_policies_and_notifiers_parse_with_defaults() {
+        let p = Pipeline::from_toml(&format!("{REFERENCE_TOML}{ALERTING}")).unwrap();
+        assert_eq!(p.api.listen.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(p.alerts.len(), 1);
+        let a = &p.alerts[0];
+        assert_eq!(a.watch, crate::alert::Watch::Lateness);
+        assert_eq!(a.window, SignedDuration::from_hours(1), "default window");
+        assert_eq!(
+            a.quiet,
+            SignedDuration::from_hours(1),
+            "default quiet period: an hour"
+        );
+        assert_eq!(
+            p.notifiers[0],
+            NotifierSpec::Slack {
+                name: "slack".into(),
+                url: SecretSource::Env("BATON_SLACK_WEBHOOK_URL".into())
+            }
+        );
+    }
+
+    #[test]
+    fn bad_alerting_config_names_the_key_and_line() {
+        let cases = [
+            (
+                "watch = \"lateness\"",
+                "watch = \"latenes\"",
+                "alerts[0].watch",
+                "unknown watch",
+            ),
+            (
+                "notify = [\"slack\"]",
+                "notify = [\"pager\"]",
+                "alerts[0].notify",
+                "unknown notifier",
+            ),
+            (
+                "threshold = 1",
+                "threshold = -1",
+                "alerts[0].threshold",
+                "positive",
+            ),
+            (
+                "url_env = \"BATON_SLACK_WEBHOOK_URL\"",
+                "url = \"https://hooks.slack.com/services/x\"",
+                "notifiers[0].url",
+                "secret",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"everywhere\"",
+                "api.listen",
+                "address",
+            ),
+        ];
+        for (from, to, key, words) in cases {
+            let src = format!("{REFERENCE_TOML}{}", ALERTING.replacen(from, to, 1));
+            let e = err_of(&src);
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(words), "{e}");
+            assert_eq!(e.line, Some(line_containing(&src, to)), "{e}");
+            assert!(
+                !e.to_string().contains("hooks.slack.com/services/x"),
+                "a secret is not echoed: {e}"
+            );
+        }
+    }
+
     #[test]
     fn a_syntax_error_names_the_line() {
         let src = mutate("ttl_secs = 600", "ttl_secs = ");

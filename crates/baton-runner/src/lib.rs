@@ -200,6 +200,11 @@ impl Runner {
         }
     }
 
+    /// The state store runs are recorded in.
+    pub fn store(&self) -> &dyn StateStore {
+        self.store.as_ref()
+    }
+
     /// Creates every table of the pipeline that is missing.
     pub fn ensure_tables(&self) -> Result<(), Error> {
         for t in &self.pipeline.tables {
@@ -294,7 +299,7 @@ impl Runner {
                 }
             };
             if ready {
-                tracing::info!(processor = %proc.name, partition = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");
+                tracing::info!(processor = %proc.name, date = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");
                 reports.push(self.run(proc.name.as_str(), request.partition, options, hooks)?);
             }
         }
@@ -337,7 +342,7 @@ impl Runner {
                 self.store.clear_request(&proc.name, partition)?;
                 return Ok(report);
             }
-            tracing::info!(processor, %partition, missing = %missing.describe(), "deferred: dependencies not met");
+            tracing::info!(processor, date = %partition, missing = %missing.describe(), "deferred: dependencies not met");
             self.store.record_request(&PendingRequest {
                 processor: proc.name.clone(),
                 partition,
@@ -356,7 +361,7 @@ impl Runner {
             let lease = match self.acquire(&proc, partition, options)? {
                 Ok(lease) => lease,
                 Err((holder, until)) => {
-                    tracing::info!(processor, %partition, %holder, %until, "lease held; coalesced into the holder's follow-up run");
+                    tracing::info!(processor, date = %partition, %holder, %until, "lease held; coalesced into the holder's follow-up run");
                     // Only a first request reports coalescing; a follow-up that finds the
                     // lease taken by someone else has handed its duty to that holder.
                     if report.attempts.is_empty() {
@@ -386,7 +391,7 @@ impl Runner {
                 .release_lease(&proc.name, partition, lease.token)?
             {
                 Released::Released { follow_up: true } => {
-                    tracing::info!(processor, %partition, "running the coalesced follow-up");
+                    tracing::info!(processor, date = %partition, "running the coalesced follow-up");
                     continue;
                 }
                 Released::Released { follow_up: false } | Released::Refused(_) => {}
@@ -483,7 +488,7 @@ impl Runner {
             return self.fail(proc, partition, attempt, error);
         }
         if deduped.dropped > 0 {
-            tracing::warn!(processor = %proc.name, %partition, dropped = deduped.dropped, "pre-write dedup dropped rows with a repeated primary key");
+            tracing::warn!(processor = %proc.name, date = %partition, dropped = deduped.dropped, "pre-write dedup dropped rows with a repeated primary key");
         }
         let status = if !partial_inputs.is_empty() {
             CompletionStatus::Partial
@@ -529,7 +534,7 @@ impl Runner {
                 }
             }
             WriteOutcome::Fenced(refusal) => {
-                tracing::warn!(processor = %proc.name, %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
+                tracing::warn!(processor = %proc.name, date = %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
                 attempt.status = "fenced".into();
                 attempt.error = Some(refusal.to_string());
             }
@@ -586,7 +591,7 @@ impl Runner {
         mut attempt: Attempt,
         error: String,
     ) -> Result<Attempt, Error> {
-        tracing::error!(processor = %proc.name, %partition, %error, "run failed; nothing was written");
+        tracing::error!(processor = %proc.name, date = %partition, %error, "run failed; nothing was written");
         attempt.status = "failed".into();
         attempt.error = Some(error);
         self.store.finish_run(
@@ -685,7 +690,7 @@ impl Runner {
                 self.pipeline.lease_ttl,
             )?
         {
-            tracing::warn!(processor = %proc.name, %partition, %refusal, "lease renewal refused");
+            tracing::warn!(processor = %proc.name, date = %partition, %refusal, "lease renewal refused");
         }
         Ok(
             match baton_reference::compute(proc.name.as_str(), partition, &inputs, self.clock.now())

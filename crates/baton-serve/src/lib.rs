@@ -98,6 +98,22 @@ pub struct Consumer {
     clock: Arc<dyn Clock>,
 }
 
+/// The date and processor a payload names, for logs about messages that may not parse
+/// (`-` where it names none).
+fn payload_fields(payload: &[u8]) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let field = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
+            .unwrap_or("-")
+            .to_owned()
+    };
+    (
+        field(&["date", "partition", "game_date"]),
+        field(&["processor", "processor_name"]),
+    )
+}
+
 /// Every name a completion's outcome is counted under (in [`DrainReport::outcomes`]).
 pub const OUTCOME_NAMES: [&str; 5] = [
     "applied",
@@ -197,7 +213,7 @@ impl Consumer {
                 let results = quality.get(&(gate_id.to_string(), message.partition)).map_or(&[][..], Vec::as_slice);
                 let out = completion::step(doc, message, gate, now, results);
                 if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
-                    tracing::error!(gate = %gate.id, date = %message.partition, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
+                    tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
                 }
                 triggers += out
                     .effects
@@ -226,7 +242,8 @@ impl Consumer {
 
     fn classify(&self, topic: &str, gate: &baton_core::gate::Gate, delivery: &Delivery) -> Work {
         let letter = |reason: String| {
-            tracing::warn!(topic, message_id = %delivery.message_id, %reason, "dead-lettered");
+            let (date, processor) = payload_fields(&delivery.payload);
+            tracing::warn!(gate = %gate.id, %date, %processor, message_id = %delivery.message_id, topic, %reason, "dead-lettered");
             Work::DeadLetter(NewDeadLetter {
                 topic: topic.to_owned(),
                 message_id: Some(delivery.message_id.clone()),
@@ -347,7 +364,26 @@ impl TriggerConsumer {
                 let trigger: Trigger = match serde_json::from_slice(&delivery.payload) {
                     Ok(t) => t,
                     Err(e) => {
-                        tracing::warn!(topic = %gate.trigger_topic, message_id = %delivery.message_id, error = %e, "unreadable trigger acked and skipped");
+                        // Nothing is dropped: the trigger goes to the dead-letter queue with
+                        // its reason before it is acked.
+                        let (date, _) = payload_fields(&delivery.payload);
+                        let reason = format!("unreadable trigger: {e}");
+                        tracing::warn!(gate = %gate.id, %date, processor = "-", message_id = %delivery.message_id, %reason, "trigger dead-lettered");
+                        let letter = NewDeadLetter {
+                            topic: gate.trigger_topic.clone(),
+                            message_id: Some(delivery.message_id.clone()),
+                            payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
+                            reason,
+                        };
+                        self.runner.store().apply(
+                            &[Work::DeadLetter(letter)],
+                            &mut |_, _, m| {
+                                unreachable!(
+                                    "a batch of one dead letter has no completion: {}",
+                                    m.message_id
+                                )
+                            },
+                        )?;
                         self.bus.ack(&gate.trigger_topic, &group, &[delivery.seq])?;
                         continue;
                     }

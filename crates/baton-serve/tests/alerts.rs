@@ -8,68 +8,9 @@ use baton_core::config::{Pipeline, REFERENCE_TOML};
 use baton_ports::{NewDeadLetter, StateStore, Work};
 use baton_serve::alerting::{self, AlertRound, Notifier};
 use baton_sqlite::{Durability, SqliteBackend};
+use baton_testkit::receiver;
 use jiff::{SignedDuration, Timestamp};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
-/// A local HTTP receiver: records (path, body) of every POST; answers 500 to the first
-/// `fail_first` requests, then 200.
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-fn receiver(fail_first: usize) -> Receiver {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let record = got.clone();
-    std::thread::spawn(move || {
-        let mut seen = 0;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("")
-                .to_owned();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            seen += 1;
-            let status = if seen <= fail_first {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            if seen > fail_first {
-                record
-                    .lock()
-                    .unwrap()
-                    .push((path, String::from_utf8(body).unwrap()));
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            );
-        }
-    });
-    Receiver { port, got }
-}
+use std::sync::Arc;
 
 fn pipeline(slack_file: &std::path::Path, hook_port: u16) -> Pipeline {
     let extra = format!(
@@ -113,8 +54,8 @@ fn dead_letter(store: &SqliteBackend) {
 
 #[test]
 fn an_incident_opens_once_notifies_slack_and_the_webhook_once_and_closes_after_quiet() {
-    let slack = receiver(0);
-    let hook = receiver(0);
+    let slack = receiver(0).unwrap();
+    let hook = receiver(0).unwrap();
     // The Slack URL carries a secret in its path, as real ones do.
     let secret = "T000/B000/XXXXsecretXXXX";
     let dir = tempfile::tempdir().unwrap();
@@ -191,8 +132,8 @@ fn an_incident_opens_once_notifies_slack_and_the_webhook_once_and_closes_after_q
 
 #[test]
 fn a_failed_delivery_is_recorded_and_retried_with_backoff() {
-    let slack = receiver(2);
-    let hook = receiver(0);
+    let slack = receiver(2).unwrap();
+    let hook = receiver(0).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("slack-url");
     std::fs::write(

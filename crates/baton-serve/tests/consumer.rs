@@ -298,3 +298,44 @@ fn the_relay_publishes_each_outbox_row_once_even_when_rerun() {
     );
     assert_eq!(e.backend.messages("phase4-trigger").unwrap().len(), 1);
 }
+
+#[test]
+fn an_unreadable_trigger_is_dead_lettered_not_dropped() {
+    let e = env();
+    let runner = Arc::new(baton_runner::Runner::new(
+        e.pipeline.clone(),
+        e.backend.clone(),
+        e.backend.clone(),
+        e.clock.clone(),
+    ));
+    let triggers =
+        baton_serve::TriggerConsumer::new(e.pipeline.clone(), e.backend.clone(), runner, "t");
+    let topic = &e.pipeline.gates[0].trigger_topic;
+    e.backend
+        .publish(
+            topic,
+            "garbage-1",
+            br#"{"date": "2024-03-05", "not": "a trigger"}"#,
+        )
+        .unwrap();
+    let report = triggers.poll_once(&baton_runner::NoHooks).unwrap();
+    assert_eq!(report.triggers, 0, "nothing ran for it");
+    let letters = e.backend.dead_letters().unwrap();
+    assert_eq!(letters.len(), 1, "kept in the dead-letter queue");
+    assert_eq!(&letters[0].letter.topic, topic);
+    assert!(
+        letters[0].letter.reason.starts_with("unreadable trigger"),
+        "{:?}",
+        letters[0]
+    );
+    assert_eq!(
+        e.backend
+            .pending(
+                topic,
+                &baton_serve::phase_group(e.pipeline.gates[0].next_phase)
+            )
+            .unwrap(),
+        0,
+        "and acked, so it is not redelivered forever"
+    );
+}

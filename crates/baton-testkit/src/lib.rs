@@ -8,9 +8,11 @@
 //! Invariant: nothing here is a fake; a test that uses the kit talks to the real server.
 #![deny(missing_docs)]
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why a server could not be started.
@@ -284,4 +286,68 @@ impl Drop for Nats {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A local HTTP receiver (the far end of a webhook): records the path and body of every
+/// POST it answers 200; answers 500 to the first `fail_first` requests.
+pub struct Receiver {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// (path, body) of every request answered 200.
+    pub got: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// Starts a [`Receiver`] on a free loopback port; it serves until the process ends.
+pub fn receiver(fail_first: usize) -> Result<Receiver, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let record = got.clone();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for stream in listener.incoming().flatten() {
+            seen += 1;
+            let ok = seen > fail_first;
+            if let Some((path, body)) = read_request(&stream) {
+                if ok {
+                    record
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((path, body));
+                }
+                let status = if ok {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                };
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            }
+        }
+    });
+    Ok(Receiver { port, got })
+}
+
+fn read_request(stream: &std::net::TcpStream) -> Option<(String, String)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    let path = request_line.split_whitespace().nth(1)?.to_owned();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((path, String::from_utf8_lossy(&body).into_owned()))
 }
