@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 a verdict failed (demo not exact, a run failed); 2 bad usage,
 //! config or input; 3 backend error (database unreadable, busy past its timeout).
 
+mod bench;
 mod check;
 mod demo;
 mod ops;
@@ -106,6 +107,9 @@ enum Command {
     Alerts(watch::AlertsArgs),
     /// List `serve` and worker instances that are stale or not at the expected version.
     Drift(watch::DriftArgs),
+    /// Measure baton beside baselines from the same run (release build): throughput,
+    /// trigger latency, dedup, leases, reconcile, memory.
+    Bench(bench::BenchArgs),
 }
 
 /// A failure with its exit code.
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => ops::generate(&cli, a),
         Command::Alerts(a) => watch::alerts(&cli, a),
         Command::Drift(a) => watch::drift(&cli, a),
+        Command::Bench(a) => bench::run(&cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -232,6 +237,8 @@ pub struct Backends {
     /// The concrete PostgreSQL and NATS adapters, when those are in use (the demo resets
     /// them).
     pub distributed: Option<(Arc<PgBackend>, Arc<NatsBus>)>,
+    /// The concrete SQLite backend, when that is in use (the bench's baselines use it).
+    pub sqlite: Option<Arc<SqliteBackend>>,
 }
 
 /// Which backend a command uses: `--backend`, else the config's.
@@ -250,6 +257,17 @@ pub fn open_backend(
     clock: Arc<dyn Clock>,
     inject_clock: bool,
 ) -> Result<Backends, Exit> {
+    open_backend_at(cli, &cli.db, pipeline, clock, inject_clock)
+}
+
+/// [`open_backend`] with the SQLite file at `db` instead of `--db`.
+pub fn open_backend_at(
+    cli: &Cli,
+    db: &std::path::Path,
+    pipeline: &Pipeline,
+    clock: Arc<dyn Clock>,
+    inject_clock: bool,
+) -> Result<Backends, Exit> {
     match backend_kind(cli, pipeline) {
         BackendKind::Sqlite => {
             let durability = match pipeline.backend {
@@ -258,15 +276,16 @@ pub fn open_backend(
                 } => Durability::Normal,
                 _ => Durability::Full,
             };
-            let path = &cli.db;
+            let path = db;
             let sqlite = SqliteBackend::open(path, durability, clock)
                 .map(Arc::new)
                 .map_err(|e| Exit::backend(anyhow::anyhow!("database {}: {e}", path.display())))?;
             Ok(Backends {
                 store: sqlite.clone(),
                 warehouse: sqlite.clone(),
-                bus: sqlite,
+                bus: sqlite.clone(),
                 distributed: None,
+                sqlite: Some(sqlite),
             })
         }
         BackendKind::Postgres => {
@@ -308,6 +327,7 @@ pub fn open_backend(
                 warehouse: pg.clone(),
                 bus: bus.clone(),
                 distributed: Some((pg, bus)),
+                sqlite: None,
             })
         }
     }

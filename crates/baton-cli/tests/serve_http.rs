@@ -508,3 +508,47 @@ fn alerts_test_reaches_slack_and_the_webhook_and_list_shows_the_policies() {
     assert_eq!(policies[0]["policy"], "processor-errors");
     assert_eq!(policies[0]["state"], "never fired");
 }
+
+#[test]
+fn bench_quick_runs_and_reports_every_figure_beside_its_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = baton(dir.path())
+        .args(["bench", "--quick", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures = json(&String::from_utf8_lossy(&out.stdout));
+    let names: Vec<&str> = figures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["figure"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "orchestrator throughput",
+        "trigger latency p99",
+        "dedup + fenced upsert",
+        "in-memory dedup alone",
+        "lease acquire + release, 8 concurrent workers",
+        "reconcile, report mode",
+        "health,",
+        "serve resident memory, idle",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(wanted)),
+            "{wanted} in {names:?}"
+        );
+    }
+    // Figures are not asserted (no timed assertions); each is a positive measurement, and a
+    // figure with a baseline carries its ratio.
+    for f in figures.as_array().unwrap() {
+        assert!(f["baton"].as_f64().unwrap() > 0.0, "{f}");
+        if f["baseline"].is_number() {
+            assert!(f["ratio"].is_number(), "{f}");
+        }
+    }
+}

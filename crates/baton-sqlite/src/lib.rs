@@ -254,6 +254,10 @@ fn save_lease(tx: &Connection, lease: &Lease) -> Result<()> {
     Ok(())
 }
 
+/// A document of an `apply` batch: its key, its state so far, the version it was read at,
+/// and whether a step changed it.
+type BatchDocument = (GateId, Partition, Option<Document>, Option<u64>, bool);
+
 impl StateStore for SqliteBackend {
     fn apply(
         &self,
@@ -263,6 +267,10 @@ impl StateStore for SqliteBackend {
         let now = self.now();
         self.write_txn(|tx| {
             let mut outcomes = Vec::with_capacity(batch.len());
+            // Group commit: each document of the batch is read once, stepped through every
+            // message for it in batch order, and written once at the end, inside the same
+            // transaction (the version still moves on, once per batch).
+            let mut docs: Vec<BatchDocument> = Vec::new();
             for work in batch {
                 match work {
                     Work::DeadLetter(letter) => {
@@ -272,13 +280,31 @@ impl StateStore for SqliteBackend {
                         });
                     }
                     Work::Completion { gate, message } => {
-                        let stored = load_document(tx, gate, message.partition)?;
-                        let version = stored.as_ref().map(|d| d.version);
-                        let out = step(stored.clone(), gate, message);
-                        if stored.as_ref() != Some(&out.document)
+                        let slot = match docs
+                            .iter()
+                            .position(|(g, p, ..)| g == gate && *p == message.partition)
+                        {
+                            Some(i) => i,
+                            None => {
+                                let stored = load_document(tx, gate, message.partition)?;
+                                let version = stored.as_ref().map(|d| d.version);
+                                docs.push((
+                                    gate.clone(),
+                                    message.partition,
+                                    stored,
+                                    version,
+                                    false,
+                                ));
+                                docs.len() - 1
+                            }
+                        };
+                        let current = docs[slot].2.clone();
+                        let out = step(current.clone(), gate, message);
+                        if current.as_ref() != Some(&out.document)
                             && !matches!(out.outcome, Outcome::Rejected { .. })
                         {
-                            store_document(tx, out.document, version, now)?;
+                            docs[slot].2 = Some(out.document);
+                            docs[slot].4 = true;
                         }
                         for effect in &out.effects {
                             match effect {
@@ -294,6 +320,11 @@ impl StateStore for SqliteBackend {
                         }
                         outcomes.push(out.outcome);
                     }
+                }
+            }
+            for (_, _, doc, version, dirty) in docs {
+                if let (Some(doc), true) = (doc, dirty) {
+                    store_document(tx, doc, version, now)?;
                 }
             }
             Ok(outcomes)
@@ -1155,5 +1186,77 @@ impl Bus for SqliteBackend {
             })
             .map_err(map_err)?;
         rows.collect::<std::result::Result<_, _>>().map_err(map_err)
+    }
+}
+
+/// Baselines for `baton bench`: the same work through the same driver and connection,
+/// without baton (no lease, no fence, no outbox, no step), so a figure can be set beside what
+/// the storage itself does.
+impl SqliteBackend {
+    /// `n` single-row upserts (half of them to a key already written) committed `batch` per
+    /// transaction.
+    pub fn baseline_upserts(&self, n: usize, batch: usize) -> Result<()> {
+        self.lock()
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS bench_baseline (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+            )
+            .map_err(map_err)?;
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch.max(1)).min(n);
+            self.write_txn(|tx| {
+                let mut stmt = tx
+                    .prepare_cached("INSERT INTO bench_baseline (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v")
+                    .map_err(map_err)?;
+                for i in start..end {
+                    stmt.execute(params![format!("k{}", i / 2), format!("v{i}")])
+                        .map_err(map_err)?;
+                }
+                Ok(())
+            })?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// A plain INSERT of `rows` (already unique) into a fresh table of the warehouse's layout,
+    /// in one transaction.
+    pub fn baseline_insert(&self, table: &TableSpec, rows: &[Row]) -> Result<()> {
+        let plain = TableSpec {
+            name: format!("{}_plain", table.name),
+            ..table.clone()
+        };
+        self.lock()
+            .execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&plain.name)))
+            .map_err(map_err)?;
+        Warehouse::ensure_table(self, &plain)?;
+        let cols: Vec<String> = plain.primary_key.iter().map(|c| quote(c)).collect();
+        let n = cols.len();
+        let sql = format!(
+            "INSERT INTO {} ({}, _partition, _row, _token) VALUES ({})",
+            quote(&plain.name),
+            cols.join(", "),
+            (1..=n + 3)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.write_txn(|tx| {
+            let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
+            for (index, row) in rows.iter().enumerate() {
+                let mut values: Vec<SqlValue> = Vec::with_capacity(n + 3);
+                for c in &plain.primary_key {
+                    values.push(pk_value(row, c, index)?);
+                }
+                values.push(SqlValue::Text(partition_value(row, &plain, index)?));
+                values.push(SqlValue::Text(
+                    serde_json::to_string(row).map_err(|e| Error::Permanent(e.to_string()))?,
+                ));
+                values.push(SqlValue::Integer(0));
+                stmt.execute(rusqlite::params_from_iter(values.iter()))
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
     }
 }

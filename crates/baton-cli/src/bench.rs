@@ -1,0 +1,906 @@
+//! `baton bench`: baton's speed beside a baseline measured in the same run, on the same
+//! machine, through the same driver: orchestrator throughput, trigger latency, dedup and
+//! fenced upsert, dedup alone (against polars when installed), leases, reconcile and health
+//! over a year, and `serve`'s memory. Targets are printed beside the figures; a miss is
+//! marked, never a failure.
+
+use crate::{Backends, Cli, Exit, Outcome, load_pipeline};
+use anyhow::anyhow;
+use baton_core::clock::{Clock, SystemClock};
+use baton_core::config::{Pipeline, TableSpec};
+use baton_core::message::{CompletionMessage, message_id};
+use baton_core::model::{CompletionStatus, Partition, ProcessorName, Row, RunId};
+use baton_ports::{
+    Acquired, FencedWrite, GroupSettings, NewOutboxRow, OnHeld, RunEnd, RunRecord, WriteOutcome,
+};
+use baton_serve::{Consumer, NoFaults, relay_once};
+use clap::Args;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use indicatif::{ProgressBar, ProgressStyle};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// `baton bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Smaller sizes: the whole bench in under a minute (the figures are noisier).
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One line of the result.
+#[derive(Debug, Serialize)]
+struct Figure {
+    figure: String,
+    baton: f64,
+    unit: &'static str,
+    baseline: Option<f64>,
+    baseline_is: String,
+    /// baton / baseline for rates; baseline / baton for times (above 1 = baton is faster).
+    ratio: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+struct Sizes {
+    dates: usize,
+    latency_dates: usize,
+    rows: usize,
+    lease_ops: usize,
+    year: usize,
+}
+
+fn elapsed(since: Timestamp) -> f64 {
+    SystemClock
+        .now()
+        .duration_since(since)
+        .as_secs_f64()
+        .max(1e-9)
+}
+
+fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+fn day(i: usize) -> Partition {
+    // Dates from 2000-01-01: far in the past, so every gate runs in its overnight mode.
+    Partition::parse("2000-01-01")
+        .map(|d| d.offset(i as i32))
+        .unwrap_or_else(|_| unreachable!("invariant: a literal date parses"))
+}
+
+fn completion(
+    processor: &ProcessorName,
+    partition: Partition,
+    now: Timestamp,
+) -> CompletionMessage {
+    let run_id = RunId::from(format!("bench-{processor}-{partition}").as_str());
+    CompletionMessage {
+        message_id: message_id(processor, partition, &run_id),
+        gate: None,
+        processor: processor.clone(),
+        partition,
+        run_id,
+        status: CompletionStatus::Success,
+        record_count: 10,
+        produced_at: now,
+        force_reprocess: false,
+    }
+}
+
+pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
+    let pipeline = load_pipeline(cli)?;
+    let distributed = crate::backend_kind(cli, &pipeline) == crate::BackendKind::Postgres;
+    let sizes = if args.quick {
+        Sizes {
+            dates: 1_000,
+            latency_dates: 200,
+            rows: 100_000,
+            lease_ops: 500,
+            year: 60,
+        }
+    } else if distributed {
+        Sizes {
+            dates: 2_000,
+            latency_dates: 1_000,
+            rows: 200_000,
+            lease_ops: 1_000,
+            year: 365,
+        }
+    } else {
+        Sizes {
+            dates: 10_000,
+            latency_dates: 1_000,
+            rows: 1_000_000,
+            lease_ops: 2_000,
+            year: 365,
+        }
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("baton-bench-")
+        .tempdir()
+        .map_err(|e| Exit::usage(anyhow!("cannot make a temp dir: {e}")))?;
+    let db = dir.path().join("bench.db");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let b = crate::open_backend_at(cli, &db, &pipeline, clock.clone(), false)?;
+    crate::demo::reset_distributed(&pipeline, &b, "bench")?;
+    for t in &pipeline.tables {
+        b.warehouse.ensure_table(t)?;
+    }
+    let mut figures = Vec::new();
+    eprintln!(
+        "baton bench on {} ({}): {} dates x 5 processors, {} rows{}",
+        if distributed {
+            "PostgreSQL + NATS"
+        } else {
+            "SQLite, synchronous=FULL"
+        },
+        if args.quick { "quick" } else { "full" },
+        sizes.dates,
+        sizes.rows,
+        if distributed {
+            ""
+        } else {
+            "; the database is a fresh file in a temp dir"
+        }
+    );
+
+    figures.push(orchestrator(
+        &pipeline,
+        &b,
+        &clock,
+        sizes.dates,
+        distributed,
+    )?);
+    figures.extend(trigger_latency(
+        &pipeline,
+        &b,
+        &clock,
+        sizes.latency_dates,
+        distributed,
+    )?);
+    figures.extend(dedup_and_write(&b, sizes.rows, dir.path())?);
+    figures.extend(leases(&b, sizes.lease_ops)?);
+    figures.extend(year(&pipeline, &b, &clock, sizes.year)?);
+    if distributed {
+        figures.extend(distributed_baselines(&b, sizes.dates)?);
+    }
+    figures.extend(memory(cli, &db, distributed, sizes.dates.min(2_000))?);
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        let mut t = Table::new();
+        t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+            "figure", "baton", "baseline", "ratio", "target", "met",
+        ]);
+        for f in &figures {
+            t.add_row(vec![
+                f.figure.clone(),
+                format!("{} {}", human(f.baton), f.unit),
+                f.baseline.map_or("-".to_owned(), |b| {
+                    format!("{} {} ({})", human(b), f.unit, f.baseline_is)
+                }),
+                f.ratio.map_or("-".to_owned(), |r| format!("{r:.2}x")),
+                f.target.clone(),
+                match f.met {
+                    Some(true) => "yes".to_owned(),
+                    Some(false) => "MISSED".to_owned(),
+                    None => "-".to_owned(),
+                },
+            ]);
+        }
+        println!("{t}");
+        let missed = figures.iter().filter(|f| f.met == Some(false)).count();
+        println!(
+            "{missed} of {} targets missed (see BENCHMARKS.md for what bounds each figure).",
+            figures.iter().filter(|f| f.met.is_some()).count()
+        );
+    }
+    Ok(0)
+}
+
+fn human(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{:.0}", v)
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Completion messages per second through bus, step, commit and ack, half of them
+/// duplicates (the same run delivered twice under different bus ids, as a replaying
+/// publisher would).
+fn orchestrator(
+    pipeline: &Arc<Pipeline>,
+    b: &Backends,
+    clock: &Arc<dyn Clock>,
+    dates: usize,
+    distributed: bool,
+) -> Result<Figure, Exit> {
+    let gate = &pipeline.gates[0];
+    let now = clock.now();
+    let bar = spinner("orchestrator throughput: publishing");
+    let mut total = 0usize;
+    for i in 0..dates {
+        for p in &gate.overnight.expected {
+            let m = completion(p, day(i), now);
+            let payload = m.to_json().to_string().into_bytes();
+            b.bus
+                .publish(&gate.completion_topic, &m.message_id, &payload)?;
+            b.bus.publish(
+                &gate.completion_topic,
+                &format!("{}#dup", m.message_id),
+                &payload,
+            )?;
+            total += 2;
+        }
+    }
+    bar.set_message("orchestrator throughput: consuming");
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        b.store.clone(),
+        b.warehouse.clone(),
+        b.bus.clone(),
+        clock.clone(),
+    );
+    let start = clock.now();
+    let mut consumed = 0;
+    let mut idle = 0;
+    while consumed < total && idle < 50 {
+        let r = consumer.poll_once(&mut NoFaults)?;
+        consumed += r.fetched;
+        idle = if r.fetched == 0 { idle + 1 } else { 0 };
+    }
+    let secs = elapsed(start);
+    let rate = consumed as f64 / secs;
+    bar.set_message("orchestrator throughput: baseline");
+    let start = clock.now();
+    match (&b.sqlite, &b.distributed) {
+        (Some(s), _) => s.baseline_upserts(total, baton_serve::BATCH_MAX)?,
+        (_, Some((pg, _))) => pg.baseline_upserts(total, baton_serve::BATCH_MAX)?,
+        _ => {}
+    }
+    let baseline = total as f64 / elapsed(start);
+    bar.finish_and_clear();
+    let floor = if distributed { 5_000.0 } else { 20_000.0 };
+    Ok(Figure {
+        figure: format!(
+            "orchestrator throughput ({} messages, half duplicates)",
+            total
+        ),
+        baton: rate,
+        unit: "msg/s",
+        baseline: Some(baseline),
+        baseline_is: format!(
+            "single-row upserts, {} per transaction",
+            baton_serve::BATCH_MAX
+        ),
+        ratio: Some(rate / baseline),
+        target: format!(">= 50% of baseline and >= {floor:.0} msg/s"),
+        met: Some(rate >= 0.5 * baseline && rate >= floor),
+    })
+}
+
+/// From the commit of a date's last completion to the trigger's delivery to the Phase 4
+/// consumer (relay and fetch included; `serve`'s idle poll interval is not).
+fn trigger_latency(
+    pipeline: &Arc<Pipeline>,
+    b: &Backends,
+    clock: &Arc<dyn Clock>,
+    dates: usize,
+    distributed: bool,
+) -> Result<Vec<Figure>, Exit> {
+    let gate = &pipeline.gates[0];
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        b.store.clone(),
+        b.warehouse.clone(),
+        b.bus.clone(),
+        clock.clone(),
+    );
+    let group = baton_serve::phase_group(gate.next_phase);
+    let settings = GroupSettings {
+        ack_wait: pipeline.ack_wait,
+    };
+    // Drain what the throughput run left.
+    while relay_once(b.store.as_ref(), b.bus.as_ref(), 512, &mut NoFaults)? > 0 {}
+    loop {
+        let got = b.bus.fetch(&gate.trigger_topic, &group, 512, settings)?;
+        if got.is_empty() {
+            break;
+        }
+        let seqs: Vec<i64> = got.iter().map(|d| d.seq).collect();
+        b.bus.ack(&gate.trigger_topic, &group, &seqs)?;
+    }
+    let bar = ProgressBar::new(dates as u64);
+    bar.set_message("trigger latency");
+    let now = clock.now();
+    let mut samples = Vec::with_capacity(dates);
+    for i in 0..dates {
+        let d = day(100_000 + i);
+        for p in &gate.overnight.expected {
+            let m = completion(p, d, now);
+            b.bus.publish(
+                &gate.completion_topic,
+                &m.message_id,
+                &m.to_json().to_string().into_bytes(),
+            )?;
+        }
+        let mut triggered = 0;
+        let mut polls = 0;
+        while triggered == 0 && polls < 100 {
+            triggered = consumer.poll_once(&mut NoFaults)?.triggers;
+            polls += 1;
+        }
+        let committed = clock.now();
+        relay_once(b.store.as_ref(), b.bus.as_ref(), 512, &mut NoFaults)?;
+        let mut delivered = None;
+        for _ in 0..1000 {
+            let got = b.bus.fetch(&gate.trigger_topic, &group, 16, settings)?;
+            if !got.is_empty() {
+                delivered = Some(clock.now());
+                let seqs: Vec<i64> = got.iter().map(|d| d.seq).collect();
+                b.bus.ack(&gate.trigger_topic, &group, &seqs)?;
+                break;
+            }
+        }
+        if let Some(at) = delivered {
+            samples.push(at.duration_since(committed).as_secs_f64() * 1000.0);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if samples.is_empty() {
+        return Err(Exit::backend(anyhow!("no trigger was delivered")));
+    }
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let p99_target = if distributed { 50.0 } else { 10.0 };
+    let fig = |name: &str, v: f64, target: String, met: Option<bool>| Figure {
+        figure: format!("trigger latency {name} ({} dates)", samples.len()),
+        baton: v,
+        unit: "ms",
+        baseline: None,
+        baseline_is: String::new(),
+        ratio: None,
+        target,
+        met,
+    };
+    Ok(vec![
+        fig("p50", pick(0.5), String::new(), None),
+        fig(
+            "p99",
+            pick(0.99),
+            format!("< {p99_target} ms"),
+            Some(pick(0.99) < p99_target),
+        ),
+        fig("max", pick(1.0), String::new(), None),
+    ])
+}
+
+/// Rows on a three-column primary key; every tenth row repeats an earlier key.
+fn bench_rows(n: usize, partition: Partition) -> Vec<Row> {
+    let date = partition.to_string();
+    (0..n)
+        .map(|i| {
+            let k = if i % 10 == 9 { i / 2 } else { i };
+            let mut row = Row::new();
+            row.insert("game_id".into(), format!("g{}", k % 1_230).into());
+            row.insert("team".into(), format!("t{}", (k / 1_230) % 30).into());
+            row.insert("player".into(), format!("p{}", k / 36_900).into());
+            row.insert("game_date".into(), date.clone().into());
+            row.insert("points".into(), ((i * 7) % 41).into());
+            row
+        })
+        .collect()
+}
+
+fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Exit> {
+    let table = TableSpec {
+        name: "bench_rows".into(),
+        primary_key: vec!["game_id".into(), "team".into(), "player".into()],
+        partition_column: "game_date".into(),
+    };
+    b.warehouse.ensure_table(&table)?;
+    let partition = day(0);
+    let rows = bench_rows(n, partition);
+    let bar = spinner("dedup alone");
+    let start = SystemClock.now();
+    let deduped = baton_core::dedup::dedup(rows.clone(), &table.primary_key)
+        .map_err(|e| Exit::usage(anyhow!("bench rows: {e}")))?;
+    let dedup_rate = n as f64 / elapsed(start);
+    let unique = deduped.rows.clone();
+
+    bar.set_message("dedup + fenced upsert");
+    let processor = ProcessorName::from("bench_writer");
+    let token = match b.store.acquire_lease(
+        &processor,
+        partition,
+        "bench",
+        SignedDuration::from_hours(1),
+        OnHeld::Report,
+    )? {
+        Acquired::Granted(l) => l.token,
+        Acquired::Held { .. } => return Err(Exit::backend(anyhow!("the bench lease is held"))),
+    };
+    let outbox = NewOutboxRow {
+        topic: "bench-completions".into(),
+        message_id: "bench-write".into(),
+        kind: "completion".into(),
+        partition,
+        payload: "{}".into(),
+    };
+    let start = SystemClock.now();
+    let deduped = baton_core::dedup::dedup(rows, &table.primary_key)
+        .map_err(|e| Exit::usage(anyhow!("bench rows: {e}")))?;
+    let outcome = b.warehouse.fenced_write(&FencedWrite {
+        table: &table,
+        processor: &processor,
+        partition,
+        token,
+        rows: &deduped.rows,
+        completion: &outbox,
+    })?;
+    let write_rate = n as f64 / elapsed(start);
+    if !matches!(outcome, WriteOutcome::Written { .. }) {
+        return Err(Exit::backend(anyhow!(
+            "the bench write was fenced: {outcome:?}"
+        )));
+    }
+    let mut figures = Vec::new();
+    let plain = match &b.sqlite {
+        Some(s) => {
+            bar.set_message("plain insert baseline");
+            let start = SystemClock.now();
+            s.baseline_insert(&table, &unique)?;
+            Some(unique.len() as f64 / elapsed(start))
+        }
+        None => None,
+    };
+    figures.push(Figure {
+        figure: format!("dedup + fenced upsert ({n} rows, 10% duplicates, 3-column key)"),
+        baton: write_rate,
+        unit: "rows/s",
+        baseline: plain,
+        baseline_is: "plain INSERT of the unique rows".into(),
+        ratio: plain.map(|p| write_rate / p),
+        target: if plain.is_some() {
+            ">= 50% of baseline".into()
+        } else {
+            String::new()
+        },
+        met: plain.map(|p| write_rate >= 0.5 * p),
+    });
+
+    bar.set_message("polars baseline");
+    let polars = polars_dedup(&unique_source(n, partition), dir);
+    bar.finish_and_clear();
+    let (baseline, note) = match &polars {
+        Ok(rate) => (Some(*rate), "polars unique(subset, keep=first)".to_owned()),
+        Err(why) => {
+            eprintln!("baton bench: polars baseline skipped: {why}");
+            (None, format!("polars skipped: {why}"))
+        }
+    };
+    figures.push(Figure {
+        figure: format!("in-memory dedup alone ({n} rows)"),
+        baton: dedup_rate,
+        unit: "rows/s",
+        baseline,
+        baseline_is: note,
+        ratio: baseline.map(|p| dedup_rate / p),
+        target: "at least as fast as polars".into(),
+        met: baseline.map(|p| dedup_rate >= p),
+    });
+    Ok(figures)
+}
+
+/// The same rows as CSV, for the polars script.
+fn unique_source(n: usize, partition: Partition) -> String {
+    let mut out = String::from("game_id,team,player,game_date,points\n");
+    for row in bench_rows(n, partition) {
+        let f = |k: &str| {
+            row.get(k).map_or(String::new(), |v| {
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            })
+        };
+        out.push_str(&format!(
+            "{},{},{},{},{}\n",
+            f("game_id"),
+            f("team"),
+            f("player"),
+            f("game_date"),
+            f("points")
+        ));
+    }
+    out
+}
+
+/// Runs `scripts/bench_dedup_polars.py` on the same rows; its rows/s, or why not.
+fn polars_dedup(csv: &str, dir: &Path) -> Result<f64, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_dedup_polars.py");
+    if !script.exists() {
+        return Err(format!(
+            "{} not found (run from a checkout)",
+            script.display()
+        ));
+    }
+    let data = dir.join("rows.csv");
+    std::fs::write(&data, csv).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&data)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.lines().last().unwrap_or("the script failed").to_owned());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .map_err(|e| format!("unreadable polars figure: {e}"))
+}
+
+fn leases(b: &Backends, ops: usize) -> Result<Vec<Figure>, Exit> {
+    let bar = spinner("lease acquire + release");
+    let cycle = |worker: usize, ops: usize| -> Result<(), baton_ports::Error> {
+        let processor = ProcessorName::from(format!("bench_lease_{worker}").as_str());
+        for i in 0..ops {
+            let d = day(i);
+            if let Acquired::Granted(l) = b.store.acquire_lease(
+                &processor,
+                d,
+                "bench",
+                SignedDuration::from_mins(10),
+                OnHeld::Report,
+            )? {
+                b.store.release_lease(&processor, d, l.token)?;
+            }
+        }
+        Ok(())
+    };
+    let start = SystemClock.now();
+    cycle(0, ops)?;
+    let one = ops as f64 / elapsed(start);
+    let start = SystemClock.now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=8).map(|w| s.spawn(move || cycle(w, ops))).collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(baton_ports::Error::Permanent(
+                    "a bench worker panicked".into(),
+                ))
+            })
+        })
+    })?;
+    let eight = (8 * ops) as f64 / elapsed(start);
+    bar.finish_and_clear();
+    Ok(vec![
+        Figure {
+            figure: "lease acquire + release, 1 worker".into(),
+            baton: one,
+            unit: "cycles/s",
+            baseline: None,
+            baseline_is: String::new(),
+            ratio: None,
+            target: String::new(),
+            met: None,
+        },
+        Figure {
+            figure: "lease acquire + release, 8 concurrent workers".into(),
+            baton: eight,
+            unit: "cycles/s",
+            baseline: Some(one),
+            baseline_is: "1 worker".into(),
+            ratio: Some(eight / one),
+            target: String::new(),
+            met: None,
+        },
+    ])
+}
+
+/// Reconcile and health over `days` dates of recorded runs, rows and completions.
+fn year(
+    pipeline: &Arc<Pipeline>,
+    b: &Backends,
+    clock: &Arc<dyn Clock>,
+    days: usize,
+) -> Result<Vec<Figure>, Exit> {
+    let bar = ProgressBar::new(days as u64);
+    bar.set_message("reconcile/health: recording a year");
+    let gate = &pipeline.gates[0];
+    let now = SystemClock.now();
+    let first = day(200_000);
+    let dates: Vec<Partition> = (0..days).map(|i| first.offset(i as i32)).collect();
+    for &d in &dates {
+        for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
+            let token = match b.store.acquire_lease(
+                &p.name,
+                d,
+                "bench",
+                SignedDuration::from_hours(1),
+                OnHeld::Report,
+            )? {
+                Acquired::Granted(l) => l.token,
+                Acquired::Held { .. } => continue,
+            };
+            let run_id = RunId::from(format!("bench-{}-{d}", p.name).as_str());
+            let run = RunRecord {
+                run_id: run_id.clone(),
+                processor: p.name.clone(),
+                partition: d,
+                holder: "bench".into(),
+                token,
+                started_at: now,
+                finished_at: None,
+                status: "running".into(),
+                rows_written: 0,
+                duplicates_dropped: 0,
+                error: None,
+            };
+            b.store.start_run(&run)?;
+            let rows: Vec<Row> = (0..10)
+                .map(|i| {
+                    let mut row = Row::new();
+                    for k in &p.table.primary_key {
+                        row.insert(k.clone(), format!("{k}-{i}").into());
+                    }
+                    row.insert(p.table.partition_column.clone(), d.to_string().into());
+                    row
+                })
+                .collect();
+            let m = completion(&p.name, d, now);
+            let outbox = NewOutboxRow {
+                topic: gate.completion_topic.clone(),
+                message_id: m.message_id.clone(),
+                kind: "completion".into(),
+                partition: d,
+                payload: m.to_json().to_string(),
+            };
+            b.warehouse.fenced_write(&FencedWrite {
+                table: &p.table,
+                processor: &p.name,
+                partition: d,
+                token,
+                rows: &rows,
+                completion: &outbox,
+            })?;
+            b.store.finish_run(
+                &run_id,
+                &RunEnd {
+                    status: "success".into(),
+                    rows_written: 10,
+                    duplicates_dropped: 0,
+                    error: None,
+                },
+            )?;
+            b.store.release_lease(&p.name, d, token)?;
+        }
+        bar.inc(1);
+    }
+    // The completions go through the relay and the orchestrator, as in production.
+    bar.set_message("reconcile/health: recording completions");
+    while relay_once(b.store.as_ref(), b.bus.as_ref(), 512, &mut NoFaults)? > 0 {}
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        b.store.clone(),
+        b.warehouse.clone(),
+        b.bus.clone(),
+        clock.clone(),
+    );
+    let mut idle = 0;
+    while idle < 3 {
+        idle = if consumer.poll_once(&mut NoFaults)?.fetched == 0 {
+            idle + 1
+        } else {
+            0
+        };
+    }
+    bar.finish_and_clear();
+    let bar = spinner("reconcile over the year");
+    let start = SystemClock.now();
+    for &d in &dates {
+        baton_serve::checks::reconcile_date(
+            pipeline,
+            b.store.as_ref(),
+            b.warehouse.as_ref(),
+            gate,
+            d,
+            SystemClock.now(),
+            false,
+        )?;
+    }
+    let reconcile = elapsed(start);
+    bar.set_message("health over the year");
+    let start = SystemClock.now();
+    baton_serve::checks::health(
+        pipeline,
+        b.store.as_ref(),
+        b.warehouse.as_ref(),
+        b.bus.as_ref(),
+        &dates,
+        SystemClock.now(),
+    )?;
+    let health = elapsed(start);
+    bar.finish_and_clear();
+    Ok(vec![
+        Figure {
+            figure: format!("reconcile, report mode, {days} dates"),
+            baton: reconcile,
+            unit: "s",
+            baseline: None,
+            baseline_is: String::new(),
+            ratio: None,
+            target: if days >= 365 {
+                "< 1 s".into()
+            } else {
+                String::new()
+            },
+            met: (days >= 365).then_some(reconcile < 1.0),
+        },
+        Figure {
+            figure: format!("health, {days} dates"),
+            baton: health,
+            unit: "s",
+            baseline: None,
+            baseline_is: String::new(),
+            ratio: None,
+            target: String::new(),
+            met: None,
+        },
+    ])
+}
+
+/// The bus's and the store's raw rates on PostgreSQL + NATS.
+fn distributed_baselines(b: &Backends, n: usize) -> Result<Vec<Figure>, Exit> {
+    let Some((pg, nats)) = &b.distributed else {
+        return Ok(Vec::new());
+    };
+    let bar = spinner("NATS publish-with-ack baseline");
+    let start = SystemClock.now();
+    for i in 0..n {
+        baton_ports::Bus::publish(nats.as_ref(), "bench-baseline", &format!("b{i}"), b"{}")?;
+    }
+    let publish = n as f64 / elapsed(start);
+    bar.set_message("PostgreSQL single-row UPDATE baseline");
+    let per = (n / 8).max(100);
+    let start = SystemClock.now();
+    pg.baseline_updates(8, per)?;
+    let updates = (8 * per) as f64 / elapsed(start);
+    bar.finish_and_clear();
+    let plain = |figure: &str, v: f64, unit: &'static str| Figure {
+        figure: figure.into(),
+        baton: v,
+        unit,
+        baseline: None,
+        baseline_is: String::new(),
+        ratio: None,
+        target: String::new(),
+        met: None,
+    };
+    Ok(vec![
+        plain(
+            "baseline: JetStream publish with ack, one at a time",
+            publish,
+            "msg/s",
+        ),
+        plain(
+            "baseline: single-row UPDATE transactions, 8 connections",
+            updates,
+            "tx/s",
+        ),
+    ])
+}
+
+fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `serve`'s resident memory idle, and its peak while it consumes a backlog.
+fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<Figure>, Exit> {
+    let exe = std::env::current_exe()?;
+    let serve_cmd = |extra: &[&str]| {
+        let mut c = std::process::Command::new(&exe);
+        if let Some(config) = &cli.config {
+            c.arg("--config").arg(config);
+        }
+        if distributed {
+            c.args(["--backend", "postgres"]);
+            if let Some(u) = &cli.database_url {
+                c.args(["--database-url", u]);
+            }
+            if let Some(u) = &cli.nats_url {
+                c.args(["--nats-url", u]);
+            }
+        } else {
+            c.arg("--db").arg(db);
+        }
+        c.arg("serve")
+            .args(["--reconcile-every-secs", "0"])
+            .args(extra);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let bar = spinner("serve memory: idle");
+    let mut idle = serve_cmd(&[]).spawn()?;
+    SystemClock.sleep(SignedDuration::from_secs(3));
+    let idle_kib = rss_kib(idle.id(), "VmRSS:").unwrap_or(0);
+    let _ = idle.kill();
+    let _ = idle.wait();
+
+    bar.set_message("serve memory: under load");
+    // A backlog for the serve to consume: completions of fresh dates.
+    let pipeline = load_pipeline(cli)?;
+    let b = crate::open_backend_at(cli, db, &pipeline, Arc::new(SystemClock), false)?;
+    let gate = &pipeline.gates[0];
+    let now = SystemClock.now();
+    for i in 0..dates {
+        for p in &gate.overnight.expected {
+            let m = completion(p, day(300_000 + i), now);
+            b.bus.publish(
+                &gate.completion_topic,
+                &m.message_id,
+                &m.to_json().to_string().into_bytes(),
+            )?;
+        }
+    }
+    let mut busy = serve_cmd(&["--until-idle", "--no-phase-runner"]).spawn()?;
+    let mut peak = 0;
+    loop {
+        if let Some(v) = rss_kib(busy.id(), "VmHWM:") {
+            peak = peak.max(v);
+        }
+        if busy.try_wait()?.is_some() {
+            break;
+        }
+        SystemClock.sleep(SignedDuration::from_millis(20));
+    }
+    bar.finish_and_clear();
+    let mib = |k: u64| k as f64 / 1024.0;
+    Ok(vec![
+        Figure {
+            figure: "serve resident memory, idle".into(),
+            baton: mib(idle_kib),
+            unit: "MiB",
+            baseline: None,
+            baseline_is: String::new(),
+            ratio: None,
+            target: "< 30 MB".into(),
+            met: Some(mib(idle_kib) < 30.0 * 1e6 / 1_048_576.0),
+        },
+        Figure {
+            figure: format!("serve peak memory consuming {} messages", dates * 5),
+            baton: mib(peak),
+            unit: "MiB",
+            baseline: None,
+            baseline_is: String::new(),
+            ratio: None,
+            target: String::new(),
+            met: None,
+        },
+    ])
+}
