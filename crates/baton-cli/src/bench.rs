@@ -420,8 +420,9 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
     let partition = day(0);
     let rows = bench_rows(n, partition);
     let bar = spinner("dedup alone");
+    let input = rows.clone();
     let start = SystemClock.now();
-    let deduped = baton_core::dedup::dedup(rows.clone(), &table.primary_key)
+    let deduped = baton_core::dedup::dedup(input, &table.primary_key)
         .map_err(|e| Exit::usage(anyhow!("bench rows: {e}")))?;
     let dedup_rate = n as f64 / elapsed(start);
     let unique = deduped.rows.clone();

@@ -298,9 +298,12 @@ impl Bus for NatsBus {
                 .collect()
         };
         self.block("ack", async {
-            for m in &messages {
-                // double_ack waits for the server to confirm, so `pending` agrees right after.
-                m.double_ack().await.map_err(|e| retryable("ack", e))?;
+            // double_ack waits for the server to confirm, so `pending` agrees right after;
+            // a batch's acks are in flight together, not one round trip each.
+            let acks =
+                futures_util::future::join_all(messages.iter().map(|m| m.double_ack())).await;
+            for ack in acks {
+                ack.map_err(|e| retryable("ack", e))?;
             }
             Ok(())
         })
