@@ -1081,34 +1081,50 @@ impl Bus for SqliteBackend {
             )
             .map_err(map_err)?;
             // Move the group's cursor over newly published messages, creating a delivery
-            // record for each.
+            // record for each (a rowid range past the cursor: `+topic` keeps the planner off
+            // the topic index, which would scan every message of the topic on each fetch).
             tx.execute(
                 "INSERT INTO bus_deliveries (topic, grp, seq, attempts, visible_at)
                  SELECT ?1, ?2, seq, 0, 0 FROM bus_messages
-                 WHERE topic = ?1 AND seq > (SELECT cursor FROM bus_groups WHERE topic = ?1 AND grp = ?2)",
+                 WHERE +topic = ?1 AND seq > (SELECT cursor FROM bus_groups WHERE topic = ?1 AND grp = ?2)",
                 params![topic, group],
             )
             .map_err(map_err)?;
             tx.execute(
-                "UPDATE bus_groups SET cursor = (SELECT coalesce(max(seq), cursor) FROM bus_messages WHERE topic = ?1)
+                // Only messages past the cursor are scanned (a rowid range; `+topic` keeps
+                // the planner off the topic index, which would scan the whole topic).
+                "UPDATE bus_groups SET cursor = coalesce(
+                    (SELECT max(seq) FROM bus_messages WHERE +topic = ?1 AND seq > bus_groups.cursor), cursor)
                  WHERE topic = ?1 AND grp = ?2",
                 params![topic, group],
             )
             .map_err(map_err)?;
-            let mut stmt = tx
+            // Pick by the primary key's order, then update each picked row by its key: a
+            // row-value `IN (subquery)` in the UPDATE would scan the whole table.
+            let mut pick = tx
                 .prepare_cached(
-                    "UPDATE bus_deliveries SET attempts = attempts + 1, visible_at = ?4
-                     WHERE (topic, grp, seq) IN (
-                        SELECT topic, grp, seq FROM bus_deliveries
-                        WHERE topic = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY seq LIMIT ?5)
-                     RETURNING seq, attempts",
+                    "SELECT seq, attempts FROM bus_deliveries
+                     WHERE topic = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY seq LIMIT ?4",
                 )
                 .map_err(map_err)?;
-            let picked: Vec<(i64, i64)> = stmt
-                .query_map(params![topic, group, micros(now), visible_again, max as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            let candidates: Vec<(i64, i64)> = pick
+                .query_map(params![topic, group, micros(now), max as i64], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(map_err)?
                 .collect::<std::result::Result<_, _>>()
                 .map_err(map_err)?;
+            let mut lease = tx
+                .prepare_cached(
+                    "UPDATE bus_deliveries SET attempts = attempts + 1, visible_at = ?4
+                     WHERE topic = ?1 AND grp = ?2 AND seq = ?3",
+                )
+                .map_err(map_err)?;
+            let mut picked = Vec::with_capacity(candidates.len());
+            for (seq, attempts) in candidates {
+                lease
+                    .execute(params![topic, group, seq, visible_again])
+                    .map_err(map_err)?;
+                picked.push((seq, attempts + 1));
+            }
             let mut msg = tx
                 .prepare_cached("SELECT message_id, payload FROM bus_messages WHERE seq = ?1")
                 .map_err(map_err)?;
