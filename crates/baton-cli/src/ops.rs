@@ -242,6 +242,9 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     let mut next_reconcile = clock.now();
     let mut next_alerts = clock.now();
     let mut next_beat = clock.now();
+    // Backend errors retried through, reported in the heartbeat (and so by `health`).
+    let mut backend_errors: Vec<Timestamp> = Vec::new();
+    let mut last_error: Option<String> = None;
     loop {
         let mut wait = || clock.sleep(pause);
         let round = drain(
@@ -256,7 +259,17 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
             metrics.observe_drain(&report);
             let now = clock.now();
             if now >= next_beat {
-                crate::watch::heartbeat(store.as_ref(), "serve", started_at)?;
+                let hour_ago = now
+                    .checked_sub(SignedDuration::from_hours(1))
+                    .unwrap_or(now);
+                backend_errors.retain(|t| *t >= hour_ago);
+                crate::watch::heartbeat(
+                    store.as_ref(),
+                    "serve",
+                    started_at,
+                    &backend_errors,
+                    last_error.as_deref(),
+                )?;
                 next_beat = now.checked_add(crate::watch::HEARTBEAT).unwrap_or(now);
             }
             if now >= next_alerts && !pipeline.alerts.is_empty() {
@@ -286,6 +299,10 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
             // A backend restarting, a lost connection: keep serving, and say so.
             Err(e) if transient(&e) => {
                 tracing::error!(error = %e, "backend unavailable; retrying in 1s");
+                backend_errors.push(clock.now());
+                last_error = Some(e.to_string());
+                // Say so at the next heartbeat that gets through.
+                next_beat = clock.now();
                 clock.sleep(SignedDuration::from_secs(1));
             }
             Err(e) => return Err(e.into()),
@@ -356,7 +373,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
         clock,
     );
     runner.ensure_tables()?;
-    crate::watch::heartbeat(backend.store.as_ref(), "worker", SystemClock.now())?;
+    crate::watch::heartbeat(
+        backend.store.as_ref(),
+        "worker",
+        SystemClock.now(),
+        &[],
+        None,
+    )?;
     let mut options = RunOptions::new(
         args.holder
             .clone()

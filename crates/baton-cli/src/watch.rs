@@ -34,6 +34,8 @@ pub fn heartbeat(
     store: &dyn StateStore,
     role: &str,
     started_at: Timestamp,
+    backend_errors: &[Timestamp],
+    last_error: Option<&str>,
 ) -> Result<(), baton_ports::Error> {
     let host = host();
     let key = match role {
@@ -41,11 +43,18 @@ pub fn heartbeat(
         "worker" => format!("instance/worker/{host}"),
         _ => format!("instance/{role}/{host}/{}", std::process::id()),
     };
-    let body = serde_json::json!({
-        "role": role, "host": host, "pid": std::process::id(),
-        "version": VERSION, "commit": COMMIT, "started_at": started_at,
-    })
-    .to_string();
+    let beat = baton_serve::status::Heartbeat {
+        role: role.to_owned(),
+        host,
+        pid: std::process::id(),
+        version: VERSION.to_owned(),
+        commit: COMMIT.to_owned(),
+        started_at,
+        backend_errors: backend_errors.to_vec(),
+        last_error: last_error.map(str::to_owned),
+    };
+    let body = serde_json::to_string(&beat)
+        .map_err(|e| baton_ports::Error::Permanent(format!("encoding a heartbeat: {e}")))?;
     let current = store.ops_record(&key)?.map(|r| r.version);
     store.put_ops_record(&key, &body, current)?;
     Ok(())

@@ -69,7 +69,25 @@ pub struct SystemFacts {
     pub runs_last_hour: (usize, usize),
     /// Outbox rows waiting, and the oldest one's creation time.
     pub outbox: (u64, Option<Timestamp>),
+    /// `serve` instances that heartbeated in the last day.
+    pub serves: Vec<ServeFact>,
 }
+
+/// What a `serve` instance last reported about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeFact {
+    /// Its name (role/host/pid).
+    pub instance: String,
+    /// Its last heartbeat, by the store's clock.
+    pub last_seen: Timestamp,
+    /// Backend errors it retried through in the hour before that heartbeat.
+    pub backend_errors_last_hour: usize,
+    /// The last of them.
+    pub last_error: Option<String>,
+}
+
+/// A `serve` that has not heartbeated for this long is reported (it beats every 30 s).
+pub const SERVE_STALE_AFTER: SignedDuration = SignedDuration::from_secs(120);
 
 /// Thresholds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -392,6 +410,47 @@ pub fn evaluate(
         Vec::new(),
     ));
 
+    // A backend that failed under a running `serve` is retried there; this is where it shows.
+    let mut trouble = Vec::new();
+    for s in &system.serves {
+        let silent = now.duration_since(s.last_seen);
+        if silent >= SERVE_STALE_AFTER {
+            trouble.push(format!(
+                "{} last heartbeat {} ago",
+                s.instance,
+                crate::schedule::human(silent)
+            ));
+        }
+        if s.backend_errors_last_hour > 0 {
+            trouble.push(format!(
+                "{} retried {} backend errors in the last hour (last: {})",
+                s.instance,
+                s.backend_errors_last_hour,
+                s.last_error.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    checks.push(check(
+        "BATON-H011",
+        "serve instances",
+        if trouble.is_empty() {
+            Level::Pass
+        } else {
+            Level::Warn
+        },
+        if !trouble.is_empty() {
+            trouble.join("; ")
+        } else if system.serves.is_empty() {
+            "no serve has heartbeated in the last day".to_owned()
+        } else {
+            format!(
+                "{} serve instances alive, no backend errors in the last hour",
+                system.serves.len()
+            )
+        },
+        Vec::new(),
+    ));
+
     let failures = checks.iter().filter(|c| c.level == Level::Fail).count();
     let warnings = checks.iter().filter(|c| c.level == Level::Warn).count();
     Report {
@@ -467,6 +526,55 @@ mod tests {
         assert_eq!(
             by("BATON-H008").evidence,
             "1 of 4 runs failed in the last hour (25.0%)"
+        );
+    }
+
+    #[test]
+    fn a_serve_retrying_its_backend_or_gone_silent_warns() {
+        let fine = ServeFact {
+            instance: "serve/a/1".into(),
+            last_seen: now(),
+            backend_errors_last_hour: 0,
+            last_error: None,
+        };
+        let system = SystemFacts {
+            serves: vec![fine.clone()],
+            ..Default::default()
+        };
+        let h = |s: &SystemFacts| {
+            evaluate(&[], s, now(), Limits::default())
+                .checks
+                .into_iter()
+                .find(|c| c.code == "BATON-H011")
+                .unwrap()
+        };
+        assert_eq!(h(&system).level, Level::Pass);
+        let retrying = ServeFact {
+            backend_errors_last_hour: 14,
+            last_error: Some("cannot connect to PostgreSQL at postgres://db/baton: refused".into()),
+            ..fine.clone()
+        };
+        let silent = ServeFact {
+            instance: "serve/b/2".into(),
+            last_seen: now().checked_sub(SignedDuration::from_mins(5)).unwrap(),
+            ..fine
+        };
+        let c = h(&SystemFacts {
+            serves: vec![retrying, silent],
+            ..Default::default()
+        });
+        assert_eq!(c.level, Level::Warn);
+        assert!(
+            c.evidence.contains(
+                "serve/a/1 retried 14 backend errors in the last hour (last: cannot connect"
+            ),
+            "{}",
+            c.evidence
+        );
+        assert!(
+            c.evidence.contains("serve/b/2 last heartbeat 5m ago"),
+            "{}",
+            c.evidence
         );
     }
 }

@@ -215,12 +215,32 @@ pub fn health_facts(
     let runs = store.runs_finished_since(hour_ago)?;
     let failed = runs.iter().filter(|r| r.status == "failed").count();
     let backlog = store.backlog()?;
+    let mut serves = Vec::new();
+    for r in store.ops_records("instance/serve/")? {
+        let Ok(beat) = serde_json::from_str::<crate::status::Heartbeat>(&r.body) else {
+            continue;
+        };
+        if now.duration_since(r.updated_at) > SignedDuration::from_hours(24) {
+            continue;
+        }
+        serves.push(health::ServeFact {
+            instance: r.key.trim_start_matches("instance/").to_owned(),
+            last_seen: r.updated_at,
+            backend_errors_last_hour: beat
+                .backend_errors
+                .iter()
+                .filter(|t| **t >= hour_ago)
+                .count(),
+            last_error: beat.last_error,
+        });
+    }
     let system = SystemFacts {
         stale_leases,
         dead_letters: (letters.len(), recent_letters),
         messages_last_hour,
         runs_last_hour: (runs.len(), failed),
         outbox: (backlog.pending, backlog.oldest),
+        serves,
     };
     Ok((facts, system))
 }

@@ -87,3 +87,27 @@ pub fn verdicts(
     }
     Ok(out)
 }
+
+/// What a `serve` or worker writes as its heartbeat (an operational record under
+/// `instance/<role>/<host>[/<pid>]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    /// `serve` or `worker`.
+    pub role: String,
+    /// The host.
+    pub host: String,
+    /// The process.
+    pub pid: u32,
+    /// The build's version.
+    pub version: String,
+    /// The build's commit.
+    pub commit: String,
+    /// When the process started.
+    pub started_at: Timestamp,
+    /// Backend errors it retried through in the last hour.
+    #[serde(default)]
+    pub backend_errors: Vec<Timestamp>,
+    /// The last of them (URLs in it are already redacted by the adapters).
+    #[serde(default)]
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,67 @@
+//! `health` sees what running `serve` instances report in their heartbeats.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use baton_core::clock::ManualClock;
+use baton_core::config::Pipeline;
+use baton_core::health::Level;
+use baton_ports::StateStore;
+use baton_serve::status::Heartbeat;
+use baton_sqlite::{Durability, SqliteBackend};
+use jiff::{SignedDuration, Timestamp};
+use std::sync::Arc;
+
+#[test]
+fn a_serve_that_retried_backend_errors_shows_in_health() {
+    let t0: Timestamp = "2024-03-02T12:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(t0));
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        SqliteBackend::open(&dir.path().join("b.db"), Durability::Full, clock.clone()).unwrap();
+    let pipeline = Pipeline::reference().unwrap();
+    let health = |now| {
+        baton_serve::checks::health(&pipeline, &store, &store, &store, &[], now)
+            .unwrap()
+            .checks
+            .into_iter()
+            .find(|c| c.code == "BATON-H011")
+            .unwrap()
+    };
+    assert_eq!(health(t0).level, Level::Pass, "no serve yet");
+
+    let beat = Heartbeat {
+        role: "serve".into(),
+        host: "h1".into(),
+        pid: 7,
+        version: "0.1.0".into(),
+        commit: "abc".into(),
+        started_at: t0,
+        backend_errors: vec![t0, t0],
+        last_error: Some("backend temporarily unavailable: connection refused".into()),
+    };
+    store
+        .put_ops_record(
+            "instance/serve/h1/7",
+            &serde_json::to_string(&beat).unwrap(),
+            None,
+        )
+        .unwrap();
+    let c = health(t0);
+    assert_eq!(c.level, Level::Warn);
+    assert!(
+        c.evidence.contains("serve/h1/7 retried 2 backend errors"),
+        "{}",
+        c.evidence
+    );
+
+    // An hour later the errors have aged out, but the serve has gone silent since.
+    let later = t0.checked_add(SignedDuration::from_mins(61)).unwrap();
+    let c = health(later);
+    assert_eq!(c.level, Level::Warn);
+    assert!(
+        c.evidence.contains("serve/h1/7 last heartbeat 1h1m ago"),
+        "{}",
+        c.evidence
+    );
+    assert!(!c.evidence.contains("retried"), "{}", c.evidence);
+}
