@@ -244,6 +244,7 @@ fn the_api_answers_and_only_a_token_holder_changes_anything() {
         "baton_upstream_lateness_seconds{job=\"nbac_gamebook_scraper\"}",
         "baton_lease_grants",
         "baton_fenced_writes_rejected_total",
+        "baton_lease_takeovers_total",
         "baton_duplicates_dropped_total",
         "baton_triggers_total",
         "baton_run_duration_seconds",

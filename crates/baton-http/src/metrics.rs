@@ -42,6 +42,7 @@ pub struct Metrics {
     runs: Family<Labels, Counter>,
     run_seconds: Family<Labels, Histogram>,
     fenced: Counter,
+    takeovers: Counter,
     duplicates_dropped: Counter,
     rows_written: Counter,
     lease_grants: Gauge,
@@ -71,6 +72,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.05, 2.0, 14))
             }),
             fenced: Counter::default(),
+            takeovers: Counter::default(),
             duplicates_dropped: Counter::default(),
             rows_written: Counter::default(),
             lease_grants: Gauge::default(),
@@ -115,6 +117,11 @@ impl Metrics {
             "fenced_writes_rejected",
             "Writes refused because the writer's lease was taken over (a stale holder)",
             m.fenced.clone(),
+        );
+        registry.register(
+            "lease_takeovers",
+            "Runs whose lease was taken over from an earlier holder that never released it (it died or stalled past its lease)",
+            m.takeovers.clone(),
         );
         registry.register(
             "duplicates_dropped",
@@ -292,6 +299,8 @@ impl Metrics {
         let (since, at_since) = &mut *seen;
         let runs = api.store.runs_finished_since(*since)?;
         let mut newest = *since;
+        let mut by_partition: std::collections::HashMap<Partition, Vec<baton_ports::RunRecord>> =
+            std::collections::HashMap::new();
         for run in &runs {
             let Some(finished) = run.finished_at else {
                 continue;
@@ -315,6 +324,23 @@ impl Metrics {
                 );
             if run.status == "fenced" {
                 self.fenced.inc();
+            }
+            // A takeover: an earlier run of the same (processor, date) under an older token
+            // never released (still `running`) or was fenced.
+            if run.token.get() > 1 {
+                let earlier = match by_partition.entry(run.partition) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(api.store.runs(run.partition)?)
+                    }
+                };
+                if earlier.iter().any(|r| {
+                    r.processor == run.processor
+                        && r.token < run.token
+                        && matches!(r.status.as_str(), "running" | "fenced")
+                }) {
+                    self.takeovers.inc();
+                }
             }
             self.duplicates_dropped.inc_by(run.duplicates_dropped);
             self.rows_written.inc_by(run.rows_written);
