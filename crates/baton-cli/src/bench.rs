@@ -41,10 +41,69 @@ struct Figure {
     unit: &'static str,
     baseline: Option<f64>,
     baseline_is: String,
-    /// baton / baseline for rates; baseline / baton for times (above 1 = baton is faster).
+    /// baton / baseline (every baseline is a rate: above 1 = baton is faster).
     ratio: Option<f64>,
     target: String,
     met: Option<bool>,
+}
+
+impl Figure {
+    /// A figure with no baseline and no target.
+    fn measured(figure: impl Into<String>, baton: f64, unit: &'static str) -> Self {
+        Self {
+            figure: figure.into(),
+            baton,
+            unit,
+            baseline: None,
+            baseline_is: String::new(),
+            ratio: None,
+            target: String::new(),
+            met: None,
+        }
+    }
+
+    /// Sets the baseline it is compared with (a rate: the ratio is baton / baseline).
+    fn against(mut self, baseline: Option<f64>, what: impl Into<String>) -> Self {
+        self.ratio = baseline.map(|b| self.baton / b);
+        self.baseline = baseline;
+        self.baseline_is = what.into();
+        self
+    }
+
+    /// Sets its target and whether it was met (`None`: not judged).
+    fn target(mut self, target: impl Into<String>, met: Option<bool>) -> Self {
+        self.target = target.into();
+        self.met = met;
+        self
+    }
+}
+
+/// Publishes the completion of every processor the gate expects for `partition`, once under
+/// its own message id and once more under each of `copies` (a replaying publisher:
+/// duplicates the bus does not drop); returns how many messages went out.
+fn publish_completions(
+    b: &Backends,
+    gate: &baton_core::gate::Gate,
+    partition: Partition,
+    now: Timestamp,
+    copies: &[&str],
+) -> Result<usize, Exit> {
+    let mut sent = 0;
+    for p in &gate.overnight.expected {
+        let m = completion(p, partition, now);
+        let payload = m.to_json().to_string().into_bytes();
+        b.bus
+            .publish(&gate.completion_topic, &m.message_id, &payload)?;
+        for copy in copies {
+            b.bus.publish(
+                &gate.completion_topic,
+                &format!("{}#{copy}", m.message_id),
+                &payload,
+            )?;
+        }
+        sent += 1 + copies.len();
+    }
+    Ok(sent)
 }
 
 struct Sizes {
@@ -237,18 +296,7 @@ fn orchestrator(
     let bar = spinner("orchestrator throughput: publishing");
     let mut total = 0usize;
     for i in 0..dates {
-        for p in &gate.overnight.expected {
-            let m = completion(p, day(i), now);
-            let payload = m.to_json().to_string().into_bytes();
-            b.bus
-                .publish(&gate.completion_topic, &m.message_id, &payload)?;
-            b.bus.publish(
-                &gate.completion_topic,
-                &format!("{}#dup", m.message_id),
-                &payload,
-            )?;
-            total += 2;
-        }
+        total += publish_completions(b, gate, day(i), now, &["dup"])?;
     }
     bar.set_message("orchestrator throughput: consuming");
     let consumer = Consumer::new(
@@ -278,22 +326,22 @@ fn orchestrator(
     let baseline = total as f64 / elapsed(start);
     bar.finish_and_clear();
     let floor = if distributed { 5_000.0 } else { 20_000.0 };
-    Ok(Figure {
-        figure: format!(
-            "orchestrator throughput ({} messages, half duplicates)",
-            total
-        ),
-        baton: rate,
-        unit: "msg/s",
-        baseline: Some(baseline),
-        baseline_is: format!(
+    Ok(Figure::measured(
+        format!("orchestrator throughput ({total} messages, half duplicates)"),
+        rate,
+        "msg/s",
+    )
+    .against(
+        Some(baseline),
+        format!(
             "single-row upserts, {} per transaction",
             baton_serve::BATCH_MAX
         ),
-        ratio: Some(rate / baseline),
-        target: format!(">= 50% of baseline and >= {floor:.0} msg/s"),
-        met: Some(rate >= 0.5 * baseline && rate >= floor),
-    })
+    )
+    .target(
+        format!(">= 50% of baseline and >= {floor:.0} msg/s"),
+        Some(rate >= 0.5 * baseline && rate >= floor),
+    ))
 }
 
 /// From the commit of a date's last completion to the trigger's delivery to the Phase 4
@@ -332,15 +380,7 @@ fn trigger_latency(
     let now = clock.now();
     let mut samples = Vec::with_capacity(dates);
     for i in 0..dates {
-        let d = day(100_000 + i);
-        for p in &gate.overnight.expected {
-            let m = completion(p, d, now);
-            b.bus.publish(
-                &gate.completion_topic,
-                &m.message_id,
-                &m.to_json().to_string().into_bytes(),
-            )?;
-        }
+        publish_completions(b, gate, day(100_000 + i), now, &[])?;
         let mut triggered = 0;
         let mut polls = 0;
         while triggered == 0 && polls < 100 {
@@ -371,25 +411,17 @@ fn trigger_latency(
     samples.sort_by(f64::total_cmp);
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let p99_target = if distributed { 50.0 } else { 10.0 };
-    let fig = |name: &str, v: f64, target: String, met: Option<bool>| Figure {
-        figure: format!("trigger latency {name} ({} dates)", samples.len()),
-        baton: v,
-        unit: "ms",
-        baseline: None,
-        baseline_is: String::new(),
-        ratio: None,
-        target,
-        met,
+    let fig = |name: &str, v: f64| {
+        Figure::measured(
+            format!("trigger latency {name} ({} dates)", samples.len()),
+            v,
+            "ms",
+        )
     };
     Ok(vec![
-        fig("p50", pick(0.5), String::new(), None),
-        fig(
-            "p99",
-            pick(0.99),
-            format!("< {p99_target} ms"),
-            Some(pick(0.99) < p99_target),
-        ),
-        fig("max", pick(1.0), String::new(), None),
+        fig("p50", pick(0.5)),
+        fig("p99", pick(0.99)).target(format!("< {p99_target} ms"), Some(pick(0.99) < p99_target)),
+        fig("max", pick(1.0)),
     ])
 }
 
@@ -473,20 +505,22 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
         }
         None => None,
     };
-    figures.push(Figure {
-        figure: format!("dedup + fenced upsert ({n} rows, 10% duplicates, 3-column key)"),
-        baton: write_rate,
-        unit: "rows/s",
-        baseline: plain,
-        baseline_is: "plain INSERT of the unique rows".into(),
-        ratio: plain.map(|p| write_rate / p),
-        target: if plain.is_some() {
-            ">= 50% of baseline".into()
-        } else {
-            String::new()
-        },
-        met: plain.map(|p| write_rate >= 0.5 * p),
-    });
+    figures.push(
+        Figure::measured(
+            format!("dedup + fenced upsert ({n} rows, 10% duplicates, 3-column key)"),
+            write_rate,
+            "rows/s",
+        )
+        .against(plain, "plain INSERT of the unique rows")
+        .target(
+            if plain.is_some() {
+                ">= 50% of baseline"
+            } else {
+                ""
+            },
+            plain.map(|p| write_rate >= 0.5 * p),
+        ),
+    );
 
     bar.set_message("polars baseline");
     let polars = polars_dedup(&unique_source(n, partition), dir);
@@ -498,16 +532,18 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
             (None, format!("polars skipped: {why}"))
         }
     };
-    figures.push(Figure {
-        figure: format!("in-memory dedup alone ({n} rows)"),
-        baton: dedup_rate,
-        unit: "rows/s",
-        baseline,
-        baseline_is: note,
-        ratio: baseline.map(|p| dedup_rate / p),
-        target: "at least as fast as polars".into(),
-        met: baseline.map(|p| dedup_rate >= p),
-    });
+    figures.push(
+        Figure::measured(
+            format!("in-memory dedup alone ({n} rows)"),
+            dedup_rate,
+            "rows/s",
+        )
+        .against(baseline, note)
+        .target(
+            "at least as fast as polars",
+            baseline.map(|p| dedup_rate >= p),
+        ),
+    );
     Ok(figures)
 }
 
@@ -593,26 +629,13 @@ fn leases(b: &Backends, ops: usize) -> Result<Vec<Figure>, Exit> {
     let eight = (8 * ops) as f64 / elapsed(start);
     bar.finish_and_clear();
     Ok(vec![
-        Figure {
-            figure: "lease acquire + release, 1 worker".into(),
-            baton: one,
-            unit: "cycles/s",
-            baseline: None,
-            baseline_is: String::new(),
-            ratio: None,
-            target: String::new(),
-            met: None,
-        },
-        Figure {
-            figure: "lease acquire + release, 8 concurrent workers".into(),
-            baton: eight,
-            unit: "cycles/s",
-            baseline: Some(one),
-            baseline_is: "1 worker".into(),
-            ratio: Some(eight / one),
-            target: String::new(),
-            met: None,
-        },
+        Figure::measured("lease acquire + release, 1 worker", one, "cycles/s"),
+        Figure::measured(
+            "lease acquire + release, 8 concurrent workers",
+            eight,
+            "cycles/s",
+        )
+        .against(Some(one), "1 worker"),
     ])
 }
 
@@ -741,30 +764,16 @@ fn year(
     let health = elapsed(start);
     bar.finish_and_clear();
     Ok(vec![
-        Figure {
-            figure: format!("reconcile, report mode, {days} dates"),
-            baton: reconcile,
-            unit: "s",
-            baseline: None,
-            baseline_is: String::new(),
-            ratio: None,
-            target: if days >= 365 {
-                "< 1 s".into()
-            } else {
-                String::new()
-            },
-            met: (days >= 365).then_some(reconcile < 1.0),
-        },
-        Figure {
-            figure: format!("health, {days} dates"),
-            baton: health,
-            unit: "s",
-            baseline: None,
-            baseline_is: String::new(),
-            ratio: None,
-            target: String::new(),
-            met: None,
-        },
+        Figure::measured(
+            format!("reconcile, report mode, {days} dates"),
+            reconcile,
+            "s",
+        )
+        .target(
+            if days >= 365 { "< 1 s" } else { "" },
+            (days >= 365).then_some(reconcile < 1.0),
+        ),
+        Figure::measured(format!("health, {days} dates"), health, "s"),
     ])
 }
 
@@ -785,23 +794,13 @@ fn distributed_baselines(b: &Backends, n: usize) -> Result<Vec<Figure>, Exit> {
     pg.baseline_updates(8, per)?;
     let updates = (8 * per) as f64 / elapsed(start);
     bar.finish_and_clear();
-    let plain = |figure: &str, v: f64, unit: &'static str| Figure {
-        figure: figure.into(),
-        baton: v,
-        unit,
-        baseline: None,
-        baseline_is: String::new(),
-        ratio: None,
-        target: String::new(),
-        met: None,
-    };
     Ok(vec![
-        plain(
+        Figure::measured(
             "baseline: JetStream publish with ack, one at a time",
             publish,
             "msg/s",
         ),
-        plain(
+        Figure::measured(
             "baseline: single-row UPDATE transactions, 8 connections",
             updates,
             "tx/s",
@@ -860,14 +859,7 @@ fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<F
     let gate = &pipeline.gates[0];
     let now = SystemClock.now();
     for i in 0..dates {
-        for p in &gate.overnight.expected {
-            let m = completion(p, day(300_000 + i), now);
-            b.bus.publish(
-                &gate.completion_topic,
-                &m.message_id,
-                &m.to_json().to_string().into_bytes(),
-            )?;
-        }
+        publish_completions(&b, gate, day(300_000 + i), now, &[])?;
     }
     let mut busy = serve_cmd(&["--until-idle", "--no-phase-runner"]).spawn()?;
     let mut peak = 0;
@@ -883,25 +875,12 @@ fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<F
     bar.finish_and_clear();
     let mib = |k: u64| k as f64 / 1024.0;
     Ok(vec![
-        Figure {
-            figure: "serve resident memory, idle".into(),
-            baton: mib(idle_kib),
-            unit: "MiB",
-            baseline: None,
-            baseline_is: String::new(),
-            ratio: None,
-            target: "< 30 MB".into(),
-            met: Some(mib(idle_kib) < 30.0 * 1e6 / 1_048_576.0),
-        },
-        Figure {
-            figure: format!("serve peak memory consuming {} messages", dates * 5),
-            baton: mib(peak),
-            unit: "MiB",
-            baseline: None,
-            baseline_is: String::new(),
-            ratio: None,
-            target: String::new(),
-            met: None,
-        },
+        Figure::measured("serve resident memory, idle", mib(idle_kib), "MiB")
+            .target("< 30 MB", Some(mib(idle_kib) < 30.0 * 1e6 / 1_048_576.0)),
+        Figure::measured(
+            format!("serve peak memory consuming {} messages", dates * 5),
+            mib(peak),
+            "MiB",
+        ),
     ])
 }

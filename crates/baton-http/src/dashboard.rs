@@ -8,7 +8,6 @@
 
 use crate::Api;
 use baton_core::model::Partition;
-use baton_core::reconcile;
 use baton_core::schedule::{self, LandingStatus};
 use baton_ports::RunRecord;
 use baton_serve::status::dead_letter_date;
@@ -40,8 +39,9 @@ fn cell_state(
     processor: &baton_core::config::Processor,
     date: Partition,
     owed: &[baton_ports::PendingRequest],
+    landings: &[baton_ports::Landing],
     now: Timestamp,
-) -> Result<(&'static str, String)> {
+) -> (&'static str, String) {
     let latest = runs
         .iter()
         .filter(|r| r.processor == processor.name)
@@ -57,13 +57,12 @@ fn cell_state(
             Some(e) => format!("{} by {}: {e}", r.status, r.holder),
             None => format!("{} by {}, {} rows", r.status, r.holder, r.rows_written),
         };
-        return Ok((state, detail));
+        return (state, detail);
     }
     if let Some(o) = owed.iter().find(|o| o.processor == processor.name) {
-        return Ok(("waiting", format!("{}: {}", o.kind, o.reason)));
+        return ("waiting", format!("{}: {}", o.kind, o.reason));
     }
     let pipeline = &api.pipeline;
-    let landings = api.store.landings(date)?;
     for job in pipeline
         .upstream
         .iter()
@@ -82,10 +81,10 @@ fn cell_state(
             now,
         );
         if matches!(v.status, LandingStatus::Missing | LandingStatus::Late) {
-            return Ok(("late", v.evidence));
+            return ("late", v.evidence);
         }
     }
-    Ok(("pending", "not run".into()))
+    ("pending", "not run".into())
 }
 
 /// Renders the page for `dates` (oldest first; shown newest first).
@@ -116,8 +115,9 @@ pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> 
             rows,
             "<tr data-date=\"{date}\"><th scope=\"row\">{date}</th>"
         );
+        let landings = api.store.landings(date)?;
         for p in &pipeline.processors {
-            let (state, detail) = cell_state(api, &runs, p, date, &owed_here, now)?;
+            let (state, detail) = cell_state(api, &runs, p, date, &owed_here, &landings, now);
             let _ = write!(
                 rows,
                 "<td class=\"cell {state}\" data-date=\"{date}\" data-processor=\"{}\" data-state=\"{state}\" title=\"{}\">{state}</td>",
@@ -126,30 +126,34 @@ pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> 
             );
         }
         let mut dups = 0;
+        let (mut recorded, mut ran) = (0, 0);
         for gate in &pipeline.gates {
-            let v = verdicts
+            let verdict = verdicts
                 .iter()
                 .find(|(g, v)| g == gate.id.as_str() && v.date == date)
                 .map(|(_, v)| v);
-            let truth = baton_serve::checks::truth(
+            let expected = verdict.map_or(0, |v| v.expected);
+            dups += verdict.map_or(0, |v| v.duplicate_rows);
+            let (stored, actual) = baton_serve::checks::accuracy(
                 pipeline,
                 api.store.as_ref(),
                 api.warehouse.as_ref(),
                 gate,
-                date,
+                &[date],
+                now,
             )?;
+            recorded += stored;
+            ran += actual;
             let doc = api.store.document(&gate.id, date)?;
-            let report = reconcile::check(gate, doc.as_ref(), &truth, now);
-            accuracy.push((date, report.stored.min(report.actual), report.actual));
-            let (state, text) = match (&doc, v) {
-                (Some(d), _) if d.triggered => (
+            let (state, text) = match &doc {
+                Some(d) if d.triggered => (
                     "triggered",
                     format!(
                         "triggered g{} ({}/{})",
-                        d.trigger_generation, d.completed_count, report.expected
+                        d.trigger_generation, d.completed_count, expected
                     ),
                 ),
-                (Some(d), _) if d.blocked.is_some() => (
+                Some(d) if d.blocked.is_some() => (
                     "blocked",
                     format!(
                         "blocked: {}",
@@ -158,15 +162,12 @@ pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> 
                             .map_or(String::new(), |b| format!("{} ({})", b.check, b.evidence))
                     ),
                 ),
-                (Some(d), _) => (
+                Some(d) => (
                     "waiting",
-                    format!("waiting {}/{}", d.completed_count, report.expected),
+                    format!("waiting {}/{}", d.completed_count, expected),
                 ),
-                (None, _) => ("none", "no completions".into()),
+                None => ("none", "no completions".into()),
             };
-            if let Some(v) = v {
-                dups += v.duplicate_rows;
-            }
             let _ = write!(
                 rows,
                 "<td class=\"trigger {state}\" data-gate=\"{}\" data-trigger=\"{state}\">{}</td>",
@@ -174,6 +175,7 @@ pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> 
                 escape(&text)
             );
         }
+        accuracy.push((date, percent(recorded, ran)));
         let dead = letters
             .iter()
             .filter(|l| dead_letter_date(l) == Some(date))
@@ -267,22 +269,18 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
     ))
 }
 
-/// Accuracy per date (recorded over actual completions) as an inline SVG line.
-fn accuracy_chart(points: &[(Partition, usize, usize)]) -> String {
-    let mut per_date: Vec<(Partition, f64)> = Vec::new();
-    for &(d, stored, actual) in points {
-        match per_date.iter_mut().find(|(p, _)| *p == d) {
-            Some(_) => {}
-            None => per_date.push((
-                d,
-                if actual == 0 {
-                    100.0
-                } else {
-                    100.0 * stored as f64 / actual as f64
-                },
-            )),
-        }
+/// Recorded completions as a percentage of those that ran (100 when none ran).
+fn percent(recorded: usize, ran: usize) -> f64 {
+    if ran == 0 {
+        100.0
+    } else {
+        100.0 * recorded as f64 / ran as f64
     }
+}
+
+/// Accuracy per date (recorded over actual completions, every gate) as an inline SVG line.
+fn accuracy_chart(points: &[(Partition, f64)]) -> String {
+    let mut per_date = points.to_vec();
     per_date.sort_by_key(|(d, _)| *d);
     let (w, h, pad) = (640.0, 160.0, 30.0);
     let n = per_date.len().max(2) as f64 - 1.0;

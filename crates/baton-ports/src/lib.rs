@@ -10,6 +10,8 @@
 //! `baton-core`, passed in as the step function.
 #![deny(missing_docs)]
 
+pub mod stored;
+
 use baton_core::completion::{Document, Outcome, StepOutput};
 use baton_core::config::TableSpec;
 use baton_core::lease::{Lease, Refusal};

@@ -23,6 +23,9 @@ use baton_core::lease::{self, Lease, Refusal};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_core::rng::SplitMix64;
+use baton_ports::stored::{
+    changed_concurrently, corrupt, document_for_write, from_micros, micros, partition_of, quote,
+};
 use baton_ports::{
     Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
     OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore,
@@ -82,26 +85,6 @@ fn pg_err(e: &postgres::Error) -> Error {
     } else {
         Error::Permanent(text)
     }
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Permanent(format!("stored {what} could not be read: {e}"))
-}
-
-fn micros(ts: Timestamp) -> i64 {
-    ts.as_microsecond()
-}
-
-fn from_micros(v: i64) -> Result<Timestamp> {
-    Timestamp::from_microsecond(v).map_err(|e| corrupt("timestamp", e))
-}
-
-fn partition_of(text: &str) -> Result<Partition> {
-    Partition::parse(text).map_err(|e| corrupt("partition", e))
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{ident}\"")
 }
 
 type Tx<'a> = Transaction<'a>;
@@ -263,17 +246,11 @@ fn load_document(
 
 fn store_document(
     tx: &mut Tx<'_>,
-    mut doc: Document,
+    doc: Document,
     expected_version: Option<u64>,
     now: Timestamp,
 ) -> Result<Document> {
-    assert_eq!(
-        doc.completed_count,
-        doc.derived_count(),
-        "invariant: completed_count is derived from entries"
-    );
-    doc.version = expected_version.map_or(1, |v| v + 1);
-    let body = serde_json::to_string(&doc).map_err(|e| Error::Permanent(e.to_string()))?;
+    let (doc, body) = document_for_write(doc, expected_version)?;
     let args: [&(dyn postgres::types::ToSql + Sync); 7] = [
         &doc.gate.as_str(),
         &doc.partition.to_string(),
@@ -305,10 +282,7 @@ fn store_document(
         }
     };
     if changed != 1 {
-        return Err(Error::Retryable(format!(
-            "document {}/{} changed concurrently",
-            doc.gate, doc.partition
-        )));
+        return Err(changed_concurrently(&doc));
     }
     Ok(doc)
 }

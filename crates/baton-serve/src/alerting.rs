@@ -387,11 +387,9 @@ pub fn incidents(store: &dyn StateStore) -> Result<Vec<Incident>, Error> {
 }
 
 /// The incidents open now.
-pub fn open_incidents(store: &dyn StateStore) -> Result<Vec<Incident>, baton_ports::Error> {
-    Ok(store
-        .ops_records("alert/")?
+pub fn open_incidents(store: &dyn StateStore) -> Result<Vec<Incident>, Error> {
+    Ok(incidents(store)?
         .into_iter()
-        .filter_map(|r| serde_json::from_str::<Incident>(&r.body).ok())
         .filter(Incident::is_open)
         .collect())
 }

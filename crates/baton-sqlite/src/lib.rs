@@ -16,6 +16,9 @@ use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_ports::stored::{
+    changed_concurrently, corrupt, document_for_write, from_micros, micros, partition_of, quote,
+};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
     NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
@@ -60,27 +63,6 @@ fn map_err(e: rusqlite::Error) -> Error {
         }
         _ => Error::Permanent(e.to_string()),
     }
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Permanent(format!("stored {what} could not be read: {e}"))
-}
-
-fn micros(ts: Timestamp) -> i64 {
-    ts.as_microsecond()
-}
-
-fn from_micros(v: i64) -> Result<Timestamp> {
-    Timestamp::from_microsecond(v).map_err(|e| corrupt("timestamp", e))
-}
-
-fn partition_of(text: &str) -> Result<Partition> {
-    Partition::parse(text).map_err(|e| corrupt("partition", e))
-}
-
-/// Quotes an identifier that config validation already checked (letters, digits, `_`).
-fn quote(ident: &str) -> String {
-    format!("\"{ident}\"")
 }
 
 impl SqliteBackend {
@@ -153,18 +135,11 @@ fn load_document(tx: &Connection, gate: &GateId, partition: Partition) -> Result
 /// outside this transaction discipline); returns the written document.
 fn store_document(
     tx: &Connection,
-    mut doc: Document,
+    doc: Document,
     expected_version: Option<u64>,
     now: Timestamp,
 ) -> Result<Document> {
-    // Pair assertion with the step: the count written is the count derived.
-    assert_eq!(
-        doc.completed_count,
-        doc.derived_count(),
-        "invariant: completed_count is derived from entries"
-    );
-    doc.version = expected_version.map_or(1, |v| v + 1);
-    let body = serde_json::to_string(&doc).map_err(|e| Error::Permanent(e.to_string()))?;
+    let (doc, body) = document_for_write(doc, expected_version)?;
     let changed = match expected_version {
         None => tx
             .execute(
@@ -182,10 +157,7 @@ fn store_document(
             .map_err(map_err)?,
     };
     if changed != 1 {
-        return Err(Error::Retryable(format!(
-            "document {}/{} changed concurrently",
-            doc.gate, doc.partition
-        )));
+        return Err(changed_concurrently(&doc));
     }
     Ok(doc)
 }
