@@ -10,9 +10,10 @@
 //! `baton-core`, passed in as the step function.
 #![deny(missing_docs)]
 
+pub mod engine;
 pub mod stored;
 
-use baton_core::completion::{Document, Outcome, StepOutput};
+use baton_core::completion::{Document, Outcome};
 use baton_core::config::TableSpec;
 use baton_core::lease::{Lease, Refusal};
 use baton_core::message::CompletionMessage;
@@ -266,14 +267,11 @@ pub struct OpsRecord {
 
 /// Durable orchestrator state.
 pub trait StateStore: Send + Sync {
-    /// Applies a batch in one transaction: for each completion, loads its document, runs
-    /// `step`, writes the document (version + 1) and the step's effects (trigger outbox
-    /// rows, dead letters); records each dead letter. Returns one outcome per item.
-    fn apply(
-        &self,
-        batch: &[Work],
-        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
-    ) -> Result<Vec<Outcome>>;
+    /// Applies a batch in one transaction through [`engine::apply`]: for each completion,
+    /// loads its document, runs `step`, writes the document (version + 1) and the step's
+    /// effects (trigger outbox rows, dead letters); records each dead letter. Returns one
+    /// outcome per item.
+    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>>;
     /// Rewrites documents in one transaction each with their effects, for reconcile and
     /// forced re-triggers: `edit` receives the stored document (or `None`) and returns the
     /// new one and the triggers to write, or `None` to leave it.
@@ -281,9 +279,7 @@ pub trait StateStore: Send + Sync {
         &self,
         gate: &GateId,
         partition: Partition,
-        edit: &mut dyn FnMut(
-            Option<Document>,
-        ) -> Option<(Document, Vec<baton_core::completion::Trigger>)>,
+        edit: &mut engine::EditFn<'_>,
     ) -> Result<Option<Document>>;
     /// The document of a gate and partition.
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>>;

@@ -1,9 +1,8 @@
 //! How every SQL adapter stores baton's values: timestamps as microseconds since the epoch,
-//! partitions as `YYYY-MM-DD` text, identifiers quoted, and completion documents as
-//! versioned JSON. One definition, so the backends cannot drift apart.
+//! partitions as `YYYY-MM-DD` text, identifiers quoted. One definition, so the backends
+//! cannot drift apart (what a transaction does with them is `crate::engine`'s).
 
 use crate::{Error, Result};
-use baton_core::completion::Document;
 use baton_core::model::Partition;
 use jiff::Timestamp;
 
@@ -30,29 +29,4 @@ pub fn partition_of(text: &str) -> Result<Partition> {
 /// Quotes an identifier that config validation already checked (letters, digits, `_`).
 pub fn quote(ident: &str) -> String {
     format!("\"{ident}\"")
-}
-
-/// A document ready to be written over `expected_version` (`None`: a new one): its next
-/// version and its JSON body.
-pub fn document_for_write(
-    mut doc: Document,
-    expected_version: Option<u64>,
-) -> Result<(Document, String)> {
-    // Pair assertion with the step: the count written is the count derived.
-    assert_eq!(
-        doc.completed_count,
-        doc.derived_count(),
-        "invariant: completed_count is derived from entries"
-    );
-    doc.version = expected_version.map_or(1, |v| v + 1);
-    let body = serde_json::to_string(&doc).map_err(|e| Error::Permanent(e.to_string()))?;
-    Ok((doc, body))
-}
-
-/// The error when a document's version moved under a write (the transaction is retried).
-pub fn changed_concurrently(doc: &Document) -> Error {
-    Error::Retryable(format!(
-        "document {}/{} changed concurrently",
-        doc.gate, doc.partition
-    ))
 }

@@ -17,15 +17,13 @@ mod pool;
 mod schema;
 
 use baton_core::clock::Clock;
-use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
+use baton_core::completion::{Document, Outcome};
 use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
-use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_core::rng::SplitMix64;
-use baton_ports::stored::{
-    changed_concurrently, corrupt, document_for_write, from_micros, micros, partition_of, quote,
-};
+use baton_ports::engine;
+use baton_ports::stored::{corrupt, from_micros, micros, partition_of, quote};
 use baton_ports::{
     Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
     OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore,
@@ -244,13 +242,14 @@ fn load_document(
         .transpose()
 }
 
-fn store_document(
+/// Writes a document over `expected` (`None`: a new one); false if the stored version moved.
+fn write_document(
     tx: &mut Tx<'_>,
-    doc: Document,
-    expected_version: Option<u64>,
+    doc: &Document,
+    body: &str,
+    expected: Option<u64>,
     now: Timestamp,
-) -> Result<Document> {
-    let (doc, body) = document_for_write(doc, expected_version)?;
+) -> Result<bool> {
     let args: [&(dyn postgres::types::ToSql + Sync); 7] = [
         &doc.gate.as_str(),
         &doc.partition.to_string(),
@@ -260,7 +259,7 @@ fn store_document(
         &body,
         &micros(now),
     ];
-    let changed = match expected_version {
+    let changed = match expected {
         // A concurrent insert of the same key fails with 23505: the transaction is retried.
         None => tx
             .execute(
@@ -281,10 +280,7 @@ fn store_document(
             .map_err(|e| pg_err(&e))?
         }
     };
-    if changed != 1 {
-        return Err(changed_concurrently(&doc));
-    }
-    Ok(doc)
+    Ok(changed == 1)
 }
 
 fn insert_outbox(tx: &mut Tx<'_>, row: &NewOutboxRow, now: Timestamp) -> Result<()> {
@@ -392,96 +388,120 @@ fn outbox_from(r: &postgres::Row) -> Result<OutboxRow> {
     })
 }
 
-impl StateStore for PgBackend {
-    fn apply(
-        &self,
-        batch: &[Work],
-        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
-    ) -> Result<Vec<Outcome>> {
+/// An open PostgreSQL transaction as the engine sees it.
+struct PgTxn<'a, 'b> {
+    tx: &'a mut Tx<'b>,
+    now: Timestamp,
+}
+
+impl engine::Transaction for PgTxn<'_, '_> {
+    fn now(&self) -> Timestamp {
+        self.now
+    }
+    fn document_for_update(
+        &mut self,
+        gate: &GateId,
+        partition: Partition,
+    ) -> Result<Option<Document>> {
+        load_document(self.tx, gate, partition, true)
+    }
+    fn write_document(
+        &mut self,
+        doc: &Document,
+        body: &str,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        write_document(self.tx, doc, body, expected, self.now)
+    }
+    fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        insert_outbox(self.tx, row, self.now)
+    }
+    fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()> {
+        insert_dead_letter(self.tx, letter, self.now)
+    }
+    fn lease_for_write(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<Lease>> {
+        // FOR SHARE: a takeover cannot commit between the fence check and the write.
+        Ok(load_lease(self.tx, processor, partition, "FOR SHARE")?.map(|(l, _)| l))
+    }
+    fn newest_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<FenceToken>> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT newest_token FROM fences WHERE processor = $1 AND partition = $2 FOR UPDATE",
+                &[&processor.as_str(), &partition.to_string()],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(rows
+            .first()
+            .map(|r| FenceToken::new(r.get::<_, i64>(0) as u64)))
+    }
+    fn set_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO fences (processor, partition, newest_token) VALUES ($1, $2, $3)
+                 ON CONFLICT (processor, partition) DO UPDATE SET newest_token = excluded.newest_token",
+                &[&processor.as_str(), &partition.to_string(), &(token.get() as i64)],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(())
+    }
+    fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
+        upsert_rows(self.tx, table, rows, token.get() as i64)
+    }
+    fn remove_rows_before(
+        &mut self,
+        table: &TableSpec,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM {} WHERE _partition = $1 AND _token < $2",
+            quote(&table.name)
+        );
+        self.tx
+            .execute(
+                sql.as_str(),
+                &[&partition.to_string(), &(token.get() as i64)],
+            )
+            .map_err(|e| pg_err(&e))
+    }
+}
+
+impl PgBackend {
+    /// Runs an engine function in one transaction (retried as [`PgBackend::txn`] retries).
+    fn engine_txn<T>(&self, mut f: impl FnMut(&mut PgTxn<'_, '_>) -> Result<T>) -> Result<T> {
         self.txn(|tx| {
             let now = self.now(tx)?;
-            // Lock every document of the batch in key order first: two consumers locking
-            // overlapping batches in the same order cannot deadlock.
-            let mut docs: BTreeMap<(GateId, Partition), (Option<Document>, Option<u64>)> =
-                BTreeMap::new();
-            for w in batch {
-                if let Work::Completion { gate, message } = w {
-                    docs.entry((gate.clone(), message.partition))
-                        .or_insert((None, None));
-                }
-            }
-            for ((gate, partition), slot) in docs.iter_mut() {
-                let d = load_document(tx, gate, *partition, true)?;
-                *slot = (d.clone(), d.map(|d| d.version));
-            }
-            let mut dirty = std::collections::BTreeSet::new();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            let mut effects: Vec<(Effect, &CompletionMessage)> = Vec::new();
-            for w in batch {
-                match w {
-                    Work::DeadLetter(letter) => {
-                        insert_dead_letter(tx, letter, now)?;
-                        outcomes.push(Outcome::Rejected {
-                            reason: letter.reason.clone(),
-                        });
-                    }
-                    Work::Completion { gate, message } => {
-                        let key = (gate.clone(), message.partition);
-                        let (current, _) = docs.get(&key).cloned().unwrap_or((None, None));
-                        let out = step(current.clone(), gate, message);
-                        if !matches!(out.outcome, Outcome::Rejected { .. })
-                            && current.as_ref() != Some(&out.document)
-                        {
-                            if let Some(slot) = docs.get_mut(&key) {
-                                slot.0 = Some(out.document.clone());
-                            }
-                            dirty.insert(key);
-                        }
-                        effects.extend(out.effects.into_iter().map(|e| (e, message)));
-                        outcomes.push(out.outcome);
-                    }
-                }
-            }
-            for key in dirty {
-                if let Some((Some(doc), version)) = docs.get(&key).cloned() {
-                    store_document(tx, doc, version, now)?;
-                }
-            }
-            for (effect, message) in effects {
-                match effect {
-                    Effect::PublishTrigger(t) => {
-                        insert_outbox(tx, &NewOutboxRow::for_trigger(&t), now)?
-                    }
-                    Effect::DeadLetter { reason } => {
-                        insert_dead_letter(tx, &NewDeadLetter::for_rejected(message, &reason), now)?
-                    }
-                }
-            }
-            Ok(outcomes)
+            f(&mut PgTxn { tx, now })
         })
+    }
+}
+
+impl StateStore for PgBackend {
+    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
+        self.engine_txn(|tx| engine::apply(tx, batch, step))
     }
 
     fn edit_document(
         &self,
         gate: &GateId,
         partition: Partition,
-        edit: &mut dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)>,
+        edit: &mut engine::EditFn<'_>,
     ) -> Result<Option<Document>> {
-        self.txn(|tx| {
-            let now = self.now(tx)?;
-            let stored = load_document(tx, gate, partition, true)?;
-            let version = stored.as_ref().map(|d| d.version);
-            match edit(stored.clone()) {
-                None => Ok(stored),
-                Some((doc, triggers)) => {
-                    let written = store_document(tx, doc, version, now)?;
-                    for t in &triggers {
-                        insert_outbox(tx, &NewOutboxRow::for_trigger(t), now)?;
-                    }
-                    Ok(Some(written))
-                }
-            }
-        })
+        self.engine_txn(|tx| engine::edit_document(tx, gate, partition, edit))
     }
 
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
@@ -967,41 +987,13 @@ impl Warehouse for PgBackend {
     }
 
     fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
-        self.txn(|tx| {
-            let now = self.now(tx)?;
-            let current = load_lease(tx, write.processor, write.partition, "FOR SHARE")?;
-            if let Err(refusal) = lease::check_current(current.as_ref().map(|(l, _)| l), write.token, now) {
-                return Ok(WriteOutcome::Fenced(refusal));
-            }
-            let token = write.token.get() as i64;
-            let key = [&write.processor.as_str() as &(dyn postgres::types::ToSql + Sync), &write.partition.to_string()];
-            let newest = tx
-                .query("SELECT newest_token FROM fences WHERE processor = $1 AND partition = $2 FOR UPDATE", &key)
-                .map_err(|e| pg_err(&e))?
-                .first()
-                .map(|r| r.get::<_, i64>(0));
-            if let Some(newest) = newest.filter(|n| *n > token) {
-                return Ok(WriteOutcome::Fenced(Refusal::StaleToken { presented: write.token, current: FenceToken::new(newest as u64) }));
-            }
-            tx.execute(
-                "INSERT INTO fences (processor, partition, newest_token) VALUES ($1, $2, $3)
-                 ON CONFLICT (processor, partition) DO UPDATE SET newest_token = excluded.newest_token",
-                &[&write.processor.as_str(), &write.partition.to_string(), &token],
-            )
-            .map_err(|e| pg_err(&e))?;
-            let inserted = upsert_rows(tx, write.table, write.rows, token)?;
-            let removed = tx
-                .execute(
-                    format!("DELETE FROM {} WHERE _partition = $1 AND _token < $2", quote(&write.table.name)).as_str(),
-                    &[&write.partition.to_string(), &token],
-                )
-                .map_err(|e| pg_err(&e))?;
-            insert_outbox(tx, write.completion, now)?;
+        self.engine_txn(|tx| {
+            let outcome = engine::fenced_write(tx, write)?;
             if !self.write_stall.is_zero() {
                 tracing::warn!(stall = ?self.write_stall, "test hook: holding the write open before commit");
                 baton_core::SystemClock.sleep_for(self.write_stall);
             }
-            Ok(WriteOutcome::Written { rows: write.rows.len() as u64, inserted, removed })
+            Ok(outcome)
         })
     }
 

@@ -3,12 +3,12 @@
 //! (the canaries): a stored count incremented per message, and writes without the fence.
 
 use baton_core::clock::Clock;
-use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
+use baton_core::completion::{Document, Outcome};
 use baton_core::config::TableSpec;
 use baton_core::dedup::key_of;
 use baton_core::lease::{self, Lease, Refusal};
-use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_ports::engine;
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
     NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
@@ -134,77 +134,145 @@ fn push_dead_letter(s: &mut State, letter: &NewDeadLetter, now: Timestamp) {
     });
 }
 
-impl StateStore for MemBackend {
-    fn apply(
-        &self,
-        batch: &[Work],
-        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
-    ) -> Result<Vec<Outcome>> {
-        let now = self.clock.now();
-        let mut s = self.lock();
-        let mut outcomes = Vec::new();
-        for work in batch {
-            match work {
-                Work::DeadLetter(l) => {
-                    push_dead_letter(&mut s, l, now);
-                    outcomes.push(Outcome::Rejected {
-                        reason: l.reason.clone(),
-                    });
-                }
-                Work::Completion { gate, message } => {
-                    let key = (gate.clone(), message.partition);
-                    let stored = s.documents.get(&key).cloned();
-                    let mut out = step(stored.clone(), gate, message);
-                    if !matches!(out.outcome, Outcome::Rejected { .. })
-                        && stored.as_ref() != Some(&out.document)
-                    {
-                        if self.canary == Canary::CountPerMessage {
-                            out.document.completed_count =
-                                stored.as_ref().map_or(0, |d| d.completed_count) + 1;
-                        }
-                        out.document.version = stored.as_ref().map_or(1, |d| d.version + 1);
-                        s.documents.insert(key, out.document.clone());
-                    }
-                    for e in &out.effects {
-                        match e {
-                            Effect::PublishTrigger(t) => {
-                                push_outbox(&mut s, &NewOutboxRow::for_trigger(t), now)
-                            }
-                            Effect::DeadLetter { reason } => push_dead_letter(
-                                &mut s,
-                                &NewDeadLetter::for_rejected(message, reason),
-                                now,
-                            ),
-                        }
-                    }
-                    outcomes.push(out.outcome);
-                }
-            }
+/// An in-memory transaction: the engine works on the state under the backend's lock.
+///
+/// It needs no rollback: the lock is held from the first read to the last write, and no
+/// operation fails after changing anything (`upsert` checks every row before it writes).
+struct MemTxn<'a> {
+    state: &'a mut State,
+    now: Timestamp,
+    canary: Canary,
+}
+
+impl engine::Transaction for MemTxn<'_> {
+    fn now(&self) -> Timestamp {
+        self.now
+    }
+    fn document_for_update(
+        &mut self,
+        gate: &GateId,
+        partition: Partition,
+    ) -> Result<Option<Document>> {
+        Ok(self
+            .state
+            .documents
+            .get(&(gate.clone(), partition))
+            .cloned())
+    }
+    fn write_document(
+        &mut self,
+        doc: &Document,
+        _body: &str,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        let key = (doc.gate.clone(), doc.partition);
+        let stored = self.state.documents.get(&key);
+        if stored.map(|d| d.version) != expected {
+            return Ok(false);
         }
-        Ok(outcomes)
+        let mut doc = doc.clone();
+        if self.canary == Canary::CountPerMessage {
+            // The canary: a store that increments its count per write instead of keeping
+            // the derived one (the original tracker's bug).
+            doc.completed_count = stored.map_or(0, |d| d.completed_count) + 1;
+        }
+        self.state.documents.insert(key, doc);
+        Ok(true)
+    }
+    fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        push_outbox(self.state, row, self.now);
+        Ok(())
+    }
+    fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()> {
+        push_dead_letter(self.state, letter, self.now);
+        Ok(())
+    }
+    fn lease_for_write(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<Lease>> {
+        let key = (processor.clone(), partition);
+        Ok(self.state.leases.get(&key).and_then(|r| r.lease.clone()))
+    }
+    fn newest_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<FenceToken>> {
+        let key = (processor.clone(), partition);
+        Ok(self.state.fences.get(&key).map(|t| FenceToken::new(*t)))
+    }
+    fn set_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<()> {
+        self.state
+            .fences
+            .insert((processor.clone(), partition), token.get());
+        Ok(())
+    }
+    fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
+        let data = self.state.tables.entry(table.name.clone()).or_default();
+        upsert(data, table, rows, token.get())
+    }
+    fn remove_rows_before(
+        &mut self,
+        table: &TableSpec,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<u64> {
+        let day = partition.to_string();
+        let data = self.state.tables.entry(table.name.clone()).or_default();
+        let before = data.rows.len();
+        data.rows
+            .retain(|_, (p, _, t)| !(*p == day && *t < token.get()));
+        Ok((before - data.rows.len()) as u64)
+    }
+}
+
+impl MemBackend {
+    /// Runs an engine function on the state, under the lock.
+    fn engine_txn<T>(&self, f: impl FnOnce(&mut MemTxn<'_>) -> Result<T>) -> Result<T> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        f(&mut MemTxn {
+            state: &mut state,
+            now,
+            canary: self.canary,
+        })
+    }
+
+    /// The canary's write: rows and the completion, with no lease or fence check and
+    /// nothing removed.
+    fn unfenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
+        self.engine_txn(|tx| {
+            use engine::Transaction;
+            let inserted = tx.upsert_rows(write.table, write.rows, write.token)?;
+            tx.insert_outbox(write.completion)?;
+            Ok(WriteOutcome::Written {
+                rows: write.rows.len() as u64,
+                inserted,
+                removed: 0,
+            })
+        })
+    }
+}
+
+impl StateStore for MemBackend {
+    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
+        self.engine_txn(|tx| engine::apply(tx, batch, step))
     }
 
     fn edit_document(
         &self,
         gate: &GateId,
         partition: Partition,
-        edit: &mut dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)>,
+        edit: &mut engine::EditFn<'_>,
     ) -> Result<Option<Document>> {
-        let now = self.clock.now();
-        let mut s = self.lock();
-        let key = (gate.clone(), partition);
-        let stored = s.documents.get(&key).cloned();
-        match edit(stored.clone()) {
-            None => Ok(stored),
-            Some((mut doc, triggers)) => {
-                doc.version = stored.map_or(1, |d| d.version + 1);
-                s.documents.insert(key, doc.clone());
-                for t in &triggers {
-                    push_outbox(&mut s, &NewOutboxRow::for_trigger(t), now);
-                }
-                Ok(Some(doc))
-            }
-        }
+        self.engine_txn(|tx| engine::edit_document(tx, gate, partition, edit))
     }
 
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
@@ -491,8 +559,10 @@ impl StateStore for MemBackend {
     }
 }
 
+/// Upserts rows stamped with `token`; every row is checked before any is written, so a bad
+/// row changes nothing.
 fn upsert(data: &mut TableData, spec: &TableSpec, rows: &[Row], token: u64) -> Result<u64> {
-    let mut inserted = 0;
+    let mut keyed = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let key = key_of(row, &spec.primary_key).map_err(|c| {
             Error::Permanent(format!("row {i} has no value for primary-key column `{c}`"))
@@ -506,9 +576,13 @@ fn upsert(data: &mut TableData, spec: &TableSpec, rows: &[Row], token: u64) -> R
                     spec.name, spec.partition_column
                 ))
             })?;
+        keyed.push((key, partition.to_owned(), row));
+    }
+    let mut inserted = 0;
+    for (key, partition, row) in keyed {
         if data
             .rows
-            .insert(key, (partition.to_owned(), row.clone(), token))
+            .insert(key, (partition, row.clone(), token))
             .is_none()
         {
             inserted += 1;
@@ -528,37 +602,10 @@ impl Warehouse for MemBackend {
     }
 
     fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
-        let now = self.clock.now();
-        let mut s = self.lock();
-        let key = (write.processor.clone(), write.partition);
-        if self.canary != Canary::NoFence {
-            let current = s.leases.get(&key).and_then(|r| r.lease.clone());
-            if let Err(refusal) = lease::check_current(current.as_ref(), write.token, now) {
-                return Ok(WriteOutcome::Fenced(refusal));
-            }
-            if let Some(newest) = s.fences.get(&key).filter(|n| **n > write.token.get()) {
-                return Ok(WriteOutcome::Fenced(Refusal::StaleToken {
-                    presented: write.token,
-                    current: FenceToken::new(*newest),
-                }));
-            }
-            s.fences.insert(key, write.token.get());
+        if self.canary == Canary::NoFence {
+            return self.unfenced_write(write);
         }
-        let day = write.partition.to_string();
-        let data = s.tables.entry(write.table.name.clone()).or_default();
-        let inserted = upsert(data, write.table, write.rows, write.token.get())?;
-        let before = data.rows.len();
-        let token = write.token.get();
-        if self.canary != Canary::NoFence {
-            data.rows.retain(|_, (p, _, t)| !(*p == day && *t < token));
-        }
-        let removed = (before - data.rows.len()) as u64;
-        push_outbox(&mut s, write.completion, now);
-        Ok(WriteOutcome::Written {
-            rows: write.rows.len() as u64,
-            inserted,
-            removed,
-        })
+        self.engine_txn(|tx| engine::fenced_write(tx, write))
     }
 
     fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {

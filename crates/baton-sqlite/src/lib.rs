@@ -11,14 +11,12 @@
 mod schema;
 
 use baton_core::clock::Clock;
-use baton_core::completion::{Document, Outcome, StepOutput, Trigger};
+use baton_core::completion::{Document, Outcome};
 use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
-use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
-use baton_ports::stored::{
-    changed_concurrently, corrupt, document_for_write, from_micros, micros, partition_of, quote,
-};
+use baton_ports::engine;
+use baton_ports::stored::{corrupt, from_micros, micros, partition_of, quote};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
     NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
@@ -131,16 +129,15 @@ fn load_document(tx: &Connection, gate: &GateId, partition: Partition) -> Result
         .transpose()
 }
 
-/// Writes a document with version + 1, refusing if the stored version moved (a writer
-/// outside this transaction discipline); returns the written document.
-fn store_document(
+/// Writes a document over `expected` (`None`: a new one); false if the stored version moved.
+fn write_document(
     tx: &Connection,
-    doc: Document,
-    expected_version: Option<u64>,
+    doc: &Document,
+    body: &str,
+    expected: Option<u64>,
     now: Timestamp,
-) -> Result<Document> {
-    let (doc, body) = document_for_write(doc, expected_version)?;
-    let changed = match expected_version {
+) -> Result<bool> {
+    let changed = match expected {
         None => tx
             .execute(
                 "INSERT INTO documents (gate, partition, version, completed_count, triggered, body, updated_at)
@@ -156,10 +153,7 @@ fn store_document(
             )
             .map_err(map_err)?,
     };
-    if changed != 1 {
-        return Err(changed_concurrently(&doc));
-    }
-    Ok(doc)
+    Ok(changed == 1)
 }
 
 fn insert_outbox(tx: &Connection, row: &NewOutboxRow, now: Timestamp) -> Result<()> {
@@ -226,104 +220,117 @@ fn save_lease(tx: &Connection, lease: &Lease) -> Result<()> {
     Ok(())
 }
 
-/// A document of an `apply` batch: its key, its state so far, the version it was read at,
-/// and whether a step changed it.
-type BatchDocument = (GateId, Partition, Option<Document>, Option<u64>, bool);
+/// An open SQLite transaction as the engine sees it.
+struct SqliteTxn<'a> {
+    conn: &'a Connection,
+    now: Timestamp,
+}
+
+impl engine::Transaction for SqliteTxn<'_> {
+    fn now(&self) -> Timestamp {
+        self.now
+    }
+    fn document_for_update(
+        &mut self,
+        gate: &GateId,
+        partition: Partition,
+    ) -> Result<Option<Document>> {
+        // `BEGIN IMMEDIATE` already holds the database's write lock.
+        load_document(self.conn, gate, partition)
+    }
+    fn write_document(
+        &mut self,
+        doc: &Document,
+        body: &str,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        write_document(self.conn, doc, body, expected, self.now)
+    }
+    fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        insert_outbox(self.conn, row, self.now)
+    }
+    fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()> {
+        insert_dead_letter(self.conn, letter, self.now)
+    }
+    fn lease_for_write(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<Lease>> {
+        load_lease(self.conn, processor, partition)
+    }
+    fn newest_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<FenceToken>> {
+        let newest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT newest_token FROM fences WHERE processor = ?1 AND partition = ?2",
+                params![processor.as_str(), partition.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?;
+        Ok(newest.map(|n| FenceToken::new(n as u64)))
+    }
+    fn set_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO fences (processor, partition, newest_token) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (processor, partition) DO UPDATE SET newest_token = excluded.newest_token",
+                params![processor.as_str(), partition.to_string(), token.get() as i64],
+            )
+            .map_err(map_err)?;
+        Ok(())
+    }
+    fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
+        upsert_rows(self.conn, table, rows, token.get() as i64)
+    }
+    fn remove_rows_before(
+        &mut self,
+        table: &TableSpec,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM {} WHERE _partition = ?1 AND _token < ?2",
+            quote(&table.name)
+        );
+        let removed = self
+            .conn
+            .execute(&sql, params![partition.to_string(), token.get() as i64])
+            .map_err(map_err)?;
+        Ok(removed as u64)
+    }
+}
+
+impl SqliteBackend {
+    /// Runs an engine function in one write transaction.
+    fn engine_txn<T>(&self, f: impl FnOnce(&mut SqliteTxn<'_>) -> Result<T>) -> Result<T> {
+        let now = self.now();
+        self.write_txn(|tx| f(&mut SqliteTxn { conn: tx, now }))
+    }
+}
 
 impl StateStore for SqliteBackend {
-    fn apply(
-        &self,
-        batch: &[Work],
-        step: &mut dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput,
-    ) -> Result<Vec<Outcome>> {
-        let now = self.now();
-        self.write_txn(|tx| {
-            let mut outcomes = Vec::with_capacity(batch.len());
-            // Group commit: each document of the batch is read once, stepped through every
-            // message for it in batch order, and written once at the end, inside the same
-            // transaction (the version still moves on, once per batch).
-            let mut docs: Vec<BatchDocument> = Vec::new();
-            for work in batch {
-                match work {
-                    Work::DeadLetter(letter) => {
-                        insert_dead_letter(tx, letter, now)?;
-                        outcomes.push(Outcome::Rejected {
-                            reason: letter.reason.clone(),
-                        });
-                    }
-                    Work::Completion { gate, message } => {
-                        let slot = match docs
-                            .iter()
-                            .position(|(g, p, ..)| g == gate && *p == message.partition)
-                        {
-                            Some(i) => i,
-                            None => {
-                                let stored = load_document(tx, gate, message.partition)?;
-                                let version = stored.as_ref().map(|d| d.version);
-                                docs.push((
-                                    gate.clone(),
-                                    message.partition,
-                                    stored,
-                                    version,
-                                    false,
-                                ));
-                                docs.len() - 1
-                            }
-                        };
-                        let current = docs[slot].2.clone();
-                        let out = step(current.clone(), gate, message);
-                        if current.as_ref() != Some(&out.document)
-                            && !matches!(out.outcome, Outcome::Rejected { .. })
-                        {
-                            docs[slot].2 = Some(out.document);
-                            docs[slot].4 = true;
-                        }
-                        for effect in &out.effects {
-                            match effect {
-                                baton_core::Effect::PublishTrigger(t) => {
-                                    insert_outbox(tx, &NewOutboxRow::for_trigger(t), now)?
-                                }
-                                baton_core::Effect::DeadLetter { reason } => insert_dead_letter(
-                                    tx,
-                                    &NewDeadLetter::for_rejected(message, reason),
-                                    now,
-                                )?,
-                            }
-                        }
-                        outcomes.push(out.outcome);
-                    }
-                }
-            }
-            for (_, _, doc, version, dirty) in docs {
-                if let (Some(doc), true) = (doc, dirty) {
-                    store_document(tx, doc, version, now)?;
-                }
-            }
-            Ok(outcomes)
-        })
+    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
+        self.engine_txn(|tx| engine::apply(tx, batch, step))
     }
 
     fn edit_document(
         &self,
         gate: &GateId,
         partition: Partition,
-        edit: &mut dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)>,
+        edit: &mut engine::EditFn<'_>,
     ) -> Result<Option<Document>> {
-        let now = self.now();
-        self.write_txn(|tx| {
-            let stored = load_document(tx, gate, partition)?;
-            let version = stored.as_ref().map(|d| d.version);
-            match edit(stored.clone()) {
-                None => Ok(stored),
-                Some((doc, triggers)) => {
-                    let written = store_document(tx, doc, version, now)?;
-                    for t in &triggers {
-                        insert_outbox(tx, &NewOutboxRow::for_trigger(t), now)?;
-                    }
-                    Ok(Some(written))
-                }
-            }
-        })
+        self.engine_txn(|tx| engine::edit_document(tx, gate, partition, edit))
     }
 
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
@@ -904,46 +911,7 @@ impl Warehouse for SqliteBackend {
     }
 
     fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
-        let now = self.now();
-        self.write_txn(|tx| {
-            let current = load_lease(tx, write.processor, write.partition)?;
-            if let Err(refusal) = lease::check_current(current.as_ref(), write.token, now) {
-                return Ok(WriteOutcome::Fenced(refusal));
-            }
-            // The warehouse's own fence: the newest token it has seen for this
-            // (processor, partition). Redundant with the lease check while both live in one
-            // file; it is what still holds if a lease row were lost or edited.
-            let newest: Option<i64> = tx
-                .query_row(
-                    "SELECT newest_token FROM fences WHERE processor = ?1 AND partition = ?2",
-                    params![write.processor.as_str(), write.partition.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(map_err)?;
-            let token = write.token.get() as i64;
-            if let Some(newest) = newest.filter(|n| *n > token) {
-                return Ok(WriteOutcome::Fenced(Refusal::StaleToken {
-                    presented: write.token,
-                    current: FenceToken::new(newest as u64),
-                }));
-            }
-            tx.execute(
-                "INSERT INTO fences (processor, partition, newest_token) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (processor, partition) DO UPDATE SET newest_token = excluded.newest_token",
-                params![write.processor.as_str(), write.partition.to_string(), token],
-            )
-            .map_err(map_err)?;
-            let inserted = upsert_rows(tx, write.table, write.rows, token)?;
-            let removed = tx
-                .execute(
-                    &format!("DELETE FROM {} WHERE _partition = ?1 AND _token < ?2", quote(&write.table.name)),
-                    params![write.partition.to_string(), token],
-                )
-                .map_err(map_err)? as u64;
-            insert_outbox(tx, write.completion, now)?;
-            Ok(WriteOutcome::Written { rows: write.rows.len() as u64, inserted, removed })
-        })
+        self.engine_txn(|tx| engine::fenced_write(tx, write))
     }
 
     fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {

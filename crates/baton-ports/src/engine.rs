@@ -1,0 +1,256 @@
+//! The engine: every rule that runs inside a store transaction, written once.
+//!
+//! A backend opens a transaction its own way (SQLite `BEGIN IMMEDIATE`, PostgreSQL READ
+//! COMMITTED with row locks and retries, the in-memory store under its lock) and hands it to
+//! these functions as a [`Transaction`]: a few primitive reads and writes. What happens in
+//! the transaction — carrying out a step's effects, the pair assertion on the derived count,
+//! the fence check, the completion's outbox row, replacing a run's rows — is decided here,
+//! so no backend can drift from another.
+//!
+//! Invariant: an engine function either returns `Ok` with every write done, or an error after
+//! which the backend rolls the transaction back; it never commits.
+//!
+//! What this module does not do: open, commit or retry transactions, or choose locks: that is
+//! what differs between databases, and it stays in the adapters.
+
+use crate::{Error, FencedWrite, NewDeadLetter, NewOutboxRow, Result, Work, WriteOutcome};
+use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
+use baton_core::config::TableSpec;
+use baton_core::lease::{self, Lease, Refusal};
+use baton_core::message::CompletionMessage;
+use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row};
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+
+/// The orchestrator step as the engine calls it (`baton_core::completion::step` with the
+/// pipeline and quality measurements bound by the caller).
+pub type StepFn<'a> = dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput + 'a;
+
+/// An edit of one document for reconcile and forced re-triggers: the stored document in, the
+/// new one and the triggers to write out (or `None` to leave it).
+pub type EditFn<'a> = dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)> + 'a;
+
+/// What an open transaction of a backend offers the engine. Each method is one statement (or
+/// its in-memory equivalent); none decides anything.
+pub trait Transaction {
+    /// The store's time for this transaction (the store's clock, never a worker's).
+    fn now(&self) -> Timestamp;
+    /// Reads a document that this transaction may rewrite (locked where the database locks
+    /// rows). The engine reads a batch's documents in key order, so two transactions over
+    /// overlapping batches lock in the same order and cannot deadlock.
+    fn document_for_update(
+        &mut self,
+        gate: &GateId,
+        partition: Partition,
+    ) -> Result<Option<Document>>;
+    /// Writes `doc` (its version already the next one) with its JSON `body`, if the stored
+    /// version is still `expected` (`None`: no document yet); false when it moved.
+    fn write_document(&mut self, doc: &Document, body: &str, expected: Option<u64>)
+    -> Result<bool>;
+    /// Adds a row to the outbox.
+    fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()>;
+    /// Adds a dead letter.
+    fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()>;
+    /// The lease of a (processor, partition), read so that a takeover cannot commit between
+    /// the fence check and the write (PostgreSQL: `FOR SHARE`).
+    fn lease_for_write(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<Lease>>;
+    /// The newest token the warehouse has seen for a (processor, partition), locked.
+    fn newest_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Option<FenceToken>>;
+    /// Records `token` as the newest seen for a (processor, partition).
+    fn set_fence(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<()>;
+    /// Upserts rows on the table's primary key, stamped with `token`; returns how many keys
+    /// were new.
+    fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64>;
+    /// Removes the partition's rows stamped with a token older than `token` (rows an earlier
+    /// run wrote that this run did not); returns how many.
+    fn remove_rows_before(
+        &mut self,
+        table: &TableSpec,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<u64>;
+}
+
+/// A document of an `apply` batch: its state so far, the version it was read at, and whether
+/// a step changed it.
+struct Slot {
+    document: Option<Document>,
+    read_version: Option<u64>,
+    dirty: bool,
+}
+
+/// Applies a batch: reads each document once (in key order), steps it through every message
+/// for it in batch order, carries out each step's effects, and writes each changed document
+/// once at the end (group commit: the version moves on once per batch). Returns one outcome
+/// per item.
+pub fn apply(
+    tx: &mut dyn Transaction,
+    batch: &[Work],
+    step: &mut StepFn<'_>,
+) -> Result<Vec<Outcome>> {
+    let mut slots = read_batch_documents(tx, batch)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for work in batch {
+        match work {
+            Work::DeadLetter(letter) => {
+                tx.insert_dead_letter(letter)?;
+                outcomes.push(Outcome::Rejected {
+                    reason: letter.reason.clone(),
+                });
+            }
+            Work::Completion { gate, message } => {
+                let slot = slots
+                    .get_mut(&(gate.clone(), message.partition))
+                    .ok_or_else(|| Error::Permanent("invariant: batch document read".into()))?;
+                let out = step(slot.document.clone(), gate, message);
+                if !matches!(out.outcome, Outcome::Rejected { .. })
+                    && slot.document.as_ref() != Some(&out.document)
+                {
+                    slot.document = Some(out.document);
+                    slot.dirty = true;
+                }
+                carry_out(tx, &out.effects, message)?;
+                outcomes.push(out.outcome);
+            }
+        }
+    }
+    for slot in slots.into_values().filter(|s| s.dirty) {
+        if let Some(doc) = slot.document {
+            store_document(tx, doc, slot.read_version)?;
+        }
+    }
+    Ok(outcomes)
+}
+
+fn read_batch_documents(
+    tx: &mut dyn Transaction,
+    batch: &[Work],
+) -> Result<BTreeMap<(GateId, Partition), Slot>> {
+    let mut keys: Vec<(GateId, Partition)> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Work::Completion { gate, message } => Some((gate.clone(), message.partition)),
+            Work::DeadLetter(_) => None,
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut slots = BTreeMap::new();
+    for (gate, partition) in keys {
+        let document = tx.document_for_update(&gate, partition)?;
+        let read_version = document.as_ref().map(|d| d.version);
+        let slot = Slot {
+            document,
+            read_version,
+            dirty: false,
+        };
+        slots.insert((gate, partition), slot);
+    }
+    Ok(slots)
+}
+
+/// Carries out a step's effects for `message`: trigger outbox rows and dead letters.
+fn carry_out(
+    tx: &mut dyn Transaction,
+    effects: &[Effect],
+    message: &CompletionMessage,
+) -> Result<()> {
+    for effect in effects {
+        match effect {
+            Effect::PublishTrigger(t) => tx.insert_outbox(&NewOutboxRow::for_trigger(t))?,
+            Effect::DeadLetter { reason } => {
+                tx.insert_dead_letter(&NewDeadLetter::for_rejected(message, reason))?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites one document with `edit` and writes the triggers it returns; returns the
+/// document as stored afterwards.
+pub fn edit_document(
+    tx: &mut dyn Transaction,
+    gate: &GateId,
+    partition: Partition,
+    edit: &mut EditFn<'_>,
+) -> Result<Option<Document>> {
+    let stored = tx.document_for_update(gate, partition)?;
+    let version = stored.as_ref().map(|d| d.version);
+    match edit(stored.clone()) {
+        None => Ok(stored),
+        Some((doc, triggers)) => {
+            let written = store_document(tx, doc, version)?;
+            for t in &triggers {
+                tx.insert_outbox(&NewOutboxRow::for_trigger(t))?;
+            }
+            Ok(Some(written))
+        }
+    }
+}
+
+/// Writes a document over `expected_version` with the next version, asserting first that
+/// the count written is the count derived (the pair of the step's own derivation).
+pub fn store_document(
+    tx: &mut dyn Transaction,
+    mut doc: Document,
+    expected_version: Option<u64>,
+) -> Result<Document> {
+    assert_eq!(
+        doc.completed_count,
+        doc.derived_count(),
+        "invariant: completed_count is derived from entries"
+    );
+    doc.version = expected_version.map_or(1, |v| v + 1);
+    let body = serde_json::to_string(&doc).map_err(|e| Error::Permanent(e.to_string()))?;
+    if !tx.write_document(&doc, &body, expected_version)? {
+        // A writer outside this discipline moved the version: the transaction is retried.
+        return Err(Error::Retryable(format!(
+            "document {}/{} changed concurrently",
+            doc.gate, doc.partition
+        )));
+    }
+    Ok(doc)
+}
+
+/// The fenced write: checks that the token is the live current lease (by the store's clock)
+/// and not older than the newest the warehouse has seen, upserts the rows, removes the
+/// partition's rows an earlier run wrote that this run does not, and writes the completion's
+/// outbox row — all in the caller's one transaction (G3, G4).
+pub fn fenced_write(tx: &mut dyn Transaction, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
+    let now = tx.now();
+    let current = tx.lease_for_write(write.processor, write.partition)?;
+    if let Err(refusal) = lease::check_current(current.as_ref(), write.token, now) {
+        return Ok(WriteOutcome::Fenced(refusal));
+    }
+    // The warehouse's own fence: redundant with the lease check while both live in one
+    // database; it is what still holds if a lease row were lost or edited.
+    let newest = tx.newest_fence(write.processor, write.partition)?;
+    if let Some(newest) = newest.filter(|n| *n > write.token) {
+        return Ok(WriteOutcome::Fenced(Refusal::StaleToken {
+            presented: write.token,
+            current: newest,
+        }));
+    }
+    tx.set_fence(write.processor, write.partition, write.token)?;
+    let inserted = tx.upsert_rows(write.table, write.rows, write.token)?;
+    let removed = tx.remove_rows_before(write.table, write.partition, write.token)?;
+    tx.insert_outbox(write.completion)?;
+    Ok(WriteOutcome::Written {
+        rows: write.rows.len() as u64,
+        inserted,
+        removed,
+    })
+}
