@@ -474,7 +474,7 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
     let outbox = NewOutboxRow {
         topic: "bench-completions".into(),
         message_id: "bench-write".into(),
-        kind: "completion".into(),
+        kind: baton_ports::OutboxKind::Completion,
         partition,
         payload: "{}".into(),
     };
@@ -673,7 +673,7 @@ fn year(
                 token,
                 started_at: now,
                 finished_at: None,
-                status: "running".into(),
+                status: baton_ports::RunStatus::Running,
                 rows_written: 0,
                 duplicates_dropped: 0,
                 error: None,
@@ -693,7 +693,7 @@ fn year(
             let outbox = NewOutboxRow {
                 topic: gate.completion_topic.clone(),
                 message_id: m.message_id.clone(),
-                kind: "completion".into(),
+                kind: baton_ports::OutboxKind::Completion,
                 partition: d,
                 payload: m.to_json().to_string(),
             };
@@ -708,7 +708,7 @@ fn year(
             b.store.finish_run(
                 &run_id,
                 &RunEnd {
-                    status: "success".into(),
+                    status: baton_ports::RunStatus::Success,
                     rows_written: 10,
                     duplicates_dropped: 0,
                     error: None,

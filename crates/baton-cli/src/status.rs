@@ -207,7 +207,7 @@ fn detail(
             r.processor.to_string(),
             r.holder.clone(),
             r.token.to_string(),
-            r.status.clone(),
+            r.status.to_string(),
             r.rows_written.to_string(),
             r.duplicates_dropped.to_string(),
             r.error.clone().unwrap_or_default(),

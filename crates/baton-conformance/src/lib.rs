@@ -16,8 +16,9 @@ use baton_core::model::{
     CompletionStatus, FenceToken, GateId, Partition, ProcessorName, Row, RunId,
 };
 use baton_ports::{
-    Acquired, Bus, FencedWrite, GroupSettings, NewDeadLetter, NewOutboxRow, OnHeld, PendingRequest,
-    Published, Released, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+    Acquired, Bus, FencedWrite, GroupSettings, NewDeadLetter, NewOutboxRow, OnHeld, OutboxKind,
+    PendingRequest, Published, Released, RequestKind, RunEnd, RunRecord, RunStatus, StateStore,
+    Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
@@ -109,7 +110,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     assert!(doc.version >= 1, "a stored document has a version");
     assert!(
         store
-            .outbox_for("trigger", day("2024-03-01"))
+            .outbox_for(OutboxKind::Trigger, day("2024-03-01"))
             .unwrap()
             .is_empty(),
         "no trigger before the policy holds"
@@ -122,7 +123,9 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     };
     store.apply(std::slice::from_ref(&last), &mut step).unwrap();
     store.apply(std::slice::from_ref(&last), &mut step).unwrap();
-    let triggers = store.outbox_for("trigger", day("2024-03-01")).unwrap();
+    let triggers = store
+        .outbox_for(OutboxKind::Trigger, day("2024-03-01"))
+        .unwrap();
     assert_eq!(triggers.len(), 1, "exactly one trigger row");
     let doc = store
         .document(&gate.id, day("2024-03-01"))
@@ -169,7 +172,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
         .enqueue(&NewOutboxRow {
             topic: "t".into(),
             message_id: "m".into(),
-            kind: "completion".into(),
+            kind: OutboxKind::Completion,
             partition: day("2024-03-01"),
             payload: "{}".into(),
         })
@@ -243,7 +246,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     assert_eq!(edited.generation, 2);
     assert_eq!(
         store
-            .outbox_for("trigger", day("2024-03-01"))
+            .outbox_for(OutboxKind::Trigger, day("2024-03-01"))
             .unwrap()
             .len(),
         2
@@ -260,7 +263,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
         token: FenceToken::new(1),
         started_at: clock.now_ts(),
         finished_at: None,
-        status: "running".into(),
+        status: RunStatus::Running,
         rows_written: 0,
         duplicates_dropped: 0,
         error: None,
@@ -270,7 +273,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
         .finish_run(
             &run.run_id,
             &RunEnd {
-                status: "success".into(),
+                status: RunStatus::Success,
                 rows_written: 7,
                 duplicates_dropped: 2,
                 error: None,
@@ -303,13 +306,13 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     let request = PendingRequest {
         processor: ProcessorName::from("player_game_summary"),
         partition: day("2024-03-01"),
-        kind: "deferred".into(),
+        kind: RequestKind::Deferred,
         reason: "upstream job `x` has not landed".into(),
         since: start_time(),
     };
     store.record_request(&request).unwrap();
     let later = PendingRequest {
-        kind: "partial".into(),
+        kind: RequestKind::Partial,
         since: start_time()
             .checked_add(SignedDuration::from_hours(1))
             .unwrap(),
@@ -432,7 +435,7 @@ fn outbox_row(run: &str) -> NewOutboxRow {
     NewOutboxRow {
         topic: "c".into(),
         message_id: run.into(),
-        kind: "completion".into(),
+        kind: OutboxKind::Completion,
         partition: day("2024-03-01"),
         payload: "{}".into(),
     }

@@ -9,7 +9,7 @@
 use crate::Api;
 use baton_core::model::Partition;
 use baton_core::schedule::{self, LandingStatus};
-use baton_ports::RunRecord;
+use baton_ports::{RunRecord, RunStatus};
 use baton_serve::status::dead_letter_date;
 use jiff::Timestamp;
 
@@ -47,11 +47,11 @@ fn cell_state(
         .filter(|r| r.processor == processor.name)
         .max_by_key(|r| r.started_at);
     if let Some(r) = latest {
-        let state = match r.status.as_str() {
-            "running" => "running",
-            "success" | "no_data" => "done",
-            "partial" => "partial",
-            _ => "failed",
+        let state = match r.status {
+            RunStatus::Running => "running",
+            RunStatus::Success | RunStatus::NoData => "done",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed | RunStatus::Fenced => "failed",
         };
         let detail = match &r.error {
             Some(e) => format!("{} by {}: {e}", r.status, r.holder),

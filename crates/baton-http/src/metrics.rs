@@ -311,7 +311,7 @@ impl Metrics {
             self.runs
                 .get_or_create(&labels(&[
                     ("processor", run.processor.as_str()),
-                    ("status", &run.status),
+                    ("status", run.status.as_str()),
                 ]))
                 .inc();
             self.run_seconds
@@ -322,7 +322,7 @@ impl Metrics {
                         .as_secs_f64()
                         .max(0.0),
                 );
-            if run.status == "fenced" {
+            if run.status == baton_ports::RunStatus::Fenced {
                 self.fenced.inc();
             }
             // A takeover: an earlier run of the same (processor, date) under an older token
@@ -337,7 +337,10 @@ impl Metrics {
                 if earlier.iter().any(|r| {
                     r.processor == run.processor
                         && r.token < run.token
-                        && matches!(r.status.as_str(), "running" | "fenced")
+                        && matches!(
+                            r.status,
+                            baton_ports::RunStatus::Running | baton_ports::RunStatus::Fenced
+                        )
                 }) {
                     self.takeovers.inc();
                 }

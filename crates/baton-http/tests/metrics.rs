@@ -20,7 +20,7 @@ fn run(id: &str, token: u64, at: Timestamp) -> RunRecord {
         token: FenceToken::new(token),
         started_at: at,
         finished_at: None,
-        status: "running".into(),
+        status: baton_ports::RunStatus::Running,
         rows_written: 0,
         duplicates_dropped: 0,
         error: None,
@@ -62,14 +62,14 @@ fn a_takeover_a_fenced_write_and_dropped_duplicates_are_counted_once() {
     store.start_run(&run("a", 1, t0)).unwrap();
     store.start_run(&run("b", 2, t0)).unwrap();
     clock.advance(SignedDuration::from_secs(5));
-    let end = |status: &str, dropped| RunEnd {
-        status: status.into(),
+    let end = |status: baton_ports::RunStatus, dropped| RunEnd {
+        status,
         rows_written: 10,
         duplicates_dropped: dropped,
         error: None,
     };
     store
-        .finish_run(&RunId::from("b"), &end("success", 3))
+        .finish_run(&RunId::from("b"), &end(baton_ports::RunStatus::Success, 3))
         .unwrap();
     let text = metrics.render(&api).unwrap();
     assert_eq!(value(&text, "baton_lease_takeovers_total"), 1.0, "{text}");
@@ -81,7 +81,7 @@ fn a_takeover_a_fenced_write_and_dropped_duplicates_are_counted_once() {
 
     clock.advance(SignedDuration::from_secs(5));
     store
-        .finish_run(&RunId::from("a"), &end("fenced", 0))
+        .finish_run(&RunId::from("a"), &end(baton_ports::RunStatus::Fenced, 0))
         .unwrap();
     let text = metrics.render(&api).unwrap();
     assert_eq!(value(&text, "baton_fenced_writes_rejected_total"), 1.0);

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod kinds;
 pub mod stored;
 
 use baton_core::completion::{Document, Outcome};
@@ -19,6 +20,7 @@ use baton_core::lease::{Lease, Refusal};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use jiff::{SignedDuration, Timestamp};
+pub use kinds::{OutboxKind, RequestKind, RunStatus};
 use serde::{Deserialize, Serialize};
 
 /// A backend failure.
@@ -89,8 +91,8 @@ pub struct NewOutboxRow {
     pub topic: String,
     /// The deterministic message id (the bus drops replays of it).
     pub message_id: String,
-    /// What the row carries: `completion` or `trigger`.
-    pub kind: String,
+    /// What the row carries.
+    pub kind: OutboxKind,
     /// The partition it concerns.
     pub partition: Partition,
     /// The payload (JSON).
@@ -103,7 +105,7 @@ impl NewOutboxRow {
         Self {
             topic: trigger.topic.clone(),
             message_id: trigger.message_id.clone(),
-            kind: "trigger".into(),
+            kind: OutboxKind::Trigger,
             partition: trigger.partition,
             // A Trigger holds only strings, numbers and timestamps: it always serialises.
             payload: serde_json::to_string(trigger).unwrap_or_default(),
@@ -191,8 +193,8 @@ pub struct RunRecord {
     pub started_at: Timestamp,
     /// When it finished.
     pub finished_at: Option<Timestamp>,
-    /// `running`, or the completion status, or `fenced`.
-    pub status: String,
+    /// Running, or how it ended.
+    pub status: RunStatus,
     /// Rows written.
     pub rows_written: u64,
     /// Rows dropped by pre-write dedup.
@@ -204,8 +206,8 @@ pub struct RunRecord {
 /// How a run ended, for [`StateStore::finish_run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEnd {
-    /// `success`, `partial`, `no_data`, `failed` or `fenced`.
-    pub status: String,
+    /// How it ended.
+    pub status: RunStatus,
     /// Rows written.
     pub rows_written: u64,
     /// Rows dropped by dedup.
@@ -233,8 +235,8 @@ pub struct PendingRequest {
     pub processor: ProcessorName,
     /// The partition.
     pub partition: Partition,
-    /// `deferred` or `partial`.
-    pub kind: String,
+    /// Why it is owed.
+    pub kind: RequestKind,
     /// What it waits for.
     pub reason: String,
     /// When it was first recorded.
@@ -341,7 +343,7 @@ pub trait StateStore: Send + Sync {
     /// Marks rows published.
     fn mark_published(&self, ids: &[i64]) -> Result<()>;
     /// Outbox rows of a kind for a partition (published or not), oldest first.
-    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>>;
+    fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>>;
     /// What is waiting in the outbox.
     fn backlog(&self) -> Result<Backlog>;
 

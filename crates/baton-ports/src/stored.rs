@@ -30,3 +30,8 @@ pub fn partition_of(text: &str) -> Result<Partition> {
 pub fn quote(ident: &str) -> String {
     format!("\"{ident}\"")
 }
+
+/// A stored value of one of the closed sets in `crate::kinds`.
+pub fn kind_of<T>(text: &str, parse: fn(&str) -> Option<T>, what: &str) -> Result<T> {
+    parse(text).ok_or_else(|| corrupt(what, format!("unknown value `{text}`")))
+}

@@ -23,12 +23,13 @@ use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_core::rng::SplitMix64;
 use baton_ports::engine;
-use baton_ports::stored::{corrupt, from_micros, micros, partition_of, quote};
+use baton_ports::stored::{corrupt, from_micros, kind_of, micros, partition_of, quote};
 use baton_ports::{
     Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
     OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore,
     Warehouse, Work, WriteOutcome,
 };
+use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
 use postgres::Transaction;
 use postgres::error::SqlState;
@@ -286,7 +287,7 @@ fn write_document(
 fn insert_outbox(tx: &mut Tx<'_>, row: &NewOutboxRow, now: Timestamp) -> Result<()> {
     tx.execute(
         "INSERT INTO outbox (topic, message_id, kind, partition, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&row.topic, &row.message_id, &row.kind, &row.partition.to_string(), &row.payload, &micros(now)],
+        &[&row.topic, &row.message_id, &row.kind.as_str(), &row.partition.to_string(), &row.payload, &micros(now)],
     )
     .map_err(|e| pg_err(&e))?;
     Ok(())
@@ -362,7 +363,7 @@ fn run_from(r: &postgres::Row) -> Result<RunRecord> {
         token: FenceToken::new(r.get::<_, i64>(4) as u64),
         started_at: from_micros(r.get(5))?,
         finished_at: r.get::<_, Option<i64>>(6).map(from_micros).transpose()?,
-        status: r.get(7),
+        status: kind_of(r.get::<_, &str>(7), RunStatus::parse, "run status")?,
         rows_written: r.get::<_, i64>(8) as u64,
         duplicates_dropped: r.get::<_, i64>(9) as u64,
         error: r.get(10),
@@ -381,7 +382,7 @@ fn outbox_from(r: &postgres::Row) -> Result<OutboxRow> {
         row: NewOutboxRow {
             topic: r.get(1),
             message_id: r.get(2),
-            kind: r.get(3),
+            kind: kind_of(r.get::<_, &str>(3), OutboxKind::parse, "outbox kind")?,
             partition: partition_of(r.get(4))?,
             payload: r.get(5),
         },
@@ -630,7 +631,7 @@ impl StateStore for PgBackend {
             tx.execute(
                 "INSERT INTO runs (run_id, processor, partition, holder, token, started_at, status, rows_written, duplicates_dropped)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (run_id) DO NOTHING",
-                &[&run.run_id.as_str(), &run.processor.as_str(), &run.partition.to_string(), &run.holder, &(run.token.get() as i64), &micros(run.started_at), &run.status],
+                &[&run.run_id.as_str(), &run.processor.as_str(), &run.partition.to_string(), &run.holder, &(run.token.get() as i64), &micros(run.started_at), &run.status.as_str()],
             )
             .map_err(|e| pg_err(&e))?;
             Ok(())
@@ -642,7 +643,7 @@ impl StateStore for PgBackend {
             let now = self.now(tx)?;
             tx.execute(
                 "UPDATE runs SET finished_at = $2, status = $3, rows_written = $4, duplicates_dropped = $5, error = $6 WHERE run_id = $1",
-                &[&run_id.as_str(), &micros(now), &end.status, &(end.rows_written as i64), &(end.duplicates_dropped as i64), &end.error],
+                &[&run_id.as_str(), &micros(now), &end.status.as_str(), &(end.rows_written as i64), &(end.duplicates_dropped as i64), &end.error],
             )
             .map_err(|e| pg_err(&e))?;
             Ok(())
@@ -680,7 +681,7 @@ impl StateStore for PgBackend {
             tx.execute(
                 "INSERT INTO requests (processor, partition, kind, reason, since) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason",
-                &[&request.processor.as_str(), &request.partition.to_string(), &request.kind, &request.reason, &micros(request.since)],
+                &[&request.processor.as_str(), &request.partition.to_string(), &request.kind.as_str(), &request.reason, &micros(request.since)],
             )
             .map_err(|e| pg_err(&e))?;
             Ok(())
@@ -697,7 +698,7 @@ impl StateStore for PgBackend {
                     Ok(PendingRequest {
                         processor: ProcessorName::new(r.get::<_, String>(0)),
                         partition: partition_of(r.get(1))?,
-                        kind: r.get(2),
+                        kind: kind_of(r.get::<_, &str>(2), RequestKind::parse, "request kind")?,
                         reason: r.get(3),
                         since: from_micros(r.get(4))?,
                     })
@@ -758,12 +759,12 @@ impl StateStore for PgBackend {
         })
     }
 
-    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>> {
+    fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>> {
         self.txn(|tx| {
             let sql = format!(
                 "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE kind = $1 AND partition = $2 ORDER BY id"
             );
-            tx.query(sql.as_str(), &[&kind, &partition.to_string()])
+            tx.query(sql.as_str(), &[&kind.as_str(), &partition.to_string()])
                 .map_err(|e| pg_err(&e))?
                 .iter()
                 .map(outbox_from)

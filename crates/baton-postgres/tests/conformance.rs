@@ -136,7 +136,10 @@ fn concurrent_consumers_and_relays_stay_exact() {
         assert_eq!(doc.completed_count, gate.overnight.expected.len(), "{d}");
         assert!(doc.triggered, "{d}");
         assert_eq!(
-            backends[0].outbox_for("trigger", d).unwrap().len(),
+            backends[0]
+                .outbox_for(baton_ports::OutboxKind::Trigger, d)
+                .unwrap()
+                .len(),
             1,
             "one trigger for {d}"
         );

@@ -22,8 +22,8 @@ use baton_core::message::{CompletionMessage, message_id};
 use baton_core::model::{CompletionStatus, FenceToken, Partition, ProcessorName, Row, RunId};
 use baton_core::schedule;
 use baton_ports::{
-    Acquired, FencedWrite, NewOutboxRow, OnHeld, PendingRequest, Released, RunEnd, RunRecord,
-    StateStore, Warehouse, WriteOutcome,
+    Acquired, FencedWrite, NewOutboxRow, OnHeld, OutboxKind, PendingRequest, Released, RequestKind,
+    RunEnd, RunRecord, RunStatus, StateStore, Warehouse, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -119,7 +119,7 @@ pub struct Attempt {
     /// The lease token it ran under.
     pub token: FenceToken,
     /// `success`, `partial`, `no_data`, `failed` or `fenced`.
-    pub status: String,
+    pub status: RunStatus,
     /// Rows written.
     pub rows_written: u64,
     /// Rows dropped by dedup.
@@ -164,10 +164,7 @@ impl RunReport {
     /// Whether the request ended with data written (or nothing to write).
     pub fn succeeded(&self) -> bool {
         self.outcome == RunOutcome::Ran
-            && self
-                .attempts
-                .last()
-                .is_some_and(|a| matches!(a.status.as_str(), "success" | "partial" | "no_data"))
+            && self.attempts.last().is_some_and(|a| a.status.completes())
     }
 }
 
@@ -233,10 +230,9 @@ impl Runner {
         if !processor.depends_on.is_empty() {
             let runs = self.store.runs(partition)?;
             for dep in &processor.depends_on {
-                let done = runs.iter().any(|r| {
-                    &r.processor == dep
-                        && matches!(r.status.as_str(), "success" | "partial" | "no_data")
-                });
+                let done = runs
+                    .iter()
+                    .any(|r| &r.processor == dep && r.status.completes());
                 if !done {
                     missing.processors.push(dep.clone());
                 }
@@ -279,11 +275,13 @@ impl Runner {
                 continue;
             };
             let missing = self.missing_dependencies(proc, request.partition)?;
-            let ready = match request.kind.as_str() {
-                "partial" => missing.upstream.is_empty() && missing.processors.is_empty(),
+            let ready = match request.kind {
+                RequestKind::Partial => {
+                    missing.upstream.is_empty() && missing.processors.is_empty()
+                }
                 // Owed to a holder that may have died: once its lease could have expired
                 // (a live holder clears the request itself when it writes).
-                "coalesced" => {
+                RequestKind::Coalesced => {
                     missing.processors.is_empty()
                         && self.clock.now()
                             >= request
@@ -291,7 +289,7 @@ impl Runner {
                                 .checked_add(self.pipeline.lease_ttl)
                                 .unwrap_or(request.since)
                 }
-                _ => {
+                RequestKind::Deferred => {
                     missing.processors.is_empty()
                         && (missing.upstream.is_empty()
                             || proc.on_missing_input == MissingInput::Partial
@@ -346,7 +344,7 @@ impl Runner {
             self.store.record_request(&PendingRequest {
                 processor: proc.name.clone(),
                 partition,
-                kind: "deferred".into(),
+                kind: RequestKind::Deferred,
                 reason: missing.describe(),
                 since: self.clock.now(),
             })?;
@@ -371,7 +369,7 @@ impl Runner {
                         self.store.record_request(&PendingRequest {
                             processor: proc.name.clone(),
                             partition,
-                            kind: "coalesced".into(),
+                            kind: RequestKind::Coalesced,
                             reason: format!(
                                 "requested while {holder} held the lease until {until}"
                             ),
@@ -384,7 +382,7 @@ impl Runner {
             };
             let attempt =
                 self.attempt(&proc, partition, &lease, options, hooks, &partial_inputs)?;
-            let fenced = attempt.status == "fenced";
+            let fenced = attempt.status == RunStatus::Fenced;
             report.attempts.push(attempt);
             match self
                 .store
@@ -455,7 +453,7 @@ impl Runner {
             token: lease.token,
             started_at: self.clock.now(),
             finished_at: None,
-            status: "running".into(),
+            status: RunStatus::Running,
             rows_written: 0,
             duplicates_dropped: 0,
             error: None,
@@ -464,7 +462,7 @@ impl Runner {
         let mut attempt = Attempt {
             run_id: run_id.clone(),
             token: lease.token,
-            status: String::new(),
+            status: RunStatus::Running,
             rows_written: 0,
             duplicates_dropped: 0,
             error: None,
@@ -511,7 +509,7 @@ impl Runner {
         attempt.duplicates_dropped = deduped.dropped as u64;
         match outcome {
             WriteOutcome::Written { rows, .. } => {
-                attempt.status = status.as_str().to_owned();
+                attempt.status = status.into();
                 attempt.rows_written = rows;
                 if partial_inputs.is_empty() {
                     self.store.clear_request(&proc.name, partition)?;
@@ -524,7 +522,7 @@ impl Runner {
                     self.store.record_request(&PendingRequest {
                         processor: proc.name.clone(),
                         partition,
-                        kind: "partial".into(),
+                        kind: RequestKind::Partial,
                         reason: format!(
                             "ran without {}; reruns when it lands",
                             partial_inputs.join(", ")
@@ -535,14 +533,14 @@ impl Runner {
             }
             WriteOutcome::Fenced(refusal) => {
                 tracing::warn!(processor = %proc.name, date = %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
-                attempt.status = "fenced".into();
+                attempt.status = RunStatus::Fenced;
                 attempt.error = Some(refusal.to_string());
             }
         }
         self.store.finish_run(
             &run_id,
             &RunEnd {
-                status: attempt.status.clone(),
+                status: attempt.status,
                 rows_written: attempt.rows_written,
                 duplicates_dropped: attempt.duplicates_dropped,
                 error: attempt.error.clone(),
@@ -568,7 +566,7 @@ impl Runner {
             token: FenceToken::ZERO,
             started_at: self.clock.now(),
             finished_at: None,
-            status: "running".into(),
+            status: RunStatus::Running,
             rows_written: 0,
             duplicates_dropped: 0,
             error: None,
@@ -576,7 +574,7 @@ impl Runner {
         let attempt = Attempt {
             run_id,
             token: FenceToken::ZERO,
-            status: String::new(),
+            status: RunStatus::Running,
             rows_written: 0,
             duplicates_dropped: 0,
             error: None,
@@ -592,12 +590,12 @@ impl Runner {
         error: String,
     ) -> Result<Attempt, Error> {
         tracing::error!(processor = %proc.name, date = %partition, %error, "run failed; nothing was written");
-        attempt.status = "failed".into();
+        attempt.status = RunStatus::Failed;
         attempt.error = Some(error);
         self.store.finish_run(
             &attempt.run_id,
             &RunEnd {
-                status: "failed".into(),
+                status: RunStatus::Failed,
                 rows_written: 0,
                 duplicates_dropped: 0,
                 error: attempt.error.clone(),
@@ -639,7 +637,7 @@ impl Runner {
         Ok(NewOutboxRow {
             topic: self.pipeline.completion_topic(proc),
             message_id: message.message_id.clone(),
-            kind: "completion".into(),
+            kind: OutboxKind::Completion,
             partition,
             payload: message.to_json().to_string(),
         })

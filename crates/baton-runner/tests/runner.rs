@@ -7,6 +7,7 @@ use baton_core::clock::{Clock, ManualClock};
 use baton_core::config::{Pipeline, REFERENCE_TOML};
 use baton_core::lease::Lease;
 use baton_core::model::Partition;
+use baton_ports::RunStatus;
 use baton_ports::{StateStore, Warehouse};
 use baton_runner::{RunHooks, RunOptions, RunOutcome, Runner};
 use baton_sqlite::{Durability, SqliteBackend};
@@ -118,7 +119,12 @@ fn incident_2_concurrent_instances_write_no_duplicate_rows() {
     );
     let written: usize = reports
         .iter()
-        .map(|r| r.attempts.iter().filter(|a| a.status == "success").count())
+        .map(|r| {
+            r.attempts
+                .iter()
+                .filter(|a| a.status == RunStatus::Success)
+                .count()
+        })
         .sum();
     assert!(written >= 1);
     assert!(
@@ -178,11 +184,13 @@ fn a_holder_paused_past_its_lease_is_fenced_and_retries() {
         .unwrap();
     let intruder = hooks.intruder.lock().unwrap().clone().unwrap();
     assert_eq!(
-        intruder.attempts[0].status, "success",
+        intruder.attempts[0].status,
+        RunStatus::Success,
         "the new holder writes"
     );
     assert_eq!(
-        report.attempts[0].status, "fenced",
+        report.attempts[0].status,
+        RunStatus::Fenced,
         "the paused holder's write is refused"
     );
     assert!(
@@ -197,12 +205,12 @@ fn a_holder_paused_past_its_lease_is_fenced_and_retries() {
     assert!(report.attempts[0].token < intruder.attempts[0].token);
     assert_eq!(
         report.attempts.last().unwrap().status,
-        "success",
+        RunStatus::Success,
         "then it retries with a fresh lease"
     );
     let runs = e.backend.runs(e.date).unwrap();
     assert!(
-        runs.iter().any(|r| r.status == "fenced"),
+        runs.iter().any(|r| r.status == RunStatus::Fenced),
         "the fenced run is in run history"
     );
 }
@@ -257,7 +265,12 @@ fn a_request_while_the_lease_is_held_is_coalesced_not_dropped() {
         2,
         "the holder ran once more for the coalesced request"
     );
-    assert!(report.attempts.iter().all(|a| a.status == "success"));
+    assert!(
+        report
+            .attempts
+            .iter()
+            .all(|a| a.status == RunStatus::Success)
+    );
     assert!(report.attempts[1].token > report.attempts[0].token);
 }
 
@@ -335,7 +348,7 @@ fn an_external_processor_with_a_bad_line_writes_nothing() {
         .runner
         .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
         .unwrap();
-    assert_eq!(r.attempts[0].status, "failed");
+    assert_eq!(r.attempts[0].status, RunStatus::Failed);
     assert!(
         r.attempts[0]
             .error
@@ -358,7 +371,7 @@ fn an_external_processor_that_exits_non_zero_writes_nothing() {
         .runner
         .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
         .unwrap();
-    assert_eq!(r.attempts[0].status, "failed");
+    assert_eq!(r.attempts[0].status, RunStatus::Failed);
     let error = r.attempts[0].error.clone().unwrap();
     assert!(
         error.contains("exit status: 3") && error.contains("boom"),
@@ -453,7 +466,7 @@ fn a_run_waiting_past_its_deadline_fails_naming_what_never_landed() {
             &NoHooks,
         )
         .unwrap();
-    assert_eq!(r.attempts[0].status, "failed");
+    assert_eq!(r.attempts[0].status, RunStatus::Failed);
     assert_eq!(
         r.attempts[0].error.as_deref(),
         Some(
@@ -506,7 +519,7 @@ fn a_partial_run_is_redone_when_the_late_input_lands() {
             &NoHooks,
         )
         .unwrap();
-    assert_eq!(first.attempts[0].status, "partial", "{first:?}");
+    assert_eq!(first.attempts[0].status, RunStatus::Partial, "{first:?}");
     assert!(
         first.attempts[0]
             .error
@@ -519,7 +532,10 @@ fn a_partial_run_is_redone_when_the_late_input_lands() {
         4,
         "two games so far"
     );
-    assert_eq!(e.backend.pending_requests().unwrap()[0].kind, "partial");
+    assert_eq!(
+        e.backend.pending_requests().unwrap()[0].kind,
+        baton_ports::RequestKind::Partial
+    );
     assert!(
         e.runner
             .retry_pending(&RunOptions::new("serve"), &NoHooks)
@@ -541,7 +557,7 @@ fn a_partial_run_is_redone_when_the_late_input_lands() {
         .retry_pending(&RunOptions::new("serve"), &NoHooks)
         .unwrap();
     assert_eq!(redone.len(), 1);
-    assert_eq!(redone[0].attempts[0].status, "success");
+    assert_eq!(redone[0].attempts[0].status, RunStatus::Success);
     assert_eq!(
         e.backend.row_count(&table, date).unwrap(),
         2 * games.len() as u64

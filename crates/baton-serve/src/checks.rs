@@ -7,11 +7,11 @@ use baton_core::completion::Document;
 use baton_core::config::Pipeline;
 use baton_core::gate::Gate;
 use baton_core::health::{self, DateFacts, SystemFacts};
-use baton_core::model::{CompletionStatus, Partition};
+use baton_core::model::Partition;
 use baton_core::quality::{self, CheckResult, Measurement};
 use baton_core::reconcile::{self, DateReport, ProcessorTruth, Repair, RunFact, Truth};
 use baton_core::schedule;
-use baton_ports::{Bus, StateStore, Warehouse};
+use baton_ports::{Bus, RunStatus, StateStore, Warehouse};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 
@@ -64,7 +64,7 @@ pub fn truth(
             .iter()
             .filter(|r| r.processor == p.name)
             .filter_map(|r| {
-                let status = CompletionStatus::parse(&r.status).filter(|s| s.completes())?;
+                let status = r.status.completion().filter(|s| s.completes())?;
                 Some(RunFact {
                     run_id: r.run_id.clone(),
                     status,
@@ -213,7 +213,10 @@ pub fn health_facts(
         messages_last_hour += bus.published_since(&gate.completion_topic, hour_ago)? as usize;
     }
     let runs = store.runs_finished_since(hour_ago)?;
-    let failed = runs.iter().filter(|r| r.status == "failed").count();
+    let failed = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .count();
     let backlog = store.backlog()?;
     let mut serves = Vec::new();
     for r in store.ops_records("instance/serve/")? {

@@ -6,7 +6,7 @@ use baton_core::completion::Trigger;
 use baton_core::config::Pipeline;
 use baton_core::gate::Gate;
 use baton_core::model::{Partition, ProcessorName};
-use baton_ports::{DeadLetter, StateStore, Warehouse};
+use baton_ports::{DeadLetter, OutboxKind, StateStore, Warehouse};
 use jiff::Timestamp;
 
 /// The date a dead letter's payload names, if it names one.
@@ -28,9 +28,8 @@ pub fn gather(
     let document = store.document(&gate.id, partition)?;
     let runs = store.runs(partition)?;
     let ok = |p: &ProcessorName| {
-        runs.iter().any(|r| {
-            &r.processor == p && matches!(r.status.as_str(), "success" | "partial" | "no_data")
-        })
+        runs.iter()
+            .any(|r| &r.processor == p && r.status.completes())
     };
     let succeeded = pipeline
         .processors
@@ -39,7 +38,7 @@ pub fn gather(
         .filter(|p| gate.watches(p) && ok(p))
         .collect();
     let mut trigger_generations = Vec::new();
-    for row in store.outbox_for("trigger", partition)? {
+    for row in store.outbox_for(OutboxKind::Trigger, partition)? {
         if let Ok(t) = serde_json::from_str::<Trigger>(&row.row.payload)
             && t.gate == gate.id
         {

@@ -89,7 +89,10 @@ fn doc(e: &Env) -> Document {
 }
 
 fn triggers(e: &Env) -> usize {
-    e.backend.outbox_for("trigger", e.date).unwrap().len()
+    e.backend
+        .outbox_for(baton_ports::OutboxKind::Trigger, e.date)
+        .unwrap()
+        .len()
 }
 
 #[test]
@@ -281,7 +284,11 @@ fn the_relay_publishes_each_outbox_row_once_even_when_rerun() {
         1
     );
     // A relay that crashed before marking republishes with the same id: the bus drops it.
-    let row = e.backend.outbox_for("trigger", e.date).unwrap().remove(0);
+    let row = e
+        .backend
+        .outbox_for(baton_ports::OutboxKind::Trigger, e.date)
+        .unwrap()
+        .remove(0);
     assert_eq!(
         e.backend
             .publish(

@@ -334,7 +334,7 @@ impl World {
                 let completion = NewOutboxRow {
                     topic: self.pipeline.completion_topic(&proc),
                     message_id: message.message_id.clone(),
-                    kind: "completion".into(),
+                    kind: baton_ports::OutboxKind::Completion,
                     partition: w.partition,
                     payload: message.to_json().to_string(),
                 };
@@ -442,7 +442,7 @@ impl World {
                 .map_err(|e| self.violation("backend", e.to_string()))?;
             let triggers = self
                 .backend
-                .outbox_for("trigger", d)
+                .outbox_for(baton_ports::OutboxKind::Trigger, d)
                 .map_err(|e| self.violation("backend", e.to_string()))?;
             if let Some(doc) = &doc {
                 // G1: the count is derived, and only processors whose data was written are complete.
@@ -523,7 +523,7 @@ impl World {
             .iter()
             .flat_map(|d| {
                 self.backend
-                    .outbox_for("completion", *d)
+                    .outbox_for(baton_ports::OutboxKind::Completion, *d)
                     .unwrap_or_default()
             })
             .map(|r| r.row.message_id)
@@ -646,7 +646,7 @@ impl World {
             }
             let triggers = self
                 .backend
-                .outbox_for("trigger", d)
+                .outbox_for(baton_ports::OutboxKind::Trigger, d)
                 .unwrap_or_default()
                 .len();
             let satisfied = matches!(

@@ -372,7 +372,7 @@ impl StateStore for MemBackend {
         let mut s = self.lock();
         if let Some(r) = s.runs.iter_mut().find(|r| &r.run_id == run_id) {
             r.finished_at = Some(now);
-            r.status = end.status.clone();
+            r.status = end.status;
             r.rows_written = end.rows_written;
             r.duplicates_dropped = end.duplicates_dropped;
             r.error = end.error.clone();
@@ -469,7 +469,11 @@ impl StateStore for MemBackend {
         Ok(())
     }
 
-    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>> {
+    fn outbox_for(
+        &self,
+        kind: baton_ports::OutboxKind,
+        partition: Partition,
+    ) -> Result<Vec<OutboxRow>> {
         Ok(self
             .lock()
             .outbox

@@ -16,12 +16,13 @@ use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::engine;
-use baton_ports::stored::{corrupt, from_micros, micros, partition_of, quote};
+use baton_ports::stored::{corrupt, from_micros, kind_of, micros, partition_of, quote};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
     NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
     Result, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
 };
+use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -159,7 +160,7 @@ fn write_document(
 fn insert_outbox(tx: &Connection, row: &NewOutboxRow, now: Timestamp) -> Result<()> {
     tx.execute(
         "INSERT INTO outbox (topic, message_id, kind, partition, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![row.topic, row.message_id, row.kind, row.partition.to_string(), row.payload, micros(now)],
+        params![row.topic, row.message_id, row.kind.as_str(), row.partition.to_string(), row.payload, micros(now)],
     )
     .map_err(map_err)?;
     Ok(())
@@ -474,7 +475,7 @@ impl StateStore for SqliteBackend {
                     run.holder,
                     run.token.get() as i64,
                     micros(run.started_at),
-                    run.status
+                    run.status.as_str()
                 ],
             )
             .map_err(map_err)?;
@@ -487,7 +488,7 @@ impl StateStore for SqliteBackend {
         self.write_txn(|tx| {
             tx.execute(
                 "UPDATE runs SET finished_at = ?2, status = ?3, rows_written = ?4, duplicates_dropped = ?5, error = ?6 WHERE run_id = ?1",
-                params![run_id.as_str(), micros(now), end.status, end.rows_written as i64, end.duplicates_dropped as i64, end.error],
+                params![run_id.as_str(), micros(now), end.status.as_str(), end.rows_written as i64, end.duplicates_dropped as i64, end.error],
             )
             .map_err(map_err)?;
             Ok(())
@@ -515,7 +516,7 @@ impl StateStore for SqliteBackend {
             tx.execute(
                 "INSERT INTO requests (processor, partition, kind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason",
-                params![request.processor.as_str(), request.partition.to_string(), request.kind, request.reason, micros(request.since)],
+                params![request.processor.as_str(), request.partition.to_string(), request.kind.as_str(), request.reason, micros(request.since)],
             )
             .map_err(map_err)?;
             Ok(())
@@ -543,7 +544,7 @@ impl StateStore for SqliteBackend {
             Ok(PendingRequest {
                 processor: ProcessorName::new(processor),
                 partition: partition_of(&partition)?,
-                kind,
+                kind: kind_of(&kind, RequestKind::parse, "request kind")?,
                 reason,
                 since: from_micros(since)?,
             })
@@ -601,12 +602,12 @@ impl StateStore for SqliteBackend {
         })
     }
 
-    fn outbox_for(&self, kind: &str, partition: Partition) -> Result<Vec<OutboxRow>> {
+    fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>> {
         let conn = self.lock();
         query_outbox(
             &conn,
             "WHERE kind = ?1 AND partition = ?2 ORDER BY id",
-            params![kind, partition.to_string()],
+            params![kind.as_str(), partition.to_string()],
         )
     }
 
@@ -768,7 +769,11 @@ fn query_runs(
             token: FenceToken::new(r.get::<_, i64>(4).map_err(map_err)? as u64),
             started_at: from_micros(r.get(5).map_err(map_err)?)?,
             finished_at: finished.map(from_micros).transpose()?,
-            status: r.get(7).map_err(map_err)?,
+            status: kind_of(
+                &r.get::<_, String>(7).map_err(map_err)?,
+                RunStatus::parse,
+                "run status",
+            )?,
             rows_written: r.get::<_, i64>(8).map_err(map_err)? as u64,
             duplicates_dropped: r.get::<_, i64>(9).map_err(map_err)? as u64,
             error: r.get(10).map_err(map_err)?,
@@ -810,7 +815,7 @@ fn query_outbox(
             row: NewOutboxRow {
                 topic,
                 message_id,
-                kind,
+                kind: kind_of(&kind, OutboxKind::parse, "outbox kind")?,
                 partition: partition_of(&partition)?,
                 payload,
             },
