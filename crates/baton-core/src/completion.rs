@@ -280,7 +280,42 @@ pub fn step(
         }
         None => (Vec::new(), 0, false, None),
     };
-    let outcome = match runs.iter().find(|r| r.run_id == incoming.run_id) {
+    let outcome = record_run(&mut runs, &incoming, was_complete, best_at);
+    if let Some(entry) = Entry::from_runs(runs, seen.saturating_add(1), now) {
+        doc.entries.insert(message.processor.clone(), entry);
+    }
+    // A new run asking for reprocessing opens a new generation once the current one fired.
+    if outcome == Outcome::Applied
+        && incoming.force_reprocess
+        && incoming.status.completes()
+        && doc.triggered
+    {
+        doc.generation += 1;
+        doc.triggered = false;
+    }
+    doc.completed_count = doc.derived_count();
+    let effects = decide_trigger(&mut doc, gate, now, quality)
+        .map(Effect::PublishTrigger)
+        .into_iter()
+        .collect();
+    StepOutput {
+        document: doc,
+        outcome,
+        effects,
+    }
+}
+
+/// Adds a run to a processor's remembered runs, unless it is already known, and says what
+/// it did: a known run is a duplicate (conflicting when it reports otherwise); a new run
+/// that does not complete, produced no later than the completion already recorded, is
+/// stale.
+fn record_run(
+    runs: &mut Vec<RunSeen>,
+    incoming: &RunSeen,
+    was_complete: bool,
+    best_at: Option<Timestamp>,
+) -> Outcome {
+    match runs.iter().find(|r| r.run_id == incoming.run_id) {
         Some(known) if known.status != incoming.status => Outcome::ConflictingDuplicate {
             field: "status".into(),
         },
@@ -305,28 +340,6 @@ pub fn step(
                 Outcome::Applied
             }
         }
-    };
-    if let Some(entry) = Entry::from_runs(runs, seen.saturating_add(1), now) {
-        doc.entries.insert(message.processor.clone(), entry);
-    }
-    // A new run asking for reprocessing opens a new generation once the current one fired.
-    if outcome == Outcome::Applied
-        && incoming.force_reprocess
-        && incoming.status.completes()
-        && doc.triggered
-    {
-        doc.generation += 1;
-        doc.triggered = false;
-    }
-    doc.completed_count = doc.derived_count();
-    let effects = decide_trigger(&mut doc, gate, now, quality)
-        .map(Effect::PublishTrigger)
-        .into_iter()
-        .collect();
-    StepOutput {
-        document: doc,
-        outcome,
-        effects,
     }
 }
 

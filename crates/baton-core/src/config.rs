@@ -561,82 +561,135 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    /// Validates the sections in the order they are written, so that the first error a
+    /// config has is the one reported; each section only sees what the sections before
+    /// it made known (upstream jobs see the raw tables, processors' references see every
+    /// name).
     fn validate(&self, raw: RawConfig) -> Result<Pipeline, Error> {
-        let name = raw.pipeline.name.get_ref().trim().to_owned();
+        let (name, timezone, timezone_name) = self.pipeline_section(&raw.pipeline)?;
+        let backend = self.backend(raw.backend.as_ref())?;
+        let (lease_ttl, lease_wait) = self.lease(raw.lease.as_ref())?;
+        let (ack_wait, max_deliveries) = self.bus(raw.bus.as_ref())?;
+
+        // Tables: raw tables first, then each processor's output. `declared` holds every
+        // table name seen so far, so that no two writers share a table.
+        let mut declared: BTreeSet<String> = BTreeSet::new();
+        let mut tables = self.tables(&raw.tables, &mut declared)?;
+        let upstream = self.upstream(&raw.upstream, &declared)?;
+        let mut processors = self.processors(&raw.processors, &mut declared)?;
+        tables.extend(processors.iter().map(|p| p.table.clone()));
+        // References, now that every name is known.
+        self.references(&mut processors, &raw.processors, &upstream, &declared)?;
+        let processors = self.topological(processors, &raw.processors)?;
+        let gates = self.gates(&raw.gates, &processors, &tables, &timezone)?;
+
+        let api = self.api(raw.api.as_ref())?;
+        let notifiers = self.notifiers(&raw.notifiers)?;
+        let alerts = self.alerts(&raw.alerts, &notifiers)?;
+        Ok(Pipeline {
+            name,
+            timezone,
+            timezone_name,
+            backend,
+            lease_ttl,
+            lease_wait,
+            ack_wait,
+            max_deliveries,
+            upstream,
+            tables,
+            processors,
+            gates,
+            api,
+            notifiers,
+            alerts,
+        })
+    }
+
+    /// `[pipeline]`: the name, the time zone and the time zone's name.
+    fn pipeline_section(&self, raw: &RawPipeline) -> Result<(String, TimeZone, String), Error> {
+        let name = raw.name.get_ref().trim().to_owned();
         if name.is_empty() {
-            return self.err(
-                "pipeline.name",
-                raw.pipeline.name.span(),
-                "must not be empty",
-            );
+            return self.err("pipeline.name", raw.name.span(), "must not be empty");
         }
-        let tz_name = raw.pipeline.timezone.get_ref().clone();
+        let tz_name = raw.timezone.get_ref().clone();
         let timezone = TimeZone::get(&tz_name).or_else(|e| {
             self.err(
                 "pipeline.timezone",
-                raw.pipeline.timezone.span(),
+                raw.timezone.span(),
                 format!("unknown time zone `{tz_name}`: {e}"),
             )
         })?;
+        Ok((name, timezone, tz_name))
+    }
 
+    /// `[backend]`: SQLite (the default, fsynced) or PostgreSQL with NATS.
+    fn backend(&self, raw: Option<&RawBackend>) -> Result<Backend, Error> {
         let mut backend = Backend::Sqlite {
             synchronous_full: true,
         };
-        if let Some(b) = &raw.backend {
-            match b.kind.get_ref().as_str() {
-                "sqlite" => {}
-                "postgres" => {
-                    if let Some(s) = &b.synchronous {
-                        return self.err(
-                            "backend.synchronous",
-                            s.span(),
-                            "`synchronous` applies to the sqlite backend only",
-                        );
-                    }
-                    for (key, url, scheme) in [
-                        ("backend.database_url", &b.database_url, "postgres"),
-                        ("backend.nats_url", &b.nats_url, "nats"),
-                    ] {
-                        if let Some(u) = url
-                            && !u.get_ref().starts_with(scheme)
-                        {
-                            return self.err(key, u.span(), format!("expected a {scheme}:// URL"));
-                        }
-                    }
-                    backend = Backend::Postgres {
-                        database_url: b.database_url.as_ref().map(|u| u.get_ref().clone()),
-                        nats_url: b.nats_url.as_ref().map(|u| u.get_ref().clone()),
-                    };
-                }
-                other => {
-                    return self.err(
-                        "backend.kind",
-                        b.kind.span(),
-                        format!("unknown backend `{other}` (expected \"sqlite\" or \"postgres\")"),
-                    );
-                }
-            }
-            if let Some(sync) = &b.synchronous {
-                let full = match sync.get_ref().as_str() {
-                    "full" => true,
-                    "normal" => false,
-                    other => {
-                        return self.err(
-                            "backend.synchronous",
-                            sync.span(),
-                            format!("`{other}` is not \"full\" or \"normal\""),
-                        );
-                    }
-                };
-                backend = Backend::Sqlite {
-                    synchronous_full: full,
-                };
+        let Some(b) = raw else {
+            return Ok(backend);
+        };
+        match b.kind.get_ref().as_str() {
+            "sqlite" => {}
+            "postgres" => backend = self.postgres(b)?,
+            other => {
+                return self.err(
+                    "backend.kind",
+                    b.kind.span(),
+                    format!("unknown backend `{other}` (expected \"sqlite\" or \"postgres\")"),
+                );
             }
         }
+        if let Some(sync) = &b.synchronous {
+            let full = match sync.get_ref().as_str() {
+                "full" => true,
+                "normal" => false,
+                other => {
+                    return self.err(
+                        "backend.synchronous",
+                        sync.span(),
+                        format!("`{other}` is not \"full\" or \"normal\""),
+                    );
+                }
+            };
+            backend = Backend::Sqlite {
+                synchronous_full: full,
+            };
+        }
+        Ok(backend)
+    }
 
+    /// `[backend]` with `kind = "postgres"`: the URLs, each of its own scheme.
+    fn postgres(&self, b: &RawBackend) -> Result<Backend, Error> {
+        if let Some(s) = &b.synchronous {
+            return self.err(
+                "backend.synchronous",
+                s.span(),
+                "`synchronous` applies to the sqlite backend only",
+            );
+        }
+        for (key, url, scheme) in [
+            ("backend.database_url", &b.database_url, "postgres"),
+            ("backend.nats_url", &b.nats_url, "nats"),
+        ] {
+            if let Some(u) = url
+                && !u.get_ref().starts_with(scheme)
+            {
+                return self.err(key, u.span(), format!("expected a {scheme}:// URL"));
+            }
+        }
+        Ok(Backend::Postgres {
+            database_url: b.database_url.as_ref().map(|u| u.get_ref().clone()),
+            nats_url: b.nats_url.as_ref().map(|u| u.get_ref().clone()),
+        })
+    }
+
+    /// `[lease]`: the lease's lifetime and how long `run` waits for a held lease.
+    fn lease(&self, raw: Option<&RawLease>) -> Result<(SignedDuration, SignedDuration), Error> {
         let mut lease_ttl = SignedDuration::from_secs(600);
         let mut lease_wait = SignedDuration::ZERO;
-        if let Some(l) = &raw.lease {
+        if let Some(l) = raw {
             if let Some(ttl) = &l.ttl_secs {
                 lease_ttl =
                     SignedDuration::from_secs(self.positive("lease.ttl_secs", ttl, 86_400)?);
@@ -655,9 +708,14 @@ impl Validator<'_> {
                     SignedDuration::from_secs(self.positive("lease.wait_secs", w, 86_400)?);
             }
         }
+        Ok((lease_ttl, lease_wait))
+    }
+
+    /// `[bus]`: the ack wait and the deliveries before the dead-letter queue.
+    fn bus(&self, raw: Option<&RawBus>) -> Result<(SignedDuration, u32), Error> {
         let mut ack_wait = SignedDuration::from_secs(30);
         let mut max_deliveries = 5;
-        if let Some(b) = &raw.bus {
+        if let Some(b) = raw {
             if let Some(a) = &b.ack_wait_secs {
                 ack_wait =
                     SignedDuration::from_secs(self.positive("bus.ack_wait_secs", a, 86_400)?);
@@ -666,14 +724,28 @@ impl Validator<'_> {
                 max_deliveries = self.positive("bus.max_deliveries", m, 1000)? as u32;
             }
         }
+        Ok((ack_wait, max_deliveries))
+    }
 
-        // Tables: raw tables first, then each processor's output.
-        let mut tables: Vec<TableSpec> = Vec::new();
-        let mut table_spans: BTreeMap<String, ()> = BTreeMap::new();
-        for (i, t) in raw.tables.iter().enumerate() {
+    /// A table's partition column, `game_date` unless given.
+    fn partition_column(&self, key: &str, raw: &Option<Spanned<String>>) -> Result<String, Error> {
+        match raw {
+            Some(c) => self.ident(&format!("{key}.partition_column"), c),
+            None => Ok("game_date".to_owned()),
+        }
+    }
+
+    /// `[[tables]]`: the raw tables, each added to `declared`.
+    fn tables(
+        &self,
+        raw: &[RawTable],
+        declared: &mut BTreeSet<String>,
+    ) -> Result<Vec<TableSpec>, Error> {
+        let mut tables = Vec::new();
+        for (i, t) in raw.iter().enumerate() {
             let key = format!("tables[{i}]");
             let name = self.ident(&format!("{key}.name"), &t.name)?;
-            if table_spans.insert(name.clone(), ()).is_some() {
+            if !declared.insert(name.clone()) {
                 return self.err(
                     format!("{key}.name"),
                     t.name.span(),
@@ -681,90 +753,127 @@ impl Validator<'_> {
                 );
             }
             let primary_key = self.primary_key(&format!("{key}.primary_key"), &t.primary_key)?;
-            let partition_column = match &t.partition_column {
-                Some(c) => self.ident(&format!("{key}.partition_column"), c)?,
-                None => "game_date".to_owned(),
-            };
+            let partition_column = self.partition_column(&key, &t.partition_column)?;
             tables.push(TableSpec {
                 name,
                 primary_key,
                 partition_column,
             });
         }
+        Ok(tables)
+    }
 
-        let mut upstream = Vec::new();
-        for (i, u) in raw.upstream.iter().enumerate() {
+    /// `[[upstream]]`: the jobs outside baton; each lands tables declared under [[tables]].
+    fn upstream(
+        &self,
+        raw: &[RawUpstream],
+        declared: &BTreeSet<String>,
+    ) -> Result<Vec<UpstreamJob>, Error> {
+        let mut upstream: Vec<UpstreamJob> = Vec::new();
+        for (i, u) in raw.iter().enumerate() {
             let key = format!("upstream[{i}]");
             let job = u.name.get_ref().trim().to_owned();
             if job.is_empty() {
                 return self.err(format!("{key}.name"), u.name.span(), "must not be empty");
             }
-            if upstream.iter().any(|j: &UpstreamJob| j.name == job) {
+            if upstream.iter().any(|j| j.name == job) {
                 return self.err(
                     format!("{key}.name"),
                     u.name.span(),
                     format!("upstream job `{job}` is declared twice"),
                 );
             }
-            let mut landed = vec![self.ident(&format!("{key}.table"), &u.table)?];
-            for (j, t) in u.also_lands.iter().enumerate() {
-                landed.push(self.ident(&format!("{key}.also_lands[{j}]"), t)?);
-            }
-            for (j, t) in landed.iter().enumerate() {
-                if !table_spans.contains_key(t) {
-                    let span = if j == 0 {
-                        u.table.span()
-                    } else {
-                        u.also_lands[j - 1].span()
-                    };
-                    return self.err(
-                        format!("{key}.table"),
-                        span,
-                        format!("table `{t}` is not declared under [[tables]]"),
-                    );
-                }
-            }
-            let expected = u
-                .expected
-                .get_ref()
-                .parse::<jiff::civil::Time>()
-                .or_else(|e| {
-                    self.err(
-                        format!("{key}.expected"),
-                        u.expected.span(),
-                        format!(
-                            "`{}` is not a time of day like \"06:00\": {e}",
-                            u.expected.get_ref()
-                        ),
-                    )
-                })?;
-            let tolerance = SignedDuration::from_mins(self.positive(
-                &format!("{key}.tolerance_mins"),
-                &u.tolerance_mins,
-                24 * 60,
-            )?);
-            let day_offset = match &u.expected_day_offset {
-                Some(o) if (0..=7).contains(o.get_ref()) => *o.get_ref() as i32,
-                Some(o) => {
-                    return self.err(
-                        format!("{key}.expected_day_offset"),
-                        o.span(),
-                        format!("must be between 0 and 7 days, got {}", o.get_ref()),
-                    );
-                }
-                None => 0,
-            };
-            upstream.push(UpstreamJob {
-                name: job,
-                tables: landed,
-                expected,
-                tolerance,
-                day_offset,
-            });
+            let tables = self.landed_tables(&key, u, declared)?;
+            upstream.push(self.upstream_timing(&key, u, job, tables)?);
         }
+        Ok(upstream)
+    }
 
+    /// The tables an upstream job lands: `table`, then `also_lands`, each declared.
+    fn landed_tables(
+        &self,
+        key: &str,
+        u: &RawUpstream,
+        declared: &BTreeSet<String>,
+    ) -> Result<Vec<String>, Error> {
+        let mut landed = vec![self.ident(&format!("{key}.table"), &u.table)?];
+        for (j, t) in u.also_lands.iter().enumerate() {
+            landed.push(self.ident(&format!("{key}.also_lands[{j}]"), t)?);
+        }
+        for (j, t) in landed.iter().enumerate() {
+            if !declared.contains(t) {
+                let span = if j == 0 {
+                    u.table.span()
+                } else {
+                    u.also_lands[j - 1].span()
+                };
+                // The key is `table` even for an `also_lands` entry, as it always was.
+                return self.err(
+                    format!("{key}.table"),
+                    span,
+                    format!("table `{t}` is not declared under [[tables]]"),
+                );
+            }
+        }
+        Ok(landed)
+    }
+
+    /// An upstream job's expected time, tolerance and day offset.
+    fn upstream_timing(
+        &self,
+        key: &str,
+        u: &RawUpstream,
+        name: String,
+        tables: Vec<String>,
+    ) -> Result<UpstreamJob, Error> {
+        let expected = u
+            .expected
+            .get_ref()
+            .parse::<jiff::civil::Time>()
+            .or_else(|e| {
+                self.err(
+                    format!("{key}.expected"),
+                    u.expected.span(),
+                    format!(
+                        "`{}` is not a time of day like \"06:00\": {e}",
+                        u.expected.get_ref()
+                    ),
+                )
+            })?;
+        let tolerance = SignedDuration::from_mins(self.positive(
+            &format!("{key}.tolerance_mins"),
+            &u.tolerance_mins,
+            24 * 60,
+        )?);
+        let day_offset = match &u.expected_day_offset {
+            Some(o) if (0..=7).contains(o.get_ref()) => *o.get_ref() as i32,
+            Some(o) => {
+                return self.err(
+                    format!("{key}.expected_day_offset"),
+                    o.span(),
+                    format!("must be between 0 and 7 days, got {}", o.get_ref()),
+                );
+            }
+            None => 0,
+        };
+        Ok(UpstreamJob {
+            name,
+            tables,
+            expected,
+            tolerance,
+            day_offset,
+        })
+    }
+
+    /// `[[processors]]`, without their references (inputs, upstream, depends_on), which
+    /// need every processor's name and table first; each output table goes in `declared`.
+    fn processors(
+        &self,
+        raw: &[RawProcessor],
+        declared: &mut BTreeSet<String>,
+    ) -> Result<Vec<Processor>, Error> {
         let mut processors: Vec<Processor> = Vec::new();
-        for (i, p) in raw.processors.iter().enumerate() {
+        for (i, p) in raw.iter().enumerate() {
             let key = format!("processors[{i}]");
             let pname = p.name.get_ref().clone();
             if !is_sql_identifier(&pname) {
@@ -778,129 +887,201 @@ impl Validator<'_> {
                 );
             }
             let phase = self.positive(&format!("{key}.phase"), &p.phase, 100)? as u32;
-            let table = self.ident(&format!("{key}.table"), &p.table)?;
-            if table_spans.insert(table.clone(), ()).is_some() {
-                return self.err(format!("{key}.table"), p.table.span(), format!("table `{table}` is already written by another processor or declared under [[tables]]"));
-            }
-            let primary_key = self.primary_key(&format!("{key}.primary_key"), &p.primary_key)?;
-            let partition_column = match &p.partition_column {
-                Some(c) => self.ident(&format!("{key}.partition_column"), c)?,
-                None => "game_date".to_owned(),
-            };
-            let history_days = match &p.history_days {
-                Some(h) if *h.get_ref() == 0 => 0,
-                Some(h) => self.positive(&format!("{key}.history_days"), h, 3660)? as u32,
-                None => 0,
-            };
-            let command = match &p.command {
-                Some(c) if c.get_ref().is_empty() => {
-                    return self.err(
-                        format!("{key}.command"),
-                        c.span(),
-                        "a command needs at least the program",
-                    );
-                }
-                Some(c) => Some(c.get_ref().clone()),
-                None => None,
-            };
-            let on_missing_input = match &p.on_missing_input {
-                None => MissingInput::Wait,
-                Some(v) => match v.get_ref().as_str() {
-                    "wait" => MissingInput::Wait,
-                    "partial" => MissingInput::Partial,
-                    other => {
-                        return self.err(
-                            format!("{key}.on_missing_input"),
-                            v.span(),
-                            format!("`{other}` is not \"wait\" or \"partial\""),
-                        );
-                    }
-                },
-            };
-            let wait_deadline = match &p.wait_deadline_mins {
-                Some(m) => Some(SignedDuration::from_mins(self.positive(
-                    &format!("{key}.wait_deadline_mins"),
-                    m,
-                    7 * 24 * 60,
-                )?)),
-                None => None,
-            };
-            processors.push(Processor {
-                name: ProcessorName::new(pname),
-                phase,
-                table: TableSpec {
-                    name: table,
-                    primary_key,
-                    partition_column,
-                },
-                inputs: Vec::new(),
-                history_days,
-                upstream: Vec::new(),
-                depends_on: Vec::new(),
-                command,
-                on_missing_input,
-                wait_deadline,
-            });
+            let table = self.output_table(&key, p, declared)?;
+            processors.push(self.processor_settings(&key, p, pname, phase, table)?);
         }
-        tables.extend(processors.iter().map(|p| p.table.clone()));
+        Ok(processors)
+    }
 
-        // References, now that every name is known.
-        for (i, p) in raw.processors.iter().enumerate() {
+    /// The table a processor writes: a new name (added to `declared`) with its key.
+    fn output_table(
+        &self,
+        key: &str,
+        p: &RawProcessor,
+        declared: &mut BTreeSet<String>,
+    ) -> Result<TableSpec, Error> {
+        let name = self.ident(&format!("{key}.table"), &p.table)?;
+        if !declared.insert(name.clone()) {
+            return self.err(format!("{key}.table"), p.table.span(), format!("table `{name}` is already written by another processor or declared under [[tables]]"));
+        }
+        let primary_key = self.primary_key(&format!("{key}.primary_key"), &p.primary_key)?;
+        let partition_column = self.partition_column(key, &p.partition_column)?;
+        Ok(TableSpec {
+            name,
+            primary_key,
+            partition_column,
+        })
+    }
+
+    /// A processor's run settings: history, command, missing-input policy, wait deadline.
+    fn processor_settings(
+        &self,
+        key: &str,
+        p: &RawProcessor,
+        name: String,
+        phase: u32,
+        table: TableSpec,
+    ) -> Result<Processor, Error> {
+        let history_days = match &p.history_days {
+            Some(h) if *h.get_ref() == 0 => 0,
+            Some(h) => self.positive(&format!("{key}.history_days"), h, 3660)? as u32,
+            None => 0,
+        };
+        let command = match &p.command {
+            Some(c) if c.get_ref().is_empty() => {
+                return self.err(
+                    format!("{key}.command"),
+                    c.span(),
+                    "a command needs at least the program",
+                );
+            }
+            Some(c) => Some(c.get_ref().clone()),
+            None => None,
+        };
+        let on_missing_input = match &p.on_missing_input {
+            None => MissingInput::Wait,
+            Some(v) => match v.get_ref().as_str() {
+                "wait" => MissingInput::Wait,
+                "partial" => MissingInput::Partial,
+                other => {
+                    return self.err(
+                        format!("{key}.on_missing_input"),
+                        v.span(),
+                        format!("`{other}` is not \"wait\" or \"partial\""),
+                    );
+                }
+            },
+        };
+        let wait_deadline = match &p.wait_deadline_mins {
+            Some(m) => Some(SignedDuration::from_mins(self.positive(
+                &format!("{key}.wait_deadline_mins"),
+                m,
+                7 * 24 * 60,
+            )?)),
+            None => None,
+        };
+        Ok(Processor {
+            name: ProcessorName::new(name),
+            phase,
+            table,
+            inputs: Vec::new(),
+            history_days,
+            upstream: Vec::new(),
+            depends_on: Vec::new(),
+            command,
+            on_missing_input,
+            wait_deadline,
+        })
+    }
+
+    /// Resolves each processor's inputs, upstream jobs and dependencies, in the order of
+    /// `raw` (which `processors` is still in).
+    fn references(
+        &self,
+        processors: &mut [Processor],
+        raw: &[RawProcessor],
+        upstream: &[UpstreamJob],
+        declared: &BTreeSet<String>,
+    ) -> Result<(), Error> {
+        for (i, p) in raw.iter().enumerate() {
             let key = format!("processors[{i}]");
-            let mut inputs = Vec::new();
-            for (j, t) in p.inputs.iter().enumerate() {
-                let name = self.ident(&format!("{key}.inputs[{j}]"), t)?;
-                if !table_spans.contains_key(&name) {
-                    return self.err(
-                        format!("{key}.inputs[{j}]"),
-                        t.span(),
-                        format!("unknown table `{name}`"),
-                    );
-                }
-                inputs.push(name);
-            }
-            let mut ups = Vec::new();
-            for (j, u) in p.upstream.iter().enumerate() {
-                if !upstream.iter().any(|job| &job.name == u.get_ref()) {
-                    return self.err(
-                        format!("{key}.upstream[{j}]"),
-                        u.span(),
-                        format!("unknown upstream job `{}`", u.get_ref()),
-                    );
-                }
-                ups.push(u.get_ref().clone());
-            }
-            let mut deps = Vec::new();
-            for (j, d) in p.depends_on.iter().enumerate() {
-                let Some(dep) = processors.iter().find(|q| q.name.as_str() == d.get_ref()) else {
-                    return self.err(
-                        format!("{key}.depends_on[{j}]"),
-                        d.span(),
-                        format!("unknown processor `{}`", d.get_ref()),
-                    );
-                };
-                if dep.phase != processors[i].phase {
-                    return self.err(
-                        format!("{key}.depends_on[{j}]"),
-                        d.span(),
-                        format!(
-                            "`{}` is in phase {}, not this processor's phase {}",
-                            d.get_ref(),
-                            dep.phase,
-                            processors[i].phase
-                        ),
-                    );
-                }
-                deps.push(dep.name.clone());
-            }
+            let inputs = self.inputs(&key, p, declared)?;
+            let ups = self.upstream_refs(&key, p, upstream)?;
+            let deps = self.depends_on(&key, p, processors, processors[i].phase)?;
             processors[i].inputs = inputs;
             processors[i].upstream = ups;
             processors[i].depends_on = deps;
         }
-        let processors = self.topological(processors, &raw.processors)?;
+        Ok(())
+    }
 
-        let mut gates = Vec::new();
-        for (i, g) in raw.gates.iter().enumerate() {
+    /// A processor's `inputs`: declared tables.
+    fn inputs(
+        &self,
+        key: &str,
+        p: &RawProcessor,
+        declared: &BTreeSet<String>,
+    ) -> Result<Vec<String>, Error> {
+        let mut inputs = Vec::new();
+        for (j, t) in p.inputs.iter().enumerate() {
+            let name = self.ident(&format!("{key}.inputs[{j}]"), t)?;
+            if !declared.contains(&name) {
+                return self.err(
+                    format!("{key}.inputs[{j}]"),
+                    t.span(),
+                    format!("unknown table `{name}`"),
+                );
+            }
+            inputs.push(name);
+        }
+        Ok(inputs)
+    }
+
+    /// A processor's `upstream`: declared upstream jobs.
+    fn upstream_refs(
+        &self,
+        key: &str,
+        p: &RawProcessor,
+        upstream: &[UpstreamJob],
+    ) -> Result<Vec<String>, Error> {
+        let mut ups = Vec::new();
+        for (j, u) in p.upstream.iter().enumerate() {
+            if !upstream.iter().any(|job| &job.name == u.get_ref()) {
+                return self.err(
+                    format!("{key}.upstream[{j}]"),
+                    u.span(),
+                    format!("unknown upstream job `{}`", u.get_ref()),
+                );
+            }
+            ups.push(u.get_ref().clone());
+        }
+        Ok(ups)
+    }
+
+    /// A processor's `depends_on`: declared processors of its own phase (`phase`).
+    fn depends_on(
+        &self,
+        key: &str,
+        p: &RawProcessor,
+        processors: &[Processor],
+        phase: u32,
+    ) -> Result<Vec<ProcessorName>, Error> {
+        let mut deps = Vec::new();
+        for (j, d) in p.depends_on.iter().enumerate() {
+            let Some(dep) = processors.iter().find(|q| q.name.as_str() == d.get_ref()) else {
+                return self.err(
+                    format!("{key}.depends_on[{j}]"),
+                    d.span(),
+                    format!("unknown processor `{}`", d.get_ref()),
+                );
+            };
+            if dep.phase != phase {
+                return self.err(
+                    format!("{key}.depends_on[{j}]"),
+                    d.span(),
+                    format!(
+                        "`{}` is in phase {}, not this processor's phase {}",
+                        d.get_ref(),
+                        dep.phase,
+                        phase
+                    ),
+                );
+            }
+            deps.push(dep.name.clone());
+        }
+        Ok(deps)
+    }
+
+    /// `[[gates]]`, over the processors and tables already validated.
+    fn gates(
+        &self,
+        raw: &[RawGate],
+        processors: &[Processor],
+        tables: &[TableSpec],
+        timezone: &TimeZone,
+    ) -> Result<Vec<Gate>, Error> {
+        let mut gates: Vec<Gate> = Vec::new();
+        for (i, g) in raw.iter().enumerate() {
             let key = format!("gates[{i}]");
             let gname = g.name.get_ref().clone();
             if !is_sql_identifier(&gname) {
@@ -910,73 +1091,71 @@ impl Validator<'_> {
                     format!("`{gname}` is not a valid gate name"),
                 );
             }
-            if gates.iter().any(|x: &Gate| x.id.as_str() == gname) {
+            if gates.iter().any(|x| x.id.as_str() == gname) {
                 return self.err(
                     format!("{key}.name"),
                     g.name.span(),
                     format!("gate `{gname}` is declared twice"),
                 );
             }
-            let next_phase =
-                self.positive(&format!("{key}.next_phase"), &g.next_phase, 100)? as u32;
-            let overnight = self.mode(&format!("{key}.overnight"), &g.overnight, &processors)?;
-            let same_day = match &g.same_day {
-                Some(m) => Some(self.mode(&format!("{key}.same_day"), m, &processors)?),
-                None => None,
-            };
-            for (topic_key, topic) in [
-                ("completion_topic", &g.completion_topic),
-                ("trigger_topic", &g.trigger_topic),
-            ] {
-                let t = topic.get_ref();
-                if t.is_empty()
-                    || !t
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return self.err(
-                        format!("{key}.{topic_key}"),
-                        topic.span(),
-                        format!("`{t}` is not a valid topic name (letters, digits, - and _)"),
-                    );
-                }
-            }
-            let mut checks = Vec::new();
-            for (j, c) in g.checks.iter().enumerate() {
-                checks.push(self.check(&format!("{key}.checks[{j}]"), c, &tables, &checks)?);
-            }
-            gates.push(Gate {
-                id: GateId::new(gname),
-                completion_topic: g.completion_topic.get_ref().clone(),
-                trigger_topic: g.trigger_topic.get_ref().clone(),
-                next_phase,
-                overnight,
-                same_day,
-                timezone: timezone.clone(),
-                checks,
-            });
+            gates.push(self.gate(&key, g, gname, processors, tables, timezone)?);
         }
+        Ok(gates)
+    }
 
-        let api = self.api(raw.api.as_ref())?;
-        let notifiers = self.notifiers(&raw.notifiers)?;
-        let alerts = self.alerts(&raw.alerts, &notifiers)?;
-        Ok(Pipeline {
-            name,
-            timezone,
-            timezone_name: tz_name,
-            backend,
-            lease_ttl,
-            lease_wait,
-            ack_wait,
-            max_deliveries,
-            upstream,
-            tables,
-            processors,
-            gates,
-            api,
-            notifiers,
-            alerts,
+    /// One gate, its name already checked: phase, modes, topics and quality checks.
+    fn gate(
+        &self,
+        key: &str,
+        g: &RawGate,
+        name: String,
+        processors: &[Processor],
+        tables: &[TableSpec],
+        timezone: &TimeZone,
+    ) -> Result<Gate, Error> {
+        let next_phase = self.positive(&format!("{key}.next_phase"), &g.next_phase, 100)? as u32;
+        let overnight = self.mode(&format!("{key}.overnight"), &g.overnight, processors)?;
+        let same_day = match &g.same_day {
+            Some(m) => Some(self.mode(&format!("{key}.same_day"), m, processors)?),
+            None => None,
+        };
+        for (topic_key, topic) in [
+            ("completion_topic", &g.completion_topic),
+            ("trigger_topic", &g.trigger_topic),
+        ] {
+            self.topic(&format!("{key}.{topic_key}"), topic)?;
+        }
+        let mut checks = Vec::new();
+        for (j, c) in g.checks.iter().enumerate() {
+            checks.push(self.check(&format!("{key}.checks[{j}]"), c, tables, &checks)?);
+        }
+        Ok(Gate {
+            id: GateId::new(name),
+            completion_topic: g.completion_topic.get_ref().clone(),
+            trigger_topic: g.trigger_topic.get_ref().clone(),
+            next_phase,
+            overnight,
+            same_day,
+            timezone: timezone.clone(),
+            checks,
         })
+    }
+
+    /// A topic name: letters, digits, `-` and `_` (the bus's subject rules).
+    fn topic(&self, key: &str, topic: &Spanned<String>) -> Result<(), Error> {
+        let t = topic.get_ref();
+        if t.is_empty()
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return self.err(
+                key,
+                topic.span(),
+                format!("`{t}` is not a valid topic name (letters, digits, - and _)"),
+            );
+        }
+        Ok(())
     }
 
     fn api(&self, raw: Option<&RawApi>) -> Result<ApiConfig, Error> {
@@ -1144,29 +1323,37 @@ impl Validator<'_> {
                 format!("check name `{name}` is empty or used twice in this gate"),
             );
         }
-        let table = self.ident(&format!("{key}.table"), &raw.table)?;
-        if !tables.iter().any(|t| t.name == table) {
-            return self.err(
-                format!("{key}.table"),
-                raw.table.span(),
-                format!("unknown table `{table}`"),
-            );
-        }
+        let table = self.known_table(&format!("{key}.table"), &raw.table, tables)?;
         let only_when_rows_in = match &raw.only_when_rows_in {
-            Some(t) => {
-                let t_name = self.ident(&format!("{key}.only_when_rows_in"), t)?;
-                if !tables.iter().any(|x| x.name == t_name) {
-                    return self.err(
-                        format!("{key}.only_when_rows_in"),
-                        t.span(),
-                        format!("unknown table `{t_name}`"),
-                    );
-                }
-                Some(t_name)
-            }
+            Some(t) => Some(self.known_table(&format!("{key}.only_when_rows_in"), t, tables)?),
             None => None,
         };
-        let kind = match raw.kind.get_ref().as_str() {
+        let kind = self.check_kind(key, raw)?;
+        Ok(QualityCheck {
+            name,
+            table,
+            kind,
+            only_when_rows_in,
+        })
+    }
+
+    /// A table a quality check names: an identifier of a table the pipeline has.
+    fn known_table(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+        tables: &[TableSpec],
+    ) -> Result<String, Error> {
+        let name = self.ident(key, raw)?;
+        if !tables.iter().any(|t| t.name == name) {
+            return self.err(key, raw.span(), format!("unknown table `{name}`"));
+        }
+        Ok(name)
+    }
+
+    /// What a quality check measures, with the settings its kind needs.
+    fn check_kind(&self, key: &str, raw: &RawCheck) -> Result<CheckKind, Error> {
+        match raw.kind.get_ref().as_str() {
             "min_rows" => {
                 let Some(min) = &raw.min_rows else {
                     return self.err(
@@ -1175,9 +1362,9 @@ impl Validator<'_> {
                         "a min_rows check needs `min_rows`",
                     );
                 };
-                CheckKind::MinRows {
+                Ok(CheckKind::MinRows {
                     min: self.positive(&format!("{key}.min_rows"), min, i64::MAX)? as u64,
-                }
+                })
             }
             "non_null_coverage" => {
                 let (Some(column), Some(pct)) = (&raw.column, &raw.min_percent) else {
@@ -1196,25 +1383,17 @@ impl Validator<'_> {
                         "must be between 0 and 100",
                     );
                 }
-                CheckKind::NonNullCoverage {
+                Ok(CheckKind::NonNullCoverage {
                     column,
                     min_percent,
-                }
+                })
             }
-            other => {
-                return self.err(
-                    format!("{key}.kind"),
-                    raw.kind.span(),
-                    format!("unknown check kind `{other}` (\"min_rows\" or \"non_null_coverage\")"),
-                );
-            }
-        };
-        Ok(QualityCheck {
-            name,
-            table,
-            kind,
-            only_when_rows_in,
-        })
+            other => self.err(
+                format!("{key}.kind"),
+                raw.kind.span(),
+                format!("unknown check kind `{other}` (\"min_rows\" or \"non_null_coverage\")"),
+            ),
+        }
     }
 
     fn mode(

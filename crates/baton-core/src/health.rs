@@ -152,6 +152,32 @@ fn rate(errors: usize, total: usize) -> f64 {
     }
 }
 
+/// Everything a check reads: the facts, the time they are judged at, and the thresholds.
+struct Facts<'a> {
+    dates: &'a [DateFacts],
+    system: &'a SystemFacts,
+    now: Timestamp,
+    limits: Limits,
+}
+
+/// A check: one `BATON-Hxxx` code, judged from the facts.
+type CheckFn = fn(&Facts<'_>) -> Check;
+
+/// The checks, in the order they are reported (the order of their codes).
+const CHECKS: &[CheckFn] = &[
+    completion_accuracy,
+    duplicate_rows,
+    upstream_lateness,
+    missing_landings,
+    stale_leases,
+    dead_letters,
+    orchestrator_error_rate,
+    processor_error_rate,
+    outbox_backlog,
+    quality_checks,
+    serve_instances,
+];
+
 /// Judges the facts at `now`.
 pub fn evaluate(
     dates: &[DateFacts],
@@ -159,9 +185,43 @@ pub fn evaluate(
     now: Timestamp,
     limits: Limits,
 ) -> Report {
-    let mut checks = Vec::new();
+    let facts = Facts {
+        dates,
+        system,
+        now,
+        limits,
+    };
+    let checks: Vec<Check> = CHECKS.iter().map(|run| run(&facts)).collect();
+    let failures = checks.iter().filter(|c| c.level == Level::Fail).count();
+    let warnings = checks.iter().filter(|c| c.level == Level::Warn).count();
+    Report {
+        checks,
+        failures,
+        warnings,
+    }
+}
 
-    let judged: Vec<&DateFacts> = dates
+/// `Pass` when nothing was found, `bad` otherwise.
+fn pass_unless(found: bool, bad: Level) -> Level {
+    if found { bad } else { Level::Pass }
+}
+
+/// `Pass` with no errors, `Fail` at or above the limit's rate, `Warn` below it.
+fn error_level(errors: usize, rate: f64, limits: Limits) -> Level {
+    if errors == 0 {
+        Level::Pass
+    } else if rate >= limits.error_rate_fail {
+        Level::Fail
+    } else {
+        Level::Warn
+    }
+}
+
+/// BATON-H001: dates whose stored completion disagrees with the truth. Dates with nothing
+/// stored, nothing true and no mismatch are not judged (nothing ran for them).
+fn completion_accuracy(f: &Facts<'_>) -> Check {
+    let judged: Vec<&DateFacts> = f
+        .dates
         .iter()
         .filter(|d| d.stored > 0 || d.actual > 0 || d.mismatched)
         .collect();
@@ -172,30 +232,27 @@ pub fn evaluate(
     } else {
         100.0 * exact as f64 / judged.len() as f64
     };
-    checks.push(check(
+    let evidence = if wrong.is_empty() {
+        format!("{pct:.1}% ({exact}/{} dates exact)", judged.len())
+    } else {
+        format!(
+            "{pct:.1}% ({exact}/{} dates exact); wrong: {}",
+            judged.len(),
+            wrong
+                .iter()
+                .map(|d| format!(
+                    "{} stored {}/{} actual {}/{}",
+                    d.date, d.stored, d.expected, d.actual, d.expected
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    check(
         "BATON-H001",
         "completion accuracy",
-        if wrong.is_empty() {
-            Level::Pass
-        } else {
-            Level::Fail
-        },
-        if wrong.is_empty() {
-            format!("{pct:.1}% ({exact}/{} dates exact)", judged.len())
-        } else {
-            format!(
-                "{pct:.1}% ({exact}/{} dates exact); wrong: {}",
-                judged.len(),
-                wrong
-                    .iter()
-                    .map(|d| format!(
-                        "{} stored {}/{} actual {}/{}",
-                        d.date, d.stored, d.expected, d.actual, d.expected
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        },
+        pass_unless(!wrong.is_empty(), Level::Fail),
+        evidence,
         judged
             .iter()
             .map(|d| {
@@ -205,9 +262,13 @@ pub fn evaluate(
                 )
             })
             .collect(),
-    ));
+    )
+}
 
-    let dups: Vec<String> = dates
+/// BATON-H002: rows sharing a primary key.
+fn duplicate_rows(f: &Facts<'_>) -> Check {
+    let dups: Vec<String> = f
+        .dates
         .iter()
         .flat_map(|d| {
             d.duplicate_rows
@@ -216,36 +277,41 @@ pub fn evaluate(
                 .map(move |(t, n)| format!("{} {t}: {n} duplicate rows", d.date))
         })
         .collect();
-    checks.push(check(
+    check(
         "BATON-H002",
         "duplicate rows",
-        if dups.is_empty() {
-            Level::Pass
-        } else {
-            Level::Fail
-        },
+        pass_unless(!dups.is_empty(), Level::Fail),
         if dups.is_empty() {
             "0 duplicate rows by primary key".to_owned()
         } else {
             dups.join("; ")
         },
         Vec::new(),
-    ));
+    )
+}
 
-    let landings: Vec<&LandingVerdict> = dates.iter().flat_map(|d| d.landings.iter()).collect();
-    let late: Vec<String> = landings
+/// Every judged landing of every date.
+fn landings<'a>(f: &Facts<'a>) -> Vec<&'a LandingVerdict> {
+    f.dates.iter().flat_map(|d| d.landings.iter()).collect()
+}
+
+/// The evidence of the landings in `status`.
+fn landings_in(landings: &[&LandingVerdict], status: LandingStatus) -> Vec<String> {
+    landings
         .iter()
-        .filter(|l| l.status == LandingStatus::Late)
+        .filter(|l| l.status == status)
         .map(|l| format!("{} {}", l.partition, l.evidence))
-        .collect();
-    checks.push(check(
+        .collect()
+}
+
+/// BATON-H003: upstream jobs that landed after their tolerance.
+fn upstream_lateness(f: &Facts<'_>) -> Check {
+    let landings = landings(f);
+    let late = landings_in(&landings, LandingStatus::Late);
+    check(
         "BATON-H003",
         "upstream lateness",
-        if late.is_empty() {
-            Level::Pass
-        } else {
-            Level::Warn
-        },
+        pass_unless(!late.is_empty(), Level::Warn),
         if late.is_empty() {
             format!(
                 "{} landings on time",
@@ -261,20 +327,17 @@ pub fn evaluate(
             .iter()
             .map(|l| format!("{} {}", l.partition, l.evidence))
             .collect(),
-    ));
-    let missing: Vec<String> = landings
-        .iter()
-        .filter(|l| l.status == LandingStatus::Missing)
-        .map(|l| format!("{} {}", l.partition, l.evidence))
-        .collect();
-    checks.push(check(
+    )
+}
+
+/// BATON-H004: upstream jobs that were due and have not landed.
+fn missing_landings(f: &Facts<'_>) -> Check {
+    let landings = landings(f);
+    let missing = landings_in(&landings, LandingStatus::Missing);
+    check(
         "BATON-H004",
         "missing upstream landings",
-        if missing.is_empty() {
-            Level::Pass
-        } else {
-            Level::Fail
-        },
+        pass_unless(!missing.is_empty(), Level::Fail),
         if missing.is_empty() {
             format!(
                 "none missing ({} not due yet)",
@@ -287,90 +350,93 @@ pub fn evaluate(
             missing.join("; ")
         },
         Vec::new(),
-    ));
+    )
+}
 
-    checks.push(check(
+/// BATON-H005: leases that expired and were never released (a runner that died).
+fn stale_leases(f: &Facts<'_>) -> Check {
+    let stale = &f.system.stale_leases;
+    check(
         "BATON-H005",
         "stale leases",
-        if system.stale_leases.is_empty() {
-            Level::Pass
-        } else {
-            Level::Warn
-        },
-        if system.stale_leases.is_empty() {
+        pass_unless(!stale.is_empty(), Level::Warn),
+        if stale.is_empty() {
             "no expired lease left unreleased".to_owned()
         } else {
-            system
-                .stale_leases
+            stale
                 .iter()
                 .map(|(p, d, h, at)| {
                     format!(
                         "{p} {d} held by {h}, expired {} ago",
-                        crate::schedule::human(now.duration_since(*at))
+                        crate::schedule::human(f.now.duration_since(*at))
                     )
                 })
                 .collect::<Vec<_>>()
                 .join("; ")
         },
         Vec::new(),
-    ));
+    )
+}
 
-    let (dead, dead_recent) = system.dead_letters;
-    checks.push(check(
+/// BATON-H006: messages in the dead-letter queue.
+fn dead_letters(f: &Facts<'_>) -> Check {
+    let (dead, dead_recent) = f.system.dead_letters;
+    check(
         "BATON-H006",
         "dead letters",
-        if dead == 0 { Level::Pass } else { Level::Warn },
+        pass_unless(dead != 0, Level::Warn),
         format!("{dead} in the dead-letter queue ({dead_recent} in the last hour)"),
         Vec::new(),
-    ));
+    )
+}
 
-    let orchestrator_rate = rate(dead_recent, system.messages_last_hour.max(dead_recent));
-    checks.push(check(
+/// BATON-H007: the share of the last hour's messages that were dead-lettered.
+fn orchestrator_error_rate(f: &Facts<'_>) -> Check {
+    let (_, dead_recent) = f.system.dead_letters;
+    // A dead letter may be of a message received before the hour: never over 100%.
+    let messages = f.system.messages_last_hour.max(dead_recent);
+    let orchestrator_rate = rate(dead_recent, messages);
+    check(
         "BATON-H007",
         "orchestrator error rate",
-        if dead_recent == 0 {
-            Level::Pass
-        } else if orchestrator_rate >= limits.error_rate_fail {
-            Level::Fail
-        } else {
-            Level::Warn
-        },
+        error_level(dead_recent, orchestrator_rate, f.limits),
         format!(
-            "{dead_recent} of {} messages dead-lettered in the last hour ({:.1}%)",
-            system.messages_last_hour.max(dead_recent),
+            "{dead_recent} of {messages} messages dead-lettered in the last hour ({:.1}%)",
             100.0 * orchestrator_rate
         ),
         Vec::new(),
-    ));
-    let (runs, failed) = system.runs_last_hour;
+    )
+}
+
+/// BATON-H008: the share of the last hour's runs that failed.
+fn processor_error_rate(f: &Facts<'_>) -> Check {
+    let (runs, failed) = f.system.runs_last_hour;
     let processor_rate = rate(failed, runs);
-    checks.push(check(
+    check(
         "BATON-H008",
         "processor error rate",
-        if failed == 0 {
-            Level::Pass
-        } else if processor_rate >= limits.error_rate_fail {
-            Level::Fail
-        } else {
-            Level::Warn
-        },
+        error_level(failed, processor_rate, f.limits),
         format!(
             "{failed} of {runs} runs failed in the last hour ({:.1}%)",
             100.0 * processor_rate
         ),
         Vec::new(),
-    ));
+    )
+}
 
-    let (pending, oldest) = system.outbox;
+/// BATON-H009: how long the oldest trigger has waited in the outbox (the relay is behind
+/// or down).
+fn outbox_backlog(f: &Facts<'_>) -> Check {
+    let (pending, oldest) = f.system.outbox;
     let age = oldest
-        .map(|o| now.duration_since(o))
+        .map(|o| f.now.duration_since(o))
         .unwrap_or(SignedDuration::ZERO);
-    checks.push(check(
+    check(
         "BATON-H009",
         "outbox backlog",
-        if age >= limits.outbox_fail {
+        if age >= f.limits.outbox_fail {
             Level::Fail
-        } else if age >= limits.outbox_warn {
+        } else if age >= f.limits.outbox_warn {
             Level::Warn
         } else {
             Level::Pass
@@ -384,9 +450,13 @@ pub fn evaluate(
             )
         },
         Vec::new(),
-    ));
+    )
+}
 
-    let blocked: Vec<String> = dates
+/// BATON-H010: dates whose trigger a quality check is blocking.
+fn quality_checks(f: &Facts<'_>) -> Check {
+    let blocked: Vec<String> = f
+        .dates
         .iter()
         .filter_map(|d| {
             d.blocked
@@ -394,26 +464,26 @@ pub fn evaluate(
                 .map(|b| format!("{}: `{}` {}", d.date, b.check, b.evidence))
         })
         .collect();
-    checks.push(check(
+    check(
         "BATON-H010",
         "quality checks",
-        if blocked.is_empty() {
-            Level::Pass
-        } else {
-            Level::Fail
-        },
+        pass_unless(!blocked.is_empty(), Level::Fail),
         if blocked.is_empty() {
             "no trigger blocked".to_owned()
         } else {
             format!("trigger blocked: {}", blocked.join("; "))
         },
         Vec::new(),
-    ));
+    )
+}
 
+/// BATON-H011: `serve` instances gone silent or retrying backend errors.
+fn serve_instances(f: &Facts<'_>) -> Check {
+    let serves = &f.system.serves;
     // A backend that failed under a running `serve` is retried there; this is where it shows.
     let mut trouble = Vec::new();
-    for s in &system.serves {
-        let silent = now.duration_since(s.last_seen);
+    for s in serves {
+        let silent = f.now.duration_since(s.last_seen);
         if silent >= SERVE_STALE_AFTER {
             trouble.push(format!(
                 "{} last heartbeat {} ago",
@@ -430,34 +500,22 @@ pub fn evaluate(
             ));
         }
     }
-    checks.push(check(
+    check(
         "BATON-H011",
         "serve instances",
-        if trouble.is_empty() {
-            Level::Pass
-        } else {
-            Level::Warn
-        },
+        pass_unless(!trouble.is_empty(), Level::Warn),
         if !trouble.is_empty() {
             trouble.join("; ")
-        } else if system.serves.is_empty() {
+        } else if serves.is_empty() {
             "no serve has heartbeated in the last day".to_owned()
         } else {
             format!(
                 "{} serve instances alive, no backend errors in the last hour",
-                system.serves.len()
+                serves.len()
             )
         },
         Vec::new(),
-    ));
-
-    let failures = checks.iter().filter(|c| c.level == Level::Fail).count();
-    let warnings = checks.iter().filter(|c| c.level == Level::Warn).count();
-    Report {
-        checks,
-        failures,
-        warnings,
-    }
+    )
 }
 
 #[cfg(test)]
@@ -490,6 +548,16 @@ mod tests {
         assert_eq!(r.failures, 0);
         assert_eq!(r.exit_code(), 0);
         assert_eq!(r.checks[0].evidence, "100.0% (1/1 dates exact)");
+    }
+
+    #[test]
+    fn the_table_reports_each_code_once_in_order() {
+        let r = evaluate(&[], &SystemFacts::default(), now(), Limits::default());
+        let codes: Vec<&str> = r.checks.iter().map(|c| c.code).collect();
+        let expected: Vec<String> = (1..=CHECKS.len())
+            .map(|n| format!("BATON-H{n:03}"))
+            .collect();
+        assert_eq!(codes, expected);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::config::Pipeline;
 use crate::model::{CompletionStatus, GateId, Partition, ProcessorName, RunId};
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// A processor's report that it finished a run for a partition.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,61 @@ pub struct CompletionMessage {
     pub produced_at: Timestamp,
     /// Start a new trigger generation (re-run downstream) once the gate is satisfied.
     pub force_reprocess: bool,
+}
+
+/// A field of a completion message that is read from the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The processor (the original pipeline sends its class name).
+    Processor,
+    /// The table the processor wrote: names the processor when its name is unfamiliar.
+    OutputTable,
+    /// The partition's date.
+    Date,
+    /// The run.
+    RunId,
+    /// How the run ended.
+    Status,
+    /// Rows the run wrote.
+    RecordCount,
+    /// When the processor produced the message.
+    ProducedAt,
+    /// The gate.
+    Gate,
+    /// The message id.
+    MessageId,
+    /// Whether to start a new trigger generation.
+    ForceReprocess,
+}
+
+/// Every name each field is read under, tried in order (the first present wins): baton's
+/// own name, then the original pipeline's. The parser and `serve`'s log lines both read
+/// this one table, so that a message is read under the same names everywhere; `partition`
+/// (a trigger's date, which `serve` logs through this table too) is tried last.
+pub const ALIASES: &[(Field, &[&str])] = &[
+    (Field::Processor, &["processor", "processor_name"]),
+    (Field::OutputTable, &["output_table"]),
+    (
+        Field::Date,
+        &["date", "game_date", "analysis_date", "partition"],
+    ),
+    (Field::RunId, &["run_id", "execution_id", "correlation_id"]),
+    (Field::Status, &["status"]),
+    (Field::RecordCount, &["record_count", "records_processed"]),
+    (Field::ProducedAt, &["produced_at", "timestamp"]),
+    (Field::Gate, &["gate"]),
+    (Field::MessageId, &["message_id"]),
+    (Field::ForceReprocess, &["force_reprocess"]),
+];
+
+impl Field {
+    /// The names this field is read under, in the order they are tried.
+    pub fn aliases(self) -> &'static [&'static str] {
+        ALIASES
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or(&[], |(_, names)| names)
+    }
 }
 
 /// Why a message was rejected (it goes to the dead-letter queue with this reason).
@@ -69,77 +124,21 @@ impl CompletionMessage {
         let Value::Object(obj) = value else {
             return Err(Rejection("not a JSON object".into()));
         };
-        let text = |keys: &[&str]| -> Option<(String, String)> {
-            keys.iter().find_map(|k| match obj.get(*k) {
-                Some(Value::String(s)) if !s.trim().is_empty() => {
-                    Some((k.to_string(), s.trim().to_owned()))
-                }
-                Some(Value::Number(n)) => Some((k.to_string(), n.to_string())),
-                _ => None,
-            })
-        };
-
-        let (proc_key, raw_name) = text(&["processor", "processor_name"])
-            .ok_or_else(|| Rejection("missing field `processor` (or `processor_name`)".into()))?;
-        let normalised = normalise_processor_name(&raw_name);
-        let processor = match pipeline.processor(&normalised) {
-            Some(p) => p.name.clone(),
-            None => match text(&["output_table"])
-                .and_then(|(_, t)| pipeline.processor_for_table(&t).map(|p| p.name.clone()))
-            {
-                Some(p) => p,
-                None => {
-                    return Err(Rejection(format!(
-                        "unknown processor `{raw_name}` in field `{proc_key}` (normalised to `{normalised}`)"
-                    )));
-                }
-            },
-        };
-
-        let (date_key, date_text) = text(&["date", "game_date", "analysis_date"])
-            .ok_or_else(|| Rejection("missing field `date` (or `game_date`)".into()))?;
-        let partition = Partition::parse(&date_text)
-            .map_err(|e| Rejection(format!("field `{date_key}`: {e}")))?;
-
-        let (_, run) = text(&["run_id", "execution_id", "correlation_id"])
+        // Fields are read in this order, so the first thing wrong is the reason given.
+        let fields = Fields(&obj);
+        let processor = fields.processor(pipeline)?;
+        let partition = fields.partition()?;
+        let (_, run) = fields
+            .text(Field::RunId)
             .ok_or_else(|| Rejection("missing field `run_id` (or `execution_id`)".into()))?;
         let run_id = RunId::new(run);
-
-        let (status_key, status_text) =
-            text(&["status"]).ok_or_else(|| Rejection("missing field `status`".into()))?;
-        let status = CompletionStatus::parse(&status_text).ok_or_else(|| {
-            Rejection(format!("field `{status_key}`: unknown status `{status_text}` (expected success, partial, no_data or failed)"))
-        })?;
-
-        let record_count = match obj
-            .get("record_count")
-            .or_else(|| obj.get("records_processed"))
-        {
-            None | Some(Value::Null) => 0,
-            Some(v) => v.as_u64().ok_or_else(|| {
-                Rejection(format!(
-                    "field `record_count`: `{v}` is not a non-negative integer"
-                ))
-            })?,
-        };
-
-        let (ts_key, ts_text) = text(&["produced_at", "timestamp"])
-            .ok_or_else(|| Rejection("missing field `produced_at` (or `timestamp`)".into()))?;
-        let produced_at = parse_timestamp(&ts_text).ok_or_else(|| {
-            Rejection(format!("field `{ts_key}`: `{ts_text}` is not a timestamp"))
-        })?;
-
-        let gate = match text(&["gate"]) {
-            Some((_, g)) => {
-                if pipeline.gate(&g).is_none() {
-                    return Err(Rejection(format!("field `gate`: unknown gate `{g}`")));
-                }
-                Some(GateId::new(g))
-            }
-            None => None,
-        };
-        let force_reprocess = matches!(obj.get("force_reprocess"), Some(Value::Bool(true)));
-        let message_id = match text(&["message_id"]) {
+        let status = fields.status()?;
+        let record_count = fields.record_count()?;
+        let produced_at = fields.produced_at()?;
+        let gate = fields.gate(pipeline)?;
+        let force_reprocess =
+            matches!(fields.value(Field::ForceReprocess), Some(Value::Bool(true)));
+        let message_id = match fields.text(Field::MessageId) {
             Some((_, id)) => id,
             None => message_id(&processor, partition, &run_id),
         };
@@ -154,6 +153,95 @@ impl CompletionMessage {
             produced_at,
             force_reprocess,
         })
+    }
+}
+
+/// A message's JSON object, read field by field under each field's [`ALIASES`].
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    /// The first alias holding a non-blank string or a number: the alias and the text,
+    /// trimmed (the original pipeline sends some ids as numbers).
+    fn text(&self, field: Field) -> Option<(&'static str, String)> {
+        field.aliases().iter().find_map(|k| match self.0.get(*k) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some((*k, s.trim().to_owned())),
+            Some(Value::Number(n)) => Some((*k, n.to_string())),
+            _ => None,
+        })
+    }
+
+    /// The value of the first alias present, whatever it holds.
+    fn value(&self, field: Field) -> Option<&Value> {
+        field.aliases().iter().find_map(|k| self.0.get(*k))
+    }
+
+    /// The processor, by its (normalised) name, or else by the table it wrote.
+    fn processor(&self, pipeline: &Pipeline) -> Result<ProcessorName, Rejection> {
+        let (proc_key, raw_name) = self
+            .text(Field::Processor)
+            .ok_or_else(|| Rejection("missing field `processor` (or `processor_name`)".into()))?;
+        let normalised = normalise_processor_name(&raw_name);
+        if let Some(p) = pipeline.processor(&normalised) {
+            return Ok(p.name.clone());
+        }
+        match self
+            .text(Field::OutputTable)
+            .and_then(|(_, t)| pipeline.processor_for_table(&t).map(|p| p.name.clone()))
+        {
+            Some(p) => Ok(p),
+            None => Err(Rejection(format!(
+                "unknown processor `{raw_name}` in field `{proc_key}` (normalised to `{normalised}`)"
+            ))),
+        }
+    }
+
+    fn partition(&self) -> Result<Partition, Rejection> {
+        let (date_key, date_text) = self
+            .text(Field::Date)
+            .ok_or_else(|| Rejection("missing field `date` (or `game_date`)".into()))?;
+        Partition::parse(&date_text).map_err(|e| Rejection(format!("field `{date_key}`: {e}")))
+    }
+
+    fn status(&self) -> Result<CompletionStatus, Rejection> {
+        let (status_key, status_text) = self
+            .text(Field::Status)
+            .ok_or_else(|| Rejection("missing field `status`".into()))?;
+        CompletionStatus::parse(&status_text).ok_or_else(|| {
+            Rejection(format!("field `{status_key}`: unknown status `{status_text}` (expected success, partial, no_data or failed)"))
+        })
+    }
+
+    /// Rows written; absent or null is 0 (the original pipeline omits it on failure).
+    fn record_count(&self) -> Result<u64, Rejection> {
+        match self.value(Field::RecordCount) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                Rejection(format!(
+                    "field `record_count`: `{v}` is not a non-negative integer"
+                ))
+            }),
+        }
+    }
+
+    fn produced_at(&self) -> Result<Timestamp, Rejection> {
+        let (ts_key, ts_text) = self
+            .text(Field::ProducedAt)
+            .ok_or_else(|| Rejection("missing field `produced_at` (or `timestamp`)".into()))?;
+        parse_timestamp(&ts_text)
+            .ok_or_else(|| Rejection(format!("field `{ts_key}`: `{ts_text}` is not a timestamp")))
+    }
+
+    /// The gate, when named: it must be one the pipeline has.
+    fn gate(&self, pipeline: &Pipeline) -> Result<Option<GateId>, Rejection> {
+        match self.text(Field::Gate) {
+            Some((_, g)) => {
+                if pipeline.gate(&g).is_none() {
+                    return Err(Rejection(format!("field `gate`: unknown gate `{g}`")));
+                }
+                Ok(Some(GateId::new(g)))
+            }
+            None => Ok(None),
+        }
     }
 }
 
@@ -268,6 +356,95 @@ mod tests {
                 err.0
             );
         }
+    }
+
+    /// A message in baton's own form, with `field`'s value under `alias` instead.
+    fn with_alias(field: Field, alias: &str) -> CompletionMessage {
+        let mut v = json!({
+            "processor": "player_game_summary",
+            "date": "2024-03-01",
+            "run_id": "r1",
+            "status": "success",
+            "produced_at": "2024-03-01T10:00:00Z",
+        });
+        let Value::Object(obj) = &mut v else {
+            unreachable!()
+        };
+        for name in field.aliases() {
+            obj.remove(*name);
+        }
+        let value = match field {
+            // An unfamiliar name, so that only the table names the processor.
+            Field::OutputTable => {
+                obj.insert("processor".into(), json!("PGSv2"));
+                json!("player_game_summary")
+            }
+            Field::Processor => json!("PlayerGameSummaryProcessor"),
+            Field::Date => json!("2024-03-02"),
+            Field::RunId => json!("r-alias"),
+            Field::Status => json!("partial"),
+            Field::RecordCount => json!(7),
+            Field::ProducedAt => json!("2024-03-01T11:00:00"),
+            Field::Gate => json!("phase3_to_phase4"),
+            Field::MessageId => json!("m-alias"),
+            Field::ForceReprocess => json!(true),
+        };
+        obj.insert(alias.into(), value);
+        CompletionMessage::parse(&serde_json::to_vec(&v).unwrap(), &pipeline())
+            .unwrap_or_else(|e| panic!("{field:?} under `{alias}`: {e}"))
+    }
+
+    #[test]
+    fn every_alias_is_read() {
+        for (field, aliases) in ALIASES {
+            assert_eq!(field.aliases(), *aliases);
+            for alias in *aliases {
+                let m = with_alias(*field, alias);
+                let seen = format!("{field:?} under `{alias}`: {m:?}");
+                match field {
+                    Field::Processor | Field::OutputTable => {
+                        assert_eq!(m.processor.as_str(), "player_game_summary", "{seen}")
+                    }
+                    Field::Date => assert_eq!(m.partition.to_string(), "2024-03-02", "{seen}"),
+                    Field::RunId => assert_eq!(m.run_id.as_str(), "r-alias", "{seen}"),
+                    Field::Status => assert_eq!(m.status, CompletionStatus::Partial, "{seen}"),
+                    Field::RecordCount => assert_eq!(m.record_count, 7, "{seen}"),
+                    Field::ProducedAt => assert_eq!(
+                        m.produced_at,
+                        "2024-03-01T11:00:00Z".parse::<Timestamp>().unwrap(),
+                        "{seen}"
+                    ),
+                    Field::Gate => assert!(m.gate.is_some(), "{seen}"),
+                    Field::MessageId => assert_eq!(m.message_id, "m-alias", "{seen}"),
+                    Field::ForceReprocess => assert!(m.force_reprocess, "{seen}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_alias_table_has_every_field_once_and_both_lists_of_names() {
+        let fields = [
+            Field::Processor,
+            Field::OutputTable,
+            Field::Date,
+            Field::RunId,
+            Field::Status,
+            Field::RecordCount,
+            Field::ProducedAt,
+            Field::Gate,
+            Field::MessageId,
+            Field::ForceReprocess,
+        ];
+        for f in fields {
+            assert_eq!(ALIASES.iter().filter(|(g, _)| *g == f).count(), 1, "{f:?}");
+        }
+        assert_eq!(ALIASES.len(), fields.len());
+        // The parser's names and serve's log names, in one list (the union).
+        for name in ["date", "game_date", "analysis_date", "partition"] {
+            assert!(Field::Date.aliases().contains(&name), "{name}");
+        }
+        assert_eq!(Field::Processor.aliases(), ["processor", "processor_name"]);
     }
 
     #[test]

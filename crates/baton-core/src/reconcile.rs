@@ -8,7 +8,7 @@
 //! trigger: a premature trigger is reported for a person.
 
 use crate::completion::{self, Document, Trigger};
-use crate::gate::{Gate, Verdict, evaluate};
+use crate::gate::{Gate, ModePolicy, Verdict, evaluate};
 use crate::message::{CompletionMessage, message_id};
 use crate::model::{CompletionStatus, Partition, ProcessorName, RunId};
 use crate::quality::CheckResult;
@@ -133,44 +133,91 @@ pub fn check(gate: &Gate, doc: Option<&Document>, truth: &Truth, now: Timestamp)
             true,
         ));
     }
-    for p in actual.difference(&recorded) {
-        let run = truth.processors.get(p).and_then(|t| t.run.as_ref());
-        let detail = match run {
-            Some(r) => format!(
-                "{p} completed (run {}, {}, {} rows) but is not recorded",
-                r.run_id, r.status, r.rows_written
-            ),
-            None => format!("{p} completed but is not recorded"),
-        };
-        findings.push(finding(
-            "BATON-R002",
-            "completed_not_recorded",
-            Some(p),
-            detail,
-            true,
-        ));
+    // Findings are reported in the order of their codes.
+    findings.extend(completed_not_recorded(truth, &actual, &recorded));
+    findings.extend(recorded_not_complete(truth, &actual, &recorded));
+    findings.extend(count_out_of_step(stored_doc));
+    findings.extend(trigger_findings(stored_doc, policy, &actual));
+    DateReport {
+        date: truth.partition,
+        stored: policy
+            .expected
+            .iter()
+            .filter(|p| recorded.contains(*p))
+            .count(),
+        actual: policy
+            .expected
+            .iter()
+            .filter(|p| actual.contains(*p))
+            .count(),
+        expected: policy.expected.len(),
+        findings,
     }
-    for p in recorded.difference(&actual) {
-        let t = truth.processors.get(p).cloned().unwrap_or_default();
-        match t.run {
-            None => findings.push(finding(
-                "BATON-R003",
-                "recorded_without_run",
+}
+
+/// BATON-R002: processors complete in truth that the document does not record.
+fn completed_not_recorded(
+    truth: &Truth,
+    actual: &BTreeSet<ProcessorName>,
+    recorded: &BTreeSet<ProcessorName>,
+) -> Vec<Finding> {
+    actual
+        .difference(recorded)
+        .map(|p| {
+            let run = truth.processors.get(p).and_then(|t| t.run.as_ref());
+            let detail = match run {
+                Some(r) => format!(
+                    "{p} completed (run {}, {}, {} rows) but is not recorded",
+                    r.run_id, r.status, r.rows_written
+                ),
+                None => format!("{p} completed but is not recorded"),
+            };
+            finding(
+                "BATON-R002",
+                "completed_not_recorded",
                 Some(p),
-                format!("{p} is recorded complete but has no successful run"),
-                false,
-            )),
-            Some(_) => findings.push(finding(
-                "BATON-R004",
-                "recorded_without_rows",
-                Some(p),
-                format!("{p} is recorded complete but its table has no rows for the date"),
-                false,
-            )),
-        }
-    }
-    if stored_doc.completed_count != stored_doc.derived_count() {
-        findings.push(finding(
+                detail,
+                true,
+            )
+        })
+        .collect()
+}
+
+/// BATON-R003 and BATON-R004: processors recorded complete that are not, in truth (no
+/// successful run, or a run without rows).
+fn recorded_not_complete(
+    truth: &Truth,
+    actual: &BTreeSet<ProcessorName>,
+    recorded: &BTreeSet<ProcessorName>,
+) -> Vec<Finding> {
+    recorded
+        .difference(actual)
+        .map(|p| {
+            let t = truth.processors.get(p).cloned().unwrap_or_default();
+            match t.run {
+                None => finding(
+                    "BATON-R003",
+                    "recorded_without_run",
+                    Some(p),
+                    format!("{p} is recorded complete but has no successful run"),
+                    false,
+                ),
+                Some(_) => finding(
+                    "BATON-R004",
+                    "recorded_without_rows",
+                    Some(p),
+                    format!("{p} is recorded complete but its table has no rows for the date"),
+                    false,
+                ),
+            }
+        })
+        .collect()
+}
+
+/// BATON-R005: a stored count that disagrees with the document's own entries.
+fn count_out_of_step(stored_doc: &Document) -> Option<Finding> {
+    (stored_doc.completed_count != stored_doc.derived_count()).then(|| {
+        finding(
             "BATON-R005",
             "count_out_of_step",
             None,
@@ -180,9 +227,19 @@ pub fn check(gate: &Gate, doc: Option<&Document>, truth: &Truth, now: Timestamp)
                 stored_doc.derived_count()
             ),
             true,
-        ));
-    }
-    let truth_satisfied = matches!(evaluate(policy, &actual), Verdict::Satisfied { .. });
+        )
+    })
+}
+
+/// BATON-R006 and BATON-R007: a trigger missing where the truth satisfies the policy, or
+/// fired where it does not.
+fn trigger_findings(
+    stored_doc: &Document,
+    policy: &ModePolicy,
+    actual: &BTreeSet<ProcessorName>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let truth_satisfied = matches!(evaluate(policy, actual), Verdict::Satisfied { .. });
     if truth_satisfied && !stored_doc.triggered {
         let detail = match &stored_doc.blocked {
             Some(b) => format!(
@@ -207,21 +264,7 @@ pub fn check(gate: &Gate, doc: Option<&Document>, truth: &Truth, now: Timestamp)
             false,
         ));
     }
-    DateReport {
-        date: truth.partition,
-        stored: policy
-            .expected
-            .iter()
-            .filter(|p| recorded.contains(*p))
-            .count(),
-        actual: policy
-            .expected
-            .iter()
-            .filter(|p| actual.contains(*p))
-            .count(),
-        expected: policy.expected.len(),
-        findings,
-    }
+    findings
 }
 
 /// The repair of one date.

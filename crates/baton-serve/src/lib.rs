@@ -101,17 +101,17 @@ pub struct Consumer {
 /// The date and processor a payload names, for logs about messages that may not parse
 /// (`-` where it names none).
 fn payload_fields(payload: &[u8]) -> (String, String) {
+    use baton_core::message::Field;
     let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-    let field = |keys: &[&str]| {
-        keys.iter()
+    let field = |field: Field| {
+        field
+            .aliases()
+            .iter()
             .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
             .unwrap_or("-")
             .to_owned()
     };
-    (
-        field(&["date", "partition", "game_date"]),
-        field(&["processor", "processor_name"]),
-    )
+    (field(Field::Date), field(Field::Processor))
 }
 
 /// Every name a completion's outcome is counted under (in [`DrainReport::outcomes`]).
