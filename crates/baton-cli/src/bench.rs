@@ -8,7 +8,7 @@ use crate::{Backends, Cli, Exit, Outcome, load_pipeline};
 use anyhow::anyhow;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::{Pipeline, TableSpec};
-use baton_core::message::{CompletionMessage, message_id};
+use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, Row, RunId};
 use baton_ports::{
     Acquired, FencedWrite, GroupSettings, NewOutboxRow, OnHeld, RunEnd, RunRecord, WriteOutcome,
@@ -146,17 +146,14 @@ fn completion(
     now: Timestamp,
 ) -> CompletionMessage {
     let run_id = RunId::from(format!("bench-{processor}-{partition}").as_str());
-    CompletionMessage {
-        message_id: message_id(processor, partition, &run_id),
-        gate: None,
-        processor: processor.clone(),
+    CompletionMessage::new(
+        processor.clone(),
         partition,
         run_id,
-        status: CompletionStatus::Success,
-        record_count: 10,
-        produced_at: now,
-        force_reprocess: false,
-    }
+        CompletionStatus::Success,
+        10,
+        now,
+    )
 }
 
 pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {

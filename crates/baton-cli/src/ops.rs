@@ -5,7 +5,7 @@ use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing, parse
 use anyhow::anyhow;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::REFERENCE_TOML;
-use baton_core::message::{CompletionMessage, message_id};
+use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
 use baton_ports::{Bus, StateStore, Warehouse};
 use baton_runner::{LeaseWait, NoHooks, RunOptions, RunOutcome, Runner};
@@ -492,17 +492,17 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
                         .ok_or_else(|| Exit::usage(anyhow!("--date is required")))?;
                     let run_id = RunId::new(c.run_id.clone().unwrap_or_default());
                     let name = ProcessorName::new(processor.clone());
-                    let message = CompletionMessage {
-                        message_id: message_id(&name, date, &run_id),
-                        gate: pipeline.gate_for_processor(&name).map(|g| g.id.clone()),
-                        processor: name,
-                        partition: date,
+                    let gate = pipeline.gate_for_processor(&name).map(|g| g.id.clone());
+                    let message = CompletionMessage::new(
+                        name,
+                        date,
                         run_id,
                         status,
-                        record_count: c.record_count,
-                        produced_at: SystemClock.now(),
-                        force_reprocess: c.force_reprocess,
-                    };
+                        c.record_count,
+                        SystemClock.now(),
+                    )
+                    .for_gate(gate)
+                    .forcing(c.force_reprocess);
                     (
                         message.to_json().to_string(),
                         Some(pipeline.completion_topic(proc)),

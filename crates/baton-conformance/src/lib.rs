@@ -11,7 +11,7 @@ use baton_core::ManualClock;
 use baton_core::completion::{self, Outcome};
 use baton_core::config::{Pipeline, TableSpec};
 use baton_core::lease::Refusal;
-use baton_core::message::{CompletionMessage, message_id};
+use baton_core::message::CompletionMessage;
 use baton_core::model::{
     CompletionStatus, FenceToken, GateId, Partition, ProcessorName, Row, RunId,
 };
@@ -39,20 +39,14 @@ fn day(s: &str) -> Partition {
 /// A successful completion of `processor`'s run `run` for `date` (`YYYY-MM-DD`), produced
 /// at [`start_time`].
 pub fn completion(processor: &str, run: &str, date: &str) -> CompletionMessage {
-    let processor = ProcessorName::from(processor);
-    let partition = day(date);
-    let run_id = RunId::from(run);
-    CompletionMessage {
-        message_id: message_id(&processor, partition, &run_id),
-        gate: None,
-        processor,
-        partition,
-        run_id,
-        status: CompletionStatus::Success,
-        record_count: 3,
-        produced_at: start_time(),
-        force_reprocess: false,
-    }
+    CompletionMessage::new(
+        ProcessorName::from(processor),
+        day(date),
+        RunId::from(run),
+        CompletionStatus::Success,
+        3,
+        start_time(),
+    )
 }
 
 const TTL: SignedDuration = SignedDuration::from_secs(600);

@@ -148,7 +148,7 @@ mod tests {
     use super::*;
     use crate::completion::step;
     use crate::config::Pipeline;
-    use crate::message::{CompletionMessage, message_id};
+    use crate::message::CompletionMessage;
     use crate::model::{CompletionStatus, RunId};
 
     fn facts_for(processors: &[&str], gate: &Gate, now: Timestamp) -> DateFacts {
@@ -158,17 +158,14 @@ mod tests {
         for p in processors {
             let processor = ProcessorName::from(*p);
             let run_id = RunId::from("r");
-            let m = CompletionMessage {
-                message_id: message_id(&processor, partition, &run_id),
-                gate: None,
+            let m = CompletionMessage::new(
                 processor,
                 partition,
                 run_id,
-                status: CompletionStatus::Success,
-                record_count: 1,
-                produced_at: now,
-                force_reprocess: false,
-            };
+                CompletionStatus::Success,
+                1,
+                now,
+            );
             let out = step(doc.take(), &m, gate, now, &[]);
             generations.extend(out.effects.iter().filter_map(|e| match e {
                 crate::completion::Effect::PublishTrigger(t) => Some(t.generation),

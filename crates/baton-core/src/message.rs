@@ -97,6 +97,41 @@ pub fn message_id(processor: &ProcessorName, partition: Partition, run_id: &RunI
 }
 
 impl CompletionMessage {
+    /// The one constructor: the completion of `run_id`, with its deterministic message id,
+    /// no gate named and no forced re-trigger (see [`Self::for_gate`], [`Self::forcing`]).
+    pub fn new(
+        processor: ProcessorName,
+        partition: Partition,
+        run_id: RunId,
+        status: CompletionStatus,
+        record_count: u64,
+        produced_at: Timestamp,
+    ) -> Self {
+        Self {
+            message_id: message_id(&processor, partition, &run_id),
+            gate: None,
+            processor,
+            partition,
+            run_id,
+            status,
+            record_count,
+            produced_at,
+            force_reprocess: false,
+        }
+    }
+
+    /// The same message naming its gate.
+    pub fn for_gate(mut self, gate: Option<GateId>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// The same message asking (or not) for a new trigger generation.
+    pub fn forcing(mut self, force_reprocess: bool) -> Self {
+        self.force_reprocess = force_reprocess;
+        self
+    }
+
     /// baton's own JSON form.
     pub fn to_json(&self) -> Value {
         let mut v = json!({

@@ -9,7 +9,7 @@
 
 use crate::completion::{self, Document, Trigger};
 use crate::gate::{Gate, ModePolicy, Verdict, evaluate};
-use crate::message::{CompletionMessage, message_id};
+use crate::message::CompletionMessage;
 use crate::model::{CompletionStatus, Partition, ProcessorName, RunId};
 use crate::quality::CheckResult;
 use jiff::Timestamp;
@@ -295,17 +295,15 @@ pub fn repair(
             continue;
         }
         let Some(run) = &t.run else { continue };
-        let message = CompletionMessage {
-            message_id: message_id(p, truth.partition, &run.run_id),
-            gate: Some(gate.id.clone()),
-            processor: p.clone(),
-            partition: truth.partition,
-            run_id: run.run_id.clone(),
-            status: run.status,
-            record_count: run.rows_written,
-            produced_at: run.finished_at,
-            force_reprocess: false,
-        };
+        let message = CompletionMessage::new(
+            p.clone(),
+            truth.partition,
+            run.run_id.clone(),
+            run.status,
+            run.rows_written,
+            run.finished_at,
+        )
+        .for_gate(Some(gate.id.clone()));
         let out = completion::step(Some(doc), &message, gate, now, quality);
         doc = out.document;
         changes.push(format!(

@@ -113,6 +113,20 @@ impl NewOutboxRow {
     }
 }
 
+impl NewOutboxRow {
+    /// The outbox row that carries a completion on its processor's `topic` (the runner's
+    /// fenced write and failed runs, the simulator's workers).
+    pub fn for_completion(topic: String, message: &CompletionMessage) -> Self {
+        Self {
+            topic,
+            message_id: message.message_id.clone(),
+            kind: OutboxKind::Completion,
+            partition: message.partition,
+            payload: message.to_json().to_string(),
+        }
+    }
+}
+
 impl NewDeadLetter {
     /// The dead letter for a completion the step rejected.
     pub fn for_rejected(message: &CompletionMessage, reason: &str) -> Self {

@@ -18,12 +18,12 @@ use baton_core::clock::Clock;
 use baton_core::config::{MissingInput, Pipeline, Processor};
 use baton_core::dedup;
 use baton_core::lease::Lease;
-use baton_core::message::{CompletionMessage, message_id};
+use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, FenceToken, Partition, ProcessorName, Row, RunId};
 use baton_core::schedule;
 use baton_ports::{
-    Acquired, FencedWrite, NewOutboxRow, OnHeld, OutboxKind, PendingRequest, Released, RequestKind,
-    RunEnd, RunRecord, RunStatus, StateStore, Warehouse, WriteOutcome,
+    Acquired, FencedWrite, NewOutboxRow, OnHeld, PendingRequest, Released, RequestKind, RunEnd,
+    RunRecord, RunStatus, StateStore, Warehouse, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -620,27 +620,23 @@ impl Runner {
         status: CompletionStatus,
         record_count: u64,
     ) -> Result<NewOutboxRow, Error> {
-        let message = CompletionMessage {
-            message_id: message_id(&proc.name, partition, run_id),
-            gate: self
-                .pipeline
-                .gate_for_processor(&proc.name)
-                .map(|g| g.id.clone()),
-            processor: proc.name.clone(),
+        let gate = self
+            .pipeline
+            .gate_for_processor(&proc.name)
+            .map(|g| g.id.clone());
+        let message = CompletionMessage::new(
+            proc.name.clone(),
             partition,
-            run_id: run_id.clone(),
+            run_id.clone(),
             status,
             record_count,
-            produced_at: self.clock.now(),
-            force_reprocess: false,
-        };
-        Ok(NewOutboxRow {
-            topic: self.pipeline.completion_topic(proc),
-            message_id: message.message_id.clone(),
-            kind: OutboxKind::Completion,
-            partition,
-            payload: message.to_json().to_string(),
-        })
+            self.clock.now(),
+        )
+        .for_gate(gate);
+        Ok(NewOutboxRow::for_completion(
+            self.pipeline.completion_topic(proc),
+            &message,
+        ))
     }
 
     fn compute(

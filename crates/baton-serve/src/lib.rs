@@ -375,15 +375,7 @@ impl TriggerConsumer {
                             payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
                             reason,
                         };
-                        self.runner.store().apply(
-                            &[Work::DeadLetter(letter)],
-                            &mut |_, _, m| {
-                                unreachable!(
-                                    "a batch of one dead letter has no completion: {}",
-                                    m.message_id
-                                )
-                            },
-                        )?;
+                        self.runner.store().dead_letter(&letter)?;
                         self.bus.ack(&gate.trigger_topic, &group, &[delivery.seq])?;
                         continue;
                     }

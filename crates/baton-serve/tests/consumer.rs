@@ -6,7 +6,7 @@
 use baton_core::clock::{Clock, ManualClock};
 use baton_core::completion::Document;
 use baton_core::config::Pipeline;
-use baton_core::message::{CompletionMessage, message_id};
+use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
 use baton_ports::{Bus, StateStore};
 use baton_serve::{Consumer, ConsumerFaults, NoFaults, ORCHESTRATOR_GROUP, relay_once};
@@ -60,19 +60,14 @@ fn env() -> Env {
 }
 
 fn completion(e: &Env, processor: &str) -> CompletionMessage {
-    let processor = ProcessorName::from(processor);
-    let run_id = RunId::from("run-1");
-    CompletionMessage {
-        message_id: message_id(&processor, e.date, &run_id),
-        gate: None,
-        processor,
-        partition: e.date,
-        run_id,
-        status: CompletionStatus::Success,
-        record_count: 10,
-        produced_at: e.clock.now(),
-        force_reprocess: false,
-    }
+    CompletionMessage::new(
+        ProcessorName::from(processor),
+        e.date,
+        RunId::from("run-1"),
+        CompletionStatus::Success,
+        10,
+        e.clock.now(),
+    )
 }
 
 fn publish(e: &Env, bus_id: &str, payload: &str) {

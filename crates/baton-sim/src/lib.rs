@@ -19,7 +19,7 @@ use baton_core::completion::Trigger;
 use baton_core::config::{Pipeline, Processor};
 use baton_core::dedup;
 use baton_core::lease::{self, Lease};
-use baton_core::message::{CompletionMessage, message_id};
+use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, Row, RunId};
 use baton_core::rng::SplitMix64;
 use baton_ports::{
@@ -320,24 +320,16 @@ impl World {
                     self.event("holders paused past their lease");
                 }
                 let run_id = RunId::new(format!("{}-{}", w.name, self.step));
-                let message = CompletionMessage {
-                    message_id: message_id(&proc.name, w.partition, &run_id),
-                    gate: None,
-                    processor: proc.name.clone(),
-                    partition: w.partition,
+                let message = CompletionMessage::new(
+                    proc.name.clone(),
+                    w.partition,
                     run_id,
-                    status: CompletionStatus::Success,
-                    record_count: rows.len() as u64,
-                    produced_at: self.clock.now(),
-                    force_reprocess: false,
-                };
-                let completion = NewOutboxRow {
-                    topic: self.pipeline.completion_topic(&proc),
-                    message_id: message.message_id.clone(),
-                    kind: baton_ports::OutboxKind::Completion,
-                    partition: w.partition,
-                    payload: message.to_json().to_string(),
-                };
+                    CompletionStatus::Success,
+                    rows.len() as u64,
+                    self.clock.now(),
+                );
+                let completion =
+                    NewOutboxRow::for_completion(self.pipeline.completion_topic(&proc), &message);
                 // What the store says about this holder before the write, by its clock.
                 let current = backend.lease(&proc.name, w.partition);
                 let legitimate =
