@@ -304,12 +304,17 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     let store: Arc<dyn StateStore> = backend.store.clone();
     let warehouse: Arc<dyn Warehouse> = backend.warehouse.clone();
     let bus: Arc<dyn Bus> = backend.bus.clone();
-    let runner = Arc::new(Runner::new(
-        pipeline.clone(),
-        store.clone(),
-        warehouse.clone(),
-        clock.clone(),
-    ));
+    // Run ids from the demo's seed: a replay of a seed names the same runs.
+    let ids = Arc::new(baton_core::ids::SeededIds::new(args.seed ^ 0x1D5));
+    let runner = Arc::new(
+        Runner::new(
+            pipeline.clone(),
+            store.clone(),
+            warehouse.clone(),
+            clock.clone(),
+        )
+        .with_ids(ids),
+    );
     runner.ensure_tables()?;
 
     let faults = Faults {

@@ -17,6 +17,7 @@ mod external;
 use baton_core::clock::Clock;
 use baton_core::config::{MissingInput, Pipeline, Processor};
 use baton_core::dedup;
+use baton_core::ids::IdSource;
 use baton_core::lease::Lease;
 use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, FenceToken, Partition, ProcessorName, Row, RunId};
@@ -174,6 +175,21 @@ pub struct Runner {
     store: Arc<dyn StateStore>,
     warehouse: Arc<dyn Warehouse>,
     clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+}
+
+/// Run ids with random bits from the operating system (the service's default), timed by
+/// the runner's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomIds;
+
+impl IdSource for RandomIds {
+    fn run_id(&self, now: Timestamp) -> RunId {
+        RunId::new(baton_core::ids::uuid_v7(
+            now,
+            uuid::Uuid::new_v4().as_u128(),
+        ))
+    }
 }
 
 enum Computed {
@@ -194,7 +210,15 @@ impl Runner {
             store,
             warehouse,
             clock,
+            ids: Arc::new(RandomIds),
         }
+    }
+
+    /// The same runner taking its run ids from `ids` (the demo's and the simulator's seeded
+    /// source, so that a replay is byte for byte the same).
+    pub fn with_ids(mut self, ids: Arc<dyn IdSource>) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// The state store runs are recorded in.
@@ -444,7 +468,7 @@ impl Runner {
         hooks: &dyn RunHooks,
         partial_inputs: &[String],
     ) -> Result<Attempt, Error> {
-        let run_id = RunId::new(uuid::Uuid::now_v7().to_string());
+        let run_id = self.ids.run_id(self.clock.now());
         self.store.start_run(&RunRecord {
             run_id: run_id.clone(),
             processor: proc.name.clone(),
@@ -557,7 +581,7 @@ impl Runner {
         options: &RunOptions,
         error: String,
     ) -> Result<Attempt, Error> {
-        let run_id = RunId::new(uuid::Uuid::now_v7().to_string());
+        let run_id = self.ids.run_id(self.clock.now());
         self.store.start_run(&RunRecord {
             run_id: run_id.clone(),
             processor: proc.name.clone(),
