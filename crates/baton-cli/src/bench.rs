@@ -315,11 +315,7 @@ fn orchestrator(
     let rate = consumed as f64 / secs;
     bar.set_message("orchestrator throughput: baseline");
     let start = clock.now();
-    match (&b.sqlite, &b.distributed) {
-        (Some(s), _) => s.baseline_upserts(total, baton_serve::BATCH_MAX)?,
-        (_, Some((pg, _))) => pg.baseline_upserts(total, baton_serve::BATCH_MAX)?,
-        _ => {}
-    }
+    b.admin.baselines().upserts(total, baton_serve::BATCH_MAX)?;
     let baseline = total as f64 / elapsed(start);
     bar.finish_and_clear();
     let floor = if distributed { 5_000.0 } else { 20_000.0 };
@@ -493,15 +489,13 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
         )));
     }
     let mut figures = Vec::new();
-    let plain = match &b.sqlite {
-        Some(s) => {
-            bar.set_message("plain insert baseline");
-            let start = SystemClock.now();
-            s.baseline_insert(&table, &unique)?;
-            Some(unique.len() as f64 / elapsed(start))
-        }
-        None => None,
-    };
+    bar.set_message("plain insert baseline");
+    let start = SystemClock.now();
+    let plain = b
+        .admin
+        .baselines()
+        .plain_insert(&table, &unique)?
+        .then(|| unique.len() as f64 / elapsed(start));
     figures.push(
         Figure::measured(
             format!("dedup + fenced upsert ({n} rows, 10% duplicates, 3-column key)"),
@@ -776,19 +770,19 @@ fn year(
 
 /// The bus's and the store's raw rates on PostgreSQL + NATS.
 fn distributed_baselines(b: &Backends, n: usize) -> Result<Vec<Figure>, Exit> {
-    let Some((pg, nats)) = &b.distributed else {
+    if !b.distributed() {
         return Ok(Vec::new());
-    };
+    }
     let bar = spinner("NATS publish-with-ack baseline");
     let start = SystemClock.now();
     for i in 0..n {
-        baton_ports::Bus::publish(nats.as_ref(), "bench-baseline", &format!("b{i}"), b"{}")?;
+        b.bus.publish("bench-baseline", &format!("b{i}"), b"{}")?;
     }
     let publish = n as f64 / elapsed(start);
     bar.set_message("PostgreSQL single-row UPDATE baseline");
     let per = (n / 8).max(100);
     let start = SystemClock.now();
-    pg.baseline_updates(8, per)?;
+    b.admin.baselines().updates(8, per)?;
     let updates = (8 * per) as f64 / elapsed(start);
     bar.finish_and_clear();
     Ok(vec![

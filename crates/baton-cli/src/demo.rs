@@ -488,29 +488,28 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     Ok(if exact == rows.len() { 0 } else { EXIT_FAILED })
 }
 
-/// Drops baton's tables in PostgreSQL and its streams in NATS (the demo and the bench start
-/// from a clean slate, and say so); nothing on SQLite, whose file is made fresh.
+/// Resets a shared backend (baton's tables in PostgreSQL, its streams in NATS: the demo and
+/// the bench start from a clean slate, and say so); nothing on SQLite, whose file is fresh.
 pub fn reset_distributed(
     pipeline: &baton_core::config::Pipeline,
     backend: &crate::Backends,
     who: &str,
 ) -> Result<(), Exit> {
-    if let Some((pg, nats)) = &backend.distributed {
+    let tables: Vec<String> = pipeline.tables.iter().map(|t| t.name.clone()).collect();
+    let topics: Vec<String> = pipeline
+        .gates
+        .iter()
+        .flat_map(|g| [g.completion_topic.clone(), g.trigger_topic.clone()])
+        .chain(
+            pipeline
+                .processors
+                .iter()
+                .map(|p| pipeline.completion_topic(p)),
+        )
+        .collect();
+    if backend.distributed() {
         eprintln!("baton {who}: resetting baton's tables in PostgreSQL and its streams in NATS");
-        let tables: Vec<String> = pipeline.tables.iter().map(|t| t.name.clone()).collect();
-        pg.reset(&tables)?;
-        let topics: Vec<String> = pipeline
-            .gates
-            .iter()
-            .flat_map(|g| [g.completion_topic.clone(), g.trigger_topic.clone()])
-            .chain(
-                pipeline
-                    .processors
-                    .iter()
-                    .map(|p| pipeline.completion_topic(p)),
-            )
-            .collect();
-        nats.delete_topics(&topics)?;
     }
+    backend.admin.reset(&tables, &topics)?;
     Ok(())
 }

@@ -14,10 +14,7 @@ mod watch;
 use anyhow::Context;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::{Backend, Pipeline};
-use baton_nats::NatsBus;
-use baton_ports::{Bus, StateStore, Warehouse};
-use baton_postgres::{PgBackend, TimeSource};
-use baton_sqlite::{Durability, SqliteBackend};
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -226,20 +223,7 @@ pub fn load_pipeline(cli: &Cli) -> Result<Arc<Pipeline>, Exit> {
     Ok(Arc::new(pipeline))
 }
 
-/// The three ports, from one backend (SQLite) or two (PostgreSQL + NATS).
-pub struct Backends {
-    /// The state store.
-    pub store: Arc<dyn StateStore>,
-    /// The warehouse.
-    pub warehouse: Arc<dyn Warehouse>,
-    /// The bus.
-    pub bus: Arc<dyn Bus>,
-    /// The concrete PostgreSQL and NATS adapters, when those are in use (the demo resets
-    /// them).
-    pub distributed: Option<(Arc<PgBackend>, Arc<NatsBus>)>,
-    /// The concrete SQLite backend, when that is in use (the bench's baselines use it).
-    pub sqlite: Option<Arc<SqliteBackend>>,
-}
+pub use baton_backends::Backends;
 
 /// Which backend a command uses: `--backend`, else the config's.
 pub fn backend_kind(cli: &Cli, pipeline: &Pipeline) -> BackendKind {
@@ -268,69 +252,39 @@ pub fn open_backend_at(
     clock: Arc<dyn Clock>,
     inject_clock: bool,
 ) -> Result<Backends, Exit> {
-    match backend_kind(cli, pipeline) {
-        BackendKind::Sqlite => {
-            let durability = match pipeline.backend {
-                Backend::Sqlite {
-                    synchronous_full: false,
-                } => Durability::Normal,
-                _ => Durability::Full,
-            };
-            let path = db;
-            let sqlite = SqliteBackend::open(path, durability, clock)
-                .map(Arc::new)
-                .map_err(|e| Exit::backend(anyhow::anyhow!("database {}: {e}", path.display())))?;
-            Ok(Backends {
-                store: sqlite.clone(),
-                warehouse: sqlite.clone(),
-                bus: sqlite.clone(),
-                distributed: None,
-                sqlite: Some(sqlite),
-            })
-        }
-        BackendKind::Postgres => {
-            let (config_db, config_nats) = match &pipeline.backend {
-                Backend::Postgres {
-                    database_url,
-                    nats_url,
-                } => (database_url.clone(), nats_url.clone()),
-                _ => (None, None),
-            };
-            let db = cli.database_url.clone().or(config_db).ok_or_else(|| {
-                Exit::usage(anyhow::anyhow!("the postgres backend needs --database-url (or BATON_DATABASE_URL, or backend.database_url)"))
-            })?;
-            let nats = cli.nats_url.clone().or(config_nats).ok_or_else(|| {
-                Exit::usage(anyhow::anyhow!(
-                    "the postgres backend needs --nats-url (or BATON_NATS_URL, or backend.nats_url)"
-                ))
-            })?;
-            let time = if inject_clock {
-                TimeSource::Injected(clock)
-            } else {
-                TimeSource::Database
-            };
-            let mut pg = PgBackend::connect_with(&db, 8, time)
-                .map_err(|e| Exit::backend(anyhow::anyhow!("{e}")))?;
-            // A test hook: hold fenced writes open so a fault test can kill a writer mid-write.
-            if let Some(ms) = std::env::var("BATON_TEST_WRITE_STALL_MS")
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                pg = pg.with_write_stall(jiff::SignedDuration::from_millis(ms));
+    let (config_db, config_nats) = match &pipeline.backend {
+        Backend::Postgres {
+            database_url,
+            nats_url,
+        } => (database_url.clone(), nats_url.clone()),
+        _ => (None, None),
+    };
+    let settings = baton_backends::Settings {
+        sqlite_path: db.to_path_buf(),
+        sqlite_full_sync: !matches!(
+            pipeline.backend,
+            Backend::Sqlite {
+                synchronous_full: false
             }
-            let pg = Arc::new(pg);
-            let bus = Arc::new(
-                NatsBus::connect(&nats).map_err(|e| Exit::backend(anyhow::anyhow!("{e}")))?,
-            );
-            Ok(Backends {
-                store: pg.clone(),
-                warehouse: pg.clone(),
-                bus: bus.clone(),
-                distributed: Some((pg, bus)),
-                sqlite: None,
-            })
-        }
-    }
+        ),
+        database_url: cli.database_url.clone().or(config_db),
+        nats_url: cli.nats_url.clone().or(config_nats),
+        clock,
+        inject_clock,
+        // A test hook: hold fenced writes open so a fault test can kill a writer mid-write.
+        write_stall: std::env::var("BATON_TEST_WRITE_STALL_MS")
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(jiff::SignedDuration::from_millis),
+    };
+    let kind = match backend_kind(cli, pipeline) {
+        BackendKind::Sqlite => baton_backends::Kind::Sqlite,
+        BackendKind::Postgres => baton_backends::Kind::Postgres,
+    };
+    baton_backends::open(kind, &settings).map_err(|e| match e {
+        baton_backends::Error::Missing(_) => Exit::usage(anyhow::anyhow!("{e}")),
+        _ => Exit::backend(anyhow::anyhow!("{e}")),
+    })
 }
 
 /// Opens existing backends (for SQLite, commands other than `demo` must not create a

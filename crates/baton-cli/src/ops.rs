@@ -528,13 +528,7 @@ pub fn migrate(cli: &Cli, _args: &MigrateArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     // Opening applies pending migrations (SQLite and PostgreSQL alike).
     let backend = crate::open_backend(cli, &pipeline, Arc::new(SystemClock), false)?;
-    let applied = match &backend.distributed {
-        Some(_) => format!(
-            "PostgreSQL schema at version {}",
-            baton_postgres::MIGRATIONS.len()
-        ),
-        None => format!("SQLite schema of {} up to date", cli.db.display()),
-    };
+    let applied = backend.admin.schema();
     let runner = Runner::new(
         pipeline,
         backend.store.clone(),

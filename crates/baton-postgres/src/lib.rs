@@ -1073,69 +1073,14 @@ impl Warehouse for PgBackend {
     }
 }
 
-/// Baselines for `baton bench`: the same work through the same pool, without baton.
 impl PgBackend {
-    /// `n` single-row upserts (half of them to a key already written) committed `batch` per
-    /// transaction, one statement per row.
-    pub fn baseline_upserts(&self, n: usize, batch: usize) -> Result<()> {
-        self.txn(|tx| {
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS bench_baseline (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
-            )
-            .map_err(|e| pg_err(&e))
-        })?;
-        let mut start = 0;
-        while start < n {
-            let end = (start + batch.max(1)).min(n);
-            self.txn(|tx| {
-                let stmt = tx
-                    .prepare("INSERT INTO bench_baseline (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v")
-                    .map_err(|e| pg_err(&e))?;
-                for i in start..end {
-                    tx.execute(&stmt, &[&format!("k{}", i / 2), &format!("v{i}")])
-                        .map_err(|e| pg_err(&e))?;
-                }
-                Ok(())
-            })?;
-            start = end;
-        }
-        Ok(())
-    }
-
-    /// `per_thread` single-row UPDATE transactions from each of `threads` threads, each on
-    /// its own row.
-    pub fn baseline_updates(&self, threads: usize, per_thread: usize) -> Result<()> {
-        self.txn(|tx| {
-            tx.batch_execute("CREATE TABLE IF NOT EXISTS bench_counter (id INTEGER PRIMARY KEY, v BIGINT NOT NULL)")
-                .map_err(|e| pg_err(&e))?;
-            for id in 0..threads as i32 {
-                tx.execute("INSERT INTO bench_counter (id, v) VALUES ($1, 0) ON CONFLICT DO NOTHING", &[&id])
-                    .map_err(|e| pg_err(&e))?;
-            }
-            Ok(())
-        })?;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads as i32)
-                .map(|id| {
-                    s.spawn(move || -> Result<()> {
-                        for _ in 0..per_thread {
-                            self.txn(|tx| {
-                                tx.execute(
-                                    "UPDATE bench_counter SET v = v + 1 WHERE id = $1",
-                                    &[&id],
-                                )
-                                .map_err(|e| pg_err(&e))?;
-                                Ok(())
-                            })?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Permanent("a bench thread panicked".into())))
-            })
-        })
+    /// Runs `f` in a transaction on the backend's pool, retried as every operation is, outside
+    /// baton's rules: for the bench's baselines (`baton_backends::baselines`), which measure
+    /// what the database does without baton.
+    pub fn with_transaction<T>(
+        &self,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.txn(f)
     }
 }

@@ -1150,74 +1150,14 @@ impl Bus for SqliteBackend {
     }
 }
 
-/// Baselines for `baton bench`: the same work through the same driver and connection,
-/// without baton (no lease, no fence, no outbox, no step), so a figure can be set beside what
-/// the storage itself does.
 impl SqliteBackend {
-    /// `n` single-row upserts (half of them to a key already written) committed `batch` per
-    /// transaction.
-    pub fn baseline_upserts(&self, n: usize, batch: usize) -> Result<()> {
-        self.lock()
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS bench_baseline (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
-            )
-            .map_err(map_err)?;
-        let mut start = 0;
-        while start < n {
-            let end = (start + batch.max(1)).min(n);
-            self.write_txn(|tx| {
-                let mut stmt = tx
-                    .prepare_cached("INSERT INTO bench_baseline (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v")
-                    .map_err(map_err)?;
-                for i in start..end {
-                    stmt.execute(params![format!("k{}", i / 2), format!("v{i}")])
-                        .map_err(map_err)?;
-                }
-                Ok(())
-            })?;
-            start = end;
-        }
-        Ok(())
-    }
-
-    /// A plain INSERT of `rows` (already unique) into a fresh table of the warehouse's layout,
-    /// in one transaction.
-    pub fn baseline_insert(&self, table: &TableSpec, rows: &[Row]) -> Result<()> {
-        let plain = TableSpec {
-            name: format!("{}_plain", table.name),
-            ..table.clone()
-        };
-        self.lock()
-            .execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&plain.name)))
-            .map_err(map_err)?;
-        Warehouse::ensure_table(self, &plain)?;
-        let cols: Vec<String> = plain.primary_key.iter().map(|c| quote(c)).collect();
-        let n = cols.len();
-        let sql = format!(
-            "INSERT INTO {} ({}, _partition, _row, _token) VALUES ({})",
-            quote(&plain.name),
-            cols.join(", "),
-            (1..=n + 3)
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.write_txn(|tx| {
-            let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
-            for (index, row) in rows.iter().enumerate() {
-                let mut values: Vec<SqlValue> = Vec::with_capacity(n + 3);
-                for c in &plain.primary_key {
-                    values.push(pk_value(row, c, index)?);
-                }
-                values.push(SqlValue::Text(partition_value(row, &plain, index)?));
-                values.push(SqlValue::Text(
-                    serde_json::to_string(row).map_err(|e| Error::Permanent(e.to_string()))?,
-                ));
-                values.push(SqlValue::Integer(0));
-                stmt.execute(rusqlite::params_from_iter(values.iter()))
-                    .map_err(map_err)?;
-            }
-            Ok(())
-        })
+    /// Runs `f` in a plain write transaction on the backend's own connection, outside
+    /// baton's rules: for the bench's baselines (`baton_backends::baselines`), which measure
+    /// what the storage does without baton.
+    pub fn with_write_transaction<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.write_txn(f)
     }
 }
