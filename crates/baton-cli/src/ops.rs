@@ -1,15 +1,16 @@
-//! `serve` (with its HTTP side, alerts and heartbeats), `run`, `publish`, `init`, `migrate`
-//! and `generate`.
+//! `serve` (parsing its options and wiring the HTTP side, notifiers and token around
+//! `baton_serve::service::Service`, which owns the loop), `run`, `publish`, `init`,
+//! `migrate` and `generate`.
 
+use crate::watch::{COMMIT, VERSION};
 use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing, parse_date};
 use anyhow::anyhow;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::REFERENCE_TOML;
 use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
-use baton_ports::{Bus, StateStore, Warehouse};
 use baton_runner::{LeaseWait, NoHooks, RunOptions, RunOutcome, Runner};
-use baton_serve::{Consumer, NoFaults, Services, TriggerConsumer, drain};
+use baton_serve::service::{Identity, Ports, ServeOptions, Service, write_heartbeat};
 use clap::{Args, Subcommand};
 use jiff::{SignedDuration, Timestamp};
 use std::path::PathBuf;
@@ -166,65 +167,43 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = open_existing(cli, &pipeline)?;
-    let store: Arc<dyn StateStore> = backend.store.clone();
-    let bus: Arc<dyn Bus> = backend.bus.clone();
-    let warehouse: Arc<dyn Warehouse> = backend.warehouse.clone();
-    let runner = Arc::new(Runner::new(
-        pipeline.clone(),
-        store.clone(),
-        warehouse.clone(),
-        clock.clone(),
-    ));
-    runner.ensure_tables()?;
-    let consumer = Consumer::new(
-        pipeline.clone(),
-        store.clone(),
-        warehouse.clone(),
-        bus.clone(),
-        clock.clone(),
-    );
-    let holder = format!("serve-{}", std::process::id());
-    let triggers = TriggerConsumer::new(pipeline.clone(), bus.clone(), runner, holder);
-    let services = Services {
-        pipeline: &pipeline,
-        store: store.as_ref(),
-        bus: bus.as_ref(),
-        consumer: &consumer,
-        triggers: (!args.no_phase_runner).then_some(&triggers),
+    let ports = Ports {
+        pipeline: pipeline.clone(),
+        store: backend.store.clone(),
+        warehouse: backend.warehouse.clone(),
+        bus: backend.bus.clone(),
+        clock: clock.clone(),
     };
-    let pause = SignedDuration::from_millis(args.poll_ms as i64);
+    let options = ServeOptions {
+        poll: SignedDuration::from_millis(args.poll_ms as i64),
+        phase_runner: !args.no_phase_runner,
+        reconcile_every: (args.reconcile_every_secs > 0)
+            .then(|| SignedDuration::from_secs(args.reconcile_every_secs as i64)),
+        reconcile_days: args.reconcile_days,
+        alert_every: SignedDuration::from_secs(args.alert_every_secs as i64),
+    };
+    options.validate().map_err(Exit::usage)?;
+    let identity = Identity::of_this_process("serve", VERSION, COMMIT);
+    let service = Service::new(options, ports, identity)?;
     if args.until_idle {
-        // In-flight deliveries come back after the ack wait; waiting for them is bounded by
-        // the rounds limit.
-        let mut wait = || clock.sleep(pause);
-        let rounds =
-            10 + (pipeline.ack_wait.as_millis() as usize / args.poll_ms.max(1) as usize) * 3;
-        let report = drain(
-            &services,
-            &mut NoFaults,
-            &mut NoFaults,
-            &NoHooks,
-            &mut wait,
-            rounds,
-        )?;
-        let pending = baton_serve::pending(&services)?;
+        let idle = service.until_idle()?;
+        let report = idle.drain;
         eprintln!(
             "idle: relayed {}, outcomes {:?}, triggers {}, phase runs {}; {} pending",
-            report.relayed, report.outcomes, report.triggers, report.phase_runs, pending
+            report.relayed, report.outcomes, report.triggers, report.phase_runs, idle.pending
         );
-        return Ok(if pending == 0 { 0 } else { EXIT_FAILED });
+        return Ok(if idle.pending == 0 { 0 } else { EXIT_FAILED });
     }
-    let started_at = clock.now();
-    let metrics = Arc::new(baton_http::Metrics::new(&pipeline, started_at));
+    let metrics = Arc::new(baton_http::Metrics::new(&pipeline, clock.now()));
     // A notifier whose URL is missing fails here, at start, not at the first incident.
     let notifiers = baton_serve::alerting::notifiers(&pipeline).map_err(Exit::usage)?;
     let _http = match args.listen.clone().or_else(|| pipeline.api.listen.clone()) {
         Some(addr) => {
             let api = baton_http::Api {
                 pipeline: pipeline.as_ref().clone(),
-                store: store.clone(),
-                warehouse: warehouse.clone(),
-                bus: bus.clone(),
+                store: backend.store.clone(),
+                warehouse: backend.warehouse.clone(),
+                bus: backend.bus.clone(),
                 clock: clock.clone(),
                 token: crate::watch::api_token(&pipeline)?,
                 metrics: metrics.clone(),
@@ -239,115 +218,11 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         None => None,
     };
     tracing::info!(db = %cli.db.display(), "serving; Ctrl-C stops (every step is transactional, so stopping at any point is safe)");
-    let mut next_reconcile = clock.now();
-    let mut next_alerts = clock.now();
-    let mut next_beat = clock.now();
-    // Backend errors retried through, reported in the heartbeat (and so by `health`).
-    let mut backend_errors: Vec<Timestamp> = Vec::new();
-    let mut last_error: Option<String> = None;
-    loop {
-        let mut wait = || clock.sleep(pause);
-        let round = drain(
-            &services,
-            &mut NoFaults,
-            &mut NoFaults,
-            &NoHooks,
-            &mut wait,
-            1,
-        )
-        .and_then(|report| {
-            metrics.observe_drain(&report);
-            let now = clock.now();
-            if now >= next_beat {
-                let hour_ago = now
-                    .checked_sub(SignedDuration::from_hours(1))
-                    .unwrap_or(now);
-                backend_errors.retain(|t| *t >= hour_ago);
-                crate::watch::heartbeat(
-                    store.as_ref(),
-                    "serve",
-                    started_at,
-                    &backend_errors,
-                    last_error.as_deref(),
-                )?;
-                next_beat = now.checked_add(crate::watch::HEARTBEAT).unwrap_or(now);
-            }
-            if now >= next_alerts && !pipeline.alerts.is_empty() {
-                baton_serve::alerting::run_alerts(
-                    &pipeline,
-                    store.as_ref(),
-                    warehouse.as_ref(),
-                    bus.as_ref(),
-                    &notifiers,
-                    now,
-                )?;
-                next_alerts = now
-                    .checked_add(SignedDuration::from_secs(args.alert_every_secs as i64))
-                    .unwrap_or(now);
-            }
-            if args.reconcile_every_secs > 0 && clock.now() >= next_reconcile {
-                periodic_reconcile(&pipeline, &backend, clock.now(), args.reconcile_days)?;
-                next_reconcile = clock
-                    .now()
-                    .checked_add(SignedDuration::from_secs(args.reconcile_every_secs as i64))
-                    .unwrap_or(next_reconcile);
-            }
-            Ok(())
-        });
-        match round {
-            Ok(()) => clock.sleep(pause),
-            // A backend restarting, a lost connection: keep serving, and say so.
-            Err(e) if transient(&e) => {
-                tracing::error!(error = %e, "backend unavailable; retrying in 1s");
-                backend_errors.push(clock.now());
-                last_error = Some(e.to_string());
-                // Say so at the next heartbeat that gets through.
-                next_beat = clock.now();
-                clock.sleep(SignedDuration::from_secs(1));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Whether a service error is worth retrying (a backend restarting, a dropped connection).
-fn transient(e: &baton_serve::Error) -> bool {
-    match e {
-        baton_serve::Error::Backend(b)
-        | baton_serve::Error::Runner(baton_runner::Error::Backend(b)) => b.is_retryable(),
-        _ => false,
-    }
-}
-
-/// Repairs the last `days` dates of every gate; what it changes is logged as a warning,
-/// because a repair means something upstream of baton lost a message.
-fn periodic_reconcile(
-    pipeline: &baton_core::Pipeline,
-    backend: &crate::Backends,
-    now: Timestamp,
-    days: u32,
-) -> Result<(), baton_serve::Error> {
-    let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
-    for gate in &pipeline.gates {
-        for date in today.offset(1 - days as i32).through(today) {
-            let r = baton_serve::checks::reconcile_date(
-                pipeline,
-                backend.store.as_ref(),
-                backend.warehouse.as_ref(),
-                gate,
-                date,
-                now,
-                true,
-            )?;
-            if !r.changes.is_empty() {
-                tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
-            }
-            for f in r.after.findings.iter().filter(|f| !f.fixable) {
-                tracing::error!(gate = %gate.id, %date, code = f.code, detail = %f.detail, "reconcile finding needs a person");
-            }
-        }
-    }
-    Ok(())
+    service
+        .with_notifiers(notifiers)
+        .with_observer(Box::new(move |report| metrics.observe_drain(report)))
+        .run(&|| false)?;
+    Ok(0)
 }
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
@@ -373,9 +248,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
         clock,
     );
     runner.ensure_tables()?;
-    crate::watch::heartbeat(
+    write_heartbeat(
         backend.store.as_ref(),
-        "worker",
+        &Identity::of_this_process("worker", VERSION, COMMIT),
         SystemClock.now(),
         &[],
         None,

@@ -1,64 +1,20 @@
-//! What tells operators about the running system: instance heartbeats and `baton drift`,
-//! `baton alerts list|test`, and the HTTP side's token and address.
+//! What tells operators about the running system: `baton drift` (over the instances'
+//! heartbeats, which `baton_serve::service` writes), `baton alerts list|test`, this
+//! build's version and commit, and the HTTP side's token.
 
 use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing};
 use anyhow::anyhow;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::Pipeline;
-use baton_ports::StateStore;
+use baton_core::heartbeat;
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 
 /// This build's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// This build's commit (`unknown` outside a git checkout).
 pub const COMMIT: &str = env!("BATON_COMMIT");
-
-/// How often `serve` heartbeats; drift calls a `serve` stale after four missed beats.
-pub const HEARTBEAT: SignedDuration = SignedDuration::from_secs(30);
-
-fn host() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-/// Records that this process (a `serve` or a worker) is alive, at this version and commit.
-/// A lost compare-and-set (another write at the same instant) is harmless: the next beat
-/// writes again.
-pub fn heartbeat(
-    store: &dyn StateStore,
-    role: &str,
-    started_at: Timestamp,
-    backend_errors: &[Timestamp],
-    last_error: Option<&str>,
-) -> Result<(), baton_ports::Error> {
-    let host = host();
-    let key = match role {
-        // Workers are short-lived processes: one record per host.
-        "worker" => format!("instance/worker/{host}"),
-        _ => format!("instance/{role}/{host}/{}", std::process::id()),
-    };
-    let beat = baton_serve::status::Heartbeat {
-        role: role.to_owned(),
-        host,
-        pid: std::process::id(),
-        version: VERSION.to_owned(),
-        commit: COMMIT.to_owned(),
-        started_at,
-        backend_errors: backend_errors.to_vec(),
-        last_error: last_error.map(str::to_owned),
-    };
-    let body = serde_json::to_string(&beat)
-        .map_err(|e| baton_ports::Error::Permanent(format!("encoding a heartbeat: {e}")))?;
-    let current = store.ops_record(&key)?.map(|r| r.version);
-    store.put_ops_record(&key, &body, current)?;
-    Ok(())
-}
 
 /// The API token: `BATON_API_TOKEN`, else the file `api.token_file` names.
 pub fn api_token(pipeline: &Pipeline) -> Result<Option<String>, Exit> {
@@ -94,7 +50,6 @@ pub fn drift(cli: &Cli, args: &DriftArgs) -> Outcome {
     let b = open_existing(cli, &pipeline)?;
     let now = SystemClock.now();
     let expect = args.expect.clone().unwrap_or_else(|| VERSION.to_owned());
-    let stale_after = SignedDuration::from_secs(HEARTBEAT.as_secs() * 4);
     let worker_window = SignedDuration::from_hours(i64::from(args.worker_window_hours));
     let mut rows = Vec::new();
     for r in b.store.ops_records("instance/")? {
@@ -107,7 +62,7 @@ pub fn drift(cli: &Cli, args: &DriftArgs) -> Outcome {
             continue;
         }
         // A `serve` gone for a day has been replaced, not stalled.
-        if role != "worker" && age > SignedDuration::from_hours(24) {
+        if role != "worker" && heartbeat::is_gone(r.updated_at, now) {
             continue;
         }
         let version = body["version"].as_str().unwrap_or("?").to_owned();
@@ -115,7 +70,7 @@ pub fn drift(cli: &Cli, args: &DriftArgs) -> Outcome {
         if version != expect {
             problems.push(format!("runs {version}, expected {expect}"));
         }
-        if role != "worker" && age > stale_after {
+        if role != "worker" && heartbeat::is_stale(r.updated_at, now) {
             problems.push(format!("no heartbeat for {}s", age.as_secs()));
         }
         rows.push(serde_json::json!({

@@ -86,8 +86,9 @@ pub struct ServeFact {
     pub last_error: Option<String>,
 }
 
-/// A `serve` that has not heartbeated for this long is reported (it beats every 30 s).
-pub const SERVE_STALE_AFTER: SignedDuration = SignedDuration::from_secs(120);
+/// A `serve` that has not heartbeated for this long is reported (the rule is
+/// [`crate::heartbeat::is_stale`]).
+pub const SERVE_STALE_AFTER: SignedDuration = crate::heartbeat::STALE_AFTER;
 
 /// Thresholds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -484,7 +485,7 @@ fn serve_instances(f: &Facts<'_>) -> Check {
     let mut trouble = Vec::new();
     for s in serves {
         let silent = f.now.duration_since(s.last_seen);
-        if silent >= SERVE_STALE_AFTER {
+        if crate::heartbeat::is_stale(s.last_seen, f.now) {
             trouble.push(format!(
                 "{} last heartbeat {} ago",
                 s.instance,

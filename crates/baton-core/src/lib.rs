@@ -17,6 +17,7 @@ pub mod config;
 pub mod dedup;
 pub mod gate;
 pub mod health;
+pub mod heartbeat;
 pub mod ids;
 pub mod lease;
 pub mod message;

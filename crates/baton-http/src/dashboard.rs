@@ -90,104 +90,66 @@ fn cell_state(
 /// Renders the page for `dates` (oldest first; shown newest first).
 pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> {
     let pipeline = &api.pipeline;
-    let letters = api.store.dead_letters()?;
-    let owed = api.store.pending_requests()?;
+    let facts = Facts {
+        letters: api.store.dead_letters()?,
+        owed: api.store.pending_requests()?,
+        verdicts: baton_serve::status::verdicts(
+            pipeline,
+            api.store.as_ref(),
+            api.warehouse.as_ref(),
+            dates,
+            now,
+        )?,
+    };
     let backlog = api.store.backlog()?;
-    let verdicts = baton_serve::status::verdicts(
-        pipeline,
-        api.store.as_ref(),
-        api.warehouse.as_ref(),
-        dates,
-        now,
-    )?;
     let alerts = baton_serve::alerting::open_incidents(api.store.as_ref())?;
-
     let mut accuracy = Vec::new();
     let mut rows = String::new();
     for &date in dates.iter().rev() {
-        let runs = api.store.runs(date)?;
-        let owed_here: Vec<_> = owed
-            .iter()
-            .filter(|o| o.partition == date)
-            .cloned()
-            .collect();
-        let _ = write!(
-            rows,
-            "<tr data-date=\"{date}\"><th scope=\"row\">{date}</th>"
-        );
-        let landings = api.store.landings(date)?;
-        for p in &pipeline.processors {
-            let (state, detail) = cell_state(api, &runs, p, date, &owed_here, &landings, now);
-            let _ = write!(
-                rows,
-                "<td class=\"cell {state}\" data-date=\"{date}\" data-processor=\"{}\" data-state=\"{state}\" title=\"{}\">{state}</td>",
-                escape(p.name.as_str()),
-                escape(&detail)
-            );
-        }
-        let mut dups = 0;
-        let (mut recorded, mut ran) = (0, 0);
-        for gate in &pipeline.gates {
-            let verdict = verdicts
-                .iter()
-                .find(|(g, v)| g == gate.id.as_str() && v.date == date)
-                .map(|(_, v)| v);
-            let expected = verdict.map_or(0, |v| v.expected);
-            dups += verdict.map_or(0, |v| v.duplicate_rows);
-            let (stored, actual) = baton_serve::checks::accuracy(
-                pipeline,
-                api.store.as_ref(),
-                api.warehouse.as_ref(),
-                gate,
-                &[date],
-                now,
-            )?;
-            recorded += stored;
-            ran += actual;
-            let doc = api.store.document(&gate.id, date)?;
-            let (state, text) = match &doc {
-                Some(d) if d.triggered => (
-                    "triggered",
-                    format!(
-                        "triggered g{} ({}/{})",
-                        d.trigger_generation, d.completed_count, expected
-                    ),
-                ),
-                Some(d) if d.blocked.is_some() => (
-                    "blocked",
-                    format!(
-                        "blocked: {}",
-                        d.blocked
-                            .as_ref()
-                            .map_or(String::new(), |b| format!("{} ({})", b.check, b.evidence))
-                    ),
-                ),
-                Some(d) => (
-                    "waiting",
-                    format!("waiting {}/{}", d.completed_count, expected),
-                ),
-                None => ("none", "no completions".into()),
-            };
-            let _ = write!(
-                rows,
-                "<td class=\"trigger {state}\" data-gate=\"{}\" data-trigger=\"{state}\">{}</td>",
-                escape(gate.id.as_str()),
-                escape(&text)
-            );
-        }
-        accuracy.push((date, percent(recorded, ran)));
-        let dead = letters
-            .iter()
-            .filter(|l| dead_letter_date(l) == Some(date))
-            .count();
-        let _ = write!(
-            rows,
-            "<td class=\"num{}\" data-dups=\"{dups}\">{dups}</td><td class=\"num{}\" data-dead=\"{dead}\">{dead}</td></tr>",
-            if dups > 0 { " bad" } else { "" },
-            if dead > 0 { " bad" } else { "" }
-        );
+        accuracy.push((date, matrix_row(api, &facts, date, now, &mut rows)?));
     }
+    let oldest = backlog.oldest.map_or("-".to_owned(), |t| {
+        format!("{}s", now.duration_since(t).as_secs())
+    });
+    Ok(page(&Sections {
+        name: escape(&pipeline.name),
+        tz: escape(&pipeline.timezone_name),
+        now,
+        pending: backlog.pending,
+        oldest,
+        letters: facts.letters.len(),
+        open: alerts.len(),
+        alerts_html: alerts_section(&alerts),
+        chart: accuracy_chart(&accuracy),
+        head: matrix_head(pipeline),
+        rows,
+    }))
+}
 
+/// What the matrix rows read, once for every date.
+struct Facts {
+    letters: Vec<baton_ports::DeadLetter>,
+    owed: Vec<baton_ports::PendingRequest>,
+    verdicts: Vec<(String, baton_core::audit::DateVerdict)>,
+}
+
+/// The page's parts, each already rendered (or escaped) for the page template.
+struct Sections {
+    name: String,
+    tz: String,
+    now: Timestamp,
+    pending: u64,
+    oldest: String,
+    letters: usize,
+    open: usize,
+    alerts_html: String,
+    chart: String,
+    head: String,
+    rows: String,
+}
+
+/// The matrix's header row: a column per processor, per gate, then the counts.
+fn matrix_head(pipeline: &baton_core::config::Pipeline) -> String {
     let mut head = String::from("<tr><th>date</th>");
     for p in &pipeline.processors {
         let _ = write!(
@@ -201,30 +163,138 @@ pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> 
         let _ = write!(head, "<th>{}</th>", escape(gate.id.as_str()));
     }
     head.push_str("<th>duplicate rows</th><th>dead letters</th></tr>");
+    head
+}
 
-    let alerts_html = if alerts.is_empty() {
-        "<p class=\"ok\" id=\"alerts\" data-open=\"0\">No open alerts.</p>".to_owned()
-    } else {
-        let mut s = format!(
-            "<ul class=\"alerts\" id=\"alerts\" data-open=\"{}\">",
-            alerts.len()
+/// Appends one date's matrix row (a cell per processor, the trigger state per gate,
+/// duplicate rows and dead letters) to `rows`; returns the date's completion accuracy.
+fn matrix_row(
+    api: &Api,
+    facts: &Facts,
+    date: Partition,
+    now: Timestamp,
+    rows: &mut String,
+) -> Result<f64> {
+    let pipeline = &api.pipeline;
+    let runs = api.store.runs(date)?;
+    let owed_here: Vec<_> = facts
+        .owed
+        .iter()
+        .filter(|o| o.partition == date)
+        .cloned()
+        .collect();
+    let _ = write!(
+        rows,
+        "<tr data-date=\"{date}\"><th scope=\"row\">{date}</th>"
+    );
+    let landings = api.store.landings(date)?;
+    for p in &pipeline.processors {
+        let (state, detail) = cell_state(api, &runs, p, date, &owed_here, &landings, now);
+        let _ = write!(
+            rows,
+            "<td class=\"cell {state}\" data-date=\"{date}\" data-processor=\"{}\" data-state=\"{state}\" title=\"{}\">{state}</td>",
+            escape(p.name.as_str()),
+            escape(&detail)
         );
-        for a in &alerts {
-            let _ = write!(
-                s,
-                "<li><strong>{}</strong> open since {}: {}</li>",
-                escape(&a.policy),
-                a.opened_at,
-                escape(&a.summary)
-            );
-        }
-        s.push_str("</ul>");
-        s
-    };
-    let oldest = backlog.oldest.map_or("-".to_owned(), |t| {
-        format!("{}s", now.duration_since(t).as_secs())
-    });
-    Ok(format!(
+    }
+    let mut dups = 0;
+    let (mut recorded, mut ran) = (0, 0);
+    for gate in &pipeline.gates {
+        let verdict = facts
+            .verdicts
+            .iter()
+            .find(|(g, v)| g == gate.id.as_str() && v.date == date)
+            .map(|(_, v)| v);
+        let expected = verdict.map_or(0, |v| v.expected);
+        dups += verdict.map_or(0, |v| v.duplicate_rows);
+        let (stored, actual) = baton_serve::checks::accuracy(
+            pipeline,
+            api.store.as_ref(),
+            api.warehouse.as_ref(),
+            gate,
+            &[date],
+            now,
+        )?;
+        recorded += stored;
+        ran += actual;
+        let doc = api.store.document(&gate.id, date)?;
+        let (state, text) = trigger_state(doc.as_ref(), expected);
+        let _ = write!(
+            rows,
+            "<td class=\"trigger {state}\" data-gate=\"{}\" data-trigger=\"{state}\">{}</td>",
+            escape(gate.id.as_str()),
+            escape(&text)
+        );
+    }
+    let dead = facts
+        .letters
+        .iter()
+        .filter(|l| dead_letter_date(l) == Some(date))
+        .count();
+    let _ = write!(
+        rows,
+        "<td class=\"num{}\" data-dups=\"{dups}\">{dups}</td><td class=\"num{}\" data-dead=\"{dead}\">{dead}</td></tr>",
+        if dups > 0 { " bad" } else { "" },
+        if dead > 0 { " bad" } else { "" }
+    );
+    Ok(percent(recorded, ran))
+}
+
+/// A gate's trigger state for a date, and its text, from the completion document.
+fn trigger_state(
+    doc: Option<&baton_core::completion::Document>,
+    expected: usize,
+) -> (&'static str, String) {
+    match doc {
+        Some(d) if d.triggered => (
+            "triggered",
+            format!(
+                "triggered g{} ({}/{})",
+                d.trigger_generation, d.completed_count, expected
+            ),
+        ),
+        Some(d) if d.blocked.is_some() => (
+            "blocked",
+            format!(
+                "blocked: {}",
+                d.blocked
+                    .as_ref()
+                    .map_or(String::new(), |b| format!("{} ({})", b.check, b.evidence))
+            ),
+        ),
+        Some(d) => (
+            "waiting",
+            format!("waiting {}/{}", d.completed_count, expected),
+        ),
+        None => ("none", "no completions".into()),
+    }
+}
+
+/// The open alerts, as a list (or a line saying there are none).
+fn alerts_section(alerts: &[baton_core::alert::Incident]) -> String {
+    if alerts.is_empty() {
+        return "<p class=\"ok\" id=\"alerts\" data-open=\"0\">No open alerts.</p>".to_owned();
+    }
+    let mut s = format!(
+        "<ul class=\"alerts\" id=\"alerts\" data-open=\"{}\">",
+        alerts.len()
+    );
+    for a in alerts {
+        let _ = write!(
+            s,
+            "<li><strong>{}</strong> open since {}: {}</li>",
+            escape(&a.policy),
+            a.opened_at,
+            escape(&a.summary)
+        );
+    }
+    s.push_str("</ul>");
+    s
+}
+
+/// The whole page around its sections: style, tiles, alerts, chart and matrix.
+fn page(s: &Sections) -> String {
+    format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="30">
@@ -260,13 +330,18 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
 <p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced. JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
 </body></html>
 "#,
-        name = escape(&pipeline.name),
-        tz = escape(&pipeline.timezone_name),
-        pending = backlog.pending,
-        letters = letters.len(),
-        open = alerts.len(),
-        chart = accuracy_chart(&accuracy),
-    ))
+        name = s.name,
+        tz = s.tz,
+        now = s.now,
+        pending = s.pending,
+        oldest = s.oldest,
+        letters = s.letters,
+        open = s.open,
+        alerts_html = s.alerts_html,
+        chart = s.chart,
+        head = s.head,
+        rows = s.rows,
+    )
 }
 
 /// Recorded completions as a percentage of those that ran (100 when none ran).

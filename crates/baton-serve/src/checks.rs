@@ -223,7 +223,7 @@ pub fn health_facts(
         let Ok(beat) = serde_json::from_str::<crate::status::Heartbeat>(&r.body) else {
             continue;
         };
-        if now.duration_since(r.updated_at) > SignedDuration::from_hours(24) {
+        if baton_core::heartbeat::is_gone(r.updated_at, now) {
             continue;
         }
         serves.push(health::ServeFact {

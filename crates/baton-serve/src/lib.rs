@@ -3,7 +3,9 @@
 //!
 //! Each task is a `poll_once` over the ports plus a loop in [`drain`]; faults for the demo
 //! and the simulator are injected through [`ConsumerFaults`] and [`RelayFaults`], which the
-//! real service leaves at their no-op defaults.
+//! real service leaves at their no-op defaults. The long-running `serve` loop around them
+//! (heartbeats, alerts, periodic reconcile, retrying backend errors) is
+//! [`service::Service`].
 //!
 //! Invariant: a delivery is acked only after the transaction that applied it committed;
 //! a crash in between redelivers it, and the step's idempotence absorbs the repeat.
@@ -14,6 +16,7 @@
 
 pub mod alerting;
 pub mod checks;
+pub mod service;
 pub mod status;
 
 use baton_core::clock::Clock;
@@ -42,6 +45,17 @@ pub enum Error {
     /// An injected crash (demo and simulator only).
     #[error("injected crash: {0}")]
     InjectedCrash(&'static str),
+}
+
+impl Error {
+    /// Whether retrying may succeed (a backend restarting, a dropped connection), directly
+    /// or under a run the trigger consumer started.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Backend(b) | Error::Runner(baton_runner::Error::Backend(b)) => b.is_retryable(),
+            _ => false,
+        }
+    }
 }
 
 /// The consumer group of the orchestrator on every completion topic.

@@ -1,0 +1,452 @@
+//! The long-running service: what `baton serve` does between start and stop, as a library
+//! type so it can be tested without the binary. It owns the loop of rounds (one
+//! [`crate::drain`] pass each), the heartbeat that says this instance is alive (and which
+//! backend errors it retried through), the periodic alert evaluation and the periodic
+//! reconcile of the last dates. The binary only parses, wires (HTTP, notifiers, token) and
+//! calls [`Service::run`].
+//!
+//! Invariant: a retryable backend error never ends the service: the round reports it, the
+//! error is kept for the next heartbeat (and so for `health`), and the loop pauses and
+//! retries. Any other error ends [`Service::run`].
+//!
+//! All waiting goes through the injected [`Clock`], so a manual clock drives the loop in
+//! tests without sleeping.
+
+use crate::alerting::{AlertRound, Notifier};
+use crate::checks::Reconciled;
+use crate::status::Heartbeat;
+use crate::{Consumer, DrainReport, Error, NoFaults, Services, TriggerConsumer, drain};
+use baton_core::clock::Clock;
+use baton_core::config::Pipeline;
+use baton_core::heartbeat;
+use baton_core::model::Partition;
+use baton_ports::{Bus, StateStore, Warehouse};
+use baton_runner::{NoHooks, Runner};
+use jiff::{SignedDuration, Timestamp};
+use std::sync::Arc;
+
+/// The pause after a round that hit a retryable backend error, before the next try.
+pub const RETRY_PAUSE: SignedDuration = SignedDuration::from_secs(1);
+
+/// How a [`Service`] runs; [`ServeOptions::default`] is what `baton serve` does unasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The pause between rounds (and, inside a round, while deliveries are in flight).
+    pub poll: SignedDuration,
+    /// Whether this process runs the phases that triggers start (else another one does).
+    pub phase_runner: bool,
+    /// How often the last [`ServeOptions::reconcile_days`] dates are reconciled and fixed;
+    /// `None` turns it off. The bus is not the source of truth: this repairs what it lost.
+    pub reconcile_every: Option<SignedDuration>,
+    /// How many dates, ending today, the periodic reconcile covers.
+    pub reconcile_days: u32,
+    /// How often alert policies are evaluated.
+    pub alert_every: SignedDuration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            poll: SignedDuration::from_millis(200),
+            phase_runner: true,
+            reconcile_every: Some(SignedDuration::from_secs(300)),
+            reconcile_days: 7,
+            alert_every: SignedDuration::from_secs(30),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Checks the options are in the ranges `baton serve` accepts.
+    pub fn validate(&self) -> Result<(), Error> {
+        let positive = |d: SignedDuration| d.is_positive();
+        if !positive(self.poll) || self.poll > SignedDuration::from_secs(60) {
+            return Err(Error::Config(format!(
+                "poll pause {} is not between 1 ms and 60 s",
+                self.poll
+            )));
+        }
+        if self.reconcile_every.is_some_and(|d| !positive(d)) {
+            return Err(Error::Config(
+                "reconcile interval must be positive (or off)".into(),
+            ));
+        }
+        if !(1..=366).contains(&self.reconcile_days) {
+            return Err(Error::Config(format!(
+                "reconcile days {} is not between 1 and 366",
+                self.reconcile_days
+            )));
+        }
+        if !positive(self.alert_every) || self.alert_every > SignedDuration::from_hours(1) {
+            return Err(Error::Config(format!(
+                "alert interval {} is not between 1 s and 1 h",
+                self.alert_every
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Who is heartbeating: the role, where it runs and what build it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `serve` or `worker`.
+    pub role: String,
+    /// The host.
+    pub host: String,
+    /// The process.
+    pub pid: u32,
+    /// The build's version.
+    pub version: String,
+    /// The build's commit.
+    pub commit: String,
+}
+
+impl Identity {
+    /// This process on this host, in `role`, at the given build.
+    pub fn of_this_process(role: &str, version: &str, commit: &str) -> Self {
+        Self {
+            role: role.to_owned(),
+            host: host(),
+            pid: std::process::id(),
+            version: version.to_owned(),
+            commit: commit.to_owned(),
+        }
+    }
+
+    /// The operational record its heartbeat is written under.
+    pub fn key(&self) -> String {
+        match self.role.as_str() {
+            // Workers are short-lived processes: one record per host.
+            "worker" => format!("instance/worker/{}", self.host),
+            _ => format!("instance/{}/{}/{}", self.role, self.host, self.pid),
+        }
+    }
+
+    /// The lease holder name its phase runs are recorded under.
+    pub fn holder(&self) -> String {
+        format!("{}-{}", self.role, self.pid)
+    }
+}
+
+/// The host name, for heartbeats.
+fn host() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// Records that an instance (a `serve` or a worker) is alive, at its version and commit,
+/// with the backend errors it retried through. A lost compare-and-set (another write at
+/// the same instant) is harmless: the next beat writes again.
+pub fn write_heartbeat(
+    store: &dyn StateStore,
+    identity: &Identity,
+    started_at: Timestamp,
+    backend_errors: &[Timestamp],
+    last_error: Option<&str>,
+) -> Result<(), baton_ports::Error> {
+    let key = identity.key();
+    let beat = Heartbeat {
+        role: identity.role.clone(),
+        host: identity.host.clone(),
+        pid: identity.pid,
+        version: identity.version.clone(),
+        commit: identity.commit.clone(),
+        started_at,
+        backend_errors: backend_errors.to_vec(),
+        last_error: last_error.map(str::to_owned),
+    };
+    let body = serde_json::to_string(&beat)
+        .map_err(|e| baton_ports::Error::Permanent(format!("encoding a heartbeat: {e}")))?;
+    let current = store.ops_record(&key)?.map(|r| r.version);
+    store.put_ops_record(&key, &body, current)?;
+    Ok(())
+}
+
+/// The ports a service drives, and its clock.
+#[derive(Clone)]
+pub struct Ports {
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// The store.
+    pub store: Arc<dyn StateStore>,
+    /// The warehouse.
+    pub warehouse: Arc<dyn Warehouse>,
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// The clock every wait goes through.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Told what each round's drain did (the HTTP side's metrics), without this crate knowing
+/// who listens.
+pub type DrainObserver = Box<dyn Fn(&DrainReport) + Send>;
+
+/// What one [`Service::round`] did.
+#[derive(Debug, Default, Clone)]
+pub struct RoundReport {
+    /// What the drain did (empty when the round failed before it finished).
+    pub drain: DrainReport,
+    /// Whether a heartbeat was written.
+    pub heartbeat: bool,
+    /// The alert evaluation, when one was due (and policies exist).
+    pub alerts: Option<AlertRound>,
+    /// The periodic reconcile, when one was due: every (gate, date) it covered.
+    pub reconciled: Option<Vec<Reconciled>>,
+    /// A retryable backend error that cut the round short; it is kept for the next
+    /// heartbeat, and [`Service::run`] pauses [`RETRY_PAUSE`] before the next round.
+    pub backend_error: Option<String>,
+}
+
+/// What [`Service::until_idle`] did.
+#[derive(Debug, Clone)]
+pub struct IdleReport {
+    /// What the drain did in total.
+    pub drain: DrainReport,
+    /// Messages still not acked at the end.
+    pub pending: u64,
+}
+
+/// The running service: consumer, relay, trigger consumer, heartbeats, alerts, reconcile.
+pub struct Service {
+    options: ServeOptions,
+    ports: Ports,
+    identity: Identity,
+    notifiers: Vec<Box<dyn Notifier>>,
+    observer: Option<DrainObserver>,
+    consumer: Consumer,
+    triggers: TriggerConsumer,
+    started_at: Timestamp,
+    next_beat: Timestamp,
+    next_alerts: Timestamp,
+    next_reconcile: Timestamp,
+    /// Backend errors retried through in the last hour, reported in the heartbeat (and so
+    /// by `health`).
+    backend_errors: Vec<Timestamp>,
+    last_error: Option<String>,
+}
+
+impl Service {
+    /// A service over `ports`, heartbeating as `identity`; creates the pipeline's tables.
+    /// Heartbeat, alerts and reconcile are all due at the first round.
+    pub fn new(options: ServeOptions, ports: Ports, identity: Identity) -> Result<Self, Error> {
+        options.validate()?;
+        let runner = Arc::new(Runner::new(
+            ports.pipeline.clone(),
+            ports.store.clone(),
+            ports.warehouse.clone(),
+            ports.clock.clone(),
+        ));
+        runner.ensure_tables()?;
+        let consumer = Consumer::new(
+            ports.pipeline.clone(),
+            ports.store.clone(),
+            ports.warehouse.clone(),
+            ports.bus.clone(),
+            ports.clock.clone(),
+        );
+        let triggers = TriggerConsumer::new(
+            ports.pipeline.clone(),
+            ports.bus.clone(),
+            runner,
+            identity.holder(),
+        );
+        let now = ports.clock.now();
+        Ok(Self {
+            options,
+            ports,
+            identity,
+            notifiers: Vec::new(),
+            observer: None,
+            consumer,
+            triggers,
+            started_at: now,
+            next_beat: now,
+            next_alerts: now,
+            next_reconcile: now,
+            backend_errors: Vec::new(),
+            last_error: None,
+        })
+    }
+
+    /// Delivers alert notices through `notifiers`.
+    pub fn with_notifiers(mut self, notifiers: Vec<Box<dyn Notifier>>) -> Self {
+        self.notifiers = notifiers;
+        self
+    }
+
+    /// Tells `observer` what every round's drain did.
+    pub fn with_observer(mut self, observer: DrainObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &ServeOptions {
+        &self.options
+    }
+
+    /// The drain's view of this service's tasks.
+    fn services(&self) -> Services<'_> {
+        Services {
+            pipeline: &self.ports.pipeline,
+            store: self.ports.store.as_ref(),
+            bus: self.ports.bus.as_ref(),
+            consumer: &self.consumer,
+            triggers: self.options.phase_runner.then_some(&self.triggers),
+        }
+    }
+
+    /// Drains what is pending (outbox, completions, triggers) and stops, for scripts
+    /// (`serve --until-idle`). In-flight deliveries come back after the ack wait; waiting
+    /// for them is bounded by a number of rounds.
+    pub fn until_idle(&self) -> Result<IdleReport, Error> {
+        let clock = self.ports.clock.clone();
+        let pause = self.options.poll;
+        let mut wait = || clock.sleep(pause);
+        let poll_ms = (pause.as_millis().max(1)) as usize;
+        let rounds = 10 + (self.ports.pipeline.ack_wait.as_millis() as usize / poll_ms) * 3;
+        let services = self.services();
+        let drain = drain(
+            &services,
+            &mut NoFaults,
+            &mut NoFaults,
+            &NoHooks,
+            &mut wait,
+            rounds,
+        )?;
+        let pending = crate::pending(&services)?;
+        Ok(IdleReport { drain, pending })
+    }
+
+    /// One round: drains once, then writes the heartbeat, evaluates alerts and reconciles
+    /// when each is due. A retryable backend error is recorded (and reported in the next
+    /// heartbeat) and returned in the report, not as an error; any other error is returned.
+    pub fn round(&mut self) -> Result<RoundReport, Error> {
+        let mut report = RoundReport::default();
+        match self.work(&mut report) {
+            Ok(()) => Ok(report),
+            // A backend restarting, a lost connection: keep serving, and say so.
+            Err(e) if e.is_retryable() => {
+                tracing::error!(error = %e, "backend unavailable; retrying in 1s");
+                self.backend_errors.push(self.ports.clock.now());
+                self.last_error = Some(e.to_string());
+                // Say so at the next heartbeat that gets through.
+                self.next_beat = self.ports.clock.now();
+                report.backend_error = Some(e.to_string());
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs rounds until `shutdown` says stop (checked before each round) or an error that
+    /// is not retryable ends it. Waits between rounds through the clock.
+    pub fn run(mut self, shutdown: &dyn Fn() -> bool) -> Result<(), Error> {
+        while !shutdown() {
+            let report = self.round()?;
+            let pause = if report.backend_error.is_some() {
+                RETRY_PAUSE
+            } else {
+                self.options.poll
+            };
+            self.ports.clock.sleep(pause);
+        }
+        Ok(())
+    }
+
+    /// The round's work; its first error stops the rest of the round.
+    fn work(&mut self, report: &mut RoundReport) -> Result<(), Error> {
+        let clock = self.ports.clock.clone();
+        let pause = self.options.poll;
+        let mut wait = || clock.sleep(pause);
+        report.drain = drain(
+            &self.services(),
+            &mut NoFaults,
+            &mut NoFaults,
+            &NoHooks,
+            &mut wait,
+            1,
+        )?;
+        if let Some(observe) = &self.observer {
+            observe(&report.drain);
+        }
+        let now = clock.now();
+        if now >= self.next_beat {
+            self.beat(now)?;
+            report.heartbeat = true;
+        }
+        if now >= self.next_alerts && !self.ports.pipeline.alerts.is_empty() {
+            report.alerts = Some(crate::alerting::run_alerts(
+                &self.ports.pipeline,
+                self.ports.store.as_ref(),
+                self.ports.warehouse.as_ref(),
+                self.ports.bus.as_ref(),
+                &self.notifiers,
+                now,
+            )?);
+            self.next_alerts = now.checked_add(self.options.alert_every).unwrap_or(now);
+        }
+        if let Some(every) = self.options.reconcile_every
+            && clock.now() >= self.next_reconcile
+        {
+            report.reconciled = Some(self.reconcile(clock.now())?);
+            self.next_reconcile = clock
+                .now()
+                .checked_add(every)
+                .unwrap_or(self.next_reconcile);
+        }
+        Ok(())
+    }
+
+    /// Writes the heartbeat with the backend errors of the last hour.
+    fn beat(&mut self, now: Timestamp) -> Result<(), Error> {
+        let hour_ago = now
+            .checked_sub(SignedDuration::from_hours(1))
+            .unwrap_or(now);
+        self.backend_errors.retain(|t| *t >= hour_ago);
+        write_heartbeat(
+            self.ports.store.as_ref(),
+            &self.identity,
+            self.started_at,
+            &self.backend_errors,
+            self.last_error.as_deref(),
+        )?;
+        self.next_beat = now.checked_add(heartbeat::INTERVAL).unwrap_or(now);
+        Ok(())
+    }
+
+    /// Repairs the last `reconcile_days` dates of every gate; what it changes is logged as
+    /// a warning, because a repair means something upstream of baton lost a message.
+    fn reconcile(&self, now: Timestamp) -> Result<Vec<Reconciled>, Error> {
+        let pipeline = &self.ports.pipeline;
+        let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
+        let first = today.offset(1 - self.options.reconcile_days as i32);
+        let mut out = Vec::new();
+        for gate in &pipeline.gates {
+            for date in first.through(today) {
+                let r = crate::checks::reconcile_date(
+                    pipeline,
+                    self.ports.store.as_ref(),
+                    self.ports.warehouse.as_ref(),
+                    gate,
+                    date,
+                    now,
+                    true,
+                )?;
+                if !r.changes.is_empty() {
+                    tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
+                }
+                for f in r.after.findings.iter().filter(|f| !f.fixable) {
+                    tracing::error!(gate = %gate.id, %date, code = f.code, detail = %f.detail, "reconcile finding needs a person");
+                }
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,404 @@
+//! The `serve` loop as a library type, without the binary: rounds over the in-memory
+//! backend, driven by a manual clock (the service waits through the clock, so nothing here
+//! sleeps).
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use baton_core::clock::{Clock, ManualClock};
+use baton_core::config::Pipeline;
+use baton_core::health::Level;
+use baton_core::message::CompletionMessage;
+use baton_core::model::{CompletionStatus, FenceToken, Partition, ProcessorName, RunId};
+use baton_ports::{Bus, Delivery, GroupSettings, Published, RunEnd, RunRecord, StateStore};
+use baton_serve::service::{Identity, Ports, RETRY_PAUSE, ServeOptions, Service};
+use baton_serve::status::Heartbeat;
+use baton_sim::mem::MemBackend;
+use jiff::{SignedDuration, Timestamp};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+const PHASE3: [&str; 5] = [
+    "team_offense_game_summary",
+    "team_defense_game_summary",
+    "upcoming_team_game_context",
+    "player_game_summary",
+    "upcoming_player_game_context",
+];
+
+/// A bus whose `fetch` fails with the errors queued on it, then delegates again: a backend
+/// restarting (retryable) or broken (permanent) under a running service.
+struct FlakyBus {
+    inner: Arc<MemBackend>,
+    failures: Mutex<VecDeque<baton_ports::Error>>,
+}
+
+impl FlakyBus {
+    fn fail_next(&self, error: baton_ports::Error) {
+        self.failures.lock().unwrap().push_back(error);
+    }
+}
+
+impl Bus for FlakyBus {
+    fn publish(
+        &self,
+        topic: &str,
+        message_id: &str,
+        payload: &[u8],
+    ) -> baton_ports::Result<Published> {
+        self.inner.publish(topic, message_id, payload)
+    }
+    fn fetch(
+        &self,
+        topic: &str,
+        group: &str,
+        max: usize,
+        settings: GroupSettings,
+    ) -> baton_ports::Result<Vec<Delivery>> {
+        if let Some(e) = self.failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.inner.fetch(topic, group, max, settings)
+    }
+    fn ack(&self, topic: &str, group: &str, seqs: &[i64]) -> baton_ports::Result<()> {
+        self.inner.ack(topic, group, seqs)
+    }
+    fn pending(&self, topic: &str, group: &str) -> baton_ports::Result<u64> {
+        self.inner.pending(topic, group)
+    }
+    fn published_since(&self, topic: &str, since: Timestamp) -> baton_ports::Result<u64> {
+        self.inner.published_since(topic, since)
+    }
+    fn messages(&self, topic: &str) -> baton_ports::Result<Vec<Delivery>> {
+        self.inner.messages(topic)
+    }
+}
+
+struct Env {
+    pipeline: Arc<Pipeline>,
+    clock: Arc<ManualClock>,
+    backend: Arc<MemBackend>,
+    bus: Arc<FlakyBus>,
+    t0: Timestamp,
+    /// Yesterday in the pipeline's time zone: every Phase 3 processor is expected.
+    date: Partition,
+}
+
+fn env() -> Env {
+    // 08:00 in New York on 2024-03-10.
+    let t0: Timestamp = "2024-03-10T12:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(t0));
+    let backend = Arc::new(MemBackend::new(clock.clone()));
+    let bus = Arc::new(FlakyBus {
+        inner: backend.clone(),
+        failures: Mutex::new(VecDeque::new()),
+    });
+    Env {
+        pipeline: Arc::new(Pipeline::reference().unwrap()),
+        clock,
+        backend,
+        bus,
+        t0,
+        date: Partition::parse("2024-03-09").unwrap(),
+    }
+}
+
+impl Env {
+    fn service(&self, options: ServeOptions) -> Service {
+        let ports = Ports {
+            pipeline: self.pipeline.clone(),
+            store: self.backend.clone(),
+            warehouse: self.backend.clone(),
+            bus: self.bus.clone(),
+            clock: self.clock.clone(),
+        };
+        let identity = Identity {
+            role: "serve".into(),
+            host: "h1".into(),
+            pid: 7,
+            version: "0.1.0".into(),
+            commit: "abc".into(),
+        };
+        Service::new(options, ports, identity).unwrap()
+    }
+
+    fn at(&self, secs: i64) -> Timestamp {
+        self.t0
+            .checked_add(SignedDuration::from_secs(secs))
+            .unwrap()
+    }
+
+    /// The service's heartbeat record: its version (how many beats) and what it says.
+    fn heartbeat(&self) -> Option<(i64, Heartbeat)> {
+        let r = self.backend.ops_record("instance/serve/h1/7").unwrap()?;
+        Some((r.version, serde_json::from_str(&r.body).unwrap()))
+    }
+
+    fn publish_completion(&self, processor: &str) {
+        let m = CompletionMessage::new(
+            ProcessorName::from(processor),
+            self.date,
+            RunId::from("run-1"),
+            CompletionStatus::Success,
+            10,
+            self.clock.now(),
+        );
+        self.backend
+            .publish(
+                "phase3-completions",
+                &m.message_id,
+                m.to_json().to_string().as_bytes(),
+            )
+            .unwrap();
+    }
+
+    /// A run that finished (finding no data) but whose completion never reached the bus.
+    fn record_run_without_completion(&self, processor: &str) {
+        let run_id = RunId::from(format!("lost-{processor}").as_str());
+        self.backend
+            .start_run(&RunRecord {
+                run_id: run_id.clone(),
+                processor: ProcessorName::from(processor),
+                partition: self.date,
+                holder: "w1".into(),
+                token: FenceToken::new(1),
+                started_at: self.clock.now(),
+                finished_at: None,
+                status: baton_ports::RunStatus::Running,
+                rows_written: 0,
+                duplicates_dropped: 0,
+                error: None,
+            })
+            .unwrap();
+        self.backend
+            .finish_run(
+                &run_id,
+                &RunEnd {
+                    status: baton_ports::RunStatus::NoData,
+                    rows_written: 0,
+                    duplicates_dropped: 0,
+                    error: None,
+                },
+            )
+            .unwrap();
+    }
+
+    fn gate_triggered(&self) -> bool {
+        self.backend
+            .document(&self.pipeline.gates[0].id, self.date)
+            .unwrap()
+            .is_some_and(|d| d.triggered)
+    }
+}
+
+/// Only the loop under test: no periodic reconcile, no phase runs.
+fn quiet() -> ServeOptions {
+    ServeOptions {
+        phase_runner: false,
+        reconcile_every: None,
+        ..ServeOptions::default()
+    }
+}
+
+#[test]
+fn rounds_apply_completions_trigger_and_relay_the_trigger() {
+    let e = env();
+    let mut service = e.service(quiet());
+    for p in PHASE3 {
+        e.publish_completion(p);
+    }
+    let first = service.round().unwrap();
+    assert_eq!(first.drain.outcomes.get("applied"), Some(&5), "{first:?}");
+    assert_eq!(first.drain.triggers, 1);
+    assert!(first.backend_error.is_none());
+    assert!(e.gate_triggered());
+    assert_eq!(
+        e.backend
+            .outbox_for(baton_ports::OutboxKind::Trigger, e.date)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The relay runs first in a round: the trigger written last round goes out now.
+    let second = service.round().unwrap();
+    assert_eq!(second.drain.relayed, 1, "{second:?}");
+    assert_eq!(e.backend.messages("phase4-trigger").unwrap().len(), 1);
+}
+
+#[test]
+fn the_observer_sees_every_rounds_drain() {
+    let e = env();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let mut service = e
+        .service(quiet())
+        .with_observer(Box::new(move |r| log.lock().unwrap().push(r.clone())));
+    e.publish_completion(PHASE3[0]);
+    service.round().unwrap();
+    service.round().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].outcomes.get("applied"), Some(&1));
+}
+
+#[test]
+fn a_heartbeat_is_written_once_per_interval() {
+    let e = env();
+    let mut service = e.service(quiet());
+    assert!(service.round().unwrap().heartbeat, "due at the first round");
+    let (version, beat) = e.heartbeat().unwrap();
+    assert_eq!(version, 1);
+    assert_eq!((beat.role.as_str(), beat.pid), ("serve", 7));
+    assert_eq!(beat.started_at, e.t0);
+    assert!(beat.backend_errors.is_empty());
+
+    e.clock.set(e.at(29));
+    assert!(!service.round().unwrap().heartbeat);
+    e.clock.set(e.at(30));
+    assert!(service.round().unwrap().heartbeat);
+    assert_eq!(e.heartbeat().unwrap().0, 2);
+
+    // Run for five minutes of the manual clock (each pause advances it): a beat at 0, 30,
+    // ... 270 s, ten in all, however many rounds ran in between.
+    let e = env();
+    let service = e.service(quiet());
+    let end = e.at(300);
+    let clock = e.clock.clone();
+    service.run(&|| clock.now() >= end).unwrap();
+    assert_eq!(e.heartbeat().unwrap().0, 10);
+    assert!(!baton_core::heartbeat::is_stale(
+        e.backend
+            .ops_record("instance/serve/h1/7")
+            .unwrap()
+            .unwrap()
+            .updated_at,
+        e.clock.now()
+    ));
+}
+
+#[test]
+fn the_periodic_reconcile_runs_when_due_and_repairs_a_lost_document() {
+    let e = env();
+    let mut service = e.service(ServeOptions {
+        phase_runner: false,
+        reconcile_every: Some(SignedDuration::from_secs(300)),
+        reconcile_days: 7,
+        ..ServeOptions::default()
+    });
+    let first = service.round().unwrap();
+    let covered = first.reconciled.expect("due at the first round");
+    assert_eq!(covered.len(), 7, "one gate, the last seven dates");
+    assert!(covered.iter().all(|r| r.changes.is_empty()));
+
+    // Every Phase 3 processor ran for the date, but its completions were lost on the way:
+    // no completion document exists.
+    for p in PHASE3 {
+        e.record_run_without_completion(p);
+    }
+    e.clock.set(e.at(60));
+    assert!(service.round().unwrap().reconciled.is_none(), "not due yet");
+    assert!(
+        e.backend
+            .document(&e.pipeline.gates[0].id, e.date)
+            .unwrap()
+            .is_none()
+    );
+
+    e.clock.set(e.at(300));
+    let due = service.round().unwrap();
+    let repaired: Vec<_> = due
+        .reconciled
+        .expect("due again")
+        .into_iter()
+        .filter(|r| !r.changes.is_empty())
+        .collect();
+    assert_eq!(repaired.len(), 1, "{repaired:?}");
+    assert_eq!(repaired[0].before.date, e.date);
+    assert!(
+        repaired[0].after.findings.is_empty(),
+        "{:?}",
+        repaired[0].after
+    );
+    let doc = e
+        .backend
+        .document(&e.pipeline.gates[0].id, e.date)
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.completed_count, 5);
+    assert!(doc.triggered, "the repair triggers through the gate's rule");
+}
+
+#[test]
+fn a_retryable_error_is_recorded_and_reported_in_the_next_heartbeat() {
+    let e = env();
+    let mut service = e.service(quiet());
+    assert!(service.round().unwrap().heartbeat);
+
+    e.bus
+        .fail_next(baton_ports::Error::Retryable("connection refused".into()));
+    e.clock.set(e.at(5));
+    let failed = service.round().unwrap();
+    let error = failed.backend_error.expect("the round reports the error");
+    assert!(error.contains("connection refused"), "{error}");
+    assert!(!failed.heartbeat);
+
+    // The next round beats at once, well inside the 30 s interval, to say so.
+    e.clock.advance(RETRY_PAUSE);
+    let next = service.round().unwrap();
+    assert!(next.heartbeat && next.backend_error.is_none(), "{next:?}");
+    let (version, beat) = e.heartbeat().unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(beat.backend_errors, vec![e.at(5)]);
+    assert!(
+        beat.last_error
+            .as_deref()
+            .is_some_and(|m| m.contains("connection refused")),
+        "{beat:?}"
+    );
+    // And `health` shows it, from the heartbeat.
+    let h011 = baton_serve::checks::health(
+        &e.pipeline,
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        &[],
+        e.clock.now(),
+    )
+    .unwrap()
+    .checks
+    .into_iter()
+    .find(|c| c.code == "BATON-H011")
+    .unwrap();
+    assert_eq!(h011.level, Level::Warn);
+    assert!(
+        h011.evidence.contains("retried 1 backend errors"),
+        "{}",
+        h011.evidence
+    );
+}
+
+#[test]
+fn run_retries_through_retryable_errors_and_ends_on_a_permanent_one() {
+    let e = env();
+    for _ in 0..3 {
+        e.bus
+            .fail_next(baton_ports::Error::Retryable("connection reset".into()));
+    }
+    let end = e.at(60);
+    let clock = e.clock.clone();
+    e.service(quiet()).run(&|| clock.now() >= end).unwrap();
+    let (_, beat) = e.heartbeat().unwrap();
+    assert_eq!(beat.backend_errors.len(), 3, "{beat:?}");
+
+    // A permanent error ends `run` (the bound only stops a broken loop from hanging).
+    let e = env();
+    e.bus
+        .fail_next(baton_ports::Error::Permanent("schema mismatch".into()));
+    let end = e.at(3600);
+    let clock = e.clock.clone();
+    let result = e.service(quiet()).run(&|| clock.now() >= end);
+    let error = result.expect_err("a permanent error ends run");
+    assert!(error.to_string().contains("schema mismatch"), "{error}");
+    assert!(!error.is_retryable());
+    assert_eq!(e.clock.now(), e.t0, "it ended at once, without retrying");
+}
