@@ -30,6 +30,29 @@ pub type StepFn<'a> = dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -
 /// new one and the triggers to write out (or `None` to leave it).
 pub type EditFn<'a> = dyn FnMut(Option<Document>) -> Option<(Document, Vec<Trigger>)> + 'a;
 
+/// A backend that can open a transaction for the engine: the one thing each backend writes
+/// for the rules in this module (`StateStore` and `Warehouse` carry them out as default
+/// methods through it).
+pub trait Transact {
+    /// Runs `work` in one transaction and commits if it returns `Ok` (rolls back
+    /// otherwise). A backend that retries conflicts may call `work` more than once, each time
+    /// on a fresh transaction.
+    fn transact(&self, work: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
+}
+
+/// Runs an engine function through [`Transact::transact`] and returns its result.
+pub fn run<T>(
+    backend: &(impl Transact + ?Sized),
+    mut f: impl FnMut(&mut dyn Transaction) -> Result<T>,
+) -> Result<T> {
+    let mut out = None;
+    backend.transact(&mut |tx| {
+        out = Some(f(tx)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| Error::Permanent("invariant: a committed transaction ran its work".into()))
+}
+
 /// What an open transaction of a backend offers the engine. Each method is one statement (or
 /// its in-memory equivalent); none decides anything.
 pub trait Transaction {

@@ -282,12 +282,14 @@ pub struct OpsRecord {
 }
 
 /// Durable orchestrator state.
-pub trait StateStore: Send + Sync {
+pub trait StateStore: engine::Transact + Send + Sync {
     /// Applies a batch in one transaction through [`engine::apply`]: for each completion,
     /// loads its document, runs `step`, writes the document (version + 1) and the step's
     /// effects (trigger outbox rows, dead letters); records each dead letter. Returns one
     /// outcome per item.
-    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>>;
+    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
+        engine::run(self, |tx| engine::apply(tx, batch, step))
+    }
     /// Rewrites documents in one transaction each with their effects, for reconcile and
     /// forced re-triggers: `edit` receives the stored document (or `None`) and returns the
     /// new one and the triggers to write, or `None` to leave it.
@@ -296,7 +298,9 @@ pub trait StateStore: Send + Sync {
         gate: &GateId,
         partition: Partition,
         edit: &mut engine::EditFn<'_>,
-    ) -> Result<Option<Document>>;
+    ) -> Result<Option<Document>> {
+        engine::run(self, |tx| engine::edit_document(tx, gate, partition, edit))
+    }
     /// The document of a gate and partition.
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>>;
     /// The documents of a gate in a range of partitions, in date order.
@@ -416,14 +420,16 @@ pub enum WriteOutcome {
 }
 
 /// Tables with primary keys, written only through fenced upserts.
-pub trait Warehouse: Send + Sync {
+pub trait Warehouse: engine::Transact + Send + Sync {
     /// Creates the table if missing (columns: the primary key, the partition column, the
     /// row as JSON, the writer's token).
     fn ensure_table(&self, table: &TableSpec) -> Result<()>;
     /// In one transaction: checks the lease (`token` current and live by the store's
     /// clock), upserts the rows on the primary key, removes the partition's rows an earlier
     /// run wrote that this run does not, and writes the completion's outbox row.
-    fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome>;
+    fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
+        engine::run(self, |tx| engine::fenced_write(tx, write))
+    }
     /// Lands raw rows (an upstream job's data) with a plain upsert.
     fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64>;
     /// Rows of a table with the partition column in `[from, to]`.

@@ -17,7 +17,7 @@ mod pool;
 mod schema;
 
 use baton_core::clock::Clock;
-use baton_core::completion::{Document, Outcome};
+use baton_core::completion::Document;
 use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
@@ -27,7 +27,7 @@ use baton_ports::stored::{corrupt, from_micros, kind_of, micros, partition_of, q
 use baton_ports::{
     Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
     OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore,
-    Warehouse, Work, WriteOutcome,
+    Warehouse, WriteOutcome,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -481,30 +481,19 @@ impl engine::Transaction for PgTxn<'_, '_> {
     }
 }
 
-impl PgBackend {
-    /// Runs an engine function in one transaction (retried as [`PgBackend::txn`] retries).
-    fn engine_txn<T>(&self, mut f: impl FnMut(&mut PgTxn<'_, '_>) -> Result<T>) -> Result<T> {
+impl engine::Transact for PgBackend {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn engine::Transaction) -> Result<()>,
+    ) -> Result<()> {
         self.txn(|tx| {
             let now = self.now(tx)?;
-            f(&mut PgTxn { tx, now })
+            work(&mut PgTxn { tx, now })
         })
     }
 }
 
 impl StateStore for PgBackend {
-    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
-        self.engine_txn(|tx| engine::apply(tx, batch, step))
-    }
-
-    fn edit_document(
-        &self,
-        gate: &GateId,
-        partition: Partition,
-        edit: &mut engine::EditFn<'_>,
-    ) -> Result<Option<Document>> {
-        self.engine_txn(|tx| engine::edit_document(tx, gate, partition, edit))
-    }
-
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
         self.txn(|tx| load_document(tx, gate, partition, false))
     }
@@ -988,7 +977,7 @@ impl Warehouse for PgBackend {
     }
 
     fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
-        self.engine_txn(|tx| {
+        engine::run(self, |tx| {
             let outcome = engine::fenced_write(tx, write)?;
             if !self.write_stall.is_zero() {
                 tracing::warn!(stall = ?self.write_stall, "test hook: holding the write open before commit");

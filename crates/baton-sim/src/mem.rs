@@ -3,7 +3,7 @@
 //! (the canaries): a stored count incremented per message, and writes without the fence.
 
 use baton_core::clock::Clock;
-use baton_core::completion::{Document, Outcome};
+use baton_core::completion::Document;
 use baton_core::config::TableSpec;
 use baton_core::dedup::key_of;
 use baton_core::lease::{self, Lease, Refusal};
@@ -12,7 +12,7 @@ use baton_ports::engine;
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
     NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
-    Result, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+    Result, RunEnd, RunRecord, StateStore, Warehouse, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -233,23 +233,26 @@ impl engine::Transaction for MemTxn<'_> {
     }
 }
 
-impl MemBackend {
-    /// Runs an engine function on the state, under the lock.
-    fn engine_txn<T>(&self, f: impl FnOnce(&mut MemTxn<'_>) -> Result<T>) -> Result<T> {
+impl engine::Transact for MemBackend {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn engine::Transaction) -> Result<()>,
+    ) -> Result<()> {
         let now = self.clock.now();
         let mut state = self.lock();
-        f(&mut MemTxn {
+        work(&mut MemTxn {
             state: &mut state,
             now,
             canary: self.canary,
         })
     }
+}
 
+impl MemBackend {
     /// The canary's write: rows and the completion, with no lease or fence check and
     /// nothing removed.
     fn unfenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
-        self.engine_txn(|tx| {
-            use engine::Transaction;
+        engine::run(self, |tx| {
             let inserted = tx.upsert_rows(write.table, write.rows, write.token)?;
             tx.insert_outbox(write.completion)?;
             Ok(WriteOutcome::Written {
@@ -262,19 +265,6 @@ impl MemBackend {
 }
 
 impl StateStore for MemBackend {
-    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
-        self.engine_txn(|tx| engine::apply(tx, batch, step))
-    }
-
-    fn edit_document(
-        &self,
-        gate: &GateId,
-        partition: Partition,
-        edit: &mut engine::EditFn<'_>,
-    ) -> Result<Option<Document>> {
-        self.engine_txn(|tx| engine::edit_document(tx, gate, partition, edit))
-    }
-
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
         Ok(self
             .lock()
@@ -609,7 +599,7 @@ impl Warehouse for MemBackend {
         if self.canary == Canary::NoFence {
             return self.unfenced_write(write);
         }
-        self.engine_txn(|tx| engine::fenced_write(tx, write))
+        engine::run(self, |tx| engine::fenced_write(tx, write))
     }
 
     fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {

@@ -11,16 +11,16 @@
 mod schema;
 
 use baton_core::clock::Clock;
-use baton_core::completion::{Document, Outcome};
+use baton_core::completion::Document;
 use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::engine;
 use baton_ports::stored::{corrupt, from_micros, kind_of, micros, partition_of, quote};
 use baton_ports::{
-    Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
-    NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
-    Result, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+    Acquired, Backlog, Bus, DeadLetter, Delivery, Error, GroupSettings, Landing, NewDeadLetter,
+    NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released, Result,
+    RunEnd, RunRecord, StateStore, Warehouse,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -312,28 +312,17 @@ impl engine::Transaction for SqliteTxn<'_> {
     }
 }
 
-impl SqliteBackend {
-    /// Runs an engine function in one write transaction.
-    fn engine_txn<T>(&self, f: impl FnOnce(&mut SqliteTxn<'_>) -> Result<T>) -> Result<T> {
+impl engine::Transact for SqliteBackend {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn engine::Transaction) -> Result<()>,
+    ) -> Result<()> {
         let now = self.now();
-        self.write_txn(|tx| f(&mut SqliteTxn { conn: tx, now }))
+        self.write_txn(|tx| work(&mut SqliteTxn { conn: tx, now }))
     }
 }
 
 impl StateStore for SqliteBackend {
-    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
-        self.engine_txn(|tx| engine::apply(tx, batch, step))
-    }
-
-    fn edit_document(
-        &self,
-        gate: &GateId,
-        partition: Partition,
-        edit: &mut engine::EditFn<'_>,
-    ) -> Result<Option<Document>> {
-        self.engine_txn(|tx| engine::edit_document(tx, gate, partition, edit))
-    }
-
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
         load_document(&self.lock(), gate, partition)
     }
@@ -913,10 +902,6 @@ impl Warehouse for SqliteBackend {
             idx = quote(&format!("{}__partition", table.name)),
         );
         self.lock().execute_batch(&sql).map_err(map_err)
-    }
-
-    fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
-        self.engine_txn(|tx| engine::fenced_write(tx, write))
     }
 
     fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {
