@@ -200,7 +200,7 @@ impl RunHooks for Faults {
 #[allow(clippy::too_many_arguments)] // one call site per command; a struct would only rename them
 pub fn land_reference(
     pipeline: &baton_core::Pipeline,
-    store: &dyn StateStore,
+    runner: &Runner,
     warehouse: &dyn Warehouse,
     dates: &[Partition],
     end: Partition,
@@ -232,7 +232,8 @@ pub fn land_reference(
                 );
                 warehouse.land(spec, &rows)?;
             }
-            store.record_landing(
+            // Recorded with the runs it requests: `serve` runs its readers.
+            runner.record_landing(
                 &job.name,
                 date,
                 expected.checked_add(delay).unwrap_or(expected),
@@ -346,7 +347,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     progress.set_message("phase 2");
     land_reference(
         &pipeline,
-        store.as_ref(),
+        &runner,
         warehouse.as_ref(),
         &generated,
         end,

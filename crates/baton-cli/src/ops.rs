@@ -341,8 +341,28 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
                 )));
             }
             let at = raw.at.unwrap_or_else(|| SystemClock.now());
-            backend.store.record_landing(&raw.job, raw.date, at)?;
-            println!("recorded landing of {} for {} at {at}", raw.job, raw.date);
+            let runner = Runner::new(
+                pipeline.clone(),
+                backend.store.clone(),
+                backend.warehouse.clone(),
+                Arc::new(SystemClock),
+            );
+            let batch = runner.record_landing(&raw.job, raw.date, at)?;
+            let readers: Vec<String> = pipeline
+                .readers_of(&raw.job)
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect();
+            println!(
+                "recorded landing of {} for {} at {at} (batch {batch}); runs requested: {}",
+                raw.job,
+                raw.date,
+                if readers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    readers.join(", ")
+                }
+            );
             Ok(0)
         }
         PublishWhat::Completion(c) => {
@@ -435,7 +455,7 @@ pub fn generate(cli: &Cli, args: &GenerateArgs) -> Outcome {
     let dates = first.offset(-history).through(args.end);
     crate::demo::land_reference(
         &pipeline,
-        backend.store.as_ref(),
+        &runner,
         backend.warehouse.as_ref(),
         &dates,
         args.end,

@@ -320,26 +320,88 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
         ("partial", start_time())
     );
     store
-        .clear_request(&request.processor, request.partition)
+        .clear_request(&request.processor, request.partition, start_time())
         .unwrap();
     assert!(store.pending_requests().unwrap().is_empty());
+    exercise_landings(&store);
+}
 
-    // Landings: the first landing is kept.
-    store
-        .record_landing("nbac_gamebook_scraper", day("2024-03-01"), start_time())
-        .unwrap();
-    store
+fn hours_after_start(h: i64) -> Timestamp {
+    start_time()
+        .checked_add(SignedDuration::from_hours(h))
+        .unwrap()
+}
+
+/// Every landing batch counts (first time kept for lateness, latest for staleness), and the
+/// runs a landing requests are recorded with it; a request made after a run started
+/// survives that run's clear.
+fn exercise_landings<S: StateStore>(store: &S) {
+    let d = day("2024-03-02");
+    let reader = |p: &str, h: i64| PendingRequest {
+        processor: ProcessorName::from(p),
+        partition: d,
+        kind: RequestKind::Requested,
+        reason: "nbac_gamebook_scraper landed".into(),
+        since: hours_after_start(h),
+    };
+    let first = store
         .record_landing(
             "nbac_gamebook_scraper",
-            day("2024-03-01"),
-            start_time()
-                .checked_add(SignedDuration::from_hours(1))
-                .unwrap(),
+            d,
+            hours_after_start(1),
+            &[
+                reader("team_offense_game_summary", 1),
+                reader("team_defense_game_summary", 1),
+            ],
         )
         .unwrap();
-    let landings = store.landings(day("2024-03-01")).unwrap();
+    assert_eq!(first, 1, "the first batch");
+    let second = store
+        .record_landing(
+            "nbac_gamebook_scraper",
+            d,
+            hours_after_start(2),
+            &[reader("team_offense_game_summary", 2)],
+        )
+        .unwrap();
+    assert_eq!(second, 2, "batches are numbered");
+    let landings = store.landings(d).unwrap();
     assert_eq!(landings.len(), 1);
-    assert_eq!(landings[0].landed_at, start_time());
+    assert_eq!(
+        (
+            landings[0].landed_at,
+            landings[0].latest_at,
+            landings[0].batches
+        ),
+        (hours_after_start(1), hours_after_start(2), 2)
+    );
+    let pending = store.pending_requests().unwrap();
+    let owed: Vec<(&str, Timestamp)> = pending
+        .iter()
+        .map(|r| (r.processor.as_str(), r.since))
+        .collect();
+    assert_eq!(
+        owed,
+        [
+            ("team_defense_game_summary", hours_after_start(1)),
+            ("team_offense_game_summary", hours_after_start(2)),
+        ],
+        "each landing requests its readers once; a newer request moves its time"
+    );
+    // A run that started between the two landings does not clear the second's request.
+    let offense = ProcessorName::from("team_offense_game_summary");
+    store
+        .clear_request(&offense, d, hours_after_start(1))
+        .unwrap();
+    assert_eq!(store.pending_requests().unwrap().len(), 2);
+    store
+        .clear_request(&offense, d, hours_after_start(2))
+        .unwrap();
+    let defense = ProcessorName::from("team_defense_game_summary");
+    store
+        .clear_request(&defense, d, hours_after_start(3))
+        .unwrap();
+    assert!(store.pending_requests().unwrap().is_empty());
 }
 
 fn exercise_leases<S: StateStore>(store: &S, clock: &ManualClock) {

@@ -237,6 +237,28 @@ impl Pipeline {
     pub fn upstream_job(&self, name: &str) -> Option<&UpstreamJob> {
         self.upstream.iter().find(|u| u.name == name)
     }
+    /// The processors a landing of upstream job `job` concerns (its readers): those that
+    /// wait for the job, or read one of the tables it lands. Empty for an unknown job.
+    pub fn readers_of(&self, job: &str) -> Vec<&Processor> {
+        let Some(up) = self.upstream_job(job) else {
+            return Vec::new();
+        };
+        self.processors
+            .iter()
+            .filter(|p| {
+                p.upstream.iter().any(|u| u == job)
+                    || p.inputs.iter().any(|t| up.tables.contains(t))
+            })
+            .collect()
+    }
+    /// The processors of the same phase that depend on `processor` (rerun after its output
+    /// changes: their output was computed from the old one).
+    pub fn dependents_of(&self, processor: &ProcessorName) -> Vec<&Processor> {
+        self.processors
+            .iter()
+            .filter(|p| p.depends_on.contains(processor))
+            .collect()
+    }
 }
 
 /// The 1-based line of a byte offset.
@@ -1526,6 +1548,32 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_landing_concerns_the_processors_that_read_or_wait_for_it() {
+        let p = Pipeline::reference().unwrap();
+        let names = |v: Vec<&Processor>| v.iter().map(|p| p.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            names(p.readers_of("nbac_gamebook_scraper")),
+            [
+                "team_offense_game_summary",
+                "player_game_summary",
+                "team_defense_game_summary",
+                "upcoming_player_game_context",
+                "upcoming_team_game_context",
+            ],
+            "the gamebook job lands the gamebook and the team box score"
+        );
+        assert_eq!(
+            names(p.readers_of("nbac_schedule_scraper")),
+            ["upcoming_player_game_context", "upcoming_team_game_context"]
+        );
+        assert!(p.readers_of("no_such_job").is_empty());
+        assert_eq!(
+            names(p.dependents_of(&ProcessorName::from("team_offense_game_summary"))),
+            ["player_game_summary"]
+        );
+    }
     use super::*;
 
     #[test]

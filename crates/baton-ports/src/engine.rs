@@ -13,7 +13,9 @@
 //! What this module does not do: open, commit or retry transactions, or choose locks: that is
 //! what differs between databases, and it stays in the adapters.
 
-use crate::{Error, FencedWrite, NewDeadLetter, NewOutboxRow, Result, Work, WriteOutcome};
+use crate::{
+    Error, FencedWrite, NewDeadLetter, NewOutboxRow, PendingRequest, Result, Work, WriteOutcome,
+};
 use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
 use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
@@ -97,6 +99,11 @@ pub trait Transaction {
     /// Upserts rows on the table's primary key, stamped with `token`; returns how many keys
     /// were new.
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64>;
+    /// Records a batch of `job`'s landing for `partition` at `at` (first time kept, latest
+    /// time moved, batches counted); returns the batch's sequence number.
+    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32>;
+    /// Records the run owed for a (processor, date), as `StateStore::record_request` says.
+    fn owe_run(&mut self, request: &PendingRequest) -> Result<()>;
     /// Removes the partition's rows stamped with a token older than `token` (rows an earlier
     /// run wrote that this run did not); returns how many.
     fn remove_rows_before(
@@ -276,4 +283,20 @@ pub fn fenced_write(tx: &mut dyn Transaction, write: &FencedWrite<'_>) -> Result
         inserted,
         removed,
     })
+}
+
+/// Records a landing batch and the runs it requests in one transaction (G9: a landing is an
+/// event that starts its readers, and neither half can be lost without the other).
+pub fn record_landing(
+    tx: &mut dyn Transaction,
+    job: &str,
+    partition: Partition,
+    at: Timestamp,
+    requests: &[PendingRequest],
+) -> Result<u32> {
+    let batch = tx.land(job, partition, at)?;
+    for request in requests {
+        tx.owe_run(request)?;
+    }
+    Ok(batch)
 }

@@ -103,6 +103,9 @@ text_enum! {
         Partial => "partial",
         /// Requested while another holder ran it; the holder died before running it again.
         Coalesced => "coalesced",
+        /// Requested by baton: a landing of one of its inputs, a newer run of a processor it
+        /// depends on, a schedule, or a reconcile repair.
+        Requested => "requested",
     }
 }
 

@@ -237,8 +237,12 @@ pub struct Landing {
     pub job: String,
     /// The partition.
     pub partition: Partition,
-    /// When it landed.
+    /// When it first landed (lateness is judged by this).
     pub landed_at: Timestamp,
+    /// When its latest batch landed (staleness is judged by this).
+    pub latest_at: Timestamp,
+    /// How many batches have landed (the latest batch's sequence number).
+    pub batches: u32,
 }
 
 /// A run owed for a (processor, date): deferred until its inputs land, or a partial run to
@@ -342,13 +346,24 @@ pub trait StateStore: engine::Transact + Send + Sync {
     /// Runs that finished at or after `since`, of every partition.
     fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>>;
 
-    /// Records (or refreshes the reason of) a run owed for a (processor, date); the first
-    /// `since` is kept.
-    fn record_request(&self, request: &PendingRequest) -> Result<()>;
+    /// Records (or refreshes) the run owed for a (processor, date): one per pair, the newest
+    /// kind and reason win. The first `since` is kept, except that a run baton requested
+    /// ([`RequestKind::Requested`]) moves it to the request's time, so a run that started
+    /// before the request does not clear it.
+    fn record_request(&self, request: &PendingRequest) -> Result<()> {
+        engine::run(self, |tx| tx.owe_run(request))
+    }
     /// Every owed run, oldest first.
     fn pending_requests(&self) -> Result<Vec<PendingRequest>>;
-    /// Forgets the owed run of a (processor, date).
-    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()>;
+    /// Forgets the owed run of a (processor, date) if it was recorded at or before
+    /// `requested_by` (a run that started at that time has done it); a request recorded
+    /// later is kept, so a landing during a run still gets its rerun.
+    fn clear_request(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        requested_by: Timestamp,
+    ) -> Result<()>;
 
     /// Adds a row to the outbox outside a data write (a failed run's completion, a
     /// hand-published message).
@@ -378,9 +393,21 @@ pub trait StateStore: engine::Transact + Send + Sync {
     /// The operational records whose key starts with `prefix`, by key.
     fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>>;
 
-    /// Records an upstream job's landing for a partition (the first landing is kept).
-    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()>;
-    /// Landings for a partition.
+    /// Records a batch of an upstream job's landing for a partition, and the runs it
+    /// requests, in one transaction (a landing can no more be lost than a completion);
+    /// returns the batch's sequence number (1 for the first).
+    fn record_landing(
+        &self,
+        job: &str,
+        partition: Partition,
+        at: Timestamp,
+        requests: &[PendingRequest],
+    ) -> Result<u32> {
+        engine::run(self, |tx| {
+            engine::record_landing(tx, job, partition, at, requests)
+        })
+    }
+    /// Landings for a partition, one per job: first and latest batch, and how many.
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>>;
 }
 

@@ -462,6 +462,30 @@ impl engine::Transaction for PgTxn<'_, '_> {
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
         upsert_rows(self.tx, table, rows, token.get() as i64)
     }
+    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32> {
+        let row = self
+            .tx
+            .query_one(
+                "INSERT INTO landings (job, partition, landed_at, latest_at, batches) VALUES ($1, $2, $3, $3, 1)
+                 ON CONFLICT (job, partition) DO UPDATE SET latest_at = greatest(landings.latest_at, excluded.latest_at),
+                   batches = landings.batches + 1
+                 RETURNING batches",
+                &[&job, &partition.to_string(), &micros(at)],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+    fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO requests (processor, partition, kind, reason, since) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason,
+                   since = CASE WHEN excluded.kind = 'requested' THEN greatest(requests.since, excluded.since) ELSE requests.since END",
+                &[&request.processor.as_str(), &request.partition.to_string(), &request.kind.as_str(), &request.reason, &micros(request.since)],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(())
+    }
     fn remove_rows_before(
         &mut self,
         table: &TableSpec,
@@ -665,18 +689,6 @@ impl StateStore for PgBackend {
         })
     }
 
-    fn record_request(&self, request: &PendingRequest) -> Result<()> {
-        self.txn(|tx| {
-            tx.execute(
-                "INSERT INTO requests (processor, partition, kind, reason, since) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason",
-                &[&request.processor.as_str(), &request.partition.to_string(), &request.kind.as_str(), &request.reason, &micros(request.since)],
-            )
-            .map_err(|e| pg_err(&e))?;
-            Ok(())
-        })
-    }
-
     fn pending_requests(&self) -> Result<Vec<PendingRequest>> {
         self.txn(|tx| {
             let rows = tx
@@ -696,11 +708,20 @@ impl StateStore for PgBackend {
         })
     }
 
-    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()> {
+    fn clear_request(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        requested_by: Timestamp,
+    ) -> Result<()> {
         self.txn(|tx| {
             tx.execute(
-                "DELETE FROM requests WHERE processor = $1 AND partition = $2",
-                &[&processor.as_str(), &partition.to_string()],
+                "DELETE FROM requests WHERE processor = $1 AND partition = $2 AND since <= $3",
+                &[
+                    &processor.as_str(),
+                    &partition.to_string(),
+                    &micros(requested_by),
+                ],
             )
             .map_err(|e| pg_err(&e))?;
             Ok(())
@@ -800,17 +821,6 @@ impl StateStore for PgBackend {
         })
     }
 
-    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()> {
-        self.txn(|tx| {
-            tx.execute(
-                "INSERT INTO landings (job, partition, landed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&job, &partition.to_string(), &micros(at)],
-            )
-            .map_err(|e| pg_err(&e))?;
-            Ok(())
-        })
-    }
-
     fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {
         Ok(self.ops_records(key)?.into_iter().find(|r| r.key == key))
     }
@@ -858,7 +868,7 @@ impl StateStore for PgBackend {
         self.txn(|tx| {
             let rows = tx
                 .query(
-                    "SELECT job, landed_at FROM landings WHERE partition = $1 ORDER BY job",
+                    "SELECT job, landed_at, latest_at, batches FROM landings WHERE partition = $1 ORDER BY job",
                     &[&partition.to_string()],
                 )
                 .map_err(|e| pg_err(&e))?;
@@ -868,6 +878,8 @@ impl StateStore for PgBackend {
                         job: r.get(0),
                         partition,
                         landed_at: from_micros(r.get(1))?,
+                        latest_at: from_micros(r.get(2))?,
+                        batches: r.get::<_, i32>(3) as u32,
                     })
                 })
                 .collect()

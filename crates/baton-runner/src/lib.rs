@@ -221,6 +221,31 @@ impl Runner {
         self
     }
 
+    /// Records a batch of upstream job `job`'s landing for `partition` (landed at `at`) and,
+    /// in the same transaction, a run request for each of its readers; `serve` runs them
+    /// (`retry_pending`) through the lease and coalescing path. Returns the batch number.
+    pub fn record_landing(
+        &self,
+        job: &str,
+        partition: Partition,
+        at: Timestamp,
+    ) -> Result<u32, Error> {
+        let now = self.clock.now();
+        let requests: Vec<PendingRequest> = self
+            .pipeline
+            .readers_of(job)
+            .into_iter()
+            .map(|p| PendingRequest {
+                processor: p.name.clone(),
+                partition,
+                kind: RequestKind::Requested,
+                reason: format!("{job} landed"),
+                since: now,
+            })
+            .collect();
+        Ok(self.store.record_landing(job, partition, at, &requests)?)
+    }
+
     /// The state store runs are recorded in.
     pub fn store(&self) -> &dyn StateStore {
         self.store.as_ref()
@@ -294,8 +319,11 @@ impl Runner {
         let mut reports = Vec::new();
         for request in self.store.pending_requests()? {
             let Some(proc) = self.pipeline.processor(request.processor.as_str()) else {
-                self.store
-                    .clear_request(&request.processor, request.partition)?;
+                self.store.clear_request(
+                    &request.processor,
+                    request.partition,
+                    self.clock.now(),
+                )?;
                 continue;
             };
             let missing = self.missing_dependencies(proc, request.partition)?;
@@ -313,7 +341,7 @@ impl Runner {
                                 .checked_add(self.pipeline.lease_ttl)
                                 .unwrap_or(request.since)
                 }
-                RequestKind::Deferred => {
+                RequestKind::Deferred | RequestKind::Requested => {
                     missing.processors.is_empty()
                         && (missing.upstream.is_empty()
                             || proc.on_missing_input == MissingInput::Partial
@@ -361,7 +389,8 @@ impl Runner {
                 report
                     .attempts
                     .push(self.fail_unleased(&proc, partition, options, reason)?);
-                self.store.clear_request(&proc.name, partition)?;
+                self.store
+                    .clear_request(&proc.name, partition, self.clock.now())?;
                 return Ok(report);
             }
             tracing::info!(processor, date = %partition, missing = %missing.describe(), "deferred: dependencies not met");
@@ -468,14 +497,15 @@ impl Runner {
         hooks: &dyn RunHooks,
         partial_inputs: &[String],
     ) -> Result<Attempt, Error> {
-        let run_id = self.ids.run_id(self.clock.now());
+        let started_at = self.clock.now();
+        let run_id = self.ids.run_id(started_at);
         self.store.start_run(&RunRecord {
             run_id: run_id.clone(),
             processor: proc.name.clone(),
             partition,
             holder: options.holder.clone(),
             token: lease.token,
-            started_at: self.clock.now(),
+            started_at,
             finished_at: None,
             status: RunStatus::Running,
             rows_written: 0,
@@ -536,7 +566,10 @@ impl Runner {
                 attempt.status = status.into();
                 attempt.rows_written = rows;
                 if partial_inputs.is_empty() {
-                    self.store.clear_request(&proc.name, partition)?;
+                    // Only what was requested before this run started: a landing during
+                    // the run keeps its request, and the rerun reads the new batch.
+                    self.store
+                        .clear_request(&proc.name, partition, started_at)?;
                 } else {
                     // Rerun with every input once the late ones land (`retry_pending`).
                     attempt.error = Some(format!(

@@ -46,7 +46,7 @@ fn env_with(config: &str) -> Env {
     }
     for job in &pipeline.upstream {
         backend
-            .record_landing(&job.name, date, clock.now())
+            .record_landing(&job.name, date, clock.now(), &[])
             .unwrap();
     }
     Env {
@@ -432,7 +432,7 @@ fn incident_3_a_late_scraper_makes_processors_wait_instead_of_running_on_partial
     // The scraper lands 8h45m late; the processor then runs.
     let landed = "2024-03-04T19:45:00Z".parse().unwrap();
     e.backend
-        .record_landing("nbac_gamebook_scraper", date, landed)
+        .record_landing("nbac_gamebook_scraper", date, landed, &[])
         .unwrap();
     let r = e
         .runner
@@ -550,6 +550,7 @@ fn a_partial_run_is_redone_when_the_late_input_lands() {
             "nbac_gamebook_scraper",
             date,
             "2024-03-07T19:45:00Z".parse().unwrap(),
+            &[],
         )
         .unwrap();
     let redone = e

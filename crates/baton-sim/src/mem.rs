@@ -8,6 +8,7 @@ use baton_core::config::TableSpec;
 use baton_core::dedup::key_of;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_ports::RequestKind;
 use baton_ports::engine;
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
@@ -58,7 +59,8 @@ struct State {
     runs: Vec<RunRecord>,
     outbox: Vec<OutboxRow>,
     dead_letters: Vec<DeadLetter>,
-    landings: BTreeMap<(String, Partition), Timestamp>,
+    /// (job, date) -> (first, latest, batches).
+    landings: BTreeMap<(String, Partition), (Timestamp, Timestamp, u32)>,
     tables: BTreeMap<String, TableData>,
     messages: Vec<(String, Delivery, Timestamp)>,
     requests: BTreeMap<(ProcessorName, Partition), PendingRequest>,
@@ -217,6 +219,30 @@ impl engine::Transaction for MemTxn<'_> {
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
         let data = self.state.tables.entry(table.name.clone()).or_default();
         upsert(data, table, rows, token.get())
+    }
+    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32> {
+        let entry = self
+            .state
+            .landings
+            .entry((job.to_owned(), partition))
+            .or_insert((at, at, 0));
+        entry.1 = entry.1.max(at);
+        entry.2 += 1;
+        Ok(entry.2)
+    }
+    fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
+        let key = (request.processor.clone(), request.partition);
+        let since = match self.state.requests.get(&key) {
+            None => request.since,
+            Some(old) if request.kind == RequestKind::Requested => old.since.max(request.since),
+            Some(old) => old.since,
+        };
+        let request = PendingRequest {
+            since,
+            ..request.clone()
+        };
+        self.state.requests.insert(key, request);
+        Ok(())
     }
     fn remove_rows_before(
         &mut self,
@@ -392,20 +418,6 @@ impl StateStore for MemBackend {
         Ok(runs)
     }
 
-    fn record_request(&self, request: &PendingRequest) -> Result<()> {
-        let mut s = self.lock();
-        let key = (request.processor.clone(), request.partition);
-        let since = s.requests.get(&key).map_or(request.since, |r| r.since);
-        s.requests.insert(
-            key,
-            PendingRequest {
-                since,
-                ..request.clone()
-            },
-        );
-        Ok(())
-    }
-
     fn pending_requests(&self) -> Result<Vec<PendingRequest>> {
         let mut out: Vec<PendingRequest> = self.lock().requests.values().cloned().collect();
         out.sort_by(|a, b| {
@@ -414,8 +426,21 @@ impl StateStore for MemBackend {
         Ok(out)
     }
 
-    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()> {
-        self.lock().requests.remove(&(processor.clone(), partition));
+    fn clear_request(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        requested_by: Timestamp,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let key = (processor.clone(), partition);
+        if state
+            .requests
+            .get(&key)
+            .is_some_and(|r| r.since <= requested_by)
+        {
+            state.requests.remove(&key);
+        }
         Ok(())
     }
 
@@ -496,14 +521,6 @@ impl StateStore for MemBackend {
         Ok(self.lock().dead_letters.clone())
     }
 
-    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()> {
-        self.lock()
-            .landings
-            .entry((job.to_owned(), partition))
-            .or_insert(at);
-        Ok(())
-    }
-
     fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {
         Ok(self.lock().ops.get(key).cloned())
     }
@@ -544,10 +561,12 @@ impl StateStore for MemBackend {
             .landings
             .iter()
             .filter(|((_, p), _)| *p == partition)
-            .map(|((job, p), at)| Landing {
+            .map(|((job, p), (first, latest, batches))| Landing {
                 job: job.clone(),
                 partition: *p,
-                landed_at: *at,
+                landed_at: *first,
+                latest_at: *latest,
+                batches: *batches,
             })
             .collect())
     }

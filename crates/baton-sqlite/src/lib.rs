@@ -294,6 +294,30 @@ impl engine::Transaction for SqliteTxn<'_> {
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
         upsert_rows(self.conn, table, rows, token.get() as i64)
     }
+    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32> {
+        let batches: i64 = self
+            .conn
+            .query_row(
+                "INSERT INTO landings (job, partition, landed_at, latest_at, batches) VALUES (?1, ?2, ?3, ?3, 1)
+                 ON CONFLICT (job, partition) DO UPDATE SET latest_at = max(latest_at, excluded.latest_at), batches = batches + 1
+                 RETURNING batches",
+                params![job, partition.to_string(), micros(at)],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+        Ok(batches as u32)
+    }
+    fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO requests (processor, partition, kind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason,
+                   since = CASE WHEN excluded.kind = 'requested' THEN max(since, excluded.since) ELSE since END",
+                params![request.processor.as_str(), request.partition.to_string(), request.kind.as_str(), request.reason, micros(request.since)],
+            )
+            .map_err(map_err)?;
+        Ok(())
+    }
     fn remove_rows_before(
         &mut self,
         table: &TableSpec,
@@ -500,18 +524,6 @@ impl StateStore for SqliteBackend {
         )
     }
 
-    fn record_request(&self, request: &PendingRequest) -> Result<()> {
-        self.write_txn(|tx| {
-            tx.execute(
-                "INSERT INTO requests (processor, partition, kind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (processor, partition) DO UPDATE SET kind = excluded.kind, reason = excluded.reason",
-                params![request.processor.as_str(), request.partition.to_string(), request.kind.as_str(), request.reason, micros(request.since)],
-            )
-            .map_err(map_err)?;
-            Ok(())
-        })
-    }
-
     fn pending_requests(&self) -> Result<Vec<PendingRequest>> {
         let conn = self.lock();
         let mut stmt = conn
@@ -541,11 +553,20 @@ impl StateStore for SqliteBackend {
         .collect()
     }
 
-    fn clear_request(&self, processor: &ProcessorName, partition: Partition) -> Result<()> {
+    fn clear_request(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+        requested_by: Timestamp,
+    ) -> Result<()> {
         self.write_txn(|tx| {
             tx.execute(
-                "DELETE FROM requests WHERE processor = ?1 AND partition = ?2",
-                params![processor.as_str(), partition.to_string()],
+                "DELETE FROM requests WHERE processor = ?1 AND partition = ?2 AND since <= ?3",
+                params![
+                    processor.as_str(),
+                    partition.to_string(),
+                    micros(requested_by)
+                ],
             )
             .map_err(map_err)?;
             Ok(())
@@ -653,17 +674,6 @@ impl StateStore for SqliteBackend {
         .collect()
     }
 
-    fn record_landing(&self, job: &str, partition: Partition, at: Timestamp) -> Result<()> {
-        self.write_txn(|tx| {
-            tx.execute(
-                "INSERT INTO landings (job, partition, landed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![job, partition.to_string(), micros(at)],
-            )
-            .map_err(map_err)?;
-            Ok(())
-        })
-    }
-
     fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {
         Ok(self.ops_records(key)?.into_iter().find(|r| r.key == key))
     }
@@ -716,19 +726,26 @@ impl StateStore for SqliteBackend {
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare_cached("SELECT job, landed_at FROM landings WHERE partition = ?1 ORDER BY job")
+            .prepare_cached("SELECT job, landed_at, latest_at, batches FROM landings WHERE partition = ?1 ORDER BY job")
             .map_err(map_err)?;
         let rows = stmt
             .query_map(params![partition.to_string()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
             })
             .map_err(map_err)?;
         rows.map(|row| {
-            let (job, at) = row.map_err(map_err)?;
+            let (job, first, latest, batches) = row.map_err(map_err)?;
             Ok(Landing {
                 job,
                 partition,
-                landed_at: from_micros(at)?,
+                landed_at: from_micros(first)?,
+                latest_at: from_micros(latest)?,
+                batches: batches as u32,
             })
         })
         .collect()

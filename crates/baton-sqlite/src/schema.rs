@@ -54,6 +54,11 @@ ALTER TABLE outbox ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE ops_records (
     key TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
 "#,
+    r#"
+ALTER TABLE landings ADD COLUMN latest_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE landings ADD COLUMN batches INTEGER NOT NULL DEFAULT 1;
+UPDATE landings SET latest_at = landed_at;
+"#,
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.
