@@ -35,6 +35,9 @@ pub struct RunSeen {
     /// Whether it asked for a new trigger generation.
     #[serde(default)]
     pub force_reprocess: bool,
+    /// The digest of the rows it wrote (absent in messages that do not carry one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// A processor's entry in a completion document.
@@ -56,6 +59,28 @@ pub struct Entry {
     pub last_seen_at: Timestamp,
     /// Distinct runs seen, oldest first.
     pub runs: Vec<RunSeen>,
+}
+
+/// What an entry's best run wrote, to tell a rerun that changed the output from one that did
+/// not (G9).
+fn best_output(entry: &Entry) -> Option<(&RunId, Option<&String>)> {
+    if !entry.is_complete() {
+        return None;
+    }
+    let best = entry.runs.iter().find(|r| r.run_id == entry.run_id)?;
+    Some((&best.run_id, best.digest.as_ref()))
+}
+
+/// Whether a processor the gate counted when it triggered now has a different best run that
+/// wrote different rows: only then does the date need the next phase again. Runs without a
+/// digest (the original pipeline's messages) never count as changed: baton cannot tell.
+fn output_changed(before: Option<&Entry>, after: Option<&Entry>) -> bool {
+    match (before.and_then(best_output), after.and_then(best_output)) {
+        (Some((old_run, Some(old))), Some((new_run, Some(new)))) => {
+            old_run != new_run && old != new
+        }
+        _ => false,
+    }
 }
 
 impl Entry {
@@ -271,18 +296,27 @@ pub fn step(
         record_count: message.record_count,
         produced_at: message.produced_at,
         force_reprocess: message.force_reprocess,
+        digest: message.digest.clone(),
     };
-    let (mut runs, seen, was_complete, best_at) = match doc.entries.remove(&message.processor) {
-        Some(e) => {
-            let complete = e.is_complete();
-            let at = e.last_completed_at;
-            (e.runs, e.messages_seen, complete, Some(at))
-        }
+    let before = doc.entries.remove(&message.processor);
+    let (mut runs, seen, was_complete, best_at) = match &before {
+        Some(e) => (
+            e.runs.clone(),
+            e.messages_seen,
+            e.is_complete(),
+            Some(e.last_completed_at),
+        ),
         None => (Vec::new(), 0, false, None),
     };
     let outcome = record_run(&mut runs, &incoming, was_complete, best_at);
     if let Some(entry) = Entry::from_runs(runs, seen.saturating_add(1), now) {
         doc.entries.insert(message.processor.clone(), entry);
+    }
+    // Changed data re-triggers, once (G9): a counted processor's new best run wrote other
+    // rows than the one the trigger saw, so the next phase must run again on them.
+    if doc.triggered && output_changed(before.as_ref(), doc.entries.get(&message.processor)) {
+        doc.generation += 1;
+        doc.triggered = false;
     }
     // A new run asking for reprocessing opens a new generation once the current one fired.
     if outcome == Outcome::Applied
@@ -331,15 +365,26 @@ fn record_run(
                 && best_at.is_some_and(|at| incoming.produced_at <= at);
             runs.push(incoming.clone());
             runs.sort_by(|a, b| (a.produced_at, &a.run_id).cmp(&(b.produced_at, &b.run_id)));
-            if runs.len() > RUNS_REMEMBERED_MAX {
-                runs.remove(0);
-            }
+            forget_oldest(runs);
             if stale {
                 Outcome::Stale
             } else {
                 Outcome::Applied
             }
         }
+    }
+}
+
+/// Keeps at most [`RUNS_REMEMBERED_MAX`] runs by forgetting the oldest ones, but never the
+/// latest completing run: a late failure never undoes a success, however many follow.
+fn forget_oldest(runs: &mut Vec<RunSeen>) {
+    while runs.len() > RUNS_REMEMBERED_MAX {
+        let keep = runs
+            .iter()
+            .rposition(|r| r.status.completes())
+            .unwrap_or(usize::MAX);
+        let victim = if keep == 0 { 1 } else { 0 };
+        runs.remove(victim);
     }
 }
 
@@ -404,7 +449,6 @@ mod tests {
     //! Data-driven: a script of messages and clock moves, and the expected trace.
     use super::*;
     use crate::config::Pipeline;
-    use crate::message::message_id;
     use jiff::SignedDuration;
     use std::fmt::Write;
 
@@ -444,9 +488,12 @@ mod tests {
                     let mut rc = 10;
                     let mut at = 0;
                     let mut force = false;
+                    let mut digest = None;
                     for w in &words[2..] {
                         if let Some(r) = w.strip_prefix("run=") {
                             run = r;
+                        } else if let Some(d) = w.strip_prefix("digest=") {
+                            digest = Some(d.to_owned());
                         } else if let Some(n) = w.strip_prefix("rc=") {
                             rc = n.parse().unwrap();
                         } else if let Some(m) = w.strip_prefix("at=") {
@@ -457,22 +504,21 @@ mod tests {
                             status = CompletionStatus::parse(w).unwrap();
                         }
                     }
-                    let run_id = RunId::from(run);
-                    let msg = CompletionMessage {
-                        message_id: message_id(&processor, partition, &run_id),
-                        gate: None,
+                    let produced_at = "2024-03-02T06:00:00Z"
+                        .parse::<Timestamp>()
+                        .unwrap()
+                        .checked_add(SignedDuration::from_mins(at))
+                        .unwrap();
+                    let msg = CompletionMessage::new(
                         processor,
                         partition,
-                        run_id,
+                        RunId::from(run),
                         status,
-                        record_count: rc,
-                        produced_at: "2024-03-02T06:00:00Z"
-                            .parse::<Timestamp>()
-                            .unwrap()
-                            .checked_add(SignedDuration::from_mins(at))
-                            .unwrap(),
-                        force_reprocess: force,
-                    };
+                        rc,
+                        produced_at,
+                    )
+                    .forcing(force)
+                    .with_digest(digest);
                     let out = step(doc.take(), &msg, gate, now, &[]);
                     write!(
                         trace,
@@ -601,6 +647,63 @@ mod tests {
     }
 
     #[test]
+    fn changed_output_after_the_trigger_triggers_once_more_and_identical_output_never() {
+        // Issue 9, situation 2: Phase 3 ran on batch 1 (2 games) and triggered; batch 2
+        // lands, player_game_summary reruns on 10 games (another digest): generation 2,
+        // once. A rerun that writes the same rows, or a replay, triggers nothing.
+        check(
+            "msg tog digest=a\nmsg tdg digest=b\nmsg utgc digest=c\nmsg pgs digest=d\nmsg upgc digest=e
+             msg pgs run=r2 at=15 digest=d2\nmsg pgs run=r2 at=15 digest=d2
+             msg pgs run=r3 at=30 digest=d2\nmsg tog run=r2 at=20 digest=a
+             msg tog run=r3 at=25 digest=a3",
+            "
+            msg tog digest=a                         -> Applied count=1
+            msg tdg digest=b                         -> Applied count=2
+            msg utgc digest=c                        -> Applied count=3
+            msg pgs digest=d                         -> Applied count=4
+            msg upgc digest=e                        -> Applied count=5 TRIGGER g1 all_complete
+            msg pgs run=r2 at=15 digest=d2           -> Applied count=5 TRIGGER g2 all_complete
+            msg pgs run=r2 at=15 digest=d2           -> Duplicate count=5
+            msg pgs run=r3 at=30 digest=d2           -> Applied count=5
+            msg tog run=r2 at=20 digest=a            -> Applied count=5
+            msg tog run=r3 at=25 digest=a3           -> Applied count=5 TRIGGER g3 all_complete
+            ",
+        );
+    }
+
+    #[test]
+    fn an_older_run_arriving_late_or_a_failed_rerun_does_not_retrigger() {
+        check(
+            "msg tog digest=a\nmsg tdg digest=b\nmsg utgc digest=c\nmsg pgs at=10 digest=d\nmsg upgc digest=e
+             msg pgs run=r0 at=5 digest=old\nmsg pgs run=r9 at=20 failed",
+            "
+            msg tog digest=a                         -> Applied count=1
+            msg tdg digest=b                         -> Applied count=2
+            msg utgc digest=c                        -> Applied count=3
+            msg pgs at=10 digest=d                   -> Applied count=4
+            msg upgc digest=e                        -> Applied count=5 TRIGGER g1 all_complete
+            msg pgs run=r0 at=5 digest=old           -> Applied count=5
+            msg pgs run=r9 at=20 failed              -> Applied count=5
+            ",
+        );
+    }
+
+    #[test]
+    fn a_success_is_remembered_however_many_failures_follow() {
+        // Issue 10: after 64 newer failed runs the success used to be forgotten.
+        let mut script = String::from("msg upgc run=ok\n");
+        for i in 1..=100 {
+            script.push_str(&format!("msg upgc run=f{i} at={i} failed\n"));
+        }
+        let (_, doc) = run_script(&script);
+        let entry = &doc.entries[&ProcessorName::from("upcoming_player_game_context")];
+        assert!(entry.is_complete(), "{entry:?}");
+        assert_eq!(entry.run_id.as_str(), "ok");
+        assert_eq!(entry.runs.len(), RUNS_REMEMBERED_MAX);
+        assert_eq!(doc.completed_count, 1);
+    }
+
+    #[test]
     fn a_duplicate_finding_the_set_complete_still_triggers() {
         // The original evaluated the trigger only on the first-message path. Here a document
         // is complete but untriggered (written by another tool): a duplicate must trigger.
@@ -621,6 +724,7 @@ mod tests {
             record_count: entry.record_count,
             produced_at: entry.last_completed_at,
             force_reprocess: false,
+            digest: None,
         };
         let out = step(
             Some(doc),

@@ -127,6 +127,9 @@ pub struct Processor {
     /// With `Wait`: how long after the latest expected landing to keep waiting before the
     /// run fails; `None` waits indefinitely.
     pub wait_deadline: Option<SignedDuration>,
+    /// Columns that change on every run without the data changing (e.g. `processed_at`):
+    /// left out of the output digest, so an identical rerun triggers nothing.
+    pub volatile_columns: Vec<String>,
 }
 
 /// A validated pipeline.
@@ -410,6 +413,8 @@ struct RawProcessor {
     on_missing_input: Option<Spanned<String>>,
     #[serde(default)]
     wait_deadline_mins: Option<Spanned<i64>>,
+    #[serde(default)]
+    volatile_columns: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -982,6 +987,10 @@ impl Validator<'_> {
             )?)),
             None => None,
         };
+        let mut volatile_columns = Vec::new();
+        for (j, c) in p.volatile_columns.iter().enumerate() {
+            volatile_columns.push(self.ident(&format!("{key}.volatile_columns[{j}]"), c)?);
+        }
         Ok(Processor {
             name: ProcessorName::new(name),
             phase,
@@ -993,6 +1002,7 @@ impl Validator<'_> {
             command,
             on_missing_input,
             wait_deadline,
+            volatile_columns,
         })
     }
 

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod completion;
 pub mod config;
 pub mod dedup;
+pub mod digest;
 pub mod gate;
 pub mod health;
 pub mod heartbeat;

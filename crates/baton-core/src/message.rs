@@ -29,6 +29,9 @@ pub struct CompletionMessage {
     pub produced_at: Timestamp,
     /// Start a new trigger generation (re-run downstream) once the gate is satisfied.
     pub force_reprocess: bool,
+    /// The digest of the rows the run wrote (baton's runner always sends it): a rerun with
+    /// another digest after the trigger starts a new generation, one with the same does not.
+    pub digest: Option<String>,
 }
 
 /// A field of a completion message that is read from the JSON.
@@ -54,6 +57,8 @@ pub enum Field {
     MessageId,
     /// Whether to start a new trigger generation.
     ForceReprocess,
+    /// The digest of the rows the run wrote.
+    Digest,
 }
 
 /// Every name each field is read under, tried in order (the first present wins): baton's
@@ -74,6 +79,7 @@ pub const ALIASES: &[(Field, &[&str])] = &[
     (Field::Gate, &["gate"]),
     (Field::MessageId, &["message_id"]),
     (Field::ForceReprocess, &["force_reprocess"]),
+    (Field::Digest, &["digest"]),
 ];
 
 impl Field {
@@ -117,7 +123,14 @@ impl CompletionMessage {
             record_count,
             produced_at,
             force_reprocess: false,
+            digest: None,
         }
+    }
+
+    /// The same message carrying the digest of the rows its run wrote.
+    pub fn with_digest(mut self, digest: Option<String>) -> Self {
+        self.digest = digest;
+        self
     }
 
     /// The same message naming its gate.
@@ -149,6 +162,9 @@ impl CompletionMessage {
         if self.force_reprocess {
             v["force_reprocess"] = json!(true);
         }
+        if let Some(d) = &self.digest {
+            v["digest"] = json!(d);
+        }
         v
     }
 
@@ -177,6 +193,7 @@ impl CompletionMessage {
             Some((_, id)) => id,
             None => message_id(&processor, partition, &run_id),
         };
+        let digest = fields.text(Field::Digest).map(|(_, d)| d);
         Ok(Self {
             message_id,
             gate,
@@ -187,6 +204,7 @@ impl CompletionMessage {
             record_count,
             produced_at,
             force_reprocess,
+            digest,
         })
     }
 }
@@ -423,6 +441,7 @@ mod tests {
             Field::Gate => json!("phase3_to_phase4"),
             Field::MessageId => json!("m-alias"),
             Field::ForceReprocess => json!(true),
+            Field::Digest => json!("d-alias"),
         };
         obj.insert(alias.into(), value);
         CompletionMessage::parse(&serde_json::to_vec(&v).unwrap(), &pipeline())
@@ -452,6 +471,7 @@ mod tests {
                     Field::Gate => assert!(m.gate.is_some(), "{seen}"),
                     Field::MessageId => assert_eq!(m.message_id, "m-alias", "{seen}"),
                     Field::ForceReprocess => assert!(m.force_reprocess, "{seen}"),
+                    Field::Digest => assert_eq!(m.digest.as_deref(), Some("d-alias"), "{seen}"),
                 }
             }
         }
@@ -470,6 +490,7 @@ mod tests {
             Field::Gate,
             Field::MessageId,
             Field::ForceReprocess,
+            Field::Digest,
         ];
         for f in fields {
             assert_eq!(ALIASES.iter().filter(|(g, _)| *g == f).count(), 1, "{f:?}");
@@ -495,6 +516,7 @@ mod tests {
             record_count: 3,
             produced_at: "2024-03-01T10:00:00Z".parse().unwrap(),
             force_reprocess: true,
+            digest: None,
         };
         let bytes = serde_json::to_vec(&m.to_json()).unwrap();
         assert_eq!(CompletionMessage::parse(&bytes, &p).unwrap(), m);

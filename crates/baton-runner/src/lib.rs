@@ -549,8 +549,16 @@ impl Runner {
         } else {
             CompletionStatus::Success
         };
-        let completion =
-            self.completion_row(proc, partition, &run_id, status, deduped.rows.len() as u64)?;
+        // What the rows are, for the orchestrator to tell changed output from a rerun of
+        // the same (G9).
+        let digest = baton_core::digest::of_rows(&deduped.rows, &proc.volatile_columns);
+        let completion = self.completion_row(
+            proc,
+            partition,
+            &run_id,
+            (status, deduped.rows.len() as u64),
+            Some(digest),
+        )?;
         hooks.before_write(lease);
         let outcome = self.warehouse.fenced_write(&FencedWrite {
             table: &proc.table,
@@ -565,6 +573,7 @@ impl Runner {
             WriteOutcome::Written { rows, .. } => {
                 attempt.status = status.into();
                 attempt.rows_written = rows;
+                self.request_dependents(proc, partition)?;
                 if partial_inputs.is_empty() {
                     // Only what was requested before this run started: a landing during
                     // the run keeps its request, and the rerun reads the new batch.
@@ -663,10 +672,25 @@ impl Runner {
             proc,
             partition,
             &attempt.run_id,
-            CompletionStatus::Failed,
-            0,
+            (CompletionStatus::Failed, 0),
+            None,
         )?)?;
         Ok(attempt)
+    }
+
+    /// Requests a run of every processor that depends on `proc` for the date: their output
+    /// was computed from `proc`'s previous output, or waited for it (G9, staleness).
+    fn request_dependents(&self, proc: &Processor, partition: Partition) -> Result<(), Error> {
+        for dependent in self.pipeline.dependents_of(&proc.name) {
+            self.store.record_request(&PendingRequest {
+                processor: dependent.name.clone(),
+                partition,
+                kind: RequestKind::Requested,
+                reason: format!("{} has new output", proc.name),
+                since: self.clock.now(),
+            })?;
+        }
+        Ok(())
     }
 
     fn completion_row(
@@ -674,8 +698,8 @@ impl Runner {
         proc: &Processor,
         partition: Partition,
         run_id: &RunId,
-        status: CompletionStatus,
-        record_count: u64,
+        (status, record_count): (CompletionStatus, u64),
+        digest: Option<String>,
     ) -> Result<NewOutboxRow, Error> {
         let gate = self
             .pipeline
@@ -689,7 +713,8 @@ impl Runner {
             record_count,
             self.clock.now(),
         )
-        .for_gate(gate);
+        .for_gate(gate)
+        .with_digest(digest);
         Ok(NewOutboxRow::for_completion(
             self.pipeline.completion_topic(proc),
             &message,
