@@ -156,34 +156,12 @@ fn completion(
     )
 }
 
+/// `baton bench`: every figure on a fresh database (or a reset PostgreSQL and NATS), printed
+/// as a table or JSON.
 pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     let distributed = crate::backend_kind(cli, &pipeline) == crate::BackendKind::Postgres;
-    let sizes = if args.quick {
-        Sizes {
-            dates: 1_000,
-            latency_dates: 200,
-            rows: 100_000,
-            lease_ops: 500,
-            year: 60,
-        }
-    } else if distributed {
-        Sizes {
-            dates: 2_000,
-            latency_dates: 1_000,
-            rows: 200_000,
-            lease_ops: 1_000,
-            year: 365,
-        }
-    } else {
-        Sizes {
-            dates: 10_000,
-            latency_dates: 1_000,
-            rows: 1_000_000,
-            lease_ops: 2_000,
-            year: 365,
-        }
-    };
+    let sizes = Sizes::new(args.quick, distributed);
     let dir = tempfile::Builder::new()
         .prefix("baton-bench-")
         .tempdir()
@@ -195,7 +173,6 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
     for t in &pipeline.tables {
         b.warehouse.ensure_table(t)?;
     }
-    let mut figures = Vec::new();
     eprintln!(
         "baton bench on {} ({}): {} dates x 5 processors, {} rows{}",
         if distributed {
@@ -212,7 +189,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
             "; the database is a fresh file in a temp dir"
         }
     );
-
+    let mut figures = Vec::new();
     figures.push(orchestrator(
         &pipeline,
         &b,
@@ -238,27 +215,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        let mut t = Table::new();
-        t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
-            "figure", "baton", "baseline", "ratio", "target", "met",
-        ]);
-        for f in &figures {
-            t.add_row(vec![
-                f.figure.clone(),
-                format!("{} {}", human(f.baton), f.unit),
-                f.baseline.map_or("-".to_owned(), |b| {
-                    format!("{} {} ({})", human(b), f.unit, f.baseline_is)
-                }),
-                f.ratio.map_or("-".to_owned(), |r| format!("{r:.2}x")),
-                f.target.clone(),
-                match f.met {
-                    Some(true) => "yes".to_owned(),
-                    Some(false) => "MISSED".to_owned(),
-                    None => "-".to_owned(),
-                },
-            ]);
-        }
-        println!("{t}");
+        println!("{}", figures_table(&figures));
         let missed = figures.iter().filter(|f| f.met == Some(false)).count();
         println!(
             "{missed} of {} targets missed (see BENCHMARKS.md for what bounds each figure).",
@@ -266,6 +223,63 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
         );
     }
     Ok(0)
+}
+
+impl Sizes {
+    /// The sizes of a run: small with `--quick`, smaller on PostgreSQL + NATS (a network
+    /// round trip per step), full on SQLite.
+    fn new(quick: bool, distributed: bool) -> Self {
+        if quick {
+            Sizes {
+                dates: 1_000,
+                latency_dates: 200,
+                rows: 100_000,
+                lease_ops: 500,
+                year: 60,
+            }
+        } else if distributed {
+            Sizes {
+                dates: 2_000,
+                latency_dates: 1_000,
+                rows: 200_000,
+                lease_ops: 1_000,
+                year: 365,
+            }
+        } else {
+            Sizes {
+                dates: 10_000,
+                latency_dates: 1_000,
+                rows: 1_000_000,
+                lease_ops: 2_000,
+                year: 365,
+            }
+        }
+    }
+}
+
+/// One row per figure: baton's, the baseline's, their ratio, and the target it is held to.
+fn figures_table(figures: &[Figure]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "figure", "baton", "baseline", "ratio", "target", "met",
+    ]);
+    for f in figures {
+        t.add_row(vec![
+            f.figure.clone(),
+            format!("{} {}", human(f.baton), f.unit),
+            f.baseline.map_or("-".to_owned(), |b| {
+                format!("{} {} ({})", human(b), f.unit, f.baseline_is)
+            }),
+            f.ratio.map_or("-".to_owned(), |r| format!("{r:.2}x")),
+            f.target.clone(),
+            match f.met {
+                Some(true) => "yes".to_owned(),
+                Some(false) => "MISSED".to_owned(),
+                None => "-".to_owned(),
+            },
+        ]);
+    }
+    t
 }
 
 fn human(v: f64) -> String {
@@ -435,6 +449,8 @@ fn bench_rows(n: usize, partition: Partition) -> Vec<Row> {
         .collect()
 }
 
+/// Dedup plus the fenced upsert against a plain insert of the unique rows, and dedup alone
+/// against polars.
 fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Exit> {
     let table = TableSpec {
         name: "bench_rows".into(),
@@ -453,6 +469,44 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
     let unique = deduped.rows.clone();
 
     bar.set_message("dedup + fenced upsert");
+    let write_rate = fenced_upsert_rate(b, &table, partition, rows)?;
+    bar.set_message("plain insert baseline");
+    let start = SystemClock.now();
+    let plain = b
+        .admin
+        .baselines()
+        .plain_insert(&table, &unique)?
+        .then(|| unique.len() as f64 / elapsed(start));
+    let upsert = Figure::measured(
+        format!("dedup + fenced upsert ({n} rows, 10% duplicates, 3-column key)"),
+        write_rate,
+        "rows/s",
+    )
+    .against(plain, "plain INSERT of the unique rows")
+    .target(
+        if plain.is_some() {
+            ">= 50% of baseline"
+        } else {
+            ""
+        },
+        plain.map(|p| write_rate >= 0.5 * p),
+    );
+
+    bar.set_message("polars baseline");
+    let polars = polars_dedup(&unique_source(n, partition), dir);
+    bar.finish_and_clear();
+    Ok(vec![upsert, dedup_figure(n, dedup_rate, polars)])
+}
+
+/// Rows per second through dedup and the fenced upsert (with its completion's outbox row)
+/// under a lease the bench takes for itself.
+fn fenced_upsert_rate(
+    b: &Backends,
+    table: &TableSpec,
+    partition: Partition,
+    rows: Vec<Row>,
+) -> Result<f64, Exit> {
+    let n = rows.len();
     let processor = ProcessorName::from("bench_writer");
     let token = match b.store.acquire_lease(
         &processor,
@@ -475,7 +529,7 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
     let deduped = baton_core::dedup::dedup(rows, &table.primary_key)
         .map_err(|e| Exit::usage(anyhow!("bench rows: {e}")))?;
     let outcome = b.warehouse.fenced_write(&FencedWrite {
-        table: &table,
+        table,
         processor: &processor,
         partition,
         token,
@@ -488,34 +542,11 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
             "the bench write was fenced: {outcome:?}"
         )));
     }
-    let mut figures = Vec::new();
-    bar.set_message("plain insert baseline");
-    let start = SystemClock.now();
-    let plain = b
-        .admin
-        .baselines()
-        .plain_insert(&table, &unique)?
-        .then(|| unique.len() as f64 / elapsed(start));
-    figures.push(
-        Figure::measured(
-            format!("dedup + fenced upsert ({n} rows, 10% duplicates, 3-column key)"),
-            write_rate,
-            "rows/s",
-        )
-        .against(plain, "plain INSERT of the unique rows")
-        .target(
-            if plain.is_some() {
-                ">= 50% of baseline"
-            } else {
-                ""
-            },
-            plain.map(|p| write_rate >= 0.5 * p),
-        ),
-    );
+    Ok(write_rate)
+}
 
-    bar.set_message("polars baseline");
-    let polars = polars_dedup(&unique_source(n, partition), dir);
-    bar.finish_and_clear();
+/// Dedup alone beside polars' rate (or why polars was skipped).
+fn dedup_figure(n: usize, dedup_rate: f64, polars: Result<f64, String>) -> Figure {
     let (baseline, note) = match &polars {
         Ok(rate) => (Some(*rate), "polars unique(subset, keep=first)".to_owned()),
         Err(why) => {
@@ -523,19 +554,16 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
             (None, format!("polars skipped: {why}"))
         }
     };
-    figures.push(
-        Figure::measured(
-            format!("in-memory dedup alone ({n} rows)"),
-            dedup_rate,
-            "rows/s",
-        )
-        .against(baseline, note)
-        .target(
-            "at least as fast as polars",
-            baseline.map(|p| dedup_rate >= p),
-        ),
-    );
-    Ok(figures)
+    Figure::measured(
+        format!("in-memory dedup alone ({n} rows)"),
+        dedup_rate,
+        "rows/s",
+    )
+    .against(baseline, note)
+    .target(
+        "at least as fast as polars",
+        baseline.map(|p| dedup_rate >= p),
+    )
 }
 
 /// The same rows as CSV, for the polars script.
@@ -631,6 +659,8 @@ fn leases(b: &Backends, ops: usize) -> Result<Vec<Figure>, Exit> {
 }
 
 /// Reconcile and health over `days` dates of recorded runs, rows and completions.
+/// Reconcile and health over a year of dates, each with every watched processor recorded
+/// through the fenced write and the orchestrator.
 fn year(
     pipeline: &Arc<Pipeline>,
     b: &Backends,
@@ -645,88 +675,13 @@ fn year(
     let dates: Vec<Partition> = (0..days).map(|i| first.offset(i as i32)).collect();
     for &d in &dates {
         for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
-            let token = match b.store.acquire_lease(
-                &p.name,
-                d,
-                "bench",
-                SignedDuration::from_hours(1),
-                OnHeld::Report,
-            )? {
-                Acquired::Granted(l) => l.token,
-                Acquired::Held { .. } => continue,
-            };
-            let run_id = RunId::from(format!("bench-{}-{d}", p.name).as_str());
-            let run = RunRecord {
-                run_id: run_id.clone(),
-                processor: p.name.clone(),
-                partition: d,
-                holder: "bench".into(),
-                token,
-                started_at: now,
-                finished_at: None,
-                status: baton_ports::RunStatus::Running,
-                rows_written: 0,
-                duplicates_dropped: 0,
-                error: None,
-            };
-            b.store.start_run(&run)?;
-            let rows: Vec<Row> = (0..10)
-                .map(|i| {
-                    let mut row = Row::new();
-                    for k in &p.table.primary_key {
-                        row.insert(k.clone(), format!("{k}-{i}").into());
-                    }
-                    row.insert(p.table.partition_column.clone(), d.to_string().into());
-                    row
-                })
-                .collect();
-            let m = completion(&p.name, d, now);
-            let outbox = NewOutboxRow {
-                topic: gate.completion_topic.clone(),
-                message_id: m.message_id.clone(),
-                kind: baton_ports::OutboxKind::Completion,
-                partition: d,
-                payload: m.to_json().to_string(),
-            };
-            b.warehouse.fenced_write(&FencedWrite {
-                table: &p.table,
-                processor: &p.name,
-                partition: d,
-                token,
-                rows: &rows,
-                completion: &outbox,
-            })?;
-            b.store.finish_run(
-                &run_id,
-                &RunEnd {
-                    status: baton_ports::RunStatus::Success,
-                    rows_written: 10,
-                    duplicates_dropped: 0,
-                    error: None,
-                },
-            )?;
-            b.store.release_lease(&p.name, d, token)?;
+            record_run(b, gate, p, d, now)?;
         }
         bar.inc(1);
     }
     // The completions go through the relay and the orchestrator, as in production.
     bar.set_message("reconcile/health: recording completions");
-    while relay_once(b.store.as_ref(), b.bus.as_ref(), 512, &mut NoFaults)? > 0 {}
-    let consumer = Consumer::new(
-        pipeline.clone(),
-        b.store.clone(),
-        b.warehouse.clone(),
-        b.bus.clone(),
-        clock.clone(),
-    );
-    let mut idle = 0;
-    while idle < 3 {
-        idle = if consumer.poll_once(&mut NoFaults)?.fetched == 0 {
-            idle + 1
-        } else {
-            0
-        };
-    }
+    orchestrate_until_idle(pipeline, b, clock)?;
     bar.finish_and_clear();
     let bar = spinner("reconcile over the year");
     let start = SystemClock.now();
@@ -766,6 +721,106 @@ fn year(
         ),
         Figure::measured(format!("health, {days} dates"), health, "s"),
     ])
+}
+
+/// One successful run of `p` for date `d`, as a worker records it: lease, run start, ten
+/// rows and the completion's outbox row through the fenced write, run finish, release. A
+/// lease already held skips the run.
+fn record_run(
+    b: &Backends,
+    gate: &baton_core::gate::Gate,
+    p: &baton_core::config::Processor,
+    d: Partition,
+    now: Timestamp,
+) -> Result<(), Exit> {
+    let token = match b.store.acquire_lease(
+        &p.name,
+        d,
+        "bench",
+        SignedDuration::from_hours(1),
+        OnHeld::Report,
+    )? {
+        Acquired::Granted(l) => l.token,
+        Acquired::Held { .. } => return Ok(()),
+    };
+    let run_id = RunId::from(format!("bench-{}-{d}", p.name).as_str());
+    let run = RunRecord {
+        run_id: run_id.clone(),
+        processor: p.name.clone(),
+        partition: d,
+        holder: "bench".into(),
+        token,
+        started_at: now,
+        finished_at: None,
+        status: baton_ports::RunStatus::Running,
+        rows_written: 0,
+        duplicates_dropped: 0,
+        error: None,
+    };
+    b.store.start_run(&run)?;
+    let rows: Vec<Row> = (0..10)
+        .map(|i| {
+            let mut row = Row::new();
+            for k in &p.table.primary_key {
+                row.insert(k.clone(), format!("{k}-{i}").into());
+            }
+            row.insert(p.table.partition_column.clone(), d.to_string().into());
+            row
+        })
+        .collect();
+    let m = completion(&p.name, d, now);
+    let outbox = NewOutboxRow {
+        topic: gate.completion_topic.clone(),
+        message_id: m.message_id.clone(),
+        kind: baton_ports::OutboxKind::Completion,
+        partition: d,
+        payload: m.to_json().to_string(),
+    };
+    b.warehouse.fenced_write(&FencedWrite {
+        table: &p.table,
+        processor: &p.name,
+        partition: d,
+        token,
+        rows: &rows,
+        completion: &outbox,
+    })?;
+    b.store.finish_run(
+        &run_id,
+        &RunEnd {
+            status: baton_ports::RunStatus::Success,
+            rows_written: 10,
+            duplicates_dropped: 0,
+            error: None,
+        },
+    )?;
+    b.store.release_lease(&p.name, d, token)?;
+    Ok(())
+}
+
+/// Relays the whole outbox, then polls the orchestrator until three polls in a row fetch
+/// nothing.
+fn orchestrate_until_idle(
+    pipeline: &Arc<Pipeline>,
+    b: &Backends,
+    clock: &Arc<dyn Clock>,
+) -> Result<(), Exit> {
+    while relay_once(b.store.as_ref(), b.bus.as_ref(), 512, &mut NoFaults)? > 0 {}
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        b.store.clone(),
+        b.warehouse.clone(),
+        b.bus.clone(),
+        clock.clone(),
+    );
+    let mut idle = 0;
+    while idle < 3 {
+        idle = if consumer.poll_once(&mut NoFaults)?.fetched == 0 {
+            idle + 1
+        } else {
+            0
+        };
+    }
+    Ok(())
 }
 
 /// The bus's and the store's raw rates on PostgreSQL + NATS.

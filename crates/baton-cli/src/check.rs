@@ -7,6 +7,7 @@ use crate::{
 use anyhow::anyhow;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::Pipeline;
+use baton_core::gate::Gate;
 use baton_core::health::Level;
 use baton_core::model::Partition;
 use baton_serve::checks;
@@ -97,57 +98,22 @@ fn progress(len: usize) -> ProgressBar {
     bar
 }
 
+/// `baton reconcile`: checks (and with `--fix` repairs) each date of each gate against the
+/// truth; exit 1 while findings remain.
 pub fn reconcile(cli: &Cli, args: &ReconcileArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     let now = SystemClock.now();
     let dates = args.range.dates(&pipeline, now, 7)?;
-    let gates: Vec<_> = match &args.gate {
-        Some(g) => vec![
-            pipeline
-                .gate(g)
-                .ok_or_else(|| Exit::usage(anyhow!("unknown gate `{g}`")))?,
-        ],
-        None => pipeline.gates.iter().collect(),
-    };
+    let gates = select_gates(&pipeline, args.gate.as_deref())?;
     let b = open_existing(cli, &pipeline)?;
-    let bar = progress(dates.len() * gates.len());
-    bar.set_message(if args.fix {
-        "reconcile --fix"
-    } else {
-        "reconcile"
-    });
-    let mut results = Vec::new();
-    for gate in &gates {
-        for &d in &dates {
-            results.push(checks::reconcile_date(
-                &pipeline,
-                b.store.as_ref(),
-                b.warehouse.as_ref(),
-                gate,
-                d,
-                now,
-                args.fix,
-            )?);
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
+    let results = reconcile_dates(&pipeline, &b, &gates, &dates, now, args.fix)?;
     let found: Vec<_> = results
         .iter()
         .filter(|r| !r.before.findings.is_empty())
         .collect();
     let remaining: usize = results.iter().map(|r| r.after.findings.len()).sum();
     if args.json {
-        let json: Vec<_> = found
-            .iter()
-            .map(|r| serde_json::json!({"gate": r.gate, "date": r.before.date.to_string(), "stored": r.before.stored, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"dates_checked": dates.len(), "mismatched_dates": json, "fix": args.fix})
-            )?
-        );
+        print_reconcile_json(&found, dates.len(), args.fix)?;
     } else if found.is_empty() {
         println!(
             "No issues found - all dates are consistent ({} dates, {} gates)",
@@ -155,42 +121,7 @@ pub fn reconcile(cli: &Cli, args: &ReconcileArgs) -> Outcome {
             gates.len()
         );
     } else {
-        let mut t = Table::new();
-        t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
-            "gate",
-            "date",
-            "stored",
-            "actual",
-            "findings",
-            if args.fix { "changes" } else { "fixable" },
-        ]);
-        for r in &found {
-            let findings: Vec<String> = r
-                .before
-                .findings
-                .iter()
-                .map(|f| format!("{} {}", f.code, f.detail))
-                .collect();
-            let last = if args.fix {
-                if r.changes.is_empty() {
-                    "-".to_owned()
-                } else {
-                    r.changes.join("\n")
-                }
-            } else {
-                let fixable = r.before.findings.iter().filter(|f| f.fixable).count();
-                format!("{fixable} of {} by --fix", r.before.findings.len())
-            };
-            t.add_row(vec![
-                r.gate.clone(),
-                r.before.date.to_string(),
-                format!("{}/{}", r.before.stored, r.before.expected),
-                format!("{}/{}", r.before.actual, r.before.expected),
-                findings.join("\n"),
-                last,
-            ]);
-        }
-        println!("{t}");
+        println!("{}", findings_table(&found, args.fix));
         if args.fix {
             let changed = results.iter().filter(|r| !r.changes.is_empty()).count();
             if remaining == 0 {
@@ -209,6 +140,109 @@ pub fn reconcile(cli: &Cli, args: &ReconcileArgs) -> Outcome {
         }
     }
     Ok(if remaining == 0 { 0 } else { EXIT_FAILED })
+}
+
+/// The gate `--gate` names, or every gate.
+fn select_gates<'p>(pipeline: &'p Pipeline, gate: Option<&str>) -> Result<Vec<&'p Gate>, Exit> {
+    Ok(match gate {
+        Some(g) => vec![
+            pipeline
+                .gate(g)
+                .ok_or_else(|| Exit::usage(anyhow!("unknown gate `{g}`")))?,
+        ],
+        None => pipeline.gates.iter().collect(),
+    })
+}
+
+/// Reconciles every date of every gate (each date in its own transaction with `fix`),
+/// under a progress bar for long ranges.
+fn reconcile_dates(
+    pipeline: &Pipeline,
+    b: &crate::Backends,
+    gates: &[&Gate],
+    dates: &[Partition],
+    now: Timestamp,
+    fix: bool,
+) -> Result<Vec<checks::Reconciled>, Exit> {
+    let bar = progress(dates.len() * gates.len());
+    bar.set_message(if fix { "reconcile --fix" } else { "reconcile" });
+    let mut results = Vec::new();
+    for gate in gates {
+        for &d in dates {
+            results.push(checks::reconcile_date(
+                pipeline,
+                b.store.as_ref(),
+                b.warehouse.as_ref(),
+                gate,
+                d,
+                now,
+                fix,
+            )?);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(results)
+}
+
+/// The dates with findings, as JSON.
+fn print_reconcile_json(
+    found: &[&checks::Reconciled],
+    dates_checked: usize,
+    fix: bool,
+) -> Result<(), Exit> {
+    let json: Vec<_> = found
+        .iter()
+        .map(|r| serde_json::json!({"gate": r.gate, "date": r.before.date.to_string(), "stored": r.before.stored, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}))
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &serde_json::json!({"dates_checked": dates_checked, "mismatched_dates": json, "fix": fix})
+        )?
+    );
+    Ok(())
+}
+
+/// The dates with findings: completions stored and actual, the findings, and what `--fix`
+/// changed (or how many findings it can fix).
+fn findings_table(found: &[&checks::Reconciled], fix: bool) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "gate",
+        "date",
+        "stored",
+        "actual",
+        "findings",
+        if fix { "changes" } else { "fixable" },
+    ]);
+    for r in found {
+        let findings: Vec<String> = r
+            .before
+            .findings
+            .iter()
+            .map(|f| format!("{} {}", f.code, f.detail))
+            .collect();
+        let last = if fix {
+            if r.changes.is_empty() {
+                "-".to_owned()
+            } else {
+                r.changes.join("\n")
+            }
+        } else {
+            let fixable = r.before.findings.iter().filter(|f| f.fixable).count();
+            format!("{fixable} of {} by --fix", r.before.findings.len())
+        };
+        t.add_row(vec![
+            r.gate.clone(),
+            r.before.date.to_string(),
+            format!("{}/{}", r.before.stored, r.before.expected),
+            format!("{}/{}", r.before.actual, r.before.expected),
+            findings.join("\n"),
+            last,
+        ]);
+    }
+    t
 }
 
 pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {

@@ -251,6 +251,68 @@ fn rows_on(rows: &[Row], column: &str, day: &str) -> Vec<Row> {
         .collect()
 }
 
+/// The dates a demo covers: the dates it runs, and the dates raw data is generated for.
+struct Span {
+    /// The dates the processors run for, oldest first.
+    dates: Vec<Partition>,
+    /// The last of them.
+    end: Partition,
+    /// The longest history a processor reads before a date.
+    history_days: i32,
+    /// The dates raw data lands for: the history before the first date through the last
+    /// (or through today, when the last is yesterday).
+    generated: Vec<Partition>,
+}
+
+impl Span {
+    fn new(pipeline: &baton_core::Pipeline, clock: &dyn Clock, args: &DemoArgs) -> Self {
+        let end = args.end.unwrap_or_else(|| {
+            let today =
+                jiff::civil::Date::from(clock.now().to_zoned(pipeline.timezone.clone()).datetime());
+            Partition::new(today).offset(-1)
+        });
+        let dates = end.offset(1 - args.dates as i32).through(end);
+        let history_days = pipeline
+            .processors
+            .iter()
+            .map(|p| p.history_days)
+            .max()
+            .unwrap_or(0) as i32;
+        // Raw data through today: the jobs due today (today's schedule, injuries, props) have
+        // landed by now, as they would have in a pipeline running up to this moment.
+        let today = Partition::new(clock.now().to_zoned(pipeline.timezone.clone()).date());
+        let last = if today.days_since(end) <= 1 {
+            end.max(today)
+        } else {
+            end
+        };
+        let generated = dates[0].offset(-history_days).through(last);
+        Self {
+            dates,
+            end,
+            history_days,
+            generated,
+        }
+    }
+}
+
+/// The demo's world: the pipeline over a fresh backend, its ports and a runner, all on the
+/// demo's clock (which the faults jump).
+struct Demo {
+    pipeline: Arc<baton_core::Pipeline>,
+    clock: Arc<OffsetClock>,
+    /// Held for the whole demo, like the ports cloned from it.
+    _backend: crate::Backends,
+    store: Arc<dyn StateStore>,
+    warehouse: Arc<dyn Warehouse>,
+    bus: Arc<dyn Bus>,
+    runner: Arc<Runner>,
+    /// PostgreSQL and NATS rather than a SQLite file.
+    distributed: bool,
+}
+
+/// `baton demo`: opens a fresh backend, lands the raw data, runs every date under the
+/// injected faults and reports the verdicts.
 pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     for (job, _) in &args.late {
@@ -259,85 +321,19 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
         }
     }
     let clock = Arc::new(OffsetClock::default());
-    let end = args.end.unwrap_or_else(|| {
-        let today =
-            jiff::civil::Date::from(clock.now().to_zoned(pipeline.timezone.clone()).datetime());
-        Partition::new(today).offset(-1)
-    });
-    let dates = end.offset(1 - args.dates as i32).through(end);
-    let history_days = pipeline
-        .processors
-        .iter()
-        .map(|p| p.history_days)
-        .max()
-        .unwrap_or(0) as i32;
-    // Raw data through today: the jobs due today (today's schedule, injuries, props) have
-    // landed by now, as they would have in a pipeline running up to this moment.
-    let today = Partition::new(clock.now().to_zoned(pipeline.timezone.clone()).date());
-    let last = if today.days_since(end) <= 1 {
-        end.max(today)
-    } else {
-        end
-    };
-    let generated = dates[0].offset(-history_days).through(last);
-
-    let distributed = crate::backend_kind(cli, &pipeline) == crate::BackendKind::Postgres;
-    if !distributed {
-        for suffix in ["", "-wal", "-shm"] {
-            let path = format!("{}{suffix}", cli.db.display());
-            if std::path::Path::new(&path).exists() {
-                std::fs::remove_file(&path)
-                    .map_err(|e| Exit::usage(anyhow!("cannot replace {path}: {e}")))?;
-            }
-        }
-    }
-    let backend = open_backend(cli, &pipeline, clock.clone(), true)?;
-    // JetStream redelivers on real time: a short ack wait keeps a demo with dropped
-    // deliveries quick.
-    let pipeline = if distributed {
-        let mut p = (*pipeline).clone();
-        p.ack_wait = SignedDuration::from_secs(2);
-        Arc::new(p)
-    } else {
-        pipeline
-    };
-    reset_distributed(&pipeline, &backend, "demo")?;
-    let store: Arc<dyn StateStore> = backend.store.clone();
-    let warehouse: Arc<dyn Warehouse> = backend.warehouse.clone();
-    let bus: Arc<dyn Bus> = backend.bus.clone();
-    // Run ids from the demo's seed: a replay of a seed names the same runs.
-    let ids = Arc::new(baton_core::ids::SeededIds::new(args.seed ^ 0x1D5));
-    let runner = Arc::new(
-        Runner::new(
-            pipeline.clone(),
-            store.clone(),
-            warehouse.clone(),
-            clock.clone(),
-        )
-        .with_ids(ids),
-    );
-    runner.ensure_tables()?;
-
-    let faults = Faults {
-        spec: args.faults.clone(),
-        rng: Mutex::new(SplitMix64::new(args.seed ^ 0xFA17)),
-        dropped_once: Mutex::new(BTreeSet::new()),
-        paused: Mutex::new(BTreeSet::new()),
-        clock: clock.clone(),
-        counts: Mutex::new(BTreeMap::new()),
-        crashes_left: AtomicUsize::new(3),
-    };
-
+    let span = Span::new(&pipeline, clock.as_ref(), args);
+    let demo = Demo::open(cli, pipeline, clock, args.seed)?;
+    let faults = Faults::new(args, demo.clock.clone());
     eprintln!(
         "baton demo: {} dates {}..{} (plus {} days of history), seed {}, database {}",
-        dates.len(),
-        dates[0],
-        end,
-        history_days,
+        span.dates.len(),
+        span.dates[0],
+        span.end,
+        span.history_days,
         args.seed,
         cli.db.display()
     );
-    let progress = ProgressBar::new((generated.len() + dates.len()) as u64);
+    let progress = ProgressBar::new((span.generated.len() + span.dates.len()) as u64);
     progress.set_style(
         ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -346,147 +342,272 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     // Phase 2: the upstream jobs land raw data, on time or late.
     progress.set_message("phase 2");
     land_reference(
-        &pipeline,
-        &runner,
-        warehouse.as_ref(),
-        &generated,
-        end,
+        &demo.pipeline,
+        &demo.runner,
+        demo.warehouse.as_ref(),
+        &span.generated,
+        span.end,
         args.seed,
         &args.late,
-        clock.now(),
+        demo.clock.now(),
         &|| progress.inc(1),
     )?;
+    let totals = demo.run_dates(&span.dates, &faults, &progress)?;
+    progress.finish_and_clear();
+    demo.report(cli, args, &span.dates, &faults, &totals)
+}
 
-    // Phase 3 with two competing instances per processor, then the orchestrator, relay and
-    // Phase 4 until quiet, one date at a time.
-    let consumer = Consumer::new(
-        pipeline.clone(),
-        store.clone(),
-        warehouse.clone(),
-        bus.clone(),
-        clock.clone(),
-    );
-    let triggers =
-        TriggerConsumer::new(pipeline.clone(), bus.clone(), runner.clone(), "demo-phase4");
-    let services = Services {
-        pipeline: &pipeline,
-        store: store.as_ref(),
-        bus: bus.as_ref(),
-        consumer: &consumer,
-        triggers: Some(&triggers),
-    };
-    let phase = pipeline
-        .gates
-        .first()
-        .map(|g| g.next_phase - 1)
-        .unwrap_or(3);
-    let mut totals: BTreeMap<String, usize> = BTreeMap::new();
-    for &date in &dates {
-        progress.set_message(date.to_string());
-        for processor in pipeline.phase(phase) {
-            std::thread::scope(|s| -> Result<(), Exit> {
-                let handles: Vec<_> = ["demo-a", "demo-b"]
-                    .into_iter()
-                    .map(|holder| {
-                        let runner = runner.clone();
-                        let faults = &faults;
-                        s.spawn(move || {
-                            runner.run(
-                                processor.name.as_str(),
-                                date,
-                                &RunOptions::new(holder),
-                                faults,
-                            )
-                        })
-                    })
-                    .collect();
-                for h in handles {
-                    h.join()
-                        .map_err(|_| Exit::from(anyhow!("a processor thread panicked")))??;
-                }
-                Ok(())
-            })?;
+impl Faults {
+    /// The faults `args` ask for, drawn from the demo's seed; at most three consumer
+    /// crashes.
+    fn new(args: &DemoArgs, clock: Arc<OffsetClock>) -> Self {
+        Self {
+            spec: args.faults.clone(),
+            rng: Mutex::new(SplitMix64::new(args.seed ^ 0xFA17)),
+            dropped_once: Mutex::new(BTreeSet::new()),
+            paused: Mutex::new(BTreeSet::new()),
+            clock,
+            counts: Mutex::new(BTreeMap::new()),
+            crashes_left: AtomicUsize::new(3),
         }
-        let ack_wait = pipeline.ack_wait;
+    }
+}
+
+impl Demo {
+    /// Opens a fresh backend (replacing a SQLite file, resetting PostgreSQL and NATS) and
+    /// creates the pipeline's tables.
+    fn open(
+        cli: &Cli,
+        pipeline: Arc<baton_core::Pipeline>,
+        clock: Arc<OffsetClock>,
+        seed: u64,
+    ) -> Result<Self, Exit> {
+        let distributed = crate::backend_kind(cli, &pipeline) == crate::BackendKind::Postgres;
+        if !distributed {
+            remove_database_files(cli)?;
+        }
+        let backend = open_backend(cli, &pipeline, clock.clone(), true)?;
+        // JetStream redelivers on real time: a short ack wait keeps a demo with dropped
+        // deliveries quick.
+        let pipeline = if distributed {
+            let mut p = (*pipeline).clone();
+            p.ack_wait = SignedDuration::from_secs(2);
+            Arc::new(p)
+        } else {
+            pipeline
+        };
+        reset_distributed(&pipeline, &backend, "demo")?;
+        let store: Arc<dyn StateStore> = backend.store.clone();
+        let warehouse: Arc<dyn Warehouse> = backend.warehouse.clone();
+        let bus: Arc<dyn Bus> = backend.bus.clone();
+        // Run ids from the demo's seed: a replay of a seed names the same runs.
+        let ids = Arc::new(baton_core::ids::SeededIds::new(seed ^ 0x1D5));
+        let runner = Arc::new(
+            Runner::new(
+                pipeline.clone(),
+                store.clone(),
+                warehouse.clone(),
+                clock.clone(),
+            )
+            .with_ids(ids),
+        );
+        runner.ensure_tables()?;
+        Ok(Self {
+            pipeline,
+            clock,
+            _backend: backend,
+            store,
+            warehouse,
+            bus,
+            runner,
+            distributed,
+        })
+    }
+
+    /// Phase 3 with two competing instances per processor, then the orchestrator, relay and
+    /// phase 4 until quiet, one date at a time; the orchestrator's outcomes, totalled.
+    fn run_dates(
+        &self,
+        dates: &[Partition],
+        faults: &Faults,
+        progress: &ProgressBar,
+    ) -> Result<BTreeMap<String, usize>, Exit> {
+        let pipeline = &self.pipeline;
+        let consumer = Consumer::new(
+            pipeline.clone(),
+            self.store.clone(),
+            self.warehouse.clone(),
+            self.bus.clone(),
+            self.clock.clone(),
+        );
+        let triggers = TriggerConsumer::new(
+            pipeline.clone(),
+            self.bus.clone(),
+            self.runner.clone(),
+            "demo-phase4",
+        );
+        let services = Services {
+            pipeline,
+            store: self.store.as_ref(),
+            bus: self.bus.as_ref(),
+            consumer: &consumer,
+            triggers: Some(&triggers),
+        };
+        let phase = pipeline
+            .gates
+            .first()
+            .map(|g| g.next_phase - 1)
+            .unwrap_or(3);
+        let mut totals: BTreeMap<String, usize> = BTreeMap::new();
+        for &date in dates {
+            progress.set_message(date.to_string());
+            for processor in pipeline.phase(phase) {
+                self.run_competing(processor.name.as_str(), date, faults)?;
+            }
+            for (k, v) in self.drain_date(&services, faults)? {
+                *totals.entry(k).or_default() += v;
+            }
+            progress.inc(1);
+        }
+        Ok(totals)
+    }
+
+    /// Runs `processor` for `date` on two instances at once, competing for the lease.
+    fn run_competing(&self, processor: &str, date: Partition, faults: &Faults) -> Result<(), Exit> {
+        std::thread::scope(|s| -> Result<(), Exit> {
+            let handles: Vec<_> = ["demo-a", "demo-b"]
+                .into_iter()
+                .map(|holder| {
+                    let runner = self.runner.clone();
+                    s.spawn(move || runner.run(processor, date, &RunOptions::new(holder), faults))
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| Exit::from(anyhow!("a processor thread panicked")))??;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs the orchestrator, relay and phase 4 until quiet; the orchestrator's outcomes.
+    fn drain_date(
+        &self,
+        services: &Services<'_>,
+        faults: &Faults,
+    ) -> Result<BTreeMap<String, usize>, Exit> {
+        let ack_wait = self.pipeline.ack_wait;
         // The embedded bus follows the demo's clock; JetStream redelivers on its own (real)
         // clock, so with it the demo waits instead of jumping.
         let mut wait = || {
-            if distributed {
+            if self.distributed {
                 baton_core::SystemClock.sleep(SignedDuration::from_millis(200));
             } else {
-                clock.jump(ack_wait + SignedDuration::from_secs(1));
+                self.clock.jump(ack_wait + SignedDuration::from_secs(1));
             }
         };
         let report = drain(
-            &services,
-            &mut &faults,
-            &mut &faults,
-            &faults,
+            services,
+            &mut &*faults,
+            &mut &*faults,
+            faults,
             &mut wait,
             200,
         )?;
-        for (k, v) in report.outcomes {
-            *totals.entry(k).or_default() += v;
-        }
-        progress.inc(1);
+        Ok(report.outcomes)
     }
-    progress.finish_and_clear();
 
-    let rows = verdicts(
-        &pipeline,
-        store.as_ref(),
-        warehouse.as_ref(),
-        &dates,
-        clock.now(),
-    )?;
-    let exact = rows.iter().filter(|(_, v)| v.is_exact()).count();
-    let counts = faults
-        .counts
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    if args.json {
-        let json = serde_json::json!({
-            "dates": rows.iter().map(|(g, v)| serde_json::json!({"gate": g, "verdict": v, "exact": v.is_exact()})).collect::<Vec<_>>(),
-            "faults_injected": counts,
-            "orchestrator_outcomes": totals,
-            "exact": exact == rows.len(),
-        });
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    } else {
-        println!("{}", verdict_table(&rows));
-        let faults_text: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        println!(
-            "faults injected: {}",
-            if faults_text.is_empty() {
-                "none".to_owned()
-            } else {
-                faults_text.join(", ")
-            }
-        );
-        let outcomes: Vec<String> = totals.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        println!("orchestrator: {}", outcomes.join(", "));
-        if exact == rows.len() {
-            println!(
-                "All {} dates exact: every processor recorded once, one trigger per date, zero duplicate rows.",
-                rows.len()
-            );
+    /// Prints the per-date verdicts, the faults injected and the orchestrator's outcomes
+    /// (as a table or JSON); fails unless every date is exact.
+    fn report(
+        &self,
+        cli: &Cli,
+        args: &DemoArgs,
+        dates: &[Partition],
+        faults: &Faults,
+        totals: &BTreeMap<String, usize>,
+    ) -> Outcome {
+        let rows = verdicts(
+            &self.pipeline,
+            self.store.as_ref(),
+            self.warehouse.as_ref(),
+            dates,
+            self.clock.now(),
+        )?;
+        let exact = rows.iter().filter(|(_, v)| v.is_exact()).count();
+        let counts = faults
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if args.json {
+            let json = serde_json::json!({
+                "dates": rows.iter().map(|(g, v)| serde_json::json!({"gate": g, "verdict": v, "exact": v.is_exact()})).collect::<Vec<_>>(),
+                "faults_injected": counts,
+                "orchestrator_outcomes": totals,
+                "exact": exact == rows.len(),
+            });
+            println!("{}", serde_json::to_string_pretty(&json)?);
         } else {
-            println!(
-                "{} of {} dates NOT exact (see the table).",
-                rows.len() - exact,
-                rows.len()
-            );
+            print_text_report(cli, &rows, &counts, totals, self.distributed);
         }
-        if distributed {
-            println!(
-                "Inspect with: baton --backend postgres status (with the same --database-url and --nats-url)"
-            );
-        } else {
-            println!("Inspect with: baton status --db {}", cli.db.display());
+        Ok(if exact == rows.len() { 0 } else { EXIT_FAILED })
+    }
+}
+
+/// Removes the SQLite database and its journal files, so the demo starts fresh.
+fn remove_database_files(cli: &Cli) -> Result<(), Exit> {
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", cli.db.display());
+        if std::path::Path::new(&path).exists() {
+            std::fs::remove_file(&path)
+                .map_err(|e| Exit::usage(anyhow!("cannot replace {path}: {e}")))?;
         }
     }
-    Ok(if exact == rows.len() { 0 } else { EXIT_FAILED })
+    Ok(())
+}
+
+/// The demo's report as text: the verdict table, the faults, the orchestrator's outcomes,
+/// whether every date is exact, and how to inspect the result.
+fn print_text_report(
+    cli: &Cli,
+    rows: &[(String, baton_core::audit::DateVerdict)],
+    counts: &BTreeMap<&'static str, usize>,
+    totals: &BTreeMap<String, usize>,
+    distributed: bool,
+) {
+    let exact = rows.iter().filter(|(_, v)| v.is_exact()).count();
+    println!("{}", verdict_table(rows));
+    let faults_text: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "faults injected: {}",
+        if faults_text.is_empty() {
+            "none".to_owned()
+        } else {
+            faults_text.join(", ")
+        }
+    );
+    let outcomes: Vec<String> = totals.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("orchestrator: {}", outcomes.join(", "));
+    if exact == rows.len() {
+        println!(
+            "All {} dates exact: every processor recorded once, one trigger per date, zero duplicate rows.",
+            rows.len()
+        );
+    } else {
+        println!(
+            "{} of {} dates NOT exact (see the table).",
+            rows.len() - exact,
+            rows.len()
+        );
+    }
+    if distributed {
+        println!(
+            "Inspect with: baton --backend postgres status (with the same --database-url and --nats-url)"
+        );
+    } else {
+        println!("Inspect with: baton status --db {}", cli.db.display());
+    }
 }
 
 /// Resets a shared backend (baton's tables in PostgreSQL, its streams in NATS: the demo and

@@ -9,7 +9,7 @@ use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::REFERENCE_TOML;
 use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
-use baton_runner::{LeaseWait, NoHooks, RunOptions, RunOutcome, Runner};
+use baton_runner::{LeaseWait, NoHooks, RunOptions, RunOutcome, RunReport, Runner};
 use baton_serve::service::{Identity, Ports, ServeOptions, Service, write_heartbeat};
 use clap::{Args, Subcommand};
 use jiff::{SignedDuration, Timestamp};
@@ -225,6 +225,8 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     Ok(0)
 }
 
+/// `baton run`: runs one processor for one date as a worker; exit 0 when it wrote its data
+/// or was coalesced into the holder's follow-up, 1 otherwise.
 pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     if pipeline.processor(&args.processor).is_none() {
@@ -248,6 +250,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
         clock,
     );
     runner.ensure_tables()?;
+    // Workers heartbeat too, so `baton drift` sees their version.
     write_heartbeat(
         backend.store.as_ref(),
         &Identity::of_this_process("worker", VERSION, COMMIT),
@@ -255,6 +258,23 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
         &[],
         None,
     )?;
+    let options = run_options(args, &pipeline);
+    let report = runner.run(&args.processor, args.date, &options, &NoHooks)?;
+    if args.json {
+        print_run_json(&report);
+    } else {
+        print_run_text(&report);
+    }
+    Ok(match report.outcome {
+        RunOutcome::Ran if report.succeeded() => 0,
+        RunOutcome::Coalesced { .. } => 0,
+        _ => EXIT_FAILED,
+    })
+}
+
+/// The run's options: the holder (default `cli-<pid>`) and how long to wait for a held
+/// lease (`--wait-secs`, else the config's; zero coalesces at once).
+fn run_options(args: &RunArgs, pipeline: &baton_core::config::Pipeline) -> RunOptions {
     let mut options = RunOptions::new(
         args.holder
             .clone()
@@ -269,62 +289,63 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
     } else {
         LeaseWait::UpTo(wait)
     };
-    let report = runner.run(&args.processor, args.date, &options, &NoHooks)?;
-    if args.json {
-        let attempts: Vec<_> = report
-            .attempts
-            .iter()
-            .map(|a| serde_json::json!({"run_id": a.run_id, "token": a.token, "status": a.status, "rows_written": a.rows_written, "duplicates_dropped": a.duplicates_dropped, "error": a.error}))
-            .collect();
-        let outcome = match &report.outcome {
-            RunOutcome::Ran => serde_json::json!({"outcome": "ran"}),
-            RunOutcome::Coalesced { holder, until } => {
-                serde_json::json!({"outcome": "coalesced", "held_by": holder, "until": until.to_string()})
-            }
-            RunOutcome::Deferred { missing } => {
-                serde_json::json!({"outcome": "deferred", "missing": missing})
-            }
-        };
-        println!(
-            "{}",
-            serde_json::json!({"processor": report.processor, "date": report.partition.to_string(), "result": outcome, "attempts": attempts})
-        );
-    } else {
-        match &report.outcome {
-            RunOutcome::Ran => {}
-            RunOutcome::Coalesced { holder, until } => println!(
-                "{} {}: lease held by {holder} until {until}; this request was coalesced into its follow-up run",
-                report.processor, report.partition
-            ),
-            RunOutcome::Deferred { missing } => println!(
-                "{} {}: deferred: {}",
-                report.processor,
-                report.partition,
-                missing.join("; ")
-            ),
+    options
+}
+
+/// The run's report as one JSON line: how it ended and its attempts.
+fn print_run_json(report: &RunReport) {
+    let attempts: Vec<_> = report
+        .attempts
+        .iter()
+        .map(|a| serde_json::json!({"run_id": a.run_id, "token": a.token, "status": a.status, "rows_written": a.rows_written, "duplicates_dropped": a.duplicates_dropped, "error": a.error}))
+        .collect();
+    let outcome = match &report.outcome {
+        RunOutcome::Ran => serde_json::json!({"outcome": "ran"}),
+        RunOutcome::Coalesced { holder, until } => {
+            serde_json::json!({"outcome": "coalesced", "held_by": holder, "until": until.to_string()})
         }
-        for a in &report.attempts {
-            println!(
-                "{} {} run {} token {}: {} ({} rows, {} duplicates dropped){}",
-                report.processor,
-                report.partition,
-                a.run_id,
-                a.token,
-                a.status,
-                a.rows_written,
-                a.duplicates_dropped,
-                a.error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            );
+        RunOutcome::Deferred { missing } => {
+            serde_json::json!({"outcome": "deferred", "missing": missing})
         }
+    };
+    println!(
+        "{}",
+        serde_json::json!({"processor": report.processor, "date": report.partition.to_string(), "result": outcome, "attempts": attempts})
+    );
+}
+
+/// The run's report as text: why it did not run (coalesced, deferred), then one line per
+/// attempt with its fence token and outcome.
+fn print_run_text(report: &RunReport) {
+    match &report.outcome {
+        RunOutcome::Ran => {}
+        RunOutcome::Coalesced { holder, until } => println!(
+            "{} {}: lease held by {holder} until {until}; this request was coalesced into its follow-up run",
+            report.processor, report.partition
+        ),
+        RunOutcome::Deferred { missing } => println!(
+            "{} {}: deferred: {}",
+            report.processor,
+            report.partition,
+            missing.join("; ")
+        ),
     }
-    Ok(match report.outcome {
-        RunOutcome::Ran if report.succeeded() => 0,
-        RunOutcome::Coalesced { .. } => 0,
-        _ => EXIT_FAILED,
-    })
+    for a in &report.attempts {
+        println!(
+            "{} {} run {} token {}: {} ({} rows, {} duplicates dropped){}",
+            report.processor,
+            report.partition,
+            a.run_id,
+            a.token,
+            a.status,
+            a.rows_written,
+            a.duplicates_dropped,
+            a.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {

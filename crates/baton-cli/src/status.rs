@@ -3,9 +3,12 @@
 use crate::{Cli, Outcome, load_pipeline, open_existing, parse_date};
 use baton_core::audit::DateVerdict;
 use baton_core::clock::{Clock, SystemClock};
+use baton_core::completion::Document;
 use baton_core::config::Pipeline;
+use baton_core::gate::Gate;
+use baton_core::lease::Lease;
 use baton_core::model::Partition;
-use baton_ports::StateStore;
+use baton_ports::{RunRecord, StateStore};
 pub use baton_serve::status::verdicts;
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -110,6 +113,8 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
     Ok(0)
 }
 
+/// One date in detail: each gate's completion document with its entries, then the date's
+/// runs and leases (as tables, or all as JSON).
 fn detail(
     pipeline: &Pipeline,
     backend: &dyn StateStore,
@@ -139,57 +144,75 @@ fn detail(
         return Ok(0);
     }
     for (gate, doc) in &docs {
-        println!("gate {} on {date}:", gate.id);
-        let Some(doc) = doc else {
-            println!("  no completion document");
-            continue;
-        };
-        println!(
-            "  completed_count {} | triggered {} | generation {} | reason {} | version {}",
-            doc.completed_count,
-            if doc.triggered {
-                doc.triggered_at.map(|t| t.to_string()).unwrap_or_default()
-            } else {
-                "no".into()
-            },
-            doc.generation,
-            doc.trigger_reason.clone().unwrap_or_else(|| "-".into()),
-            doc.version
-        );
-        let (_, policy) = gate.policy_for(date, now);
-        let mut t = Table::new();
-        t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
-            "processor",
-            "status",
-            "run",
-            "records",
-            "first completed",
-            "messages seen",
-        ]);
-        for p in &policy.expected {
-            match doc.entries.get(p) {
-                Some(e) => t.add_row(vec![
-                    p.to_string(),
-                    e.status.to_string(),
-                    e.run_id.to_string(),
-                    e.record_count.to_string(),
-                    e.first_completed_at
-                        .map(|x| x.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    e.messages_seen.to_string(),
-                ]),
-                None => t.add_row(vec![
-                    p.to_string(),
-                    "missing".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "0".into(),
-                ]),
-            };
-        }
-        println!("{t}");
+        print_document(gate, doc.as_ref(), date, now);
     }
+    println!("runs:\n{}", runs_table(&runs));
+    println!("leases:\n{}", leases_table(&leases, now));
+    Ok(0)
+}
+
+/// A gate's completion document for a date: its summary line and its entries.
+fn print_document(gate: &Gate, doc: Option<&Document>, date: Partition, now: Timestamp) {
+    println!("gate {} on {date}:", gate.id);
+    let Some(doc) = doc else {
+        println!("  no completion document");
+        return;
+    };
+    println!(
+        "  completed_count {} | triggered {} | generation {} | reason {} | version {}",
+        doc.completed_count,
+        if doc.triggered {
+            doc.triggered_at.map(|t| t.to_string()).unwrap_or_default()
+        } else {
+            "no".into()
+        },
+        doc.generation,
+        doc.trigger_reason.clone().unwrap_or_else(|| "-".into()),
+        doc.version
+    );
+    println!("{}", entries_table(gate, doc, date, now));
+}
+
+/// One row per processor the gate's policy expects on the date, `missing` where the
+/// document has no entry for it.
+fn entries_table(gate: &Gate, doc: &Document, date: Partition, now: Timestamp) -> Table {
+    let (_, policy) = gate.policy_for(date, now);
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "processor",
+        "status",
+        "run",
+        "records",
+        "first completed",
+        "messages seen",
+    ]);
+    for p in &policy.expected {
+        match doc.entries.get(p) {
+            Some(e) => t.add_row(vec![
+                p.to_string(),
+                e.status.to_string(),
+                e.run_id.to_string(),
+                e.record_count.to_string(),
+                e.first_completed_at
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.messages_seen.to_string(),
+            ]),
+            None => t.add_row(vec![
+                p.to_string(),
+                "missing".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "0".into(),
+            ]),
+        };
+    }
+    t
+}
+
+/// The date's runs: who ran under which fence token, and how it ended.
+fn runs_table(runs: &[RunRecord]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
         "run",
@@ -201,7 +224,7 @@ fn detail(
         "dups dropped",
         "error",
     ]);
-    for r in &runs {
+    for r in runs {
         t.add_row(vec![
             r.run_id.to_string(),
             r.processor.to_string(),
@@ -213,7 +236,11 @@ fn detail(
             r.error.clone().unwrap_or_default(),
         ]);
     }
-    println!("runs:\n{t}");
+    t
+}
+
+/// The date's leases: holder, fence token, expiry, and whether released, live or expired.
+fn leases_table(leases: &[Lease], now: Timestamp) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
         "processor",
@@ -222,7 +249,7 @@ fn detail(
         "expires",
         "state",
     ]);
-    for l in &leases {
+    for l in leases {
         let state = if l.released {
             "released"
         } else if l.is_live(now) {
@@ -238,6 +265,5 @@ fn detail(
             state.to_owned(),
         ]);
     }
-    println!("leases:\n{t}");
-    Ok(0)
+    t
 }

@@ -4,6 +4,7 @@
 
 use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing};
 use anyhow::anyhow;
+use baton_core::alert::Incident;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::Pipeline;
 use baton_core::heartbeat;
@@ -149,116 +150,131 @@ enum AlertsCommand {
     },
 }
 
+/// `baton alerts list|test`.
 pub fn alerts(cli: &Cli, args: &AlertsArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     match &args.what {
-        AlertsCommand::Test { notifier } => {
-            let notifiers = baton_serve::alerting::notifiers(&pipeline).map_err(Exit::usage)?;
-            let chosen: Vec<_> = notifiers
-                .iter()
-                .filter(|n| notifier.as_deref().is_none_or(|w| n.name() == w))
-                .collect();
-            if chosen.is_empty() {
-                return Err(Exit::usage(anyhow!(
-                    "no notifier {}(configure [[notifiers]] in the config)",
-                    notifier
-                        .as_deref()
-                        .map_or(String::new(), |n| format!("named `{n}` "))
-                )));
+        AlertsCommand::Test { notifier } => test_notifiers(&pipeline, notifier.as_deref()),
+        AlertsCommand::List { json } => list_alerts(cli, &pipeline, *json),
+    }
+}
+
+/// Sends a test notice through every notifier (or the one named); exit 1 when any
+/// delivery failed.
+fn test_notifiers(pipeline: &Pipeline, notifier: Option<&str>) -> Outcome {
+    let notifiers = baton_serve::alerting::notifiers(pipeline).map_err(Exit::usage)?;
+    let chosen: Vec<_> = notifiers
+        .iter()
+        .filter(|n| notifier.is_none_or(|w| n.name() == w))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Exit::usage(anyhow!(
+            "no notifier {}(configure [[notifiers]] in the config)",
+            notifier.map_or(String::new(), |n| format!("named `{n}` "))
+        )));
+    }
+    let mut failed = 0;
+    for n in chosen {
+        match baton_serve::alerting::test_notifier(n.as_ref(), SystemClock.now()) {
+            Ok(()) => println!("{}: delivered", n.name()),
+            Err(e) => {
+                failed += 1;
+                println!("{}: FAILED: {e}", n.name());
             }
-            let mut failed = 0;
-            for n in chosen {
-                match baton_serve::alerting::test_notifier(n.as_ref(), SystemClock.now()) {
-                    Ok(()) => println!("{}: delivered", n.name()),
-                    Err(e) => {
-                        failed += 1;
-                        println!("{}: FAILED: {e}", n.name());
-                    }
-                }
-            }
-            Ok(if failed == 0 { 0 } else { EXIT_FAILED })
-        }
-        AlertsCommand::List { json } => {
-            let b = open_existing(cli, &pipeline)?;
-            let now = SystemClock.now();
-            let incidents = baton_serve::alerting::incidents(b.store.as_ref())?;
-            let mut rows = Vec::new();
-            for p in &pipeline.alerts {
-                let (value, summary) = baton_serve::alerting::measure(
-                    p,
-                    &pipeline,
-                    b.store.as_ref(),
-                    b.warehouse.as_ref(),
-                    b.bus.as_ref(),
-                    now,
-                )?;
-                let incident = incidents.iter().find(|i| i.policy == p.name);
-                rows.push(serde_json::json!({
-                    "policy": p.name, "watch": p.watch.as_str(), "threshold": p.threshold,
-                    "window_mins": p.window.as_secs() / 60, "quiet_mins": p.quiet.as_secs() / 60,
-                    "notify": p.notify, "value": value, "now": summary,
-                    "state": incident.map_or("never fired", |i| if i.is_open() { "OPEN" } else { "closed" }),
-                    "incident": incident,
-                }));
-            }
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                let mut t = Table::new();
-                t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
-                    "policy",
-                    "watch",
-                    "threshold",
-                    "now",
-                    "state",
-                    "notices",
-                ]);
-                for (p, r) in pipeline.alerts.iter().zip(&rows) {
-                    let notices = incidents
-                        .iter()
-                        .find(|i| i.policy == p.name)
-                        .map(|i| {
-                            i.notices
-                                .iter()
-                                .map(|n| {
-                                    format!(
-                                        "{} -> {}: {}",
-                                        n.kind,
-                                        n.notifier,
-                                        if n.delivered {
-                                            "delivered".to_owned()
-                                        } else {
-                                            format!(
-                                                "{} attempts, {}",
-                                                n.attempts,
-                                                n.last_error.as_deref().unwrap_or("pending")
-                                            )
-                                        }
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join("\n")
-                        })
-                        .unwrap_or_default();
-                    t.add_row(vec![
-                        p.name.clone(),
-                        p.watch.as_str().to_owned(),
-                        p.threshold.to_string(),
-                        format!(
-                            "{:.3}: {}",
-                            r["value"].as_f64().unwrap_or(0.0),
-                            r["now"].as_str().unwrap_or("")
-                        ),
-                        r["state"].as_str().unwrap_or("").to_owned(),
-                        notices,
-                    ]);
-                }
-                println!("{t}");
-                if pipeline.alerts.is_empty() {
-                    println!("No alert policies configured ([[alerts]] in the config).");
-                }
-            }
-            Ok(0)
         }
     }
+    Ok(if failed == 0 { 0 } else { EXIT_FAILED })
+}
+
+/// The policies, each with its figure now and its latest incident (as a table or JSON).
+fn list_alerts(cli: &Cli, pipeline: &Pipeline, json: bool) -> Outcome {
+    let b = open_existing(cli, pipeline)?;
+    let now = SystemClock.now();
+    let incidents = baton_serve::alerting::incidents(b.store.as_ref())?;
+    let mut rows = Vec::new();
+    for p in &pipeline.alerts {
+        let (value, summary) = baton_serve::alerting::measure(
+            p,
+            pipeline,
+            b.store.as_ref(),
+            b.warehouse.as_ref(),
+            b.bus.as_ref(),
+            now,
+        )?;
+        let incident = incidents.iter().find(|i| i.policy == p.name);
+        rows.push(serde_json::json!({
+            "policy": p.name, "watch": p.watch.as_str(), "threshold": p.threshold,
+            "window_mins": p.window.as_secs() / 60, "quiet_mins": p.quiet.as_secs() / 60,
+            "notify": p.notify, "value": value, "now": summary,
+            "state": incident.map_or("never fired", |i| if i.is_open() { "OPEN" } else { "closed" }),
+            "incident": incident,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", alerts_table(pipeline, &rows, &incidents));
+        if pipeline.alerts.is_empty() {
+            println!("No alert policies configured ([[alerts]] in the config).");
+        }
+    }
+    Ok(0)
+}
+
+/// One row per policy: its threshold, its figure now, its state and its incident's notices.
+fn alerts_table(pipeline: &Pipeline, rows: &[serde_json::Value], incidents: &[Incident]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "policy",
+        "watch",
+        "threshold",
+        "now",
+        "state",
+        "notices",
+    ]);
+    for (p, r) in pipeline.alerts.iter().zip(rows) {
+        let notices = incidents
+            .iter()
+            .find(|i| i.policy == p.name)
+            .map(notices_text)
+            .unwrap_or_default();
+        t.add_row(vec![
+            p.name.clone(),
+            p.watch.as_str().to_owned(),
+            p.threshold.to_string(),
+            format!(
+                "{:.3}: {}",
+                r["value"].as_f64().unwrap_or(0.0),
+                r["now"].as_str().unwrap_or("")
+            ),
+            r["state"].as_str().unwrap_or("").to_owned(),
+            notices,
+        ]);
+    }
+    t
+}
+
+/// An incident's notices, one a line: kind, notifier and delivery state.
+fn notices_text(incident: &Incident) -> String {
+    incident
+        .notices
+        .iter()
+        .map(|n| {
+            format!(
+                "{} -> {}: {}",
+                n.kind,
+                n.notifier,
+                if n.delivered {
+                    "delivered".to_owned()
+                } else {
+                    format!(
+                        "{} attempts, {}",
+                        n.attempts,
+                        n.last_error.as_deref().unwrap_or("pending")
+                    )
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -62,7 +62,17 @@ impl Metrics {
     /// Registers every metric; runs that finished before `since` are not counted.
     pub fn new(pipeline: &baton_core::config::Pipeline, since: Timestamp) -> Self {
         let mut registry = Registry::with_prefix("baton");
-        let m = Self {
+        let m = Self::unregistered(since);
+        // Registration order is the order of the exposition: counters, then gauges.
+        m.register_counters(&mut registry);
+        m.register_gauges(&mut registry);
+        m.expose_zero_series(pipeline);
+        Self { registry, ..m }
+    }
+
+    /// Every metric at zero, in an empty registry (`new` registers them in its own).
+    fn unregistered(since: Timestamp) -> Self {
+        Self {
             consumed: Family::default(),
             triggers: Counter::default(),
             relayed: Counter::default(),
@@ -86,104 +96,126 @@ impl Metrics {
             dead_letters: Gauge::default(),
             seen: Mutex::new((since, HashSet::new())),
             registry: Registry::default(),
-        };
+        }
+    }
+
+    /// The counters: what the `serve` loop did, and the runs workers recorded.
+    fn register_counters(&self, registry: &mut Registry) {
         registry.register(
             "messages_consumed",
             "Completion messages consumed, by outcome: applied (the first of a run), duplicate, conflicting_duplicate, stale, dead_lettered",
-            m.consumed.clone(),
+            self.consumed.clone(),
         );
         registry.register(
             "triggers",
             "Next-phase triggers decided",
-            m.triggers.clone(),
+            self.triggers.clone(),
         );
-        registry.register("outbox_relayed", "Outbox rows published", m.relayed.clone());
+        registry.register(
+            "outbox_relayed",
+            "Outbox rows published",
+            self.relayed.clone(),
+        );
         registry.register(
             "phase_runs",
             "Next-phase runs started by triggers",
-            m.phase_runs.clone(),
+            self.phase_runs.clone(),
         );
         registry.register(
             "runs",
             "Processor runs finished, by processor and status",
-            m.runs.clone(),
+            self.runs.clone(),
         );
         registry.register(
             "run_duration_seconds",
             "Processor run durations",
-            m.run_seconds.clone(),
+            self.run_seconds.clone(),
         );
         registry.register(
             "fenced_writes_rejected",
             "Writes refused because the writer's lease was taken over (a stale holder)",
-            m.fenced.clone(),
+            self.fenced.clone(),
         );
         registry.register(
             "lease_takeovers",
             "Runs whose lease was taken over from an earlier holder that never released it (it died or stalled past its lease)",
-            m.takeovers.clone(),
+            self.takeovers.clone(),
         );
         registry.register(
             "duplicates_dropped",
             "Rows dropped by pre-write dedup on the primary key",
-            m.duplicates_dropped.clone(),
+            self.duplicates_dropped.clone(),
         );
         registry.register(
             "rows_written",
             "Rows written by fenced upserts",
-            m.rows_written.clone(),
+            self.rows_written.clone(),
         );
+    }
+
+    /// The gauges read from the store at each scrape: leases, accuracy, outbox, consumer
+    /// lag, lateness and dead letters.
+    fn register_gauges(&self, registry: &mut Registry) {
         registry.register(
             "lease_grants",
             "Lease grants ever made (the sum of fencing tokens: each acquisition or takeover adds one)",
-            m.lease_grants.clone(),
+            self.lease_grants.clone(),
         );
-        registry.register("leases_held", "Leases held and live", m.leases_held.clone());
+        registry.register(
+            "leases_held",
+            "Leases held and live",
+            self.leases_held.clone(),
+        );
         registry.register(
             "leases_stale",
             "Leases expired and never released (a holder died)",
-            m.leases_stale.clone(),
+            self.leases_stale.clone(),
         );
         registry.register(
             "completion_accuracy_ratio",
             "Recorded completions over actual ones, per gate, over the last 7 dates (1 = exact)",
-            m.accuracy.clone(),
+            self.accuracy.clone(),
         );
         registry.register(
             "outbox_backlog",
             "Outbox rows not yet published",
-            m.outbox_backlog.clone(),
+            self.outbox_backlog.clone(),
         );
         registry.register(
             "outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row",
-            m.outbox_age.clone(),
+            self.outbox_age.clone(),
         );
         registry.register(
             "consumer_lag",
             "Messages not yet acked, per topic and consumer group",
-            m.consumer_lag.clone(),
+            self.consumer_lag.clone(),
         );
         registry.register(
             "upstream_lateness_seconds",
             "How late each upstream job is for its latest due date (0 when on time)",
-            m.lateness.clone(),
+            self.lateness.clone(),
         );
         registry.register(
             "dead_letters",
             "Messages in the dead-letter queue",
-            m.dead_letters.clone(),
+            self.dead_letters.clone(),
         );
+    }
+
+    /// Creates the series a dashboard expects before anything happened.
+    fn expose_zero_series(&self, pipeline: &baton_core::config::Pipeline) {
         // Every outcome is exposed from the start, at zero, so a rate() has a series.
         for outcome in baton_serve::OUTCOME_NAMES {
-            let _ = m.consumed.get_or_create(&labels(&[("outcome", outcome)]));
+            let _ = self
+                .consumed
+                .get_or_create(&labels(&[("outcome", outcome)]));
         }
         for p in &pipeline.processors {
-            let _ = m
+            let _ = self
                 .run_seconds
                 .get_or_create(&labels(&[("processor", p.name.as_str())]));
         }
-        Self { registry, ..m }
     }
 
     /// Counts what one `serve` round did.
@@ -209,11 +241,18 @@ impl Metrics {
         Ok(out)
     }
 
+    /// Reads the store's and the bus's figures into the gauges (and counts new runs).
     fn refresh(&self, api: &Api) -> Result<()> {
         let now = api.clock.now();
-        let pipeline = &api.pipeline;
         self.count_new_runs(api)?;
+        self.refresh_leases(api, now)?;
+        self.refresh_outbox(api, now)?;
+        self.refresh_gates(api, now)?;
+        self.refresh_lateness(api, now)
+    }
 
+    /// Lease grants (the sum of fence tokens), and leases held live or stale.
+    fn refresh_leases(&self, api: &Api, now: Timestamp) -> Result<()> {
         let leases = api.store.leases()?;
         self.lease_grants
             .set(leases.iter().map(|l| l.token.get() as i64).sum());
@@ -229,7 +268,11 @@ impl Metrics {
                 .filter(|l| !l.released && l.expires_at <= now)
                 .count() as i64,
         );
+        Ok(())
+    }
 
+    /// The outbox backlog and its oldest row's age, and the dead-letter queue's size.
+    fn refresh_outbox(&self, api: &Api, now: Timestamp) -> Result<()> {
         let backlog = api.store.backlog()?;
         self.outbox_backlog.set(backlog.pending as i64);
         self.outbox_age.set(
@@ -239,7 +282,13 @@ impl Metrics {
         );
         self.dead_letters
             .set(api.store.dead_letters()?.len() as i64);
+        Ok(())
+    }
 
+    /// Per gate: completion accuracy over the last 7 dates, and the lag of the consumers
+    /// of its completion topic (the orchestrator) and its trigger topic (the next phase).
+    fn refresh_gates(&self, api: &Api, now: Timestamp) -> Result<()> {
+        let pipeline = &api.pipeline;
         let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
         let week = today.offset(-6).through(today);
         for gate in &pipeline.gates {
@@ -277,8 +326,12 @@ impl Metrics {
                 ]))
                 .set(trigger as i64);
         }
+        Ok(())
+    }
 
-        for v in checks::latest_landings(pipeline, api.store.as_ref(), now)? {
+    /// How late each upstream job is for its latest due date (0 when on time or not due).
+    fn refresh_lateness(&self, api: &Api, now: Timestamp) -> Result<()> {
+        for v in checks::latest_landings(&api.pipeline, api.store.as_ref(), now)? {
             let late = match v.status {
                 LandingStatus::Late => v
                     .landed_at

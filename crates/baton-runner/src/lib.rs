@@ -197,6 +197,39 @@ enum Computed {
     Failed(String),
 }
 
+impl Attempt {
+    /// An attempt just started under `token`, before anything was computed or written.
+    fn started(run_id: RunId, token: FenceToken) -> Self {
+        Self {
+            run_id,
+            token,
+            status: RunStatus::Running,
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        }
+    }
+}
+
+/// Whether the dependency gate holds a run back: a same-phase processor has not succeeded,
+/// or an upstream job has not landed and the processor waits for its inputs.
+fn gate_closed(proc: &Processor, missing: &Missing) -> bool {
+    !missing.processors.is_empty()
+        || (!missing.upstream.is_empty() && proc.on_missing_input == MissingInput::Wait)
+}
+
+/// The completion a written run publishes: partial when it ran without some inputs, no
+/// data when nothing was computed.
+fn completion_status(partial_inputs: &[String], rows: &[Row]) -> CompletionStatus {
+    if !partial_inputs.is_empty() {
+        CompletionStatus::Partial
+    } else if rows.is_empty() {
+        CompletionStatus::NoData
+    } else {
+        CompletionStatus::Success
+    }
+}
+
 impl Runner {
     /// A runner over a store and a warehouse (one backend may be both).
     pub fn new(
@@ -356,7 +389,7 @@ impl Runner {
         Ok(reports)
     }
 
-    /// Runs `processor` for `partition`.
+    /// Runs `processor` for `partition`: the dependency gate first, then the lease loop.
     pub fn run(
         &self,
         processor: &str,
@@ -369,83 +402,84 @@ impl Runner {
             .processor(processor)
             .ok_or_else(|| Error::UnknownProcessor(processor.to_owned()))?
             .clone();
-        let mut report = RunReport {
+        let report = RunReport {
             processor: processor.to_owned(),
             partition,
             outcome: RunOutcome::Ran,
             attempts: Vec::new(),
         };
         let missing = self.missing_dependencies(&proc, partition)?;
-        let wait = !missing.processors.is_empty()
-            || (!missing.upstream.is_empty() && proc.on_missing_input == MissingInput::Wait);
-        if wait {
-            if missing.processors.is_empty()
-                && self.wait_deadline_passed(&proc, partition, &missing)
-            {
-                let reason = format!(
-                    "inputs not landed by the wait deadline: {}",
-                    missing.describe()
-                );
-                report
-                    .attempts
-                    .push(self.fail_unleased(&proc, partition, options, reason)?);
-                self.store
-                    .clear_request(&proc.name, partition, self.clock.now())?;
-                return Ok(report);
-            }
-            tracing::info!(processor, date = %partition, missing = %missing.describe(), "deferred: dependencies not met");
-            self.store.record_request(&PendingRequest {
-                processor: proc.name.clone(),
-                partition,
-                kind: RequestKind::Deferred,
-                reason: missing.describe(),
-                since: self.clock.now(),
-            })?;
-            report.outcome = RunOutcome::Deferred {
-                missing: missing.lines(),
-            };
+        if gate_closed(&proc, &missing) {
+            return self.hold_at_gate(&proc, partition, options, &missing, report);
+        }
+        // Upstream still missing past an open gate is allowed (`on_missing_input =
+        // partial`): the run goes ahead and its completion is marked partial.
+        self.run_under_lease(&proc, partition, options, hooks, &missing.upstream, report)
+    }
+
+    /// The gate is closed: fails the run when its inputs missed the wait deadline (so the
+    /// date does not wait forever), or else defers it, recorded so `retry_pending` runs it
+    /// once the dependencies are met.
+    fn hold_at_gate(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        options: &RunOptions,
+        missing: &Missing,
+        mut report: RunReport,
+    ) -> Result<RunReport, Error> {
+        if missing.processors.is_empty() && self.wait_deadline_passed(proc, partition, missing) {
+            let reason = format!(
+                "inputs not landed by the wait deadline: {}",
+                missing.describe()
+            );
+            report
+                .attempts
+                .push(self.fail_unleased(proc, partition, options, reason)?);
+            self.store
+                .clear_request(&proc.name, partition, self.clock.now())?;
             return Ok(report);
         }
-        let partial_inputs = missing.upstream.clone();
+        tracing::info!(processor = proc.name.as_str(), date = %partition, missing = %missing.describe(), "deferred: dependencies not met");
+        self.store.record_request(&PendingRequest {
+            processor: proc.name.clone(),
+            partition,
+            kind: RequestKind::Deferred,
+            reason: missing.describe(),
+            since: self.clock.now(),
+        })?;
+        report.outcome = RunOutcome::Deferred {
+            missing: missing.lines(),
+        };
+        Ok(report)
+    }
+
+    /// The lease loop: takes the lease (or coalesces into the holder's follow-up), makes
+    /// one attempt, releases, and goes round again for a coalesced follow-up or, up to
+    /// `attempts_max`, after being fenced.
+    fn run_under_lease(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        options: &RunOptions,
+        hooks: &dyn RunHooks,
+        partial_inputs: &[String],
+        mut report: RunReport,
+    ) -> Result<RunReport, Error> {
         let mut fenced_attempts = 0;
         loop {
-            let lease = match self.acquire(&proc, partition, options)? {
+            let lease = match self.acquire(proc, partition, options)? {
                 Ok(lease) => lease,
                 Err((holder, until)) => {
-                    tracing::info!(processor, date = %partition, %holder, %until, "lease held; coalesced into the holder's follow-up run");
-                    // Only a first request reports coalescing; a follow-up that finds the
-                    // lease taken by someone else has handed its duty to that holder.
-                    if report.attempts.is_empty() {
-                        // Also owed in the store: if the holder dies before it runs the
-                        // follow-up, `retry_pending` (in every `serve`) runs it once the
-                        // lease is free. The holder's next successful write clears it.
-                        self.store.record_request(&PendingRequest {
-                            processor: proc.name.clone(),
-                            partition,
-                            kind: RequestKind::Coalesced,
-                            reason: format!(
-                                "requested while {holder} held the lease until {until}"
-                            ),
-                            since: self.clock.now(),
-                        })?;
-                        report.outcome = RunOutcome::Coalesced { holder, until };
-                    }
+                    self.coalesce(proc, partition, holder, until, &mut report)?;
                     return Ok(report);
                 }
             };
-            let attempt =
-                self.attempt(&proc, partition, &lease, options, hooks, &partial_inputs)?;
+            let attempt = self.attempt(proc, partition, &lease, options, hooks, partial_inputs)?;
             let fenced = attempt.status == RunStatus::Fenced;
             report.attempts.push(attempt);
-            match self
-                .store
-                .release_lease(&proc.name, partition, lease.token)?
-            {
-                Released::Released { follow_up: true } => {
-                    tracing::info!(processor, date = %partition, "running the coalesced follow-up");
-                    continue;
-                }
-                Released::Released { follow_up: false } | Released::Refused(_) => {}
+            if self.release_for_follow_up(proc, partition, lease.token)? {
+                continue;
             }
             if fenced {
                 fenced_attempts += 1;
@@ -457,6 +491,53 @@ impl Runner {
         }
     }
 
+    /// The lease is held by `holder`: the request is coalesced into its follow-up run.
+    fn coalesce(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        holder: String,
+        until: Timestamp,
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        tracing::info!(processor = proc.name.as_str(), date = %partition, %holder, %until, "lease held; coalesced into the holder's follow-up run");
+        // Only a first request reports coalescing; a follow-up that finds the lease taken
+        // by someone else has handed its duty to that holder.
+        if report.attempts.is_empty() {
+            // Also owed in the store: if the holder dies before it runs the follow-up,
+            // `retry_pending` (in every `serve`) runs it once the lease is free. The
+            // holder's next successful write clears it.
+            self.store.record_request(&PendingRequest {
+                processor: proc.name.clone(),
+                partition,
+                kind: RequestKind::Coalesced,
+                reason: format!("requested while {holder} held the lease until {until}"),
+                since: self.clock.now(),
+            })?;
+            report.outcome = RunOutcome::Coalesced { holder, until };
+        }
+        Ok(())
+    }
+
+    /// Releases the lease; true when requests were coalesced meanwhile, so the caller
+    /// runs once more for them.
+    fn release_for_follow_up(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        token: FenceToken,
+    ) -> Result<bool, Error> {
+        match self.store.release_lease(&proc.name, partition, token)? {
+            Released::Released { follow_up: true } => {
+                tracing::info!(processor = proc.name.as_str(), date = %partition, "running the coalesced follow-up");
+                Ok(true)
+            }
+            Released::Released { follow_up: false } | Released::Refused(_) => Ok(false),
+        }
+    }
+
+    /// Takes the lease, waiting for it as `options` say; the holder and its expiry when it
+    /// stays held.
     fn acquire(
         &self,
         proc: &Processor,
@@ -488,6 +569,8 @@ impl Runner {
         }
     }
 
+    /// One attempt under `lease`: records the run's start, computes and deduplicates, then
+    /// writes through the fence and records how the run finished.
     fn attempt(
         &self,
         proc: &Processor,
@@ -497,105 +580,38 @@ impl Runner {
         hooks: &dyn RunHooks,
         partial_inputs: &[String],
     ) -> Result<Attempt, Error> {
-        let started_at = self.clock.now();
-        let run_id = self.ids.run_id(started_at);
-        self.store.start_run(&RunRecord {
-            run_id: run_id.clone(),
-            processor: proc.name.clone(),
-            partition,
-            holder: options.holder.clone(),
-            token: lease.token,
-            started_at,
-            finished_at: None,
-            status: RunStatus::Running,
-            rows_written: 0,
-            duplicates_dropped: 0,
-            error: None,
-        })?;
+        let (run_id, started_at) = self.start_run(proc, partition, options, lease.token)?;
         let computed = self.compute(proc, partition, lease)?;
-        let mut attempt = Attempt {
-            run_id: run_id.clone(),
-            token: lease.token,
-            status: RunStatus::Running,
-            rows_written: 0,
-            duplicates_dropped: 0,
-            error: None,
-        };
+        let mut attempt = Attempt::started(run_id, lease.token);
         let rows = match computed {
             Computed::Rows(rows) => rows,
             Computed::Failed(error) => return self.fail(proc, partition, attempt, error),
         };
-        let deduped = match dedup::dedup(rows, &proc.table.primary_key) {
-            Ok(d) => d,
-            Err(e) => return self.fail(proc, partition, attempt, e.to_string()),
+        let deduped = match self.dedup_for_date(proc, partition, rows) {
+            Ok(deduped) => deduped,
+            Err(error) => return self.fail(proc, partition, attempt, error),
         };
-        let day = partition.to_string();
-        if let Some((i, _)) = deduped.rows.iter().enumerate().find(|(_, r)| {
-            r.get(&proc.table.partition_column).and_then(|v| v.as_str()) != Some(day.as_str())
-        }) {
-            let error = format!(
-                "row {i} has `{}` other than the run's date {day}",
-                proc.table.partition_column
-            );
-            return self.fail(proc, partition, attempt, error);
-        }
-        if deduped.dropped > 0 {
-            tracing::warn!(processor = %proc.name, date = %partition, dropped = deduped.dropped, "pre-write dedup dropped rows with a repeated primary key");
-        }
-        let status = if !partial_inputs.is_empty() {
-            CompletionStatus::Partial
-        } else if deduped.rows.is_empty() {
-            CompletionStatus::NoData
-        } else {
-            CompletionStatus::Success
-        };
+        let status = completion_status(partial_inputs, &deduped.rows);
         // What the rows are, for the orchestrator to tell changed output from a rerun of
         // the same (G9).
         let digest = baton_core::digest::of_rows(&deduped.rows, &proc.volatile_columns);
+        // Built before the hook: a paused holder's completion keeps the time it computed.
         let completion = self.completion_row(
             proc,
             partition,
-            &run_id,
+            &attempt.run_id,
             (status, deduped.rows.len() as u64),
             Some(digest),
         )?;
         hooks.before_write(lease);
-        let outcome = self.warehouse.fenced_write(&FencedWrite {
-            table: &proc.table,
-            processor: &proc.name,
-            partition,
-            token: lease.token,
-            rows: &deduped.rows,
-            completion: &completion,
-        })?;
+        let outcome = self.write_fenced(proc, partition, lease, &deduped.rows, &completion)?;
         attempt.duplicates_dropped = deduped.dropped as u64;
         match outcome {
             WriteOutcome::Written { rows, .. } => {
                 attempt.status = status.into();
                 attempt.rows_written = rows;
                 self.request_dependents(proc, partition)?;
-                if partial_inputs.is_empty() {
-                    // Only what was requested before this run started: a landing during
-                    // the run keeps its request, and the rerun reads the new batch.
-                    self.store
-                        .clear_request(&proc.name, partition, started_at)?;
-                } else {
-                    // Rerun with every input once the late ones land (`retry_pending`).
-                    attempt.error = Some(format!(
-                        "partial: ran without {}",
-                        partial_inputs.join(", ")
-                    ));
-                    self.store.record_request(&PendingRequest {
-                        processor: proc.name.clone(),
-                        partition,
-                        kind: RequestKind::Partial,
-                        reason: format!(
-                            "ran without {}; reruns when it lands",
-                            partial_inputs.join(", ")
-                        ),
-                        since: self.clock.now(),
-                    })?;
-                }
+                self.settle_requests(proc, partition, partial_inputs, started_at, &mut attempt)?;
             }
             WriteOutcome::Fenced(refusal) => {
                 tracing::warn!(processor = %proc.name, date = %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
@@ -603,8 +619,40 @@ impl Runner {
                 attempt.error = Some(refusal.to_string());
             }
         }
+        self.finish_run(&attempt)?;
+        Ok(attempt)
+    }
+
+    /// Records the start of a run under `token` and returns its id and start time.
+    fn start_run(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        options: &RunOptions,
+        token: FenceToken,
+    ) -> Result<(RunId, Timestamp), Error> {
+        let started_at = self.clock.now();
+        let run_id = self.ids.run_id(started_at);
+        self.store.start_run(&RunRecord {
+            run_id: run_id.clone(),
+            processor: proc.name.clone(),
+            partition,
+            holder: options.holder.clone(),
+            token,
+            started_at,
+            finished_at: None,
+            status: RunStatus::Running,
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        })?;
+        Ok((run_id, started_at))
+    }
+
+    /// Records how an attempt finished.
+    fn finish_run(&self, attempt: &Attempt) -> Result<(), Error> {
         self.store.finish_run(
-            &run_id,
+            &attempt.run_id,
             &RunEnd {
                 status: attempt.status,
                 rows_written: attempt.rows_written,
@@ -612,7 +660,86 @@ impl Runner {
                 error: attempt.error.clone(),
             },
         )?;
-        Ok(attempt)
+        Ok(())
+    }
+
+    /// Deduplicates computed rows on the primary key and checks every row belongs to the
+    /// run's date (a run may only replace its own partition); the error fails the run.
+    fn dedup_for_date(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        rows: Vec<Row>,
+    ) -> Result<dedup::Deduped, String> {
+        let deduped = dedup::dedup(rows, &proc.table.primary_key).map_err(|e| e.to_string())?;
+        let day = partition.to_string();
+        if let Some((i, _)) = deduped.rows.iter().enumerate().find(|(_, r)| {
+            r.get(&proc.table.partition_column).and_then(|v| v.as_str()) != Some(day.as_str())
+        }) {
+            return Err(format!(
+                "row {i} has `{}` other than the run's date {day}",
+                proc.table.partition_column
+            ));
+        }
+        if deduped.dropped > 0 {
+            tracing::warn!(processor = %proc.name, date = %partition, dropped = deduped.dropped, "pre-write dedup dropped rows with a repeated primary key");
+        }
+        Ok(deduped)
+    }
+
+    /// The fenced write: the rows and the completion's outbox row in one transaction,
+    /// which the warehouse refuses unless `lease` is still the live current one.
+    fn write_fenced(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        lease: &Lease,
+        rows: &[Row],
+        completion: &NewOutboxRow,
+    ) -> Result<WriteOutcome, Error> {
+        Ok(self.warehouse.fenced_write(&FencedWrite {
+            table: &proc.table,
+            processor: &proc.name,
+            partition,
+            token: lease.token,
+            rows,
+            completion,
+        })?)
+    }
+
+    /// After a write: a complete run clears what was owed for the date; a partial one
+    /// records a request to rerun with every input once the late ones land
+    /// (`retry_pending`).
+    fn settle_requests(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        partial_inputs: &[String],
+        started_at: Timestamp,
+        attempt: &mut Attempt,
+    ) -> Result<(), Error> {
+        if partial_inputs.is_empty() {
+            // Only what was requested before this run started: a landing during the run
+            // keeps its request, and the rerun reads the new batch.
+            self.store
+                .clear_request(&proc.name, partition, started_at)?;
+            return Ok(());
+        }
+        attempt.error = Some(format!(
+            "partial: ran without {}",
+            partial_inputs.join(", ")
+        ));
+        self.store.record_request(&PendingRequest {
+            processor: proc.name.clone(),
+            partition,
+            kind: RequestKind::Partial,
+            reason: format!(
+                "ran without {}; reruns when it lands",
+                partial_inputs.join(", ")
+            ),
+            since: self.clock.now(),
+        })?;
+        Ok(())
     }
 
     /// Records a run that failed before it could take a lease (its inputs never landed).
@@ -623,31 +750,12 @@ impl Runner {
         options: &RunOptions,
         error: String,
     ) -> Result<Attempt, Error> {
-        let run_id = self.ids.run_id(self.clock.now());
-        self.store.start_run(&RunRecord {
-            run_id: run_id.clone(),
-            processor: proc.name.clone(),
-            partition,
-            holder: options.holder.clone(),
-            token: FenceToken::ZERO,
-            started_at: self.clock.now(),
-            finished_at: None,
-            status: RunStatus::Running,
-            rows_written: 0,
-            duplicates_dropped: 0,
-            error: None,
-        })?;
-        let attempt = Attempt {
-            run_id,
-            token: FenceToken::ZERO,
-            status: RunStatus::Running,
-            rows_written: 0,
-            duplicates_dropped: 0,
-            error: None,
-        };
+        let (run_id, _) = self.start_run(proc, partition, options, FenceToken::ZERO)?;
+        let attempt = Attempt::started(run_id, FenceToken::ZERO);
         self.fail(proc, partition, attempt, error)
     }
 
+    /// Fails an attempt that wrote nothing: records it and publishes the failure.
     fn fail(
         &self,
         proc: &Processor,
@@ -658,15 +766,8 @@ impl Runner {
         tracing::error!(processor = %proc.name, date = %partition, %error, "run failed; nothing was written");
         attempt.status = RunStatus::Failed;
         attempt.error = Some(error);
-        self.store.finish_run(
-            &attempt.run_id,
-            &RunEnd {
-                status: RunStatus::Failed,
-                rows_written: 0,
-                duplicates_dropped: 0,
-                error: attempt.error.clone(),
-            },
-        )?;
+        // Nothing was counted yet: a failed run records no rows and no duplicates.
+        self.finish_run(&attempt)?;
         // The failure is published too, so the orchestrator's document shows it.
         self.store.enqueue(&self.completion_row(
             proc,
@@ -693,6 +794,7 @@ impl Runner {
         Ok(())
     }
 
+    /// The outbox row carrying a run's completion message (to its gate, if any).
     fn completion_row(
         &self,
         proc: &Processor,
@@ -721,6 +823,8 @@ impl Runner {
         ))
     }
 
+    /// Computes the rows of a run: the external command when configured, else the
+    /// built-in processor over its input tables.
     fn compute(
         &self,
         proc: &Processor,

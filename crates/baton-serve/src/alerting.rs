@@ -169,104 +169,142 @@ pub fn measure(
 ) -> Result<(f64, String), Error> {
     let since = now.checked_sub(policy.window).unwrap_or(now);
     let window = format!("{}m", policy.window.as_secs() / 60);
-    Ok(match policy.watch {
-        Watch::ProcessorErrors => {
-            let runs = store.runs_finished_since(since)?;
-            let failed: Vec<_> = runs
-                .iter()
-                .filter(|r| matches!(r.status.as_str(), "failed" | "fenced"))
-                .collect();
-            let rate = if runs.is_empty() {
-                0.0
-            } else {
-                failed.len() as f64 / runs.len() as f64
-            };
-            let last = failed.last().map_or(String::new(), |r| {
-                format!(
-                    "; latest: {} {} {}{}",
-                    r.processor,
-                    r.partition,
-                    r.status,
-                    r.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
-                )
-            });
-            (
-                rate,
-                format!(
-                    "{} of {} processor runs failed in the last {window}{last}",
-                    failed.len(),
-                    runs.len()
-                ),
-            )
-        }
-        Watch::OrchestratorErrors => {
-            let letters = store
-                .dead_letters()?
-                .into_iter()
-                .filter(|l| l.recorded_at >= since)
-                .count();
-            let mut published = 0;
-            for gate in &pipeline.gates {
-                published += bus.published_since(&gate.completion_topic, since)?;
-            }
-            let rate = letters as f64 / published.max(letters as u64).max(1) as f64;
-            (
-                rate,
-                format!(
-                    "{letters} of {published} completion messages dead-lettered in the last {window}"
-                ),
-            )
-        }
-        Watch::DeadLetters => {
-            let letters: Vec<_> = store
-                .dead_letters()?
-                .into_iter()
-                .filter(|l| l.recorded_at >= since)
-                .collect();
-            let last = letters
-                .last()
-                .map_or(String::new(), |l| format!("; latest: {}", l.letter.reason));
-            (
-                letters.len() as f64,
-                format!(
-                    "{} messages dead-lettered in the last {window}{last}",
-                    letters.len()
-                ),
-            )
-        }
-        Watch::Lateness => {
-            let late: Vec<_> = checks::latest_landings(pipeline, store, now)?
-                .into_iter()
-                .filter(|v| matches!(v.status, LandingStatus::Late | LandingStatus::Missing))
-                .collect();
-            let text = if late.is_empty() {
-                "every upstream job landed on time".to_owned()
-            } else {
-                late.iter()
-                    .map(|v| v.evidence.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            };
-            (late.len() as f64, text)
-        }
-        Watch::Accuracy => {
-            let today = baton_core::Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
-            let week = today.offset(-6).through(today);
-            let (mut stored, mut actual) = (0, 0);
-            for gate in &pipeline.gates {
-                let (s, a) = checks::accuracy(pipeline, store, warehouse, gate, &week, now)?;
-                stored += s;
-                actual += a;
-            }
-            (
-                (actual - stored) as f64,
-                format!(
-                    "{stored}/{actual} completions recorded over the last 7 dates ({} missing; `baton reconcile --fix` repairs them)",
-                    actual - stored
-                ),
-            )
-        }
-    })
+    match policy.watch {
+        Watch::ProcessorErrors => processor_errors(store, since, &window),
+        Watch::OrchestratorErrors => orchestrator_errors(pipeline, store, bus, since, &window),
+        Watch::DeadLetters => dead_letters(store, since, &window),
+        Watch::Lateness => lateness(pipeline, store, now),
+        Watch::Accuracy => accuracy(pipeline, store, warehouse, now),
+    }
+}
+
+/// Processor runs that failed or were fenced over runs finished since `since`, naming the
+/// latest failure.
+fn processor_errors(
+    store: &dyn StateStore,
+    since: Timestamp,
+    window: &str,
+) -> Result<(f64, String), Error> {
+    let runs = store.runs_finished_since(since)?;
+    let failed: Vec<_> = runs
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "failed" | "fenced"))
+        .collect();
+    let rate = if runs.is_empty() {
+        0.0
+    } else {
+        failed.len() as f64 / runs.len() as f64
+    };
+    let last = failed.last().map_or(String::new(), |r| {
+        format!(
+            "; latest: {} {} {}{}",
+            r.processor,
+            r.partition,
+            r.status,
+            r.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+        )
+    });
+    Ok((
+        rate,
+        format!(
+            "{} of {} processor runs failed in the last {window}{last}",
+            failed.len(),
+            runs.len()
+        ),
+    ))
+}
+
+/// Completion messages dead-lettered over completion messages published since `since`.
+fn orchestrator_errors(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    bus: &dyn Bus,
+    since: Timestamp,
+    window: &str,
+) -> Result<(f64, String), Error> {
+    let letters = store
+        .dead_letters()?
+        .into_iter()
+        .filter(|l| l.recorded_at >= since)
+        .count();
+    let mut published = 0;
+    for gate in &pipeline.gates {
+        published += bus.published_since(&gate.completion_topic, since)?;
+    }
+    // Never above 1, and no division by zero when nothing was published.
+    let rate = letters as f64 / published.max(letters as u64).max(1) as f64;
+    Ok((
+        rate,
+        format!("{letters} of {published} completion messages dead-lettered in the last {window}"),
+    ))
+}
+
+/// Messages dead-lettered since `since`, naming the latest reason.
+fn dead_letters(
+    store: &dyn StateStore,
+    since: Timestamp,
+    window: &str,
+) -> Result<(f64, String), Error> {
+    let letters: Vec<_> = store
+        .dead_letters()?
+        .into_iter()
+        .filter(|l| l.recorded_at >= since)
+        .collect();
+    let last = letters
+        .last()
+        .map_or(String::new(), |l| format!("; latest: {}", l.letter.reason));
+    Ok((
+        letters.len() as f64,
+        format!(
+            "{} messages dead-lettered in the last {window}{last}",
+            letters.len()
+        ),
+    ))
+}
+
+/// Upstream jobs late or missing for their latest due date, with their evidence.
+fn lateness(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    now: Timestamp,
+) -> Result<(f64, String), Error> {
+    let late: Vec<_> = checks::latest_landings(pipeline, store, now)?
+        .into_iter()
+        .filter(|v| matches!(v.status, LandingStatus::Late | LandingStatus::Missing))
+        .collect();
+    let text = if late.is_empty() {
+        "every upstream job landed on time".to_owned()
+    } else {
+        late.iter()
+            .map(|v| v.evidence.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Ok((late.len() as f64, text))
+}
+
+/// Completions that ran but are not recorded, over every gate and the last 7 dates.
+fn accuracy(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    now: Timestamp,
+) -> Result<(f64, String), Error> {
+    let today = baton_core::Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
+    let week = today.offset(-6).through(today);
+    let (mut stored, mut actual) = (0, 0);
+    for gate in &pipeline.gates {
+        let (s, a) = checks::accuracy(pipeline, store, warehouse, gate, &week, now)?;
+        stored += s;
+        actual += a;
+    }
+    Ok((
+        (actual - stored) as f64,
+        format!(
+            "{stored}/{actual} completions recorded over the last 7 dates ({} missing; `baton reconcile --fix` repairs them)",
+            actual - stored
+        ),
+    ))
 }
 
 /// What one alerting round did.

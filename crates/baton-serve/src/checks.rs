@@ -148,48 +148,88 @@ pub fn health_facts(
 ) -> Result<(Vec<DateFacts>, SystemFacts), Error> {
     let mut facts = Vec::new();
     for &d in dates {
-        let landed = store.landings(d)?;
-        let landings = pipeline
-            .upstream
-            .iter()
-            .map(|job| {
-                let at = landed
-                    .iter()
-                    .find(|l| l.job == job.name)
-                    .map(|l| l.landed_at);
-                schedule::judge(job, d, at, &pipeline.timezone, &pipeline.timezone_name, now)
-            })
-            .collect();
-        let mut duplicate_rows = Vec::new();
-        for p in &pipeline.processors {
-            duplicate_rows.push((p.table.name.clone(), warehouse.duplicate_rows(&p.table, d)?));
-        }
-        let mut date = DateFacts {
-            date: d.to_string(),
-            landings,
-            duplicate_rows,
-            ..Default::default()
-        };
-        for gate in &pipeline.gates {
-            let truth = truth(pipeline, store, warehouse, gate, d)?;
-            let doc = store.document(&gate.id, d)?;
-            let report = reconcile::check(gate, doc.as_ref(), &truth, now);
-            date.stored += report.stored;
-            date.actual += report.actual;
-            date.expected += report.expected;
-            date.mismatched |= report.findings.iter().any(|f| {
-                f.code != "BATON-R006" || doc.as_ref().is_none_or(|d| d.blocked.is_none())
-            });
-            if let Some(b) = doc
-                .as_ref()
-                .filter(|d| !d.triggered)
-                .and_then(|d| d.blocked.clone())
-            {
-                date.blocked = Some(b);
-            }
-        }
-        facts.push(date);
+        facts.push(date_facts(pipeline, store, warehouse, d, now)?);
     }
+    Ok((facts, system_facts(pipeline, store, bus, now)?))
+}
+
+/// One date's facts: its landings, duplicate rows per table, and every gate's completions.
+fn date_facts(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    d: Partition,
+    now: Timestamp,
+) -> Result<DateFacts, Error> {
+    let landed = store.landings(d)?;
+    let landings = pipeline
+        .upstream
+        .iter()
+        .map(|job| {
+            let at = landed
+                .iter()
+                .find(|l| l.job == job.name)
+                .map(|l| l.landed_at);
+            schedule::judge(job, d, at, &pipeline.timezone, &pipeline.timezone_name, now)
+        })
+        .collect();
+    let mut duplicate_rows = Vec::new();
+    for p in &pipeline.processors {
+        duplicate_rows.push((p.table.name.clone(), warehouse.duplicate_rows(&p.table, d)?));
+    }
+    let mut date = DateFacts {
+        date: d.to_string(),
+        landings,
+        duplicate_rows,
+        ..Default::default()
+    };
+    for gate in &pipeline.gates {
+        add_gate_completions(pipeline, store, warehouse, gate, d, now, &mut date)?;
+    }
+    Ok(date)
+}
+
+/// Adds one gate's completion counts for a date (stored, actual, expected), whether its
+/// document disagrees with the truth, and why it is blocked.
+fn add_gate_completions(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    gate: &Gate,
+    d: Partition,
+    now: Timestamp,
+    date: &mut DateFacts,
+) -> Result<(), Error> {
+    let truth = truth(pipeline, store, warehouse, gate, d)?;
+    let doc = store.document(&gate.id, d)?;
+    let report = reconcile::check(gate, doc.as_ref(), &truth, now);
+    date.stored += report.stored;
+    date.actual += report.actual;
+    date.expected += report.expected;
+    // A missing trigger (BATON-R006) with a recorded block reason is reported as blocked,
+    // not as a mismatch.
+    date.mismatched |= report
+        .findings
+        .iter()
+        .any(|f| f.code != "BATON-R006" || doc.as_ref().is_none_or(|d| d.blocked.is_none()));
+    if let Some(b) = doc
+        .as_ref()
+        .filter(|d| !d.triggered)
+        .and_then(|d| d.blocked.clone())
+    {
+        date.blocked = Some(b);
+    }
+    Ok(())
+}
+
+/// The system-wide facts: stale leases, dead letters, the last hour's messages and runs,
+/// the outbox backlog and the live `serve` instances.
+fn system_facts(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    bus: &dyn Bus,
+    now: Timestamp,
+) -> Result<SystemFacts, Error> {
     let hour_ago = now
         .checked_sub(SignedDuration::from_hours(1))
         .unwrap_or(now);
@@ -218,6 +258,23 @@ pub fn health_facts(
         .filter(|r| r.status == RunStatus::Failed)
         .count();
     let backlog = store.backlog()?;
+    Ok(SystemFacts {
+        stale_leases,
+        dead_letters: (letters.len(), recent_letters),
+        messages_last_hour,
+        runs_last_hour: (runs.len(), failed),
+        outbox: (backlog.pending, backlog.oldest),
+        serves: serve_facts(store, now, hour_ago)?,
+    })
+}
+
+/// The `serve` instances whose heartbeat is not gone, with their last hour's backend
+/// errors (a heartbeat that does not parse is skipped).
+fn serve_facts(
+    store: &dyn StateStore,
+    now: Timestamp,
+    hour_ago: Timestamp,
+) -> Result<Vec<health::ServeFact>, Error> {
     let mut serves = Vec::new();
     for r in store.ops_records("instance/serve/")? {
         let Ok(beat) = serde_json::from_str::<crate::status::Heartbeat>(&r.body) else {
@@ -237,15 +294,7 @@ pub fn health_facts(
             last_error: beat.last_error,
         });
     }
-    let system = SystemFacts {
-        stale_leases,
-        dead_letters: (letters.len(), recent_letters),
-        messages_last_hour,
-        runs_last_hour: (runs.len(), failed),
-        outbox: (backlog.pending, backlog.oldest),
-        serves,
-    };
-    Ok((facts, system))
+    Ok(serves)
 }
 
 /// Health of a range of dates.

@@ -26,6 +26,7 @@ use baton_core::message::CompletionMessage;
 use baton_core::quality::CheckResult;
 use baton_ports::{Bus, Delivery, GroupSettings, NewDeadLetter, StateStore, Warehouse, Work};
 use baton_runner::{RunHooks, RunOptions, Runner};
+use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -128,6 +129,9 @@ fn payload_fields(payload: &[u8]) -> (String, String) {
     (field(Field::Date), field(Field::Processor))
 }
 
+/// Quality-check results of a batch, by gate and date.
+type QualityByDate = BTreeMap<(String, baton_core::Partition), Vec<CheckResult>>;
+
 /// Every name a completion's outcome is counted under (in [`DrainReport::outcomes`]).
 pub const OUTCOME_NAMES: [&str; 5] = [
     "applied",
@@ -172,86 +176,132 @@ impl Consumer {
             ack_wait: self.pipeline.ack_wait,
         };
         for gate in &self.pipeline.gates {
-            let topic = &gate.completion_topic;
-            let mut batch = self
-                .bus
-                .fetch(topic, ORCHESTRATOR_GROUP, BATCH_MAX, settings)?;
-            report.fetched += batch.len();
-            faults.reorder(&mut batch);
-            let mut work = Vec::with_capacity(batch.len());
-            let mut seqs = Vec::with_capacity(batch.len());
-            for delivery in batch {
-                if faults.drop_delivery(&delivery) {
-                    report.dropped += 1;
-                    continue;
-                }
-                if faults.lose_delivery(&delivery) {
-                    report.lost += 1;
-                    seqs.push(delivery.seq);
-                    continue;
-                }
-                seqs.push(delivery.seq);
-                work.push(self.classify(topic, gate, &delivery));
-            }
-            if work.is_empty() {
-                self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
-                continue;
-            }
-            let now = self.clock.now();
-            let pipeline = &self.pipeline;
-            // Quality checks are measured before the transaction (they read the warehouse)
-            // for every date in the batch of a gate that has checks.
-            let mut quality: BTreeMap<(String, baton_core::Partition), Vec<CheckResult>> =
-                BTreeMap::new();
-            for w in &work {
-                if let Work::Completion { gate: gid, message } = w {
-                    let key = (gid.to_string(), message.partition);
-                    if quality.contains_key(&key) {
-                        continue;
-                    }
-                    if let Some(g) = pipeline.gate(gid.as_str()) {
-                        let results = checks::measure(
-                            pipeline,
-                            self.warehouse.as_ref(),
-                            g,
-                            message.partition,
-                            now,
-                        )?;
-                        quality.insert(key, results);
-                    }
-                }
-            }
-            let mut triggers = 0;
-            let outcomes = self.store.apply(&work, &mut |doc, gate_id, message| {
-                let gate = pipeline.gate(gate_id.as_str()).unwrap_or(gate);
-                let results = quality.get(&(gate_id.to_string(), message.partition)).map_or(&[][..], Vec::as_slice);
-                let out = completion::step(doc, message, gate, now, results);
-                if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
-                    tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
-                }
-                triggers += out
-                    .effects
-                    .iter()
-                    .filter(|e| matches!(e, completion::Effect::PublishTrigger(_)))
-                    .count();
-                out
-            })?;
-            for (w, o) in work.iter().zip(&outcomes) {
-                if let Work::Completion { gate, message } = w {
-                    tracing::debug!(gate = %gate, date = %message.partition, processor = %message.processor, message_id = %message.message_id, outcome = outcome_name(o), "completion applied");
-                }
-                *report
-                    .outcomes
-                    .entry(outcome_name(o).to_owned())
-                    .or_default() += 1;
-            }
-            report.triggers += triggers;
-            if faults.crash_before_ack() {
-                return Err(Error::InjectedCrash("after commit, before ack"));
-            }
-            self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
+            self.poll_gate(gate, settings, faults, &mut report)?;
         }
         Ok(report)
+    }
+
+    /// One gate's batch: fetched, sorted into work, applied, then acked (only after the
+    /// transaction committed, so a crash in between redelivers it).
+    fn poll_gate(
+        &self,
+        gate: &baton_core::gate::Gate,
+        settings: GroupSettings,
+        faults: &mut dyn ConsumerFaults,
+        report: &mut ConsumeReport,
+    ) -> Result<(), Error> {
+        let topic = &gate.completion_topic;
+        let mut batch = self
+            .bus
+            .fetch(topic, ORCHESTRATOR_GROUP, BATCH_MAX, settings)?;
+        report.fetched += batch.len();
+        faults.reorder(&mut batch);
+        let (work, seqs) = self.sort_batch(topic, gate, batch, faults, report);
+        if work.is_empty() {
+            self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let quality = self.measure_batch(&work, now)?;
+        let (outcomes, triggers) = self.apply_batch(gate, &work, now, &quality)?;
+        for (w, o) in work.iter().zip(&outcomes) {
+            if let Work::Completion { gate, message } = w {
+                tracing::debug!(gate = %gate, date = %message.partition, processor = %message.processor, message_id = %message.message_id, outcome = outcome_name(o), "completion applied");
+            }
+            *report
+                .outcomes
+                .entry(outcome_name(o).to_owned())
+                .or_default() += 1;
+        }
+        report.triggers += triggers;
+        if faults.crash_before_ack() {
+            return Err(Error::InjectedCrash("after commit, before ack"));
+        }
+        self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
+        Ok(())
+    }
+
+    /// Sorts a fetched batch into the work to apply and the sequence numbers to ack,
+    /// passing each delivery by the injected faults (dropped ones are not acked, lost ones
+    /// are acked and never applied).
+    fn sort_batch(
+        &self,
+        topic: &str,
+        gate: &baton_core::gate::Gate,
+        batch: Vec<Delivery>,
+        faults: &mut dyn ConsumerFaults,
+        report: &mut ConsumeReport,
+    ) -> (Vec<Work>, Vec<i64>) {
+        let mut work = Vec::with_capacity(batch.len());
+        let mut seqs = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            if faults.drop_delivery(&delivery) {
+                report.dropped += 1;
+                continue;
+            }
+            if faults.lose_delivery(&delivery) {
+                report.lost += 1;
+                seqs.push(delivery.seq);
+                continue;
+            }
+            seqs.push(delivery.seq);
+            work.push(self.classify(topic, gate, &delivery));
+        }
+        (work, seqs)
+    }
+
+    /// Measures the quality checks for every gate and date in the batch, before the
+    /// transaction (they read the warehouse).
+    fn measure_batch(&self, work: &[Work], now: Timestamp) -> Result<QualityByDate, Error> {
+        let pipeline = &self.pipeline;
+        let mut quality = QualityByDate::new();
+        for w in work {
+            if let Work::Completion { gate: gid, message } = w {
+                let key = (gid.to_string(), message.partition);
+                if quality.contains_key(&key) {
+                    continue;
+                }
+                if let Some(g) = pipeline.gate(gid.as_str()) {
+                    let results = checks::measure(
+                        pipeline,
+                        self.warehouse.as_ref(),
+                        g,
+                        message.partition,
+                        now,
+                    )?;
+                    quality.insert(key, results);
+                }
+            }
+        }
+        Ok(quality)
+    }
+
+    /// Applies the batch in one transaction through the completion step; the outcomes and
+    /// how many triggers it wrote to the outbox.
+    fn apply_batch(
+        &self,
+        gate: &baton_core::gate::Gate,
+        work: &[Work],
+        now: Timestamp,
+        quality: &QualityByDate,
+    ) -> Result<(Vec<Outcome>, usize), Error> {
+        let pipeline = &self.pipeline;
+        let mut triggers = 0;
+        let outcomes = self.store.apply(work, &mut |doc, gate_id, message| {
+            let gate = pipeline.gate(gate_id.as_str()).unwrap_or(gate);
+            let results = quality.get(&(gate_id.to_string(), message.partition)).map_or(&[][..], Vec::as_slice);
+            let out = completion::step(doc, message, gate, now, results);
+            if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
+                tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
+            }
+            triggers += out
+                .effects
+                .iter()
+                .filter(|e| matches!(e, completion::Effect::PublishTrigger(_)))
+                .count();
+            out
+        })?;
+        Ok((outcomes, triggers))
     }
 
     fn classify(&self, topic: &str, gate: &baton_core::gate::Gate, delivery: &Delivery) -> Work {
