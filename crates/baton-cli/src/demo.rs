@@ -196,19 +196,24 @@ impl RunHooks for Faults {
 
 /// Phase 2 of the reference pipeline: generates the raw tables for `dates`, lands them, and
 /// records each upstream job's landing at its expected time (plus any `late` delay). After
-/// `end`, only jobs already due at `now` land (a pipeline running up to this moment).
+/// the last of `run_dates`, only jobs already due at `now` land (a pipeline running up to
+/// this moment). A landing for one of `run_dates` requests runs of its readers; one for
+/// another date (history) is only recorded.
 #[allow(clippy::too_many_arguments)] // one call site per command; a struct would only rename them
 pub fn land_reference(
     pipeline: &baton_core::Pipeline,
     runner: &Runner,
     warehouse: &dyn Warehouse,
     dates: &[Partition],
-    end: Partition,
+    run_dates: &[Partition],
     seed: u64,
     late: &[(String, SignedDuration)],
     now: jiff::Timestamp,
     tick: &dyn Fn(),
 ) -> Result<(), Exit> {
+    let end = run_dates.last().copied().unwrap_or(Partition::new(
+        now.to_zoned(pipeline.timezone.clone()).date(),
+    ));
     let raw = baton_reference::generate(seed, dates);
     for &date in dates {
         let day = date.to_string();
@@ -232,12 +237,15 @@ pub fn land_reference(
                 );
                 warehouse.land(spec, &rows)?;
             }
-            // Recorded with the runs it requests: `serve` runs its readers.
-            runner.record_landing(
-                &job.name,
-                date,
-                expected.checked_add(delay).unwrap_or(expected),
-            )?;
+            let at = expected.checked_add(delay).unwrap_or(expected);
+            if run_dates.contains(&date) {
+                // Recorded with the runs it requests: `serve` runs its readers.
+                runner.record_landing(&job.name, date, at)?;
+            } else {
+                // History before the run dates (or today, past them): data the pipeline
+                // already processed, or not yet asked for.
+                runner.store().record_landing(&job.name, date, at, &[])?;
+            }
         }
         tick();
     }
@@ -346,7 +354,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
         &demo.runner,
         demo.warehouse.as_ref(),
         &span.generated,
-        span.end,
+        &span.dates,
         args.seed,
         &args.late,
         demo.clock.now(),

@@ -474,12 +474,13 @@ pub fn generate(cli: &Cli, args: &GenerateArgs) -> Outcome {
         .unwrap_or(0) as i32;
     let first = args.end.offset(1 - args.dates as i32);
     let dates = first.offset(-history).through(args.end);
+    let run_dates = first.through(args.end);
     crate::demo::land_reference(
         &pipeline,
         &runner,
         backend.warehouse.as_ref(),
         &dates,
-        args.end,
+        &run_dates,
         args.seed,
         &[],
         SystemClock.now(),
