@@ -323,7 +323,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
         .clear_request(&request.processor, request.partition, start_time())
         .unwrap();
     assert!(store.pending_requests().unwrap().is_empty());
-    exercise_landings(&store);
+    exercise_landings(&store, &clock);
 }
 
 fn hours_after_start(h: i64) -> Timestamp {
@@ -335,7 +335,7 @@ fn hours_after_start(h: i64) -> Timestamp {
 /// Every landing batch counts (first time kept for lateness, latest for staleness), and the
 /// runs a landing requests are recorded with it; a request made after a run started
 /// survives that run's clear.
-fn exercise_landings<S: StateStore>(store: &S) {
+fn exercise_landings<S: StateStore>(store: &S, clock: &ManualClock) {
     let d = day("2024-03-02");
     let reader = |p: &str, h: i64| PendingRequest {
         processor: ProcessorName::from(p),
@@ -356,6 +356,7 @@ fn exercise_landings<S: StateStore>(store: &S) {
         )
         .unwrap();
     assert_eq!(first, 1, "the first batch");
+    clock.advance(SignedDuration::from_mins(15));
     let second = store
         .record_landing(
             "nbac_gamebook_scraper",
@@ -373,7 +374,8 @@ fn exercise_landings<S: StateStore>(store: &S) {
             landings[0].latest_at,
             landings[0].batches
         ),
-        (hours_after_start(1), hours_after_start(2), 2)
+        (hours_after_start(1), clock.now_ts(), 2),
+        "lateness keeps the first landing, staleness the time the latest was recorded"
     );
     let pending = store.pending_requests().unwrap();
     let owed: Vec<(&str, Timestamp)> = pending

@@ -276,6 +276,20 @@ pub fn step(
     now: Timestamp,
     quality: &[CheckResult],
 ) -> StepOutput {
+    step_settling(document, message, gate, now, quality, &BTreeSet::new())
+}
+
+/// [`step`], knowing which of the date's processors have a rerun requested or running
+/// (`in_flight`): while a counted one does, the gate waits for it rather than trigger on
+/// output about to change (one trigger per settled change, not one per rerun).
+pub fn step_settling(
+    document: Option<Document>,
+    message: &CompletionMessage,
+    gate: &Gate,
+    now: Timestamp,
+    quality: &[CheckResult],
+    in_flight: &BTreeSet<ProcessorName>,
+) -> StepOutput {
     let mut doc = document.unwrap_or_else(|| Document::new(gate.id.clone(), message.partition));
     if !gate.watches(&message.processor) {
         let reason = format!(
@@ -328,7 +342,7 @@ pub fn step(
         doc.triggered = false;
     }
     doc.completed_count = doc.derived_count();
-    let effects = decide_trigger(&mut doc, gate, now, quality)
+    let effects = decide_trigger_settling(&mut doc, gate, now, quality, in_flight)
         .map(Effect::PublishTrigger)
         .into_iter()
         .collect();
@@ -397,7 +411,23 @@ pub fn decide_trigger(
     now: Timestamp,
     quality: &[CheckResult],
 ) -> Option<Trigger> {
+    decide_trigger_settling(doc, gate, now, quality, &BTreeSet::new())
+}
+
+/// [`decide_trigger`], waiting while a counted processor has a rerun requested or running
+/// (see [`step_settling`]). Nothing is recorded: the rerun's completion decides again.
+pub fn decide_trigger_settling(
+    doc: &mut Document,
+    gate: &Gate,
+    now: Timestamp,
+    quality: &[CheckResult],
+    in_flight: &BTreeSet<ProcessorName>,
+) -> Option<Trigger> {
     if doc.triggered {
+        return None;
+    }
+    let (_, policy) = gate.policy_for(doc.partition, now);
+    if policy.expected.iter().any(|p| in_flight.contains(p)) {
         return None;
     }
     let completed = doc.completed();

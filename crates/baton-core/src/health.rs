@@ -54,6 +54,9 @@ pub struct DateFacts {
     pub landings: Vec<LandingVerdict>,
     /// A quality check blocking the trigger.
     pub blocked: Option<Blocked>,
+    /// Output not following its inputs (reconcile's BATON-R008, R009, R010, with detail):
+    /// stale output, a short date with nothing on its way, a next phase behind.
+    pub inputs: Vec<String>,
 }
 
 /// Facts about the running system.
@@ -177,6 +180,7 @@ const CHECKS: &[CheckFn] = &[
     outbox_backlog,
     quality_checks,
     serve_instances,
+    output_follows_inputs,
 ];
 
 /// Judges the facts at `now`.
@@ -475,6 +479,31 @@ fn quality_checks(f: &Facts<'_>) -> Check {
             format!("trigger blocked: {}", blocked.join("; "))
         },
         Vec::new(),
+    )
+}
+
+/// BATON-H012: output follows its inputs (G9): no stale output, no date short while nothing
+/// is on its way, no next phase behind the latest generation.
+fn output_follows_inputs(f: &Facts<'_>) -> Check {
+    let problems: Vec<String> = f
+        .dates
+        .iter()
+        .flat_map(|d| d.inputs.iter().map(move |p| format!("{}: {p}", d.date)))
+        .collect();
+    check(
+        "BATON-H012",
+        "output follows its inputs",
+        pass_unless(!problems.is_empty(), Level::Fail),
+        if problems.is_empty() {
+            "every output is current with its inputs".to_owned()
+        } else {
+            format!(
+                "{} problem(s): {} (`baton reconcile --fix` requests the runs)",
+                problems.len(),
+                problems.join("; ")
+            )
+        },
+        problems.clone(),
     )
 }
 

@@ -16,6 +16,7 @@ pub mod completion;
 pub mod config;
 pub mod dedup;
 pub mod digest;
+pub mod freshness;
 pub mod gate;
 pub mod health;
 pub mod heartbeat;

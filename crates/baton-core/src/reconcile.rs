@@ -8,6 +8,7 @@
 //! trigger: a premature trigger is reported for a person.
 
 use crate::completion::{self, Document, Trigger};
+use crate::freshness::{self, InputFacts};
 use crate::gate::{Gate, ModePolicy, Verdict, evaluate};
 use crate::message::CompletionMessage;
 use crate::model::{CompletionStatus, Partition, ProcessorName, RunId};
@@ -25,6 +26,8 @@ pub struct RunFact {
     pub status: CompletionStatus,
     /// Rows it wrote.
     pub rows_written: u64,
+    /// When it started (its inputs are the ones recorded before this).
+    pub started_at: Timestamp,
     /// When it finished.
     pub finished_at: Timestamp,
 }
@@ -36,6 +39,8 @@ pub struct ProcessorTruth {
     pub run: Option<RunFact>,
     /// Rows in its table for the date.
     pub rows: u64,
+    /// What its output depends on.
+    pub inputs: InputFacts,
 }
 
 impl ProcessorTruth {
@@ -54,6 +59,14 @@ pub struct Truth {
     pub partition: Partition,
     /// By processor.
     pub processors: BTreeMap<ProcessorName, ProcessorTruth>,
+    /// The latest generation the next phase ran for (`None`: never).
+    pub next_phase_generation: Option<u32>,
+    /// Whether the date has begun: something landed, ran or was recorded for it. A date that
+    /// has not is never called short.
+    pub begun: bool,
+    /// Processors with a rerun requested or running: the gate waits for them, so a missing
+    /// trigger is not reported (nor repaired) while one is.
+    pub in_flight: BTreeSet<ProcessorName>,
 }
 
 impl Truth {
@@ -137,7 +150,9 @@ pub fn check(gate: &Gate, doc: Option<&Document>, truth: &Truth, now: Timestamp)
     findings.extend(completed_not_recorded(truth, &actual, &recorded));
     findings.extend(recorded_not_complete(truth, &actual, &recorded));
     findings.extend(count_out_of_step(stored_doc));
-    findings.extend(trigger_findings(stored_doc, policy, &actual));
+    let waiting = policy.expected.iter().any(|p| truth.in_flight.contains(p));
+    findings.extend(trigger_findings(stored_doc, policy, &actual, waiting));
+    findings.extend(input_findings(gate, doc, truth, policy, now));
     DateReport {
         date: truth.partition,
         stored: policy
@@ -237,10 +252,11 @@ fn trigger_findings(
     stored_doc: &Document,
     policy: &ModePolicy,
     actual: &BTreeSet<ProcessorName>,
+    waiting_for_reruns: bool,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     let truth_satisfied = matches!(evaluate(policy, actual), Verdict::Satisfied { .. });
-    if truth_satisfied && !stored_doc.triggered {
+    if truth_satisfied && !stored_doc.triggered && !waiting_for_reruns {
         let detail = match &stored_doc.blocked {
             Some(b) => format!(
                 "complete but blocked by quality check `{}`: {}",
@@ -267,6 +283,49 @@ fn trigger_findings(
     findings
 }
 
+/// BATON-R008, R009 and R010: output stale against its inputs, a date short while nothing is
+/// on its way, and a next phase that ran for an older generation than the latest (G9).
+fn input_findings(
+    gate: &Gate,
+    doc: Option<&Document>,
+    truth: &Truth,
+    policy: &ModePolicy,
+    now: Timestamp,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (p, t) in truth.processors.iter().filter(|(p, _)| gate.watches(p)) {
+        let Some(run) = t.run.as_ref().filter(|_| t.is_complete()) else {
+            continue;
+        };
+        if let Some(why) = freshness::stale_because(&t.inputs, run.started_at) {
+            let detail = format!("{p} is stale: {why}");
+            findings.push(finding("BATON-R008", "stale_output", Some(p), detail, true));
+        }
+    }
+    if truth.begun && gate.today(now) > truth.partition {
+        let complete = truth.complete();
+        let short = freshness::short_and_silent(policy, &complete, |p| {
+            truth.processors.get(p).map(|t| &t.inputs)
+        });
+        for (p, why, runnable) in short {
+            let detail = format!("{p} is not complete: {why}");
+            findings.push(finding(
+                "BATON-R009",
+                "short_and_silent",
+                Some(p),
+                detail,
+                runnable,
+            ));
+        }
+    }
+    if let Some(why) =
+        doc.and_then(|d| freshness::next_phase_behind(d, truth.next_phase_generation, now))
+    {
+        findings.push(finding("BATON-R010", "next_phase_behind", None, why, true));
+    }
+    findings
+}
+
 /// The repair of one date.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Repair {
@@ -276,6 +335,9 @@ pub struct Repair {
     pub triggers: Vec<Trigger>,
     /// What changed, for a person.
     pub changes: Vec<String>,
+    /// Runs to request, with why: stale output and short dates (the runner runs them through
+    /// the lease path; `serve` does it on its next round).
+    pub requests: Vec<(ProcessorName, String)>,
 }
 
 /// Plans the repair of one date; `None` when there is nothing to repair.
@@ -286,6 +348,43 @@ pub fn repair(
     now: Timestamp,
     quality: &[CheckResult],
 ) -> Option<Repair> {
+    let (_, policy) = gate.policy_for(truth.partition, now);
+    let (mut doc, mut triggers, mut changes) = repair_document(gate, doc, truth, now, quality);
+    if freshness::next_phase_behind(&doc, truth.next_phase_generation, now).is_some() {
+        let reason = "reconcile: the next phase did not run for the latest generation";
+        let t = completion::force_trigger(&mut doc, gate, now, reason);
+        changes.push(format!("triggered generation {} ({reason})", t.generation));
+        triggers.push(t);
+    }
+    let requests: Vec<(ProcessorName, String)> = input_findings(gate, None, truth, policy, now)
+        .into_iter()
+        .filter(|f| f.fixable)
+        .filter_map(|f| Some((f.processor?, f.detail)))
+        .collect();
+    for (p, why) in &requests {
+        changes.push(format!("requested a run of {p} ({why})"));
+    }
+    // A document created only to say nothing changed is not written.
+    if changes.is_empty() {
+        return None;
+    }
+    Some(Repair {
+        document: doc,
+        triggers,
+        changes,
+        requests,
+    })
+}
+
+/// Records in the document what the truth shows (R001, R002, R005) and triggers what should
+/// have triggered (R006), through the orchestrator step.
+fn repair_document(
+    gate: &Gate,
+    doc: Option<Document>,
+    truth: &Truth,
+    now: Timestamp,
+    quality: &[CheckResult],
+) -> (Document, Vec<Trigger>, Vec<String>) {
     let mut changes = Vec::new();
     let mut triggers = Vec::new();
     let mut doc = doc.unwrap_or_else(|| Document::new(gate.id.clone(), truth.partition));
@@ -304,7 +403,8 @@ pub fn repair(
             run.finished_at,
         )
         .for_gate(Some(gate.id.clone()));
-        let out = completion::step(Some(doc), &message, gate, now, quality);
+        let out =
+            completion::step_settling(Some(doc), &message, gate, now, quality, &truth.in_flight);
         doc = out.document;
         changes.push(format!(
             "recorded {p} from run {} ({}, {} rows)",
@@ -329,7 +429,9 @@ pub fn repair(
         doc.completed_count = doc.derived_count();
     }
     let was_blocked = doc.blocked.clone();
-    if let Some(t) = completion::decide_trigger(&mut doc, gate, now, quality) {
+    if let Some(t) =
+        completion::decide_trigger_settling(&mut doc, gate, now, quality, &truth.in_flight)
+    {
         changes.push(format!(
             "triggered generation {} ({})",
             t.generation, t.reason
@@ -345,15 +447,7 @@ pub fn repair(
             b.check, b.evidence
         ));
     }
-    // A document created only to say nothing changed is not written.
-    if changes.is_empty() {
-        return None;
-    }
-    Some(Repair {
-        document: doc,
-        triggers,
-        changes,
-    })
+    (doc, triggers, changes)
 }
 
 #[cfg(test)]
@@ -385,9 +479,11 @@ mod tests {
                                 run_id: RunId::from(format!("run-{p}").as_str()),
                                 status: CompletionStatus::Success,
                                 rows_written: 20,
+                                started_at: now(),
                                 finished_at: now(),
                             }),
                             rows: 20,
+                            inputs: InputFacts::default(),
                         }
                     } else {
                         ProcessorTruth::default()
@@ -395,6 +491,9 @@ mod tests {
                     (ProcessorName::from(*p), t)
                 })
                 .collect(),
+            next_phase_generation: None,
+            begun: !complete.is_empty(),
+            in_flight: BTreeSet::new(),
         }
     }
 
@@ -454,10 +553,70 @@ mod tests {
                 .filter(|f| f.code == "BATON-R007")
                 .all(|f| !f.fixable)
         );
-        assert!(
-            repair(gate, Some(stored.clone()), &t, now(), &[]).is_none(),
-            "nothing is removed or untriggered"
+        // Nothing is removed or untriggered; the processors short in truth are asked to run.
+        let fix = repair(gate, Some(stored.clone()), &t, now(), &[]).unwrap();
+        assert_eq!(fix.document, stored);
+        assert!(fix.triggers.is_empty());
+        let requested: Vec<&str> = fix.requests.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            requested,
+            [
+                "player_game_summary",
+                "upcoming_player_game_context",
+                "upcoming_team_game_context"
+            ]
         );
+    }
+
+    #[test]
+    fn stale_output_short_dates_and_a_next_phase_behind_are_found_and_repaired() {
+        let p = Pipeline::reference().unwrap();
+        let gate = &p.gates[0];
+        let mut t = truth(&ALL);
+        let stored = repair(gate, None, &t, now(), &[]).unwrap().document;
+        assert!(check(gate, Some(&stored), &t, now()).findings.is_empty());
+        // Batch 2 of the gamebook lands after every run started: the readers are stale.
+        let later = now()
+            .checked_add(jiff::SignedDuration::from_mins(5))
+            .unwrap();
+        let pgs = ProcessorName::from("player_game_summary");
+        t.processors.get_mut(&pgs).unwrap().inputs.latest_landing =
+            Some(("nbac_gamebook_scraper".into(), later));
+        let report = check(gate, Some(&stored), &t, later);
+        assert_eq!(codes(&report), ["BATON-R008"]);
+        let fix = repair(gate, Some(stored.clone()), &t, later, &[]).unwrap();
+        assert_eq!(fix.requests.len(), 1);
+        assert_eq!(fix.requests[0].0, pgs);
+        // The next phase never ran for the trigger: after the grace, a new generation.
+        t.processors.get_mut(&pgs).unwrap().inputs = InputFacts::default();
+        let an_hour = now()
+            .checked_add(jiff::SignedDuration::from_hours(1))
+            .unwrap();
+        assert_eq!(
+            codes(&check(gate, Some(&stored), &t, an_hour)),
+            ["BATON-R010"]
+        );
+        let fix = repair(gate, Some(stored.clone()), &t, an_hour, &[]).unwrap();
+        assert_eq!(fix.triggers.len(), 1);
+        assert_eq!(fix.triggers[0].generation, stored.trigger_generation + 1);
+        t.next_phase_generation = Some(stored.trigger_generation);
+        assert!(check(gate, Some(&stored), &t, an_hour).findings.is_empty());
+        // A short date with something owed is waiting, not silent.
+        let mut short = truth(&ALL[..4]);
+        let missing = ProcessorName::from(ALL[4]);
+        assert_eq!(
+            codes(&check(gate, None, &short, now()))[..],
+            [
+                "BATON-R001",
+                "BATON-R002",
+                "BATON-R002",
+                "BATON-R002",
+                "BATON-R002",
+                "BATON-R009"
+            ]
+        );
+        short.processors.get_mut(&missing).unwrap().inputs.owed = true;
+        assert!(!codes(&check(gate, None, &short, now())).contains(&"BATON-R009"));
     }
 
     #[test]

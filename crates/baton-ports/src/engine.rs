@@ -99,9 +99,16 @@ pub trait Transaction {
     /// Upserts rows on the table's primary key, stamped with `token`; returns how many keys
     /// were new.
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64>;
-    /// Records a batch of `job`'s landing for `partition` at `at` (first time kept, latest
-    /// time moved, batches counted); returns the batch's sequence number.
-    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32>;
+    /// Records a batch of `job`'s landing for `partition`: `at` is when it landed (kept from
+    /// the first batch, for lateness), `recorded_at` when baton recorded it (kept from the
+    /// latest, for staleness); batches are counted. Returns the batch's sequence number.
+    fn land(
+        &mut self,
+        job: &str,
+        partition: Partition,
+        at: Timestamp,
+        recorded_at: Timestamp,
+    ) -> Result<u32>;
     /// Records the run owed for a (processor, date), as `StateStore::record_request` says.
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()>;
     /// Removes the partition's rows stamped with a token older than `token` (rows an earlier
@@ -294,7 +301,10 @@ pub fn record_landing(
     at: Timestamp,
     requests: &[PendingRequest],
 ) -> Result<u32> {
-    let batch = tx.land(job, partition, at)?;
+    // Staleness compares runs with when baton learned of the batch, by the store's clock:
+    // the landing time a scraper reports may be in another clock, or in the future.
+    let recorded_at = tx.now();
+    let batch = tx.land(job, partition, at, recorded_at)?;
     for request in requests {
         tx.owe_run(request)?;
     }

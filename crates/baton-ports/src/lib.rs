@@ -239,7 +239,8 @@ pub struct Landing {
     pub partition: Partition,
     /// When it first landed (lateness is judged by this).
     pub landed_at: Timestamp,
-    /// When its latest batch landed (staleness is judged by this).
+    /// When baton recorded its latest batch, by the store's clock (staleness is judged by
+    /// this).
     pub latest_at: Timestamp,
     /// How many batches have landed (the latest batch's sequence number).
     pub batches: u32,

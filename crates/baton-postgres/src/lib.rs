@@ -462,15 +462,21 @@ impl engine::Transaction for PgTxn<'_, '_> {
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
         upsert_rows(self.tx, table, rows, token.get() as i64)
     }
-    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32> {
+    fn land(
+        &mut self,
+        job: &str,
+        partition: Partition,
+        at: Timestamp,
+        recorded_at: Timestamp,
+    ) -> Result<u32> {
         let row = self
             .tx
             .query_one(
-                "INSERT INTO landings (job, partition, landed_at, latest_at, batches) VALUES ($1, $2, $3, $3, 1)
+                "INSERT INTO landings (job, partition, landed_at, latest_at, batches) VALUES ($1, $2, $3, $4, 1)
                  ON CONFLICT (job, partition) DO UPDATE SET latest_at = greatest(landings.latest_at, excluded.latest_at),
                    batches = landings.batches + 1
                  RETURNING batches",
-                &[&job, &partition.to_string(), &micros(at)],
+                &[&job, &partition.to_string(), &micros(at), &micros(recorded_at)],
             )
             .map_err(|e| pg_err(&e))?;
         Ok(row.get::<_, i32>(0) as u32)

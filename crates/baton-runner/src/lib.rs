@@ -279,6 +279,11 @@ impl Runner {
         Ok(self.store.record_landing(job, partition, at, &requests)?)
     }
 
+    /// The runner's clock's time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The state store runs are recorded in.
     pub fn store(&self) -> &dyn StateStore {
         self.store.as_ref()

@@ -4,16 +4,19 @@
 
 use crate::Error;
 use baton_core::completion::Document;
-use baton_core::config::Pipeline;
+use baton_core::config::{Pipeline, Processor};
+use baton_core::freshness::InputFacts;
 use baton_core::gate::Gate;
 use baton_core::health::{self, DateFacts, SystemFacts};
-use baton_core::model::Partition;
+use baton_core::model::{GateId, Partition, ProcessorName};
 use baton_core::quality::{self, CheckResult, Measurement};
 use baton_core::reconcile::{self, DateReport, ProcessorTruth, Repair, RunFact, Truth};
 use baton_core::schedule;
-use baton_ports::{Bus, RunStatus, StateStore, Warehouse};
+use baton_ports::{
+    Bus, Landing, PendingRequest, RequestKind, RunRecord, RunStatus, StateStore, Warehouse,
+};
 use jiff::{SignedDuration, Timestamp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Measures the gate's checks that apply to `partition` at `now`.
 pub fn measure(
@@ -49,7 +52,8 @@ pub fn measure(
 }
 
 /// The truth for one date of one gate: the latest successful run of every watched
-/// processor, and its table's rows.
+/// processor, its table's rows, what its output depends on (landings, dependencies, owed
+/// runs), and the generation the next phase last ran for.
 pub fn truth(
     pipeline: &Pipeline,
     store: &dyn StateStore,
@@ -58,28 +62,134 @@ pub fn truth(
     partition: Partition,
 ) -> Result<Truth, Error> {
     let runs = store.runs(partition)?;
+    let landings = store.landings(partition)?;
+    let pending = store.pending_requests()?;
+    let owed: BTreeSet<ProcessorName> = pending
+        .iter()
+        .filter(|r| r.partition == partition)
+        .map(|r| r.processor.clone())
+        .collect();
     let mut processors = BTreeMap::new();
     for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
-        let run = runs
-            .iter()
-            .filter(|r| r.processor == p.name)
-            .filter_map(|r| {
-                let status = r.status.completion().filter(|s| s.completes())?;
-                Some(RunFact {
-                    run_id: r.run_id.clone(),
-                    status,
-                    rows_written: r.rows_written,
-                    finished_at: r.finished_at.unwrap_or(r.started_at),
-                })
-            })
-            .max_by_key(|r| r.finished_at);
+        let run = latest_success(&runs, &p.name);
         let rows = warehouse.row_count(&p.table, partition)?;
-        processors.insert(p.name.clone(), ProcessorTruth { run, rows });
+        let inputs = input_facts(p, &runs, &landings, owed.contains(&p.name));
+        processors.insert(p.name.clone(), ProcessorTruth { run, rows, inputs });
     }
     Ok(Truth {
         partition,
         processors,
+        next_phase_generation: next_phase_generation(store, gate, partition)?,
+        begun: !runs.is_empty() || !landings.is_empty(),
+        in_flight: in_flight(&pending, partition),
     })
+}
+
+/// The latest successful run of `processor` among `runs`.
+fn latest_success(runs: &[RunRecord], processor: &ProcessorName) -> Option<RunFact> {
+    runs.iter()
+        .filter(|r| &r.processor == processor)
+        .filter_map(|r| {
+            let status = r.status.completion().filter(|s| s.completes())?;
+            Some(RunFact {
+                run_id: r.run_id.clone(),
+                status,
+                rows_written: r.rows_written,
+                started_at: r.started_at,
+                finished_at: r.finished_at.unwrap_or(r.started_at),
+            })
+        })
+        .max_by_key(|r| r.finished_at)
+}
+
+/// What a processor's output for the date depends on.
+fn input_facts(p: &Processor, runs: &[RunRecord], landings: &[Landing], owed: bool) -> InputFacts {
+    let landed = |job: &String| landings.iter().find(|l| &l.job == job);
+    InputFacts {
+        missing_upstream: p
+            .upstream
+            .iter()
+            .filter(|j| landed(j).is_none())
+            .cloned()
+            .collect(),
+        latest_landing: p
+            .upstream
+            .iter()
+            .filter_map(landed)
+            .max_by_key(|l| l.latest_at)
+            .map(|l| (l.job.clone(), l.latest_at)),
+        newest_dependency: p
+            .depends_on
+            .iter()
+            .filter_map(|d| latest_success(runs, d).map(|r| (d.clone(), r.finished_at)))
+            .max_by_key(|(_, at)| *at),
+        owed,
+    }
+}
+
+/// The processors of `partition` with a rerun requested by baton or coalesced into a
+/// holder: output about to change, which a gate waits for before it triggers.
+pub fn in_flight(owed: &[PendingRequest], partition: Partition) -> BTreeSet<ProcessorName> {
+    owed.iter()
+        .filter(|r| r.partition == partition)
+        .filter(|r| matches!(r.kind, RequestKind::Requested | RequestKind::Coalesced))
+        .map(|r| r.processor.clone())
+        .collect()
+}
+
+/// The operational record under which the next phase's last handled generation of a gate
+/// and date is kept.
+pub fn next_phase_key(gate: &GateId, partition: Partition) -> String {
+    format!("next_phase/{gate}/{partition}")
+}
+
+/// The latest generation the next phase ran for, for a gate and date (`None`: never).
+pub fn next_phase_generation(
+    store: &dyn StateStore,
+    gate: &Gate,
+    partition: Partition,
+) -> Result<Option<u32>, Error> {
+    Ok(store
+        .ops_record(&next_phase_key(&gate.id, partition))?
+        .and_then(|r| serde_json::from_str::<NextPhaseRecord>(&r.body).ok())
+        .map(|r| r.generation))
+}
+
+/// What is recorded when the next phase has run for a generation.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NextPhaseRecord {
+    /// The generation it ran for.
+    pub generation: u32,
+    /// When it finished.
+    pub at: Timestamp,
+}
+
+/// Records that the next phase ran for `generation` (compare-and-set: a newer generation
+/// already recorded is kept).
+pub fn record_next_phase(
+    store: &dyn StateStore,
+    gate: &GateId,
+    partition: Partition,
+    generation: u32,
+    at: Timestamp,
+) -> Result<(), Error> {
+    let key = next_phase_key(gate, partition);
+    let body = serde_json::to_string(&NextPhaseRecord { generation, at })
+        .map_err(|e| baton_ports::Error::Permanent(e.to_string()))?;
+    // A few tries: another serve writing the same record moves the version.
+    for _ in 0..8 {
+        let current = store.ops_record(&key)?;
+        let stored = current
+            .as_ref()
+            .and_then(|r| serde_json::from_str::<NextPhaseRecord>(&r.body).ok());
+        if stored.is_some_and(|r| r.generation >= generation) {
+            return Ok(());
+        }
+        if store.put_ops_record(&key, &body, current.map(|r| r.version))? {
+            return Ok(());
+        }
+    }
+    Err(baton_ports::Error::Retryable(format!("{key} kept changing")).into())
 }
 
 /// One date's reconcile result: the report before, and what a fix changed.
@@ -118,16 +228,30 @@ pub fn reconcile_date(
     }
     let quality = measure(pipeline, warehouse, gate, partition, now)?;
     let mut changes = Vec::new();
+    let mut requests = Vec::new();
     let written = store.edit_document(&gate.id, partition, &mut |stored: Option<Document>| {
         // Re-planned inside the transaction, on the document as it is now.
         let Repair {
             document,
             triggers,
             changes: c,
-        } = reconcile::repair(gate, stored, &truth, now, &quality)?;
+            requests: r,
+        } = reconcile::repair(gate, stored.clone(), &truth, now, &quality)?;
         changes = c;
-        Some((document, triggers))
+        requests = r;
+        // Only runs to request: the document stays as it is.
+        (stored.as_ref() != Some(&document) || !triggers.is_empty()).then_some((document, triggers))
     })?;
+    for (processor, reason) in requests {
+        store.record_request(&PendingRequest {
+            processor,
+            partition,
+            kind: RequestKind::Requested,
+            reason: format!("reconcile: {reason}"),
+            since: now,
+        })?;
+    }
+    let truth = self::truth(pipeline, store, warehouse, gate, partition)?;
     let after = reconcile::check(gate, written.as_ref(), &truth, now);
     Ok(Reconciled {
         gate: gate.id.to_string(),
@@ -206,12 +330,18 @@ fn add_gate_completions(
     date.stored += report.stored;
     date.actual += report.actual;
     date.expected += report.expected;
-    // A missing trigger (BATON-R006) with a recorded block reason is reported as blocked,
-    // not as a mismatch.
-    date.mismatched |= report
+    let (inputs, stored): (Vec<_>, Vec<_>) = report
         .findings
         .iter()
+        .partition(|f| matches!(f.code, "BATON-R008" | "BATON-R009" | "BATON-R010"));
+    // A missing trigger (BATON-R006) with a recorded block reason is reported as blocked,
+    // not as a mismatch.
+    date.mismatched |= stored
+        .iter()
         .any(|f| f.code != "BATON-R006" || doc.as_ref().is_none_or(|d| d.blocked.is_none()));
+    // Stale output, a short and silent date, a next phase behind: judged by BATON-H012.
+    date.inputs
+        .extend(inputs.iter().map(|f| format!("{} {}", f.code, f.detail)));
     if let Some(b) = doc
         .as_ref()
         .filter(|d| !d.triggered)

@@ -130,7 +130,15 @@ fn payload_fields(payload: &[u8]) -> (String, String) {
 }
 
 /// Quality-check results of a batch, by gate and date.
-type QualityByDate = BTreeMap<(String, baton_core::Partition), Vec<CheckResult>>;
+/// Per (gate, date) of a batch: its quality checks, measured just before the batch, and
+/// its processors with a rerun requested or running (the gate waits for them).
+type QualityByDate = BTreeMap<
+    (String, baton_core::Partition),
+    (
+        Vec<CheckResult>,
+        std::collections::BTreeSet<baton_core::model::ProcessorName>,
+    ),
+>;
 
 /// Every name a completion's outcome is counted under (in [`DrainReport::outcomes`]).
 pub const OUTCOME_NAMES: [&str; 5] = [
@@ -255,6 +263,7 @@ impl Consumer {
     fn measure_batch(&self, work: &[Work], now: Timestamp) -> Result<QualityByDate, Error> {
         let pipeline = &self.pipeline;
         let mut quality = QualityByDate::new();
+        let owed = self.store.pending_requests()?;
         for w in work {
             if let Work::Completion { gate: gid, message } = w {
                 let key = (gid.to_string(), message.partition);
@@ -269,7 +278,8 @@ impl Consumer {
                         message.partition,
                         now,
                     )?;
-                    quality.insert(key, results);
+                    let in_flight = checks::in_flight(&owed, message.partition);
+                    quality.insert(key, (results, in_flight));
                 }
             }
         }
@@ -289,8 +299,11 @@ impl Consumer {
         let mut triggers = 0;
         let outcomes = self.store.apply(work, &mut |doc, gate_id, message| {
             let gate = pipeline.gate(gate_id.as_str()).unwrap_or(gate);
-            let results = quality.get(&(gate_id.to_string(), message.partition)).map_or(&[][..], Vec::as_slice);
-            let out = completion::step(doc, message, gate, now, results);
+            let (results, in_flight) = match quality.get(&(gate_id.to_string(), message.partition)) {
+                Some((r, f)) => (r.as_slice(), f.clone()),
+                None => (&[][..], Default::default()),
+            };
+            let out = completion::step_settling(doc, message, gate, now, results, &in_flight);
             if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
                 tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
             }
@@ -398,6 +411,8 @@ pub struct TriggerReport {
     pub runs_ok: usize,
     /// Processor runs that did not (deferred, failed, coalesced).
     pub runs_not_ok: usize,
+    /// Triggers of a generation the next phase had already run for: nothing ran (G10).
+    pub already_handled: usize,
 }
 
 impl TriggerConsumer {
@@ -414,6 +429,45 @@ impl TriggerConsumer {
             runner,
             holder: holder.into(),
         }
+    }
+
+    /// Runs the next phase for a trigger, once per (gate, date, generation) (G10): a
+    /// generation the next phase already ran for (a redelivered or replayed trigger, or an
+    /// older one arriving late) runs nothing. The generation is recorded after every run of
+    /// the phase succeeded; a crash before that reruns the phase on redelivery, which writes
+    /// the same rows through the fence.
+    fn run_next_phase(
+        &self,
+        gate: &baton_core::gate::Gate,
+        trigger: &Trigger,
+        hooks: &dyn RunHooks,
+        report: &mut TriggerReport,
+    ) -> Result<(), Error> {
+        let store = self.runner.store();
+        let handled = checks::next_phase_generation(store, gate, trigger.partition)?;
+        if handled.is_some_and(|h| h >= trigger.generation) {
+            tracing::info!(gate = %gate.id, date = %trigger.partition, generation = trigger.generation, "the next phase already ran for this generation; nothing to do");
+            report.already_handled += 1;
+            return Ok(());
+        }
+        let mut all_ok = true;
+        for processor in self.pipeline.phase(gate.next_phase) {
+            let options = RunOptions::new(self.holder.clone());
+            let run =
+                self.runner
+                    .run(processor.name.as_str(), trigger.partition, &options, hooks)?;
+            if run.succeeded() {
+                report.runs_ok += 1
+            } else {
+                all_ok = false;
+                report.runs_not_ok += 1
+            }
+        }
+        if all_ok {
+            let now = self.runner.now();
+            checks::record_next_phase(store, &gate.id, trigger.partition, trigger.generation, now)?;
+        }
+        Ok(())
     }
 
     /// Handles one batch of triggers per gate, acking each after its phase ran.
@@ -445,20 +499,7 @@ impl TriggerConsumer {
                     }
                 };
                 report.triggers += 1;
-                for processor in self.pipeline.phase(gate.next_phase) {
-                    let options = RunOptions::new(self.holder.clone());
-                    let run = self.runner.run(
-                        processor.name.as_str(),
-                        trigger.partition,
-                        &options,
-                        hooks,
-                    )?;
-                    if run.succeeded() {
-                        report.runs_ok += 1
-                    } else {
-                        report.runs_not_ok += 1
-                    }
-                }
+                self.run_next_phase(gate, &trigger, hooks, &mut report)?;
                 self.bus.ack(&gate.trigger_topic, &group, &[delivery.seq])?;
             }
         }

@@ -220,13 +220,19 @@ impl engine::Transaction for MemTxn<'_> {
         let data = self.state.tables.entry(table.name.clone()).or_default();
         upsert(data, table, rows, token.get())
     }
-    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32> {
+    fn land(
+        &mut self,
+        job: &str,
+        partition: Partition,
+        at: Timestamp,
+        recorded_at: Timestamp,
+    ) -> Result<u32> {
         let entry = self
             .state
             .landings
             .entry((job.to_owned(), partition))
-            .or_insert((at, at, 0));
-        entry.1 = entry.1.max(at);
+            .or_insert((at, recorded_at, 0));
+        entry.1 = entry.1.max(recorded_at);
         entry.2 += 1;
         Ok(entry.2)
     }

@@ -294,14 +294,20 @@ impl engine::Transaction for SqliteTxn<'_> {
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
         upsert_rows(self.conn, table, rows, token.get() as i64)
     }
-    fn land(&mut self, job: &str, partition: Partition, at: Timestamp) -> Result<u32> {
+    fn land(
+        &mut self,
+        job: &str,
+        partition: Partition,
+        at: Timestamp,
+        recorded_at: Timestamp,
+    ) -> Result<u32> {
         let batches: i64 = self
             .conn
             .query_row(
-                "INSERT INTO landings (job, partition, landed_at, latest_at, batches) VALUES (?1, ?2, ?3, ?3, 1)
+                "INSERT INTO landings (job, partition, landed_at, latest_at, batches) VALUES (?1, ?2, ?3, ?4, 1)
                  ON CONFLICT (job, partition) DO UPDATE SET latest_at = max(latest_at, excluded.latest_at), batches = batches + 1
                  RETURNING batches",
-                params![job, partition.to_string(), micros(at)],
+                params![job, partition.to_string(), micros(at), micros(recorded_at)],
                 |r| r.get(0),
             )
             .map_err(map_err)?;
