@@ -1975,7 +1975,9 @@ date = "yesterday"
         assert_eq!(e.key, "schedules[1].name", "{e}");
         assert!(e.message.contains("declared twice"), "{e}");
         // An unknown key in a schedule is refused, like everywhere else.
-        let e = err_of(&with_schedules(&format!("[[schedules]]\n{one}when = \"now\"\n")));
+        let e = err_of(&with_schedules(&format!(
+            "[[schedules]]\n{one}when = \"now\"\n"
+        )));
         assert!(e.message.contains("when"), "{e}");
         assert!(e.line.is_some());
     }
