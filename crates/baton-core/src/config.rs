@@ -1890,6 +1890,21 @@ notify = ["slack"]
     }
 
     #[test]
+    fn the_commented_schedule_example_is_valid() {
+        // The example at the end of the reference config, uncommented.
+        let start = REFERENCE_TOML.find("# [[schedules]]").unwrap();
+        let example: String = REFERENCE_TOML[start..]
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let p = Pipeline::from_toml(&format!("{REFERENCE_TOML}\n{example}\n")).unwrap();
+        assert_eq!(p.schedules.len(), 1);
+        assert_eq!(p.schedules[0].processors.len(), 2);
+        assert!(Pipeline::reference().unwrap().schedules.is_empty());
+    }
+
+    #[test]
     fn schedules_parse_with_the_date_defaulting_to_today() {
         let src = with_schedules(
             r#"
