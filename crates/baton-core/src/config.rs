@@ -6,6 +6,7 @@
 //! and, where the source has one, the line.
 
 use crate::alert::{AlertPolicy, NotifierSpec, SecretSource, Watch};
+use crate::cron::{CronExpr, Schedule, ScheduleDate};
 use crate::gate::{Gate, ModePolicy, Rule};
 use crate::model::{GateId, ProcessorName};
 use crate::quality::{CheckKind, QualityCheck};
@@ -165,6 +166,8 @@ pub struct Pipeline {
     pub notifiers: Vec<NotifierSpec>,
     /// Alert policies.
     pub alerts: Vec<AlertPolicy>,
+    /// Schedules: runs started by a cron time rather than a landing.
+    pub schedules: Vec<Schedule>,
 }
 
 impl Pipeline {
@@ -293,6 +296,18 @@ struct RawConfig {
     notifiers: Vec<RawNotifier>,
     #[serde(default)]
     alerts: Vec<RawAlert>,
+    #[serde(default)]
+    schedules: Vec<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: Spanned<String>,
+    cron: Spanned<String>,
+    processors: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    date: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -613,6 +628,7 @@ impl Validator<'_> {
         let api = self.api(raw.api.as_ref())?;
         let notifiers = self.notifiers(&raw.notifiers)?;
         let alerts = self.alerts(&raw.alerts, &notifiers)?;
+        let schedules = self.schedules(&raw.schedules, &processors)?;
         Ok(Pipeline {
             name,
             timezone,
@@ -629,6 +645,7 @@ impl Validator<'_> {
             api,
             notifiers,
             alerts,
+            schedules,
         })
     }
 
@@ -1340,6 +1357,89 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    /// `[[schedules]]`, over the processors already validated: a unique name, a five-field
+    /// cron expression, known processors (at least one, no repeats), `today` or `yesterday`.
+    fn schedules(
+        &self,
+        raw: &[RawSchedule],
+        processors: &[Processor],
+    ) -> Result<Vec<Schedule>, Error> {
+        let mut out: Vec<Schedule> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let key = format!("schedules[{i}]");
+            let name = s.name.get_ref().trim().to_owned();
+            let well_formed = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !well_formed || out.iter().any(|o| o.name == name) {
+                return self.err(
+                    format!("{key}.name"),
+                    s.name.span(),
+                    format!("schedule name `{name}` is empty, not letters, digits, - and _, or declared twice"),
+                );
+            }
+            let cron = CronExpr::parse(s.cron.get_ref())
+                .or_else(|e| self.err(format!("{key}.cron"), s.cron.span(), e))?;
+            let date = match &s.date {
+                None => ScheduleDate::Today,
+                Some(d) => match ScheduleDate::parse(d.get_ref()) {
+                    Some(date) => date,
+                    None => {
+                        return self.err(
+                            format!("{key}.date"),
+                            d.span(),
+                            format!("unknown date `{}` (today or yesterday)", d.get_ref()),
+                        );
+                    }
+                },
+            };
+            let procs = self.schedule_processors(&key, &s.processors, processors)?;
+            out.push(Schedule {
+                name,
+                cron,
+                processors: procs,
+                date,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A schedule's `processors`: known, at least one, none twice.
+    fn schedule_processors(
+        &self,
+        key: &str,
+        raw: &Spanned<Vec<Spanned<String>>>,
+        processors: &[Processor],
+    ) -> Result<Vec<ProcessorName>, Error> {
+        if raw.get_ref().is_empty() {
+            return self.err(
+                format!("{key}.processors"),
+                raw.span(),
+                "a schedule needs at least one processor",
+            );
+        }
+        let mut out: Vec<ProcessorName> = Vec::new();
+        for (j, p) in raw.get_ref().iter().enumerate() {
+            let Some(known) = processors.iter().find(|x| x.name.as_str() == p.get_ref()) else {
+                return self.err(
+                    format!("{key}.processors[{j}]"),
+                    p.span(),
+                    format!("unknown processor `{}`", p.get_ref()),
+                );
+            };
+            if out.contains(&known.name) {
+                return self.err(
+                    format!("{key}.processors[{j}]"),
+                    p.span(),
+                    format!("processor `{}` appears twice", p.get_ref()),
+                );
+            }
+            out.push(known.name.clone());
+        }
+        Ok(out)
+    }
+
     fn check(
         &self,
         key: &str,
@@ -1782,5 +1882,118 @@ notify = ["slack"]
     fn an_unknown_time_zone_is_rejected() {
         let src = mutate("America/New_York", "Mars/Olympus");
         assert_eq!(err_of(&src).key, "pipeline.timezone");
+    }
+
+    /// The reference config with a `[[schedules]]` section appended.
+    fn with_schedules(schedules: &str) -> String {
+        format!("{REFERENCE_TOML}\n{schedules}")
+    }
+
+    #[test]
+    fn the_commented_schedule_example_is_valid() {
+        // The example at the end of the reference config, uncommented.
+        let start = REFERENCE_TOML.find("# [[schedules]]").unwrap();
+        let example: String = REFERENCE_TOML[start..]
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let p = Pipeline::from_toml(&format!("{REFERENCE_TOML}\n{example}\n")).unwrap();
+        assert_eq!(p.schedules.len(), 1);
+        assert_eq!(p.schedules[0].processors.len(), 2);
+        assert!(Pipeline::reference().unwrap().schedules.is_empty());
+    }
+
+    #[test]
+    fn schedules_parse_with_the_date_defaulting_to_today() {
+        let src = with_schedules(
+            r#"
+[[schedules]]
+name = "morning-context"
+cron = "0 7 * * *"
+processors = ["upcoming_player_game_context", "upcoming_team_game_context"]
+
+[[schedules]]
+name = "late_box_scores"
+cron = "30 11 * * MON-FRI"
+processors = ["player_game_summary"]
+date = "yesterday"
+"#,
+        );
+        let p = Pipeline::from_toml(&src).unwrap();
+        assert_eq!(p.schedules.len(), 2);
+        let (morning, late) = (&p.schedules[0], &p.schedules[1]);
+        assert_eq!(morning.name, "morning-context");
+        assert_eq!(morning.cron.as_str(), "0 7 * * *");
+        assert_eq!(morning.date, crate::cron::ScheduleDate::Today);
+        assert_eq!(
+            morning.processors,
+            vec![
+                ProcessorName::from("upcoming_player_game_context"),
+                ProcessorName::from("upcoming_team_game_context")
+            ]
+        );
+        assert_eq!(late.date, crate::cron::ScheduleDate::Yesterday);
+        assert_eq!(morning.record_key(), "schedule/morning-context");
+    }
+
+    #[test]
+    fn bad_schedules_name_the_key_and_line() {
+        for (body, key, needle, message) in [
+            (
+                "name = \"s\"\ncron = \"0 7 * *\"\nprocessors = [\"player_game_summary\"]",
+                "schedules[0].cron",
+                "cron = \"0 7 * *\"",
+                "has 4 fields",
+            ),
+            (
+                "name = \"s\"\ncron = \"0 27 * * *\"\nprocessors = [\"player_game_summary\"]",
+                "schedules[0].cron",
+                "cron = \"0 27",
+                "not a valid cron expression",
+            ),
+            (
+                "name = \"s\"\ncron = \"0 7 * * *\"\nprocessors = [\"player_game_summary\", \"nope_processor\"]",
+                "schedules[0].processors[1]",
+                "nope_processor",
+                "unknown processor `nope_processor`",
+            ),
+            (
+                "name = \"s\"\ncron = \"0 7 * * *\"\nprocessors = []",
+                "schedules[0].processors",
+                "processors = []",
+                "at least one processor",
+            ),
+            (
+                "name = \"s\"\ncron = \"0 7 * * *\"\nprocessors = [\"player_game_summary\"]\ndate = \"tomorrow\"",
+                "schedules[0].date",
+                "date = \"tomorrow\"",
+                "unknown date `tomorrow` (today or yesterday)",
+            ),
+            (
+                "name = \"a b\"\ncron = \"0 7 * * *\"\nprocessors = [\"player_game_summary\"]",
+                "schedules[0].name",
+                "name = \"a b\"",
+                "schedule name",
+            ),
+        ] {
+            let src = with_schedules(&format!("[[schedules]]\n{body}\n"));
+            let e = err_of(&src);
+            assert_eq!(e.key, key, "{e}");
+            assert_eq!(e.line, Some(line_containing(&src, needle)), "{e}");
+            assert!(e.message.contains(message), "{e}");
+        }
+        // A name declared twice, on the second.
+        let one = "name = \"s\"\ncron = \"0 7 * * *\"\nprocessors = [\"player_game_summary\"]\n";
+        let src = with_schedules(&format!("[[schedules]]\n{one}\n[[schedules]]\n{one}"));
+        let e = err_of(&src);
+        assert_eq!(e.key, "schedules[1].name", "{e}");
+        assert!(e.message.contains("declared twice"), "{e}");
+        // An unknown key in a schedule is refused, like everywhere else.
+        let e = err_of(&with_schedules(&format!(
+            "[[schedules]]\n{one}when = \"now\"\n"
+        )));
+        assert!(e.message.contains("when"), "{e}");
+        assert!(e.line.is_some());
     }
 }

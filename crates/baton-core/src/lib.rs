@@ -14,6 +14,7 @@ pub mod audit;
 pub mod clock;
 pub mod completion;
 pub mod config;
+pub mod cron;
 pub mod dedup;
 pub mod digest;
 pub mod freshness;

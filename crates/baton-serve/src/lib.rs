@@ -16,6 +16,7 @@
 
 pub mod alerting;
 pub mod checks;
+pub mod scheduling;
 pub mod service;
 pub mod status;
 

@@ -1,6 +1,6 @@
 //! The long-running service: what `baton serve` does between start and stop, as a library
-//! type so it can be tested without the binary. It owns the loop of rounds (one
-//! [`crate::drain`] pass each), the heartbeat that says this instance is alive (and which
+//! type so it can be tested without the binary. It owns the loop of rounds (the schedules
+//! due, then one [`crate::drain`] pass each), the heartbeat that says this instance is alive (and which
 //! backend errors it retried through), the periodic alert evaluation and the periodic
 //! reconcile of the last dates. The binary only parses, wires (HTTP, notifiers, token) and
 //! calls [`Service::run`].
@@ -14,6 +14,7 @@
 
 use crate::alerting::{AlertRound, Notifier};
 use crate::checks::Reconciled;
+use crate::scheduling::{Fired, Scheduler};
 use crate::status::Heartbeat;
 use crate::{Consumer, DrainReport, Error, NoFaults, Services, TriggerConsumer, drain};
 use baton_core::clock::Clock;
@@ -189,6 +190,9 @@ pub type DrainObserver = Box<dyn Fn(&DrainReport) + Send>;
 /// What one [`Service::round`] did.
 #[derive(Debug, Default, Clone)]
 pub struct RoundReport {
+    /// The schedules this instance fired (their runs are requested before the drain, which
+    /// runs them when the phase runner is on).
+    pub fired: Vec<Fired>,
     /// What the drain did (empty when the round failed before it finished).
     pub drain: DrainReport,
     /// Whether a heartbeat was written.
@@ -220,6 +224,7 @@ pub struct Service {
     observer: Option<DrainObserver>,
     consumer: Consumer,
     triggers: TriggerConsumer,
+    scheduler: Scheduler,
     started_at: Timestamp,
     next_beat: Timestamp,
     next_alerts: Timestamp,
@@ -264,6 +269,7 @@ impl Service {
             observer: None,
             consumer,
             triggers,
+            scheduler: Scheduler::default(),
             started_at: now,
             next_beat: now,
             next_alerts: now,
@@ -323,7 +329,7 @@ impl Service {
         Ok(IdleReport { drain, pending })
     }
 
-    /// One round: drains once, then writes the heartbeat, evaluates alerts and reconciles
+    /// One round: fires the schedules due, drains once, then writes the heartbeat, evaluates alerts and reconciles
     /// when each is due. A retryable backend error is recorded (and reported in the next
     /// heartbeat) and returned in the report, not as an error; any other error is returned.
     pub fn round(&mut self) -> Result<RoundReport, Error> {
@@ -362,6 +368,12 @@ impl Service {
     /// The round's work; its first error stops the rest of the round.
     fn work(&mut self, report: &mut RoundReport) -> Result<(), Error> {
         let clock = self.ports.clock.clone();
+        report.fired = self.scheduler.fire_due(
+            &self.ports.pipeline,
+            self.ports.store.as_ref(),
+            &self.identity.holder(),
+            clock.now(),
+        )?;
         let pause = self.options.poll;
         let mut wait = || clock.sleep(pause);
         report.drain = drain(

@@ -402,3 +402,160 @@ fn run_retries_through_retryable_errors_and_ends_on_a_permanent_one() {
     assert!(!error.is_retryable());
     assert_eq!(e.clock.now(), e.t0, "it ended at once, without retrying");
 }
+
+/// The reference pipeline with a schedule: the upcoming-game context at 07:00 New York
+/// time, for today. The clock starts at 06:30 EDT on 2024-06-03, and every upstream job
+/// has landed for that date and the next, so a requested run can run at once.
+fn scheduled_env() -> Env {
+    let config = format!(
+        "{}\n[[schedules]]\nname = \"morning-context\"\ncron = \"0 7 * * *\"\nprocessors = [\"upcoming_player_game_context\"]\ndate = \"today\"\n",
+        baton_core::config::REFERENCE_TOML
+    );
+    let t0: Timestamp = "2024-06-03T10:30:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(t0));
+    let backend = Arc::new(MemBackend::new(clock.clone()));
+    let bus = Arc::new(FlakyBus {
+        inner: backend.clone(),
+        failures: Mutex::new(VecDeque::new()),
+    });
+    let pipeline = Arc::new(Pipeline::from_toml(&config).unwrap());
+    let date = Partition::parse("2024-06-03").unwrap();
+    for day in [date, date.offset(1)] {
+        for job in &pipeline.upstream {
+            backend.record_landing(&job.name, day, t0, &[]).unwrap();
+        }
+    }
+    Env {
+        pipeline,
+        clock,
+        backend,
+        bus,
+        t0,
+        date,
+    }
+}
+
+impl Env {
+    /// A service of its own (another `serve` process) on the same backend.
+    fn instance(&self, pid: u32) -> Service {
+        let ports = Ports {
+            pipeline: self.pipeline.clone(),
+            store: self.backend.clone(),
+            warehouse: self.backend.clone(),
+            bus: self.bus.clone(),
+            clock: self.clock.clone(),
+        };
+        let identity = Identity {
+            role: "serve".into(),
+            host: "h1".into(),
+            pid,
+            version: "0.1.0".into(),
+            commit: "abc".into(),
+        };
+        let options = ServeOptions {
+            reconcile_every: None,
+            ..ServeOptions::default()
+        };
+        Service::new(options, ports, identity).unwrap()
+    }
+
+    /// The finished runs of a processor for a date.
+    fn finished_runs(&self, processor: &str, date: Partition) -> usize {
+        self.backend
+            .runs(date)
+            .unwrap()
+            .iter()
+            .filter(|r| r.processor.as_str() == processor && r.finished_at.is_some())
+            .count()
+    }
+}
+
+#[test]
+fn a_schedule_requests_and_runs_its_processor_once_across_two_instances() {
+    let e = scheduled_env();
+    let context = "upcoming_player_game_context";
+    let (mut a, mut b) = (e.instance(7), e.instance(8));
+    let both = |a: &mut Service, b: &mut Service| {
+        let (ra, rb) = (a.round().unwrap(), b.round().unwrap());
+        assert!(ra.backend_error.is_none() && rb.backend_error.is_none());
+        (ra.fired, rb.fired)
+    };
+
+    // 06:30 and 06:59:59 EDT: not yet.
+    assert_eq!(both(&mut a, &mut b), (vec![], vec![]));
+    e.clock.set("2024-06-03T10:59:59Z".parse().unwrap());
+    assert_eq!(both(&mut a, &mut b), (vec![], vec![]));
+    assert_eq!(e.finished_runs(context, e.date), 0);
+
+    // 07:00 EDT: the first instance fires, requests today's run and runs it in the same
+    // round; the second finds the fire claimed.
+    let seven: Timestamp = "2024-06-03T11:00:00Z".parse().unwrap();
+    e.clock.set(seven);
+    let (fa, fb) = both(&mut a, &mut b);
+    assert_eq!(fa.len(), 1, "{fa:?}");
+    assert!(fb.is_empty(), "{fb:?}");
+    assert_eq!(fa[0].schedule, "morning-context");
+    assert_eq!(fa[0].fire_time, seven);
+    assert_eq!(fa[0].partition, e.date);
+    assert_eq!(fa[0].processors, vec![ProcessorName::from(context)]);
+    assert_eq!(e.finished_runs(context, e.date), 1);
+    assert!(
+        e.backend.pending_requests().unwrap().is_empty(),
+        "the run cleared the request"
+    );
+    let record = e
+        .backend
+        .ops_record("schedule/morning-context")
+        .unwrap()
+        .unwrap();
+    let body: baton_core::cron::FireRecord = serde_json::from_str(&record.body).unwrap();
+    assert_eq!((body.last_fired, body.partition), (seven, e.date));
+    assert_eq!(body.by, "serve-7");
+
+    // Later the same day (and a service started afresh): nothing more.
+    let mut fresh = e.instance(9);
+    for at in [
+        "2024-06-03T11:00:30Z",
+        "2024-06-03T11:59:00Z",
+        "2024-06-03T16:00:00Z",
+        "2024-06-04T10:59:59Z",
+    ] {
+        e.clock.set(at.parse().unwrap());
+        assert_eq!(both(&mut a, &mut b), (vec![], vec![]), "at {at}");
+        assert!(fresh.round().unwrap().fired.is_empty(), "at {at}");
+    }
+    assert_eq!(e.finished_runs(context, e.date), 1, "once for today");
+
+    // 07:00 the next day: once more, for the next date, whichever instance gets there first.
+    e.clock.set("2024-06-04T11:00:00Z".parse().unwrap());
+    let (fb, fa) = (b.round().unwrap().fired, a.round().unwrap().fired);
+    assert_eq!(fb.len(), 1, "{fb:?}");
+    assert!(fa.is_empty(), "{fa:?}");
+    assert_eq!(fb[0].partition, e.date.offset(1));
+    assert_eq!(e.finished_runs(context, e.date.offset(1)), 1);
+    assert_eq!(e.finished_runs(context, e.date), 1);
+}
+
+#[test]
+fn a_service_started_long_after_the_cron_time_does_not_fire_it() {
+    let e = scheduled_env();
+    // Started at 09:30 EDT: 07:00 is more than the catch-up hour ago.
+    e.clock.set("2024-06-03T13:30:00Z".parse().unwrap());
+    let mut service = e.instance(7);
+    assert!(service.round().unwrap().fired.is_empty());
+    assert!(
+        e.backend
+            .ops_record("schedule/morning-context")
+            .unwrap()
+            .is_none()
+    );
+    // Started at 07:40 EDT: within the hour, so today's 07:00 fires.
+    let e = scheduled_env();
+    e.clock.set("2024-06-03T11:40:00Z".parse().unwrap());
+    let fired = e.instance(7).round().unwrap().fired;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(
+        fired[0].fire_time,
+        "2024-06-03T11:00:00Z".parse::<Timestamp>().unwrap()
+    );
+}
