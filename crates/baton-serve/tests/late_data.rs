@@ -84,7 +84,7 @@ impl Env {
 
     fn land_history_and_all_but_the_gamebook(&self) {
         let gamebook_tables = ["nbac_gamebook_player_stats", "nbac_team_boxscore"];
-        for (table, _) in &self.raw {
+        for table in self.raw.keys() {
             let spec = self.pipeline.table(table).unwrap();
             let rows = self.table_rows(table, |r| {
                 !(gamebook_tables.contains(&table.as_str())
