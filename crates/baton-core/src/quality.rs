@@ -198,27 +198,11 @@ pub fn judge(check: &QualityCheck, m: &Measurement) -> CheckResult {
                 warn_below_percent,
             } => {
                 let c = m.coverage.clone().unwrap_or_default();
-                let pct = c.percent();
-                let missing = if c.missing.is_empty() {
-                    String::new()
-                } else {
-                    let more = if c.reference - c.covered > c.missing.len() as u64 {
-                        ", ..."
-                    } else {
-                        ""
-                    };
-                    format!("; missing {}{more}", c.missing.join(", "))
-                };
-                (
-                    tiered(pct, *min_percent, *warn_below_percent),
-                    format!(
-                        "{} of {} {reference_column} values of {reference_table} in {}.{column} ({pct:.1}%; {}){missing}",
-                        c.covered,
-                        c.reference,
-                        check.table,
-                        thresholds(*min_percent, *warn_below_percent)
-                    ),
-                )
+                let what = format!(
+                    "{reference_column} values of {reference_table} in {}.{column}",
+                    check.table
+                );
+                judge_coverage(&c, &what, *min_percent, *warn_below_percent)
             }
         }
     };
@@ -227,6 +211,35 @@ pub fn judge(check: &QualityCheck, m: &Measurement) -> CheckResult {
         outcome,
         evidence,
     }
+}
+
+/// Judges a coverage measurement; the evidence names a few of the values missing.
+fn judge_coverage(
+    c: &Coverage,
+    what: &str,
+    min_percent: f64,
+    warn_below: Option<f64>,
+) -> (Outcome, String) {
+    let pct = c.percent();
+    let missing = if c.missing.is_empty() {
+        String::new()
+    } else {
+        let more = if c.reference - c.covered > c.missing.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
+        format!("; missing {}{more}", c.missing.join(", "))
+    };
+    (
+        tiered(pct, min_percent, warn_below),
+        format!(
+            "{} of {} {what} ({pct:.1}%; {}){missing}",
+            c.covered,
+            c.reference,
+            thresholds(min_percent, warn_below)
+        ),
+    )
 }
 
 /// Judges a non-null coverage measurement: an empty table fails.

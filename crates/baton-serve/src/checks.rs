@@ -253,6 +253,9 @@ fn add_gate_completions(
     {
         date.blocked = Some(b);
     }
+    if let Some(d) = &doc {
+        date.warnings.extend(d.warnings.iter().cloned());
+    }
     Ok(())
 }
 

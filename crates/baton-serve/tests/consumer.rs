@@ -397,6 +397,12 @@ fn two_of_ten_games_block_the_trigger_and_a_warning_triggers_and_is_recorded() {
          minimum 80%, warning below 85%); missing g02, g03, g04, ..."
     );
     assert!(d.warnings.is_empty());
+    let h010 = quality_health(&e);
+    assert_eq!(h010.level, baton_core::health::Level::Fail, "{h010:?}");
+    assert!(
+        h010.evidence
+            .starts_with("trigger blocked: 2024-03-05: `game_coverage` 2 of 10")
+    );
 
     // Eight of ten games processed and rerun: above the minimum, below the warning
     // threshold. The trigger goes out, with the warning on the document.
@@ -415,6 +421,32 @@ fn two_of_ten_games_block_the_trigger_and_a_warning_triggers_and_is_recorded() {
          minimum 80%, warning below 85%); missing g08, g09"
     );
     assert_eq!(d.warnings[0].at, e.clock.now());
+    let h010 = quality_health(&e);
+    assert_eq!(h010.level, baton_core::health::Level::Warn, "{h010:?}");
+    assert_eq!(
+        h010.details,
+        [format!(
+            "WARN 2024-03-05: `game_coverage` {}",
+            d.warnings[0].evidence
+        )]
+    );
+    assert!(
+        h010.evidence
+            .contains("(80.0%; minimum 80%, warning below 85%)")
+    );
+}
+
+/// Health's quality-check verdict (BATON-H010) for the test's date.
+fn quality_health(e: &Env) -> baton_core::health::Check {
+    let b = e.backend.as_ref();
+    let (dates, system) =
+        baton_serve::checks::health_facts(&e.pipeline, b, b, b, &[e.date], e.clock.now()).unwrap();
+    let report = baton_core::health::evaluate(&dates, &system, e.clock.now(), Default::default());
+    report
+        .checks
+        .into_iter()
+        .find(|c| c.code == "BATON-H010")
+        .unwrap()
 }
 
 #[test]
