@@ -170,6 +170,12 @@ fn print_document(gate: &Gate, doc: Option<&Document>, date: Partition, now: Tim
         doc.trigger_reason.clone().unwrap_or_else(|| "-".into()),
         doc.version
     );
+    if let Some(b) = doc.blocked.as_ref().filter(|_| !doc.triggered) {
+        println!("  BLOCKED by quality check `{}`: {}", b.check, b.evidence);
+    }
+    for w in &doc.warnings {
+        println!("  WARN quality check `{}`: {}", w.check, w.evidence);
+    }
     println!("{}", entries_table(gate, doc, date, now));
 }
 

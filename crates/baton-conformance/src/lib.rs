@@ -21,6 +21,7 @@ use baton_ports::{
     Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The clock every exercise starts from.
@@ -654,6 +655,56 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
             .unwrap()
             .len(),
         1
+    );
+    exercise_distinct_values(&w);
+}
+
+/// Distinct values of a column for a partition, as coverage checks read them: strings as
+/// they are, numbers and bools as JSON text, nulls and missing columns left out, other
+/// partitions and repeated values not counted.
+fn exercise_distinct_values<W: Warehouse>(w: &W) {
+    let t = TableSpec {
+        name: "conformance_values".into(),
+        primary_key: vec!["id".into()],
+        partition_column: "game_date".into(),
+    };
+    w.ensure_table(&t).unwrap();
+    let d = day("2024-03-01");
+    assert!(
+        w.distinct_values(&t, d, "game_id").unwrap().is_empty(),
+        "an empty partition has no values"
+    );
+    let rows: Vec<Row> = [
+        serde_json::json!({"id": 1, "game_date": "2024-03-01", "game_id": "0022300001", "n": 7}),
+        serde_json::json!({"id": 2, "game_date": "2024-03-01", "game_id": "0022300001", "n": 7}),
+        serde_json::json!({"id": 3, "game_date": "2024-03-01", "game_id": "0022300002", "n": true}),
+        serde_json::json!({"id": 4, "game_date": "2024-03-01", "game_id": null, "n": -3}),
+        serde_json::json!({"id": 5, "game_date": "2024-03-01", "n": false}),
+        serde_json::json!({"id": 6, "game_date": "2024-03-01", "game_id": "it's \"quoted\""}),
+        serde_json::json!({"id": 7, "game_date": "2024-03-02", "game_id": "0022300099", "n": 1}),
+    ]
+    .into_iter()
+    .map(|v| v.as_object().unwrap().clone())
+    .collect();
+    w.land(&t, &rows).unwrap();
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(
+        w.distinct_values(&t, d, "game_id").unwrap(),
+        set(&["0022300001", "0022300002", "it's \"quoted\""])
+    );
+    assert_eq!(
+        w.distinct_values(&t, d, "n").unwrap(),
+        set(&["-3", "7", "false", "true"]),
+        "numbers and bools as their JSON text"
+    );
+    assert!(w.distinct_values(&t, d, "absent").unwrap().is_empty());
+    assert_eq!(
+        w.distinct_values(&t, day("2024-03-02"), "game_id").unwrap(),
+        set(&["0022300099"])
     );
 }
 

@@ -143,6 +143,10 @@ pub struct Document {
     /// Why the policy is satisfied but the gate has not triggered: a failing quality check.
     #[serde(default)]
     pub blocked: Option<Blocked>,
+    /// Quality checks that passed with a warning when the trigger was last judged: the
+    /// trigger went out (or is waiting for another reason), and this says why to look.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warned>,
     /// Optimistic-concurrency version, incremented by the store on every write.
     pub version: u64,
 }
@@ -158,6 +162,10 @@ pub struct Blocked {
     pub at: Timestamp,
 }
 
+/// A quality check that passed with a warning (above its minimum, below its warning
+/// threshold): it did not block the trigger. The same shape as [`Blocked`].
+pub type Warned = Blocked;
+
 impl Document {
     /// An empty document, before any message.
     pub fn new(gate: GateId, partition: Partition) -> Self {
@@ -172,6 +180,7 @@ impl Document {
             trigger_generation: 0,
             trigger_reason: None,
             blocked: None,
+            warnings: Vec::new(),
             version: 0,
         }
     }
@@ -404,7 +413,8 @@ fn forget_oldest(runs: &mut Vec<RunSeen>) {
 
 /// Triggers the current generation if the policy is satisfied, every quality check passed,
 /// and it has not triggered. Reconcile calls this too, so every path that finds a document
-/// satisfied triggers it. A failing check is recorded in `blocked` instead.
+/// satisfied triggers it. A failing check is recorded in `blocked` instead; checks that
+/// passed with a warning are recorded in `warnings` either way (they never block).
 pub fn decide_trigger(
     doc: &mut Document,
     gate: &Gate,
@@ -434,12 +444,14 @@ pub fn decide_trigger_settling(
     let Verdict::Satisfied { reason } = gate.evaluate(doc.partition, now, &completed) else {
         return None;
     };
-    if let Some(failed) = quality.iter().find(|r| !r.passed) {
-        doc.blocked = Some(Blocked {
-            check: failed.check.clone(),
-            evidence: failed.evidence.clone(),
-            at: now,
-        });
+    let judged = |r: &CheckResult| Blocked {
+        check: r.check.clone(),
+        evidence: r.evidence.clone(),
+        at: now,
+    };
+    doc.warnings = quality.iter().filter(|r| r.warned()).map(judged).collect();
+    if let Some(failed) = quality.iter().find(|r| !r.passed()) {
+        doc.blocked = Some(judged(failed));
         return None;
     }
     doc.blocked = None;
@@ -479,6 +491,7 @@ mod tests {
     //! Data-driven: a script of messages and clock moves, and the expected trace.
     use super::*;
     use crate::config::Pipeline;
+    use crate::quality::Outcome as CheckOutcome;
     use jiff::SignedDuration;
     use std::fmt::Write;
 
@@ -811,7 +824,7 @@ mod tests {
         let now = "2024-03-02T13:00:00Z".parse().unwrap();
         let failing = [CheckResult {
             check: "minutes".into(),
-            passed: false,
+            outcome: CheckOutcome::Fail,
             evidence: "70%".into(),
         }];
         assert!(decide_trigger(&mut doc, gate, now, &failing).is_none());
@@ -822,11 +835,47 @@ mod tests {
         );
         let passing = [CheckResult {
             check: "minutes".into(),
-            passed: true,
+            outcome: CheckOutcome::Pass,
             evidence: "95%".into(),
         }];
         assert!(decide_trigger(&mut doc, gate, now, &passing).is_some());
         assert!(doc.triggered && doc.blocked.is_none());
+    }
+
+    #[test]
+    fn a_warning_triggers_and_is_recorded() {
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let (_, mut doc) = run_script("msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc");
+        doc.triggered = false;
+        let now: Timestamp = "2024-03-02T13:00:00Z".parse().unwrap();
+        let quality = [
+            CheckResult {
+                check: "rows".into(),
+                outcome: CheckOutcome::Pass,
+                evidence: "250 rows".into(),
+            },
+            CheckResult {
+                check: "game_coverage".into(),
+                outcome: CheckOutcome::Warn,
+                evidence: "82%".into(),
+            },
+        ];
+        assert!(decide_trigger(&mut doc, gate, now, &quality).is_some());
+        assert!(doc.triggered && doc.blocked.is_none());
+        assert_eq!(
+            doc.warnings,
+            vec![Warned {
+                check: "game_coverage".into(),
+                evidence: "82%".into(),
+                at: now
+            }]
+        );
+        // A document stored before warnings existed still reads, without any.
+        let mut json = serde_json::to_value(&doc).unwrap();
+        json.as_object_mut().unwrap().remove("warnings");
+        let old: Document = serde_json::from_value(json).unwrap();
+        assert!(old.warnings.is_empty());
     }
 
     #[test]

@@ -459,6 +459,12 @@ struct RawCheck {
     #[serde(default)]
     min_percent: Option<Spanned<f64>>,
     #[serde(default)]
+    warn_below_percent: Option<Spanned<f64>>,
+    #[serde(default)]
+    reference_table: Option<Spanned<String>>,
+    #[serde(default)]
+    reference_column: Option<Spanned<String>>,
+    #[serde(default)]
     only_when_rows_in: Option<Spanned<String>>,
 }
 
@@ -1460,7 +1466,7 @@ impl Validator<'_> {
             Some(t) => Some(self.known_table(&format!("{key}.only_when_rows_in"), t, tables)?),
             None => None,
         };
-        let kind = self.check_kind(key, raw)?;
+        let kind = self.check_kind(key, raw, tables)?;
         Ok(QualityCheck {
             name,
             table,
@@ -1484,8 +1490,15 @@ impl Validator<'_> {
     }
 
     /// What a quality check measures, with the settings its kind needs.
-    fn check_kind(&self, key: &str, raw: &RawCheck) -> Result<CheckKind, Error> {
-        match raw.kind.get_ref().as_str() {
+    fn check_kind(
+        &self,
+        key: &str,
+        raw: &RawCheck,
+        tables: &[TableSpec],
+    ) -> Result<CheckKind, Error> {
+        let kind = raw.kind.get_ref().as_str();
+        self.no_stray_settings(key, kind, raw)?;
+        match kind {
             "min_rows" => {
                 let Some(min) = &raw.min_rows else {
                     return self.err(
@@ -1506,26 +1519,120 @@ impl Validator<'_> {
                         "a non_null_coverage check needs `column` and `min_percent`",
                     );
                 };
-                let column = self.ident(&format!("{key}.column"), column)?;
-                let min_percent = *pct.get_ref();
-                if !(0.0..=100.0).contains(&min_percent) {
-                    return self.err(
-                        format!("{key}.min_percent"),
-                        pct.span(),
-                        "must be between 0 and 100",
-                    );
-                }
+                let (min_percent, warn_below_percent) = self.thresholds(key, pct, raw)?;
                 Ok(CheckKind::NonNullCoverage {
-                    column,
+                    column: self.ident(&format!("{key}.column"), column)?,
                     min_percent,
+                    warn_below_percent,
                 })
             }
+            "coverage" => self.coverage_kind(key, raw, tables),
             other => self.err(
                 format!("{key}.kind"),
                 raw.kind.span(),
-                format!("unknown check kind `{other}` (\"min_rows\" or \"non_null_coverage\")"),
+                format!(
+                    "unknown check kind `{other}` (\"min_rows\", \"non_null_coverage\" or \"coverage\")"
+                ),
             ),
         }
+    }
+
+    /// Settings another kind of check has are refused, rather than silently ignored.
+    fn no_stray_settings(&self, key: &str, kind: &str, raw: &RawCheck) -> Result<(), Error> {
+        let mut stray = Vec::new();
+        if kind != "coverage" {
+            stray.push((
+                "reference_table",
+                raw.reference_table.as_ref().map(|s| s.span()),
+            ));
+            stray.push((
+                "reference_column",
+                raw.reference_column.as_ref().map(|s| s.span()),
+            ));
+        }
+        if kind == "min_rows" {
+            stray.push((
+                "warn_below_percent",
+                raw.warn_below_percent.as_ref().map(|s| s.span()),
+            ));
+        }
+        match stray.into_iter().find_map(|(f, span)| Some((f, span?))) {
+            Some((field, span)) => self.err(
+                format!("{key}.{field}"),
+                span,
+                format!("a {kind} check has no `{field}`"),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// A coverage check: the column, the reference table (one the pipeline has) and column
+    /// (the same column by default), and its thresholds. Columns are not checked against
+    /// the tables (rows are stored as JSON), only that they are identifiers.
+    fn coverage_kind(
+        &self,
+        key: &str,
+        raw: &RawCheck,
+        tables: &[TableSpec],
+    ) -> Result<CheckKind, Error> {
+        let (Some(column), Some(reference), Some(pct)) =
+            (&raw.column, &raw.reference_table, &raw.min_percent)
+        else {
+            return self.err(
+                key,
+                raw.kind.span(),
+                "a coverage check needs `column`, `reference_table` and `min_percent`",
+            );
+        };
+        let column = self.ident(&format!("{key}.column"), column)?;
+        let reference_table =
+            self.known_table(&format!("{key}.reference_table"), reference, tables)?;
+        let reference_column = match &raw.reference_column {
+            Some(c) => self.ident(&format!("{key}.reference_column"), c)?,
+            None => column.clone(),
+        };
+        let (min_percent, warn_below_percent) = self.thresholds(key, pct, raw)?;
+        Ok(CheckKind::Coverage {
+            column,
+            reference_table,
+            reference_column,
+            min_percent,
+            warn_below_percent,
+        })
+    }
+
+    /// A check's `min_percent` and optional `warn_below_percent`: each between 0 and 100,
+    /// the warning threshold at least the minimum.
+    fn thresholds(
+        &self,
+        key: &str,
+        min: &Spanned<f64>,
+        raw: &RawCheck,
+    ) -> Result<(f64, Option<f64>), Error> {
+        let percent = |field: &str, v: &Spanned<f64>| -> Result<f64, Error> {
+            let p = *v.get_ref();
+            if !(0.0..=100.0).contains(&p) {
+                return self.err(
+                    format!("{key}.{field}"),
+                    v.span(),
+                    "must be between 0 and 100",
+                );
+            }
+            Ok(p)
+        };
+        let min_percent = percent("min_percent", min)?;
+        let Some(w) = &raw.warn_below_percent else {
+            return Ok((min_percent, None));
+        };
+        let warn = percent("warn_below_percent", w)?;
+        if warn < min_percent {
+            return self.err(
+                format!("{key}.warn_below_percent"),
+                w.span(),
+                format!("must be at least min_percent ({min_percent})"),
+            );
+        }
+        Ok((min_percent, Some(warn)))
     }
 
     fn mode(
@@ -1730,6 +1837,104 @@ mod tests {
         assert_eq!(e.key, "gates[0].overnight.critical[1]");
         assert_eq!(e.line, Some(line_containing(&src, "nope_processor")));
         assert!(e.message.contains("nope_processor"), "{e}");
+    }
+
+    #[test]
+    fn the_reference_config_checks_game_coverage() {
+        let p = Pipeline::reference().unwrap();
+        let c = p.gates[0]
+            .checks
+            .iter()
+            .find(|c| c.name == "game_coverage")
+            .unwrap();
+        assert_eq!(c.table, "player_game_summary");
+        assert_eq!(c.only_when_rows_in.as_deref(), Some("nbac_schedule"));
+        assert_eq!(
+            c.kind,
+            CheckKind::Coverage {
+                column: "game_id".into(),
+                reference_table: "nbac_schedule".into(),
+                reference_column: "game_id".into(),
+                min_percent: 80.0,
+                warn_below_percent: Some(85.0),
+            }
+        );
+        // The reference column defaults to the column.
+        let src = mutate("reference_column = \"game_id\"\n", "");
+        let p = Pipeline::from_toml(&src).unwrap();
+        let c = p.gates[0].checks.iter().find(|c| c.name == "game_coverage");
+        assert!(matches!(
+            &c.unwrap().kind,
+            CheckKind::Coverage { reference_column, .. } if reference_column == "game_id"
+        ));
+    }
+
+    #[test]
+    fn bad_coverage_checks_name_the_key_and_line() {
+        let cases = [
+            (
+                "reference_table = \"nbac_schedule\"",
+                "reference_table = \"nope_table\"",
+                "gates[0].checks[2].reference_table",
+                "unknown table `nope_table`",
+            ),
+            (
+                "table = \"player_game_summary\"\ncolumn = \"game_id\"",
+                "table = \"nope_table\"\ncolumn = \"game_id\"",
+                "gates[0].checks[2].table",
+                "unknown table",
+            ),
+            (
+                "min_percent = 80\nwarn_below_percent = 85",
+                "min_percent = 80\nwarn_below_percent = 75",
+                "gates[0].checks[2].warn_below_percent",
+                "at least min_percent (80)",
+            ),
+            (
+                "warn_below_percent = 85",
+                "warn_below_percent = 185",
+                "gates[0].checks[2].warn_below_percent",
+                "between 0 and 100",
+            ),
+            (
+                "min_percent = 80\nwarn_below_percent",
+                "min_percent = -1\nwarn_below_percent",
+                "gates[0].checks[2].min_percent",
+                "between 0 and 100",
+            ),
+            (
+                "reference_column = \"game_id\"",
+                "reference_column = \"game id\"",
+                "gates[0].checks[2].reference_column",
+                "",
+            ),
+            (
+                "min_rows = 1\n",
+                "min_rows = 1\nwarn_below_percent = 90\n",
+                "gates[0].checks[0].warn_below_percent",
+                "a min_rows check has no `warn_below_percent`",
+            ),
+            (
+                "column = \"minutes\"\n",
+                "column = \"minutes\"\nreference_table = \"nbac_schedule\"\n",
+                "gates[0].checks[1].reference_table",
+                "a non_null_coverage check has no `reference_table`",
+            ),
+        ];
+        for (from, to, key, message) in cases {
+            let src = mutate(from, to);
+            let e = err_of(&src);
+            assert_eq!(e.key, key, "{to}: {e}");
+            assert!(e.message.contains(message), "{to}: {e}");
+            let needle = to.lines().find(|l| !from.lines().any(|f| f == *l)).unwrap();
+            assert_eq!(e.line, Some(line_containing(&src, needle)), "{to}: {e}");
+        }
+        let e = err_of(&mutate("reference_table = \"nbac_schedule\"\n", ""));
+        assert_eq!(e.key, "gates[0].checks[2]");
+        assert!(
+            e.message.contains("needs `column`, `reference_table`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct DateFacts {
     /// Output not following its inputs (reconcile's BATON-R008, R009, R010, with detail):
     /// stale output, a short date with nothing on its way, a next phase behind.
     pub inputs: Vec<String>,
+    /// Quality checks that passed with a warning (below their warning threshold).
+    pub warnings: Vec<Blocked>,
 }
 
 /// Facts about the running system.
@@ -458,27 +460,49 @@ fn outbox_backlog(f: &Facts<'_>) -> Check {
     )
 }
 
-/// BATON-H010: dates whose trigger a quality check is blocking.
+/// BATON-H010: dates whose trigger a quality check is blocking (FAIL), and dates judged
+/// with a check below its warning threshold (WARN: the trigger went out).
 fn quality_checks(f: &Facts<'_>) -> Check {
+    let line = |date: &str, b: &Blocked| format!("{date}: `{}` {}", b.check, b.evidence);
     let blocked: Vec<String> = f
         .dates
         .iter()
-        .filter_map(|d| {
-            d.blocked
-                .as_ref()
-                .map(|b| format!("{}: `{}` {}", d.date, b.check, b.evidence))
-        })
+        .filter_map(|d| d.blocked.as_ref().map(|b| line(&d.date, b)))
+        .collect();
+    let warned: Vec<String> = f
+        .dates
+        .iter()
+        .flat_map(|d| d.warnings.iter().map(|w| line(&d.date, w)))
+        .collect();
+    let level = if !blocked.is_empty() {
+        Level::Fail
+    } else if !warned.is_empty() {
+        Level::Warn
+    } else {
+        Level::Pass
+    };
+    let mut evidence = Vec::new();
+    if !blocked.is_empty() {
+        evidence.push(format!("trigger blocked: {}", blocked.join("; ")));
+    }
+    if !warned.is_empty() {
+        evidence.push(format!("below a warning threshold: {}", warned.join("; ")));
+    }
+    let details = blocked
+        .iter()
+        .map(|b| format!("FAIL {b}"))
+        .chain(warned.iter().map(|w| format!("WARN {w}")))
         .collect();
     check(
         "BATON-H010",
         "quality checks",
-        pass_unless(!blocked.is_empty(), Level::Fail),
-        if blocked.is_empty() {
+        level,
+        if evidence.is_empty() {
             "no trigger blocked".to_owned()
         } else {
-            format!("trigger blocked: {}", blocked.join("; "))
+            evidence.join("; ")
         },
-        Vec::new(),
+        details,
     )
 }
 

@@ -219,9 +219,15 @@ fn matrix_row(
         ran += actual;
         let doc = api.store.document(&gate.id, date)?;
         let (state, text) = trigger_state(doc.as_ref(), expected);
+        // A trigger that went out with a quality warning keeps its state, marked warned.
+        let warned = if doc.as_ref().is_some_and(|d| !d.warnings.is_empty()) {
+            " warned"
+        } else {
+            ""
+        };
         let _ = write!(
             rows,
-            "<td class=\"trigger {state}\" data-gate=\"{}\" data-trigger=\"{state}\">{}</td>",
+            "<td class=\"trigger {state}{warned}\" data-gate=\"{}\" data-trigger=\"{state}\">{}</td>",
             escape(gate.id.as_str()),
             escape(&text)
         );
@@ -249,8 +255,14 @@ fn trigger_state(
         Some(d) if d.triggered => (
             "triggered",
             format!(
-                "triggered g{} ({}/{})",
-                d.trigger_generation, d.completed_count, expected
+                "triggered g{} ({}/{}){}",
+                d.trigger_generation,
+                d.completed_count,
+                expected,
+                d.warnings
+                    .iter()
+                    .map(|w| format!(", warning: {} ({})", w.check, w.evidence))
+                    .collect::<String>()
             ),
         ),
         Some(d) if d.blocked.is_some() => (
@@ -308,7 +320,7 @@ table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #d7dde2; padd
 th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; overflow-wrap: anywhere; }} th[scope=row] {{ text-align: left; white-space: nowrap; font-size: 14px; }}
 .cell.done {{ background: #d8f3dc; }} .cell.running {{ background: #dbeafe; }} .cell.failed {{ background: #fde2e1; color: #9b1c1c; font-weight: 600; }}
 .cell.late {{ background: #fef3c7; }} .cell.partial {{ background: #fde68a; }} .cell.waiting {{ background: #ede9fe; }} .cell.pending {{ color: #8a949c; }}
-.trigger.triggered {{ background: #d8f3dc; }} .trigger.blocked {{ background: #fde2e1; }} .trigger.waiting {{ background: #fef3c7; }}
+.trigger.triggered {{ background: #d8f3dc; }} .trigger.blocked {{ background: #fde2e1; }} .trigger.waiting {{ background: #fef3c7; }} .trigger.warned {{ outline: 2px solid #f59f00; }}
 .num.bad {{ background: #fde2e1; font-weight: 600; }}
 .tiles {{ display: flex; gap: 1rem; }} .tile {{ border: 1px solid #d7dde2; border-radius: 6px; padding: .5rem .9rem; }}
 .tile b {{ display: block; font-size: 1.3rem; }} .alerts li {{ color: #9b1c1c; }} .ok {{ color: #2d6a4f; }}

@@ -22,6 +22,7 @@ use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId
 use jiff::{SignedDuration, Timestamp};
 pub use kinds::{OutboxKind, RequestKind, RunStatus};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// A backend failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -472,6 +473,16 @@ pub trait Warehouse: engine::Transact + Send + Sync {
         partition: Partition,
         column: Option<&str>,
     ) -> Result<(u64, u64)>;
+    /// The distinct values of `column` in a table's rows for one partition, for coverage
+    /// checks, rendered as text: a string as it is, any other value (number, bool, array,
+    /// object) as its JSON text; rows where the column is missing or null contribute none.
+    /// `column` is an identifier (config validates it).
+    fn distinct_values(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: &str,
+    ) -> Result<BTreeSet<String>>;
     /// Rows for one partition beyond the first per primary key (0 when the key holds).
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64>;
 }

@@ -33,7 +33,7 @@ use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
 use postgres::Transaction;
 use postgres::error::SqlState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 pub use pool::redact;
@@ -1064,6 +1064,26 @@ impl Warehouse for PgBackend {
                 .query_one(sql.as_str(), &[&partition.to_string()])
                 .map_err(|e| pg_err(&e))?;
             Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+        })
+    }
+
+    fn distinct_values(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: &str,
+    ) -> Result<BTreeSet<String>> {
+        self.txn(|tx| {
+            // The key is bound, not spliced; `->>` gives a string's text and any other
+            // value's JSON text, and SQL NULL for a JSON null or a missing key.
+            let sql = format!(
+                "SELECT DISTINCT _row->>($2::text) FROM {} WHERE _partition = $1 AND _row->>($2::text) IS NOT NULL",
+                quote(&table.name)
+            );
+            let rows = tx
+                .query(sql.as_str(), &[&partition.to_string(), &column])
+                .map_err(|e| pg_err(&e))?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
         })
     }
 

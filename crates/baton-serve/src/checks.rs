@@ -4,12 +4,12 @@
 
 use crate::Error;
 use baton_core::completion::Document;
-use baton_core::config::{Pipeline, Processor};
+use baton_core::config::{Pipeline, Processor, TableSpec};
 use baton_core::freshness::InputFacts;
 use baton_core::gate::Gate;
 use baton_core::health::{self, DateFacts, SystemFacts};
 use baton_core::model::{GateId, Partition, ProcessorName};
-use baton_core::quality::{self, CheckResult, Measurement};
+use baton_core::quality::{self, CheckKind, CheckResult, Coverage, Measurement, QualityCheck};
 use baton_core::reconcile::{self, DateReport, ProcessorTruth, Repair, RunFact, Truth};
 use baton_core::schedule;
 use baton_ports::{
@@ -31,7 +31,6 @@ pub fn measure(
         let Some(table) = pipeline.table(&check.table) else {
             continue;
         };
-        let (rows, non_null) = warehouse.measure(table, partition, check.column())?;
         let gating_rows = match &check.only_when_rows_in {
             Some(t) => match pipeline.table(t) {
                 Some(spec) => Some(warehouse.row_count(spec, partition)?),
@@ -39,16 +38,50 @@ pub fn measure(
             },
             None => None,
         };
-        out.push(quality::judge(
-            check,
+        let measurement = if gating_rows == Some(0) {
+            // Not judged: nothing more to read.
+            Measurement {
+                gating_rows,
+                ..Default::default()
+            }
+        } else {
+            let (rows, non_null) = warehouse.measure(table, partition, check.column())?;
             Measurement {
                 rows,
                 non_null,
                 gating_rows,
-            },
-        ));
+                coverage: coverage(pipeline, warehouse, check, table, partition)?,
+            }
+        };
+        out.push(quality::judge(check, &measurement));
     }
     Ok(out)
+}
+
+/// For a coverage check, the reference table's distinct values for the date compared with
+/// the output's.
+fn coverage(
+    pipeline: &Pipeline,
+    warehouse: &dyn Warehouse,
+    check: &QualityCheck,
+    table: &TableSpec,
+    partition: Partition,
+) -> Result<Option<Coverage>, Error> {
+    let CheckKind::Coverage {
+        column,
+        reference_table,
+        reference_column,
+        ..
+    } = &check.kind
+    else {
+        return Ok(None);
+    };
+    let Some(reference) = pipeline.table(reference_table) else {
+        return Ok(None);
+    };
+    let output = warehouse.distinct_values(table, partition, column)?;
+    let expected = warehouse.distinct_values(reference, partition, reference_column)?;
+    Ok(Some(Coverage::of(&output, &expected)))
 }
 
 /// The truth for one date of one gate: the latest successful run of every watched
@@ -348,6 +381,9 @@ fn add_gate_completions(
         .and_then(|d| d.blocked.clone())
     {
         date.blocked = Some(b);
+    }
+    if let Some(d) = &doc {
+        date.warnings.extend(d.warnings.iter().cloned());
     }
     Ok(())
 }

@@ -308,11 +308,17 @@ impl Consumer {
             if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
                 tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
             }
-            triggers += out
+            let fired = out
                 .effects
                 .iter()
                 .filter(|e| matches!(e, completion::Effect::PublishTrigger(_)))
                 .count();
+            if fired > 0 {
+                for w in &out.document.warnings {
+                    tracing::warn!(gate = %gate.id, date = %message.partition, check = %w.check, evidence = %w.evidence, "quality check warned: triggered with a warning");
+                }
+            }
+            triggers += fired;
             out
         })?;
         Ok((outcomes, triggers))

@@ -341,3 +341,121 @@ fn an_unreadable_trigger_is_dead_lettered_not_dropped() {
         "and acked, so it is not redelivered forever"
     );
 }
+
+/// Lands `games` scheduled games for the date and player rows for the first `played` of
+/// them (two players each, minutes recorded).
+fn land_games(e: &Env, games: usize, played: usize) {
+    let table = |name: &str| e.pipeline.table(name).unwrap().clone();
+    let date = e.date.to_string();
+    let schedule: Vec<baton_core::model::Row> = (0..games)
+        .map(|g| row(serde_json::json!({"game_id": format!("g{g:02}"), "game_date": date})))
+        .collect();
+    let players: Vec<baton_core::model::Row> = (0..played)
+        .flat_map(|g| {
+            let date = date.clone();
+            (0..2).map(move |p| {
+                row(serde_json::json!({
+                    "game_id": format!("g{g:02}"), "game_date": date,
+                    "player_lookup": format!("p{g:02}{p}"), "minutes": 30,
+                }))
+            })
+        })
+        .collect();
+    let w: &dyn baton_ports::Warehouse = e.backend.as_ref();
+    w.land(&table("nbac_schedule"), &schedule).unwrap();
+    w.land(&table("player_game_summary"), &players).unwrap();
+}
+
+fn row(v: serde_json::Value) -> baton_core::model::Row {
+    v.as_object().unwrap().clone()
+}
+
+fn publish_all(e: &Env, run: &str) {
+    for p in ALL {
+        let mut m = completion(e, p);
+        m.run_id = RunId::from(run);
+        publish(e, &format!("{run}-{p}"), &m.to_json().to_string());
+    }
+}
+
+#[test]
+fn two_of_ten_games_block_the_trigger_and_a_warning_triggers_and_is_recorded() {
+    let e = env();
+    land_games(&e, 10, 2);
+    publish_all(&e, "run-1");
+    let report = e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(report.triggers, 0, "2 of 10 games never trigger Phase 4");
+    assert_eq!(triggers(&e), 0);
+    let d = doc(&e);
+    assert_eq!(d.completed_count, 5);
+    assert!(!d.triggered);
+    let blocked = d.blocked.expect("the block is recorded");
+    assert_eq!(blocked.check, "game_coverage");
+    assert_eq!(
+        blocked.evidence,
+        "2 of 10 game_id values of nbac_schedule in player_game_summary.game_id (20.0%; \
+         minimum 80%, warning below 85%); missing g02, g03, g04, ..."
+    );
+    assert!(d.warnings.is_empty());
+    let h010 = quality_health(&e);
+    assert_eq!(h010.level, baton_core::health::Level::Fail, "{h010:?}");
+    assert!(
+        h010.evidence
+            .starts_with("trigger blocked: 2024-03-05: `game_coverage` 2 of 10")
+    );
+
+    // Eight of ten games processed and rerun: above the minimum, below the warning
+    // threshold. The trigger goes out, with the warning on the document.
+    land_games(&e, 10, 8);
+    publish_all(&e, "run-2");
+    let report = e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(report.triggers, 1, "a warning does not block: {report:?}");
+    assert_eq!(triggers(&e), 1);
+    let d = doc(&e);
+    assert!(d.triggered && d.blocked.is_none());
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    assert_eq!(d.warnings[0].check, "game_coverage");
+    assert_eq!(
+        d.warnings[0].evidence,
+        "8 of 10 game_id values of nbac_schedule in player_game_summary.game_id (80.0%; \
+         minimum 80%, warning below 85%); missing g08, g09"
+    );
+    assert_eq!(d.warnings[0].at, e.clock.now());
+    let h010 = quality_health(&e);
+    assert_eq!(h010.level, baton_core::health::Level::Warn, "{h010:?}");
+    assert_eq!(
+        h010.details,
+        [format!(
+            "WARN 2024-03-05: `game_coverage` {}",
+            d.warnings[0].evidence
+        )]
+    );
+    assert!(
+        h010.evidence
+            .contains("(80.0%; minimum 80%, warning below 85%)")
+    );
+}
+
+/// Health's quality-check verdict (BATON-H010) for the test's date.
+fn quality_health(e: &Env) -> baton_core::health::Check {
+    let b = e.backend.as_ref();
+    let (dates, system) =
+        baton_serve::checks::health_facts(&e.pipeline, b, b, b, &[e.date], e.clock.now()).unwrap();
+    let report = baton_core::health::evaluate(&dates, &system, e.clock.now(), Default::default());
+    report
+        .checks
+        .into_iter()
+        .find(|c| c.code == "BATON-H010")
+        .unwrap()
+}
+
+#[test]
+fn every_scheduled_game_covered_triggers_without_a_warning() {
+    let e = env();
+    land_games(&e, 10, 10);
+    publish_all(&e, "run-1");
+    let report = e.consumer.poll_once(&mut NoFaults).unwrap();
+    assert_eq!(report.triggers, 1);
+    let d = doc(&e);
+    assert!(d.triggered && d.blocked.is_none() && d.warnings.is_empty());
+}

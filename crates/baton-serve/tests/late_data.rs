@@ -259,6 +259,29 @@ fn situation_1_a_deadline_failure_is_not_the_end_and_never_silent() {
     assert_eq!(e.reconcile_codes(), Vec::<&str>::new());
 }
 
+/// A correction landing again: one player's points in the gamebook change.
+fn correct_one_player(e: &Env) {
+    let spec = e.pipeline.table("nbac_gamebook_player_stats").unwrap();
+    let mut row = e
+        .table_rows("nbac_gamebook_player_stats", |r| {
+            e.is_date(r, &spec.partition_column) && r["player_status"] == "active"
+        })
+        .remove(0);
+    let points = row["points"].as_i64().unwrap();
+    row.insert("points".into(), serde_json::json!(points + 2));
+    row.insert(
+        "ft_made".into(),
+        serde_json::json!(row["ft_made"].as_i64().unwrap() + 2),
+    );
+    row.insert(
+        "ft_attempted".into(),
+        serde_json::json!(row["ft_attempted"].as_i64().unwrap() + 2),
+    );
+    e.backend.land(spec, &[row]).unwrap();
+    let t = e.clock.now();
+    e.runner.record_landing(GAMEBOOK, e.date, t).unwrap();
+}
+
 #[test]
 fn situation_2_and_3_two_batches_end_on_every_game_and_trigger_phase_4_once_per_change() {
     let e = env();
@@ -267,11 +290,13 @@ fn situation_2_and_3_two_batches_end_on_every_game_and_trigger_phase_4_once_per_
     let (first, rest) = e.games.split_at(2);
     assert_eq!(e.land_gamebook_batch(first), 1);
     e.serve_until_idle();
-    // Without a coverage check the gate triggers on two games (generation 1).
+    // Phase 3 ran on two games: the coverage check blocks Phase 4.
     let doc = e.document();
-    assert_eq!((doc.triggered, doc.trigger_generation), (true, 1));
+    assert!(!doc.triggered, "{doc:?}");
+    assert_eq!(doc.blocked.as_ref().unwrap().check, "game_coverage");
     assert_eq!(e.games_in("player_game_summary").len(), 2);
-    // 15:00 ET: the rest lands. Every reader reruns, the changed output re-triggers.
+    assert!(e.runs_of("player_daily_cache").is_empty());
+    // 15:00 ET: the rest lands. Every reader reruns; Phase 4 runs once, on every game.
     e.advance_to("2024-03-10T19:00:00Z");
     assert_eq!(e.land_gamebook_batch(rest), 2);
     assert!(
@@ -282,11 +307,22 @@ fn situation_2_and_3_two_batches_end_on_every_game_and_trigger_phase_4_once_per_
     let doc = e.document();
     assert_eq!(
         (doc.triggered, doc.trigger_generation),
-        (true, 2),
+        (true, 1),
         "{doc:?}"
     );
     assert_eq!(e.games_in("player_game_summary").len(), e.games.len());
     assert_eq!(e.games_in("team_offense_game_summary").len(), e.games.len());
+    assert_eq!(e.runs_of("player_daily_cache").len(), 1);
+    // 15:30 ET: a correction lands again. The changed output re-triggers, once.
+    e.advance_to("2024-03-10T19:30:00Z");
+    correct_one_player(&e);
+    e.serve_until_idle();
+    let doc = e.document();
+    assert_eq!(
+        (doc.triggered, doc.trigger_generation),
+        (true, 2),
+        "{doc:?}"
+    );
     let triggers = e.backend.outbox_for(OutboxKind::Trigger, e.date).unwrap();
     assert_eq!(triggers.len(), 2, "one trigger per generation");
     let cache_runs = e.runs_of("player_daily_cache").len();
@@ -304,7 +340,7 @@ fn situation_2_and_3_two_batches_end_on_every_game_and_trigger_phase_4_once_per_
     assert_eq!(e.reconcile_codes(), Vec::<&str>::new());
 
     // A rerun with identical output triggers nothing.
-    e.advance_to("2024-03-10T19:30:00Z");
+    e.advance_to("2024-03-10T20:00:00Z");
     e.runner
         .run(
             "team_defense_game_summary",

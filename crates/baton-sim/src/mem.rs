@@ -688,6 +688,28 @@ impl Warehouse for MemBackend {
         Ok((rows.len() as u64, non_null as u64))
     }
 
+    fn distinct_values(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: &str,
+    ) -> Result<BTreeSet<String>> {
+        let day = partition.to_string();
+        let s = self.lock();
+        let Some(t) = s.tables.get(&table.name) else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(t.rows
+            .values()
+            .filter(|(p, _, _)| *p == day)
+            .filter_map(|(_, r, _)| match r.get(column)? {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            })
+            .collect())
+    }
+
     fn duplicate_rows(&self, _table: &TableSpec, _partition: Partition) -> Result<u64> {
         // Rows are keyed by primary key: a map cannot hold a key twice.
         Ok(0)

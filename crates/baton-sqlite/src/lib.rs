@@ -26,6 +26,7 @@ use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -988,6 +989,31 @@ impl Warehouse for SqliteBackend {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })
         .map_err(map_err)
+    }
+
+    fn distinct_values(
+        &self,
+        table: &TableSpec,
+        partition: Partition,
+        column: &str,
+    ) -> Result<BTreeSet<String>> {
+        let conn = self.lock();
+        // The JSON path is bound, not spliced. `->>` gives a string's text, `->` any other
+        // value's JSON text (so `true` stays `true`, not 1).
+        let sql = format!(
+            "SELECT DISTINCT CASE json_type(_row, ?2) WHEN 'text' THEN _row ->> ?2 ELSE _row -> ?2 END \
+             FROM {} WHERE _partition = ?1 AND json_type(_row, ?2) IS NOT NULL AND json_type(_row, ?2) <> 'null'",
+            quote(&table.name)
+        );
+        let mut stmt = conn.prepare(&sql).map_err(map_err)?;
+        let values = stmt
+            .query_map(params![partition.to_string(), format!("$.{column}")], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(map_err)?;
+        values
+            .collect::<std::result::Result<BTreeSet<String>, _>>()
+            .map_err(map_err)
     }
 
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
