@@ -38,6 +38,28 @@ pub struct RunSeen {
     /// The digest of the rows it wrote (absent in messages that do not carry one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// A `no_data` completion on a date its processor has work for (its calendar has rows):
+    /// recorded and visible, never counted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_counted: bool,
+}
+
+impl RunSeen {
+    /// Whether this run completes its processor for the date.
+    pub fn completes(&self) -> bool {
+        self.status.completes() && !self.not_counted
+    }
+}
+
+/// What the consumer measured about a date just before applying a batch, beside its quality
+/// checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepFacts {
+    /// Processors with a rerun requested or running: the gate waits for them.
+    pub in_flight: BTreeSet<ProcessorName>,
+    /// Processors with work on the date (their calendar table has rows): a `no_data`
+    /// completion from one of them is not counted.
+    pub has_work: BTreeSet<ProcessorName>,
 }
 
 /// A processor's entry in a completion document.
@@ -59,6 +81,9 @@ pub struct Entry {
     pub last_seen_at: Timestamp,
     /// Distinct runs seen, oldest first.
     pub runs: Vec<RunSeen>,
+    /// Whether the best run is a `no_data` on a date with work (then it does not count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_counted: bool,
 }
 
 /// What an entry's best run wrote, to tell a rerun that changed the output from one that did
@@ -88,8 +113,8 @@ impl Entry {
         // The best run is independent of arrival order: completing beats failed, then the
         // latest production time, then the greatest run id.
         let best = runs.iter().max_by(|a, b| {
-            (a.status.completes(), a.produced_at, &a.run_id).cmp(&(
-                b.status.completes(),
+            (a.completes(), a.produced_at, &a.run_id).cmp(&(
+                b.completes(),
                 b.produced_at,
                 &b.run_id,
             ))
@@ -100,7 +125,7 @@ impl Entry {
             record_count: best.record_count,
             first_completed_at: runs
                 .iter()
-                .filter(|r| r.status.completes())
+                .filter(|r| r.completes())
                 .map(|r| r.produced_at)
                 .min(),
             last_completed_at: runs
@@ -110,12 +135,13 @@ impl Entry {
                 .unwrap_or(best.produced_at),
             messages_seen,
             last_seen_at,
+            not_counted: best.not_counted,
             runs,
         })
     }
     /// Whether this processor is complete for the partition.
     pub fn is_complete(&self) -> bool {
-        self.status.completes()
+        self.status.completes() && !self.not_counted
     }
 }
 
@@ -285,7 +311,7 @@ pub fn step(
     now: Timestamp,
     quality: &[CheckResult],
 ) -> StepOutput {
-    step_settling(document, message, gate, now, quality, &BTreeSet::new())
+    step_settling(document, message, gate, now, quality, &StepFacts::default())
 }
 
 /// [`step`], knowing which of the date's processors have a rerun requested or running
@@ -297,7 +323,7 @@ pub fn step_settling(
     gate: &Gate,
     now: Timestamp,
     quality: &[CheckResult],
-    in_flight: &BTreeSet<ProcessorName>,
+    facts: &StepFacts,
 ) -> StepOutput {
     let mut doc = document.unwrap_or_else(|| Document::new(gate.id.clone(), message.partition));
     if !gate.watches(&message.processor) {
@@ -320,6 +346,9 @@ pub fn step_settling(
         produced_at: message.produced_at,
         force_reprocess: message.force_reprocess,
         digest: message.digest.clone(),
+        // `no_data` means no work: on a date with work it is recorded, not counted.
+        not_counted: message.status == CompletionStatus::NoData
+            && facts.has_work.contains(&message.processor),
     };
     let before = doc.entries.remove(&message.processor);
     let (mut runs, seen, was_complete, best_at) = match &before {
@@ -335,9 +364,15 @@ pub fn step_settling(
     if let Some(entry) = Entry::from_runs(runs, seen.saturating_add(1), now) {
         doc.entries.insert(message.processor.clone(), entry);
     }
-    // Changed data re-triggers, once (G9): a counted processor's new best run wrote other
-    // rows than the one the trigger saw, so the next phase must run again on them.
-    if doc.triggered && output_changed(before.as_ref(), doc.entries.get(&message.processor)) {
+    // Changed data re-triggers, once (G9): a processor the date's mode expects has a new
+    // best run that wrote other rows than the one the trigger saw, so the next phase must
+    // run again on them. (A processor the mode does not count never moves the gate.)
+    let (_, policy) = gate.policy_for(doc.partition, now);
+    let counted = policy.expected.contains(&message.processor);
+    if doc.triggered
+        && counted
+        && output_changed(before.as_ref(), doc.entries.get(&message.processor))
+    {
         doc.generation += 1;
         doc.triggered = false;
     }
@@ -351,7 +386,7 @@ pub fn step_settling(
         doc.triggered = false;
     }
     doc.completed_count = doc.derived_count();
-    let effects = decide_trigger_settling(&mut doc, gate, now, quality, in_flight)
+    let effects = decide_trigger_settling(&mut doc, gate, now, quality, &facts.in_flight)
         .map(Effect::PublishTrigger)
         .into_iter()
         .collect();
@@ -404,7 +439,7 @@ fn forget_oldest(runs: &mut Vec<RunSeen>) {
     while runs.len() > RUNS_REMEMBERED_MAX {
         let keep = runs
             .iter()
-            .rposition(|r| r.status.completes())
+            .rposition(|r| r.completes())
             .unwrap_or(usize::MAX);
         let victim = if keep == 0 { 1 } else { 0 };
         runs.remove(victim);

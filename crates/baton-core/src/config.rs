@@ -93,6 +93,9 @@ pub struct UpstreamJob {
     /// Days after the partition's date on which it is expected (1: the morning after, as a
     /// box score of last night's games).
     pub day_offset: i32,
+    /// The table whose rows for a date say the job runs that day; on a date without rows
+    /// there no landing is expected (not late, not missing).
+    pub calendar: Option<String>,
 }
 
 /// What a processor does when an upstream job it reads has not landed.
@@ -131,6 +134,9 @@ pub struct Processor {
     /// Columns that change on every run without the data changing (e.g. `processed_at`):
     /// left out of the output digest, so an identical rerun triggers nothing.
     pub volatile_columns: Vec<String>,
+    /// The table whose rows for a date say the processor has work (e.g. `nbac_schedule`):
+    /// a `no_data` completion counts only on a date without rows there.
+    pub calendar: Option<String>,
 }
 
 /// A validated pipeline.
@@ -394,6 +400,8 @@ struct RawUpstream {
     tolerance_mins: Spanned<i64>,
     #[serde(default)]
     expected_day_offset: Option<Spanned<i64>>,
+    #[serde(default)]
+    calendar: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -430,6 +438,8 @@ struct RawProcessor {
     wait_deadline_mins: Option<Spanned<i64>>,
     #[serde(default)]
     volatile_columns: Vec<Spanned<String>>,
+    #[serde(default)]
+    calendar: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -834,7 +844,9 @@ impl Validator<'_> {
                 );
             }
             let tables = self.landed_tables(&key, u, declared)?;
-            upstream.push(self.upstream_timing(&key, u, job, tables)?);
+            let mut job = self.upstream_timing(&key, u, job, tables)?;
+            job.calendar = self.calendar(&key, &u.calendar, declared)?;
+            upstream.push(job);
         }
         Ok(upstream)
     }
@@ -912,6 +924,7 @@ impl Validator<'_> {
             expected,
             tolerance,
             day_offset,
+            calendar: None,
         })
     }
 
@@ -1026,6 +1039,7 @@ impl Validator<'_> {
             on_missing_input,
             wait_deadline,
             volatile_columns,
+            calendar: None,
         })
     }
 
@@ -1046,8 +1060,28 @@ impl Validator<'_> {
             processors[i].inputs = inputs;
             processors[i].upstream = ups;
             processors[i].depends_on = deps;
+            processors[i].calendar = self.calendar(&key, &p.calendar, declared)?;
         }
         Ok(())
+    }
+
+    /// A `calendar`: a declared table whose rows for a date say the date has work.
+    fn calendar(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<String>>,
+        declared: &BTreeSet<String>,
+    ) -> Result<Option<String>, Error> {
+        let Some(raw) = raw else { return Ok(None) };
+        let name = self.ident(&format!("{key}.calendar"), raw)?;
+        if !declared.contains(&name) {
+            return self.err(
+                format!("{key}.calendar"),
+                raw.span(),
+                format!("unknown table `{name}` (a calendar is a declared table)"),
+            );
+        }
+        Ok(Some(name))
     }
 
     /// A processor's `inputs`: declared tables.

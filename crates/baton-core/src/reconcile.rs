@@ -41,14 +41,18 @@ pub struct ProcessorTruth {
     pub rows: u64,
     /// What its output depends on.
     pub inputs: InputFacts,
+    /// Whether it has work on the date (its calendar table has rows): then `no_data` does
+    /// not complete it.
+    pub has_work: bool,
 }
 
 impl ProcessorTruth {
-    /// Complete: a successful run, and rows unless the run found no data.
+    /// Complete: a successful run, and rows unless the run found no data on a date without
+    /// work.
     pub fn is_complete(&self) -> bool {
-        self.run
-            .as_ref()
-            .is_some_and(|r| r.status == CompletionStatus::NoData || self.rows > 0)
+        self.run.as_ref().is_some_and(|r| {
+            (r.status == CompletionStatus::NoData && !self.has_work) || self.rows > 0
+        })
     }
 }
 
@@ -70,6 +74,18 @@ pub struct Truth {
 }
 
 impl Truth {
+    /// What the orchestrator step is told about the date when reconcile replays a run.
+    pub fn step_facts(&self) -> completion::StepFacts {
+        completion::StepFacts {
+            in_flight: self.in_flight.clone(),
+            has_work: self
+                .processors
+                .iter()
+                .filter(|(_, t)| t.has_work)
+                .map(|(p, _)| p.clone())
+                .collect(),
+        }
+    }
     /// The processors that are complete in truth.
     pub fn complete(&self) -> BTreeSet<ProcessorName> {
         self.processors
@@ -404,7 +420,7 @@ fn repair_document(
         )
         .for_gate(Some(gate.id.clone()));
         let out =
-            completion::step_settling(Some(doc), &message, gate, now, quality, &truth.in_flight);
+            completion::step_settling(Some(doc), &message, gate, now, quality, &truth.step_facts());
         doc = out.document;
         changes.push(format!(
             "recorded {p} from run {} ({}, {} rows)",
@@ -484,6 +500,7 @@ mod tests {
                             }),
                             rows: 20,
                             inputs: InputFacts::default(),
+                            has_work: false,
                         }
                     } else {
                         ProcessorTruth::default()

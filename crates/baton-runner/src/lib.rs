@@ -597,6 +597,13 @@ impl Runner {
             Err(error) => return self.fail(proc, partition, attempt, error),
         };
         let status = completion_status(partial_inputs, &deduped.rows);
+        if status == CompletionStatus::NoData && self.has_work(proc, partition)? {
+            // `no_data` means no work: on a date its calendar has rows for, no rows is a
+            // failure, not a completion.
+            let calendar = proc.calendar.as_deref().unwrap_or_default();
+            let error = format!("no rows on a date with work (rows in {calendar})");
+            return self.fail(proc, partition, attempt, error);
+        }
         // What the rows are, for the orchestrator to tell changed output from a rerun of
         // the same (G9).
         let digest = baton_core::digest::of_rows(&deduped.rows, &proc.volatile_columns);
@@ -782,6 +789,19 @@ impl Runner {
             None,
         )?)?;
         Ok(attempt)
+    }
+
+    /// Whether `proc` has work on the date by its calendar (rows there); without a calendar,
+    /// a date without rows is a legitimate `no_data`.
+    fn has_work(&self, proc: &Processor, partition: Partition) -> Result<bool, Error> {
+        let Some(table) = proc
+            .calendar
+            .as_deref()
+            .and_then(|c| self.pipeline.table(c))
+        else {
+            return Ok(false);
+        };
+        Ok(self.warehouse.row_count(table, partition)? > 0)
     }
 
     /// Requests a run of every processor that depends on `proc` for the date: their output

@@ -3,7 +3,7 @@
 //! the consumer, `reconcile`, `health` and (later) the HTTP API, so they agree.
 
 use crate::Error;
-use baton_core::completion::Document;
+use baton_core::completion::{self, Document};
 use baton_core::config::{Pipeline, Processor, TableSpec};
 use baton_core::freshness::InputFacts;
 use baton_core::gate::Gate;
@@ -107,7 +107,16 @@ pub fn truth(
         let run = latest_success(&runs, &p.name);
         let rows = warehouse.row_count(&p.table, partition)?;
         let inputs = input_facts(p, &runs, &landings, owed.contains(&p.name));
-        processors.insert(p.name.clone(), ProcessorTruth { run, rows, inputs });
+        let has_work = has_work(pipeline, warehouse, p.calendar.as_deref(), partition)?;
+        processors.insert(
+            p.name.clone(),
+            ProcessorTruth {
+                run,
+                rows,
+                inputs,
+                has_work,
+            },
+        );
     }
     Ok(Truth {
         partition,
@@ -115,6 +124,51 @@ pub fn truth(
         next_phase_generation: next_phase_generation(store, gate, partition)?,
         begun: !runs.is_empty() || !landings.is_empty(),
         in_flight: in_flight(&pending, partition),
+    })
+}
+
+/// Whether `calendar` has rows for the date (the date has work); `None` without a calendar.
+pub fn calendar_says(
+    pipeline: &Pipeline,
+    warehouse: &dyn Warehouse,
+    calendar: Option<&str>,
+    partition: Partition,
+) -> Result<Option<bool>, Error> {
+    let Some(table) = calendar.and_then(|c| pipeline.table(c)) else {
+        return Ok(None);
+    };
+    Ok(Some(warehouse.row_count(table, partition)? > 0))
+}
+
+/// Whether a processor's calendar says it has work on the date: then `no_data` does not
+/// complete it. Without a calendar, `no_data` always counts.
+fn has_work(
+    pipeline: &Pipeline,
+    warehouse: &dyn Warehouse,
+    calendar: Option<&str>,
+    partition: Partition,
+) -> Result<bool, Error> {
+    Ok(calendar_says(pipeline, warehouse, calendar, partition)? == Some(true))
+}
+
+/// What the consumer tells the step about a date: processors with a rerun requested or
+/// running, and those with work on the date.
+pub fn step_facts(
+    pipeline: &Pipeline,
+    warehouse: &dyn Warehouse,
+    owed: &[PendingRequest],
+    gate: &Gate,
+    partition: Partition,
+) -> Result<completion::StepFacts, Error> {
+    let mut has = BTreeSet::new();
+    for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
+        if has_work(pipeline, warehouse, p.calendar.as_deref(), partition)? {
+            has.insert(p.name.clone());
+        }
+    }
+    Ok(completion::StepFacts {
+        in_flight: in_flight(owed, partition),
+        has_work: has,
     })
 }
 
@@ -319,17 +373,26 @@ fn date_facts(
     now: Timestamp,
 ) -> Result<DateFacts, Error> {
     let landed = store.landings(d)?;
-    let landings = pipeline
-        .upstream
-        .iter()
-        .map(|job| {
-            let at = landed
-                .iter()
-                .find(|l| l.job == job.name)
-                .map(|l| l.landed_at);
-            schedule::judge(job, d, at, &pipeline.timezone, &pipeline.timezone_name, now)
-        })
-        .collect();
+    let mut landings = Vec::new();
+    for job in &pipeline.upstream {
+        let at = landed
+            .iter()
+            .find(|l| l.job == job.name)
+            .map(|l| l.landed_at);
+        // A job that does not run on a date without work (no games) is not late or missing.
+        let expected = calendar_says(pipeline, warehouse, job.calendar.as_deref(), d)?;
+        if at.is_none() && expected == Some(false) {
+            continue;
+        }
+        landings.push(schedule::judge(
+            job,
+            d,
+            at,
+            &pipeline.timezone,
+            &pipeline.timezone_name,
+            now,
+        ));
+    }
     let mut duplicate_rows = Vec::new();
     for p in &pipeline.processors {
         duplicate_rows.push((p.table.name.clone(), warehouse.duplicate_rows(&p.table, d)?));

@@ -130,16 +130,10 @@ fn payload_fields(payload: &[u8]) -> (String, String) {
     (field(Field::Date), field(Field::Processor))
 }
 
-/// Quality-check results of a batch, by gate and date.
 /// Per (gate, date) of a batch: its quality checks, measured just before the batch, and
-/// its processors with a rerun requested or running (the gate waits for them).
-type QualityByDate = BTreeMap<
-    (String, baton_core::Partition),
-    (
-        Vec<CheckResult>,
-        std::collections::BTreeSet<baton_core::model::ProcessorName>,
-    ),
->;
+/// the step's facts (processors with a rerun in flight, processors with work on the date).
+type QualityByDate =
+    BTreeMap<(String, baton_core::Partition), (Vec<CheckResult>, completion::StepFacts)>;
 
 /// Every name a completion's outcome is counted under (in [`DrainReport::outcomes`]).
 pub const OUTCOME_NAMES: [&str; 5] = [
@@ -279,8 +273,14 @@ impl Consumer {
                         message.partition,
                         now,
                     )?;
-                    let in_flight = checks::in_flight(&owed, message.partition);
-                    quality.insert(key, (results, in_flight));
+                    let facts = checks::step_facts(
+                        pipeline,
+                        self.warehouse.as_ref(),
+                        &owed,
+                        g,
+                        message.partition,
+                    )?;
+                    quality.insert(key, (results, facts));
                 }
             }
         }
@@ -300,11 +300,11 @@ impl Consumer {
         let mut triggers = 0;
         let outcomes = self.store.apply(work, &mut |doc, gate_id, message| {
             let gate = pipeline.gate(gate_id.as_str()).unwrap_or(gate);
-            let (results, in_flight) = match quality.get(&(gate_id.to_string(), message.partition)) {
+            let (results, facts) = match quality.get(&(gate_id.to_string(), message.partition)) {
                 Some((r, f)) => (r.as_slice(), f.clone()),
                 None => (&[][..], Default::default()),
             };
-            let out = completion::step_settling(doc, message, gate, now, results, &in_flight);
+            let out = completion::step_settling(doc, message, gate, now, results, &facts);
             if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
                 tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
             }

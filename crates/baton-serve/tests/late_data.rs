@@ -360,3 +360,74 @@ fn situation_2_and_3_two_batches_end_on_every_game_and_trigger_phase_4_once_per_
     e.serve_until_idle();
     assert_eq!(e.runs_of("player_daily_cache").len(), cache_runs);
 }
+
+#[test]
+fn situation_4_no_data_completes_only_a_date_without_work() {
+    let e = env();
+    let publish = |date: &str, run: &str| {
+        let payload = serde_json::json!({
+            "processor_name": "AsyncUpcomingPlayerGameContextProcessor",
+            "game_date": date,
+            "execution_id": run,
+            "status": "no_data",
+            "record_count": 0,
+            "timestamp": "2024-03-10T12:30:00Z",
+        });
+        e.backend
+            .publish("phase3-completions", run, payload.to_string().as_bytes())
+            .unwrap();
+    };
+    let upgc = ProcessorName::from("upcoming_player_game_context");
+    let gate = &e.pipeline.gates[0];
+    // Only the message under test: the runs the landings requested are not wanted here.
+    let far = at("2030-01-01T00:00:00Z");
+    for r in e.backend.pending_requests().unwrap() {
+        e.backend
+            .clear_request(&r.processor, r.partition, far)
+            .unwrap();
+    }
+    // A game day (games in nbac_schedule): recorded and visible, never counted.
+    publish(&e.date.to_string(), "no-data-on-a-game-day");
+    e.serve_until_idle();
+    let doc = e.document();
+    let entry = &doc.entries[&upgc];
+    assert_eq!(entry.status, baton_core::model::CompletionStatus::NoData);
+    assert!(!entry.is_complete(), "{entry:?}");
+    assert_eq!(doc.completed_count, 0);
+    // A date without games: `no_data` is the right answer, and it counts.
+    let off_day = Partition::parse("2024-07-15").unwrap();
+    publish("2024-07-15", "no-data-off-season");
+    e.serve_until_idle();
+    let doc = e.backend.document(&gate.id, off_day).unwrap().unwrap();
+    assert!(doc.entries[&upgc].is_complete());
+    assert_eq!(doc.completed_count, 1);
+}
+
+#[test]
+fn the_runner_fails_a_run_with_no_rows_on_a_date_with_work() {
+    let e = env();
+    // The gamebook has not landed: team_offense_game_summary would compute no rows from the
+    // box scores. Forced to run (partial policy off, so run it directly past its inputs by
+    // landing the job with no rows), it must not call a game day `no_data`.
+    e.runner
+        .store()
+        .record_landing(GAMEBOOK, e.date, e.clock.now(), &[])
+        .unwrap();
+    let r = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            e.date,
+            &RunOptions::new("x"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert_eq!(r.attempts[0].status, RunStatus::Failed, "{r:?}");
+    assert!(
+        r.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("nbac_schedule")
+    );
+}
