@@ -1,19 +1,26 @@
 //! The in-memory backend: the simulator's only fake, behind the same traits as SQLite and
-//! held to the same conformance suite. Two test-only switches make it wrong on purpose
-//! (the canaries): a stored count incremented per message, and writes without the fence.
+//! held to the same conformance suite. Test-only switches make it wrong on purpose (the
+//! canaries, one per guarantee): a stored count incremented per message, writes without the
+//! fence, each trigger row written twice, and wrong rules wrapped around the orchestrator
+//! step the consumer passes to `StateStore::apply` (see `canary.rs`).
+//!
+//! It also keeps a log of the completions its `apply` stepped, in order, with the store's
+//! time: the simulator's reference model reads that sequence (an input, not a decision).
 
 use baton_core::clock::Clock;
 use baton_core::completion::Document;
-use baton_core::config::TableSpec;
+use baton_core::completion::Outcome;
+use baton_core::config::{Pipeline, TableSpec};
 use baton_core::dedup::key_of;
 use baton_core::lease::{self, Lease, Refusal};
+use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::RequestKind;
 use baton_ports::engine;
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
-    NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released,
-    Result, RunEnd, RunRecord, StateStore, Warehouse, WriteOutcome,
+    NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxKind, OutboxRow, PendingRequest,
+    Published, Released, Result, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +36,33 @@ pub enum Canary {
     CountPerMessage,
     /// Writes skip the lease and fence check.
     NoFence,
+    /// Each trigger outbox row is written twice (G2).
+    TriggerWrittenTwice,
+    /// An entry's best run prefers a failed run over a successful one (G1).
+    BestRunPrefersFailed,
+    /// The critical-plus-majority rule ignores the critical processors (G2).
+    CriticalIgnored,
+    /// "All complete" fires when all but one expected processor are complete (G2).
+    AllButOneIsAll,
+    /// Digests are stripped from completions, so changed output never re-triggers (G9).
+    DigestStripped,
+}
+
+impl Canary {
+    /// Every canary with its command-line name (`baton-sim --canary NAME`).
+    pub const ALL: [(&'static str, Canary); 7] = [
+        ("count-per-message", Canary::CountPerMessage),
+        ("no-fence", Canary::NoFence),
+        ("trigger-written-twice", Canary::TriggerWrittenTwice),
+        ("best-run-prefers-failed", Canary::BestRunPrefersFailed),
+        ("critical-ignored", Canary::CriticalIgnored),
+        ("all-but-one-is-all", Canary::AllButOneIsAll),
+        ("digest-stripped", Canary::DigestStripped),
+    ];
+    /// The canary named `name`.
+    pub fn parse(name: &str) -> Option<Canary> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
 }
 
 #[derive(Default)]
@@ -68,6 +102,8 @@ struct State {
     ids: BTreeSet<(String, String)>,
     groups: BTreeMap<(String, String), GroupState>,
     ops: BTreeMap<String, OpsRecord>,
+    /// Completions stepped by `apply`, in order, with the store's time (for the model).
+    applied: Vec<(Timestamp, CompletionMessage)>,
 }
 
 /// All three ports in memory.
@@ -75,6 +111,8 @@ pub struct MemBackend {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
     canary: Canary,
+    /// The pipeline whose gates the step canaries bend (absent: no step canary can fire).
+    pipeline: Option<Arc<Pipeline>>,
 }
 
 impl MemBackend {
@@ -88,7 +126,23 @@ impl MemBackend {
             state: Mutex::new(State::default()),
             clock,
             canary,
+            pipeline: None,
         }
+    }
+    /// A backend with a deliberate bug that may bend the step of `pipeline`'s gates.
+    pub fn with_pipeline_canary(
+        clock: Arc<dyn Clock>,
+        canary: Canary,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
+        Self {
+            pipeline: Some(pipeline),
+            ..Self::with_canary(clock, canary)
+        }
+    }
+    /// Takes the log of completions `apply` stepped since the last call, oldest first.
+    pub fn take_applied(&self) -> Vec<(Timestamp, CompletionMessage)> {
+        std::mem::take(&mut self.lock().applied)
     }
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -183,6 +237,11 @@ impl engine::Transaction for MemTxn<'_> {
     }
     fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
         push_outbox(self.state, row, self.now);
+        if self.canary == Canary::TriggerWrittenTwice && row.kind == OutboxKind::Trigger {
+            // The canary: a store that writes the trigger row twice (a retried insert
+            // without the deterministic id as key).
+            push_outbox(self.state, row, self.now);
+        }
         Ok(())
     }
     fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()> {
@@ -297,6 +356,37 @@ impl MemBackend {
 }
 
 impl StateStore for MemBackend {
+    fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
+        let now = self.clock.now();
+        // What the step canaries need to bend the decision as a wrong rule would: the
+        // gates, and the processors with a run owed (read before the transaction, as the
+        // consumer does).
+        let owed: Vec<PendingRequest> = self.lock().requests.values().cloned().collect();
+        let canary = self.canary;
+        let pipeline = self.pipeline.clone();
+        let mut log = Vec::new();
+        let outcomes = engine::run(self, |tx| {
+            log.clear();
+            engine::apply(tx, batch, &mut |doc, gate, message| {
+                log.push((now, message.clone()));
+                match pipeline.as_ref().and_then(|p| p.gate(gate.as_str())) {
+                    Some(g) => {
+                        let bend = crate::canary::Bend {
+                            canary,
+                            gate: g,
+                            owed: &owed,
+                            now,
+                        };
+                        bend.step(doc, gate, message, step)
+                    }
+                    None => step(doc, gate, message),
+                }
+            })
+        })?;
+        self.lock().applied.extend(log);
+        Ok(outcomes)
+    }
+
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
         Ok(self
             .lock()

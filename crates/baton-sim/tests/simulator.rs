@@ -41,10 +41,92 @@ fn a_seed_replays_exactly() {
     );
 }
 
+/// Seeds a canary must be caught within: each is caught by seed 3 today (see ARCHITECTURE.md);
+/// the margin keeps a workload change from making a canary flaky, and costs little, since a
+/// run stops at the first violation.
+const CANARY_SEEDS: u64 = 60;
+
+/// Runs `canary` over the CI budget and returns the violation it must cause.
+fn caught(canary: Canary) -> baton_sim::Violation {
+    match simulate_many(0, CANARY_SEEDS, 300, canary) {
+        Ok(n) => panic!("{canary:?} was not caught in {n} seeds"),
+        Err(v) => v,
+    }
+}
+
+#[test]
+fn canary_a_trigger_written_twice_is_caught() {
+    let v = caught(Canary::TriggerWrittenTwice);
+    assert_eq!(v.guarantee, "G2", "{v}");
+    assert!(v.detail.contains("triggered 2 times"), "{v}");
+}
+
+#[test]
+fn canary_a_best_run_preferring_a_failure_is_caught_by_the_model() {
+    let v = caught(Canary::BestRunPrefersFailed);
+    assert_eq!(v.guarantee, "G1", "{v}");
+}
+
+#[test]
+fn canary_critical_plus_majority_ignoring_the_critical_is_caught_by_the_model() {
+    let v = caught(Canary::CriticalIgnored);
+    assert_eq!(v.guarantee, "G2", "{v}");
+    assert!(v.detail.contains("the model fired"), "{v}");
+}
+
+#[test]
+fn canary_all_complete_with_one_missing_is_caught_by_the_model() {
+    let v = caught(Canary::AllButOneIsAll);
+    assert_eq!(v.guarantee, "G2", "{v}");
+    assert!(v.detail.contains("the model fired"), "{v}");
+}
+
+#[test]
+fn canary_changed_output_that_does_not_retrigger_is_caught() {
+    let v = caught(Canary::DigestStripped);
+    assert_eq!(v.guarantee, "G9", "{v}");
+    assert!(
+        v.to_string().contains("--canary digest-stripped"),
+        "a canary's replay names it: {v}"
+    );
+}
+
+#[test]
+fn the_workload_covers_late_data_and_both_modes() {
+    // Over a few seeds: changed and identical reruns after a trigger, failed runs, landings,
+    // and dates whose mode moved from same-day to overnight at midnight.
+    let mut events = std::collections::BTreeMap::new();
+    for seed in 0..20 {
+        for (k, n) in simulate(SimOptions::new(seed)).unwrap().events {
+            *events.entry(k).or_insert(0) += n;
+        }
+    }
+    for name in [
+        "generations opened by changed output",
+        "identical reruns after a trigger",
+        "failed runs",
+        "no_data runs",
+        "runs asking to reprocess",
+        "landings that change inputs",
+        "landings with the same data",
+        "releases refused (lease taken over)",
+        "writes fenced",
+    ] {
+        assert!(
+            events.get(name).copied().unwrap_or(0) > 0,
+            "{name}: {events:?}"
+        );
+    }
+    // Three dates per seed, one overnight from the start: more than 20 means some crossed.
+    assert!(
+        events["dates in overnight mode at the end"] > 20,
+        "{events:?}"
+    );
+}
+
 #[test]
 fn canary_a_counter_incremented_per_message_is_caught() {
-    let v = simulate_many(0, seeds(), 300, Canary::CountPerMessage)
-        .expect_err("the counter canary must be caught");
+    let v = caught(Canary::CountPerMessage);
     assert_eq!(v.guarantee, "G1", "{v}");
     assert!(
         v.to_string().contains(&format!("--seed {}", v.seed)),
@@ -54,7 +136,6 @@ fn canary_a_counter_incremented_per_message_is_caught() {
 
 #[test]
 fn canary_a_write_without_the_fence_is_caught() {
-    let v = simulate_many(0, seeds(), 300, Canary::NoFence)
-        .expect_err("the fence canary must be caught");
+    let v = caught(Canary::NoFence);
     assert!(v.guarantee == "G4" || v.guarantee == "G5", "{v}");
 }
