@@ -262,7 +262,8 @@ impl Model {
         if model.triggered && identical {
             model.identical += 1;
         }
-        if model.triggered && changed {
+        // Only a processor the date's mode expects counts (DESIGN.md, G9).
+        if model.triggered && changed && policy.expected.contains(&message.processor) {
             model.generation += 1;
             model.triggered = false;
             model.changes += 1;
