@@ -5,6 +5,7 @@ use crate::status::{verdict_table, verdicts};
 use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_backend, parse_date};
 use anyhow::anyhow;
 use baton_core::clock::{Clock, OffsetClock};
+use baton_core::config::TableSpec;
 use baton_core::lease::Lease;
 use baton_core::model::{Partition, Row};
 use baton_core::rng::SplitMix64;
@@ -210,10 +211,11 @@ pub fn land_reference(
     late: &[(String, SignedDuration)],
     now: jiff::Timestamp,
     tick: &dyn Fn(),
-) -> Result<(), Exit> {
+) -> Result<Vec<LateBatches>, Exit> {
     let end = run_dates.last().copied().unwrap_or(Partition::new(
         now.to_zoned(pipeline.timezone.clone()).date(),
     ));
+    let mut held = Vec::new();
     let raw = baton_reference::generate(seed, dates);
     for &date in dates {
         let day = date.to_string();
@@ -224,6 +226,12 @@ pub fn land_reference(
                 .map_or(SignedDuration::ZERO, |(_, d)| *d);
             let expected = baton_core::schedule::expected_at(job, date, &pipeline.timezone);
             if date > end && expected > now {
+                continue;
+            }
+            let at = expected.checked_add(delay).unwrap_or(expected);
+            if !delay.is_zero() && run_dates.contains(&date) {
+                // Held back: it lands later, in two batches, while Phase 3 runs.
+                held.push(LateBatches::split(pipeline, &raw, job, date, at));
                 continue;
             }
             for table_name in &job.tables {
@@ -237,7 +245,6 @@ pub fn land_reference(
                 );
                 warehouse.land(spec, &rows)?;
             }
-            let at = expected.checked_add(delay).unwrap_or(expected);
             if run_dates.contains(&date) {
                 // Recorded with the runs it requests: `serve` runs its readers.
                 runner.record_landing(&job.name, date, at)?;
@@ -249,7 +256,65 @@ pub fn land_reference(
         }
         tick();
     }
-    Ok(())
+    Ok(held)
+}
+
+/// A late job's data for one date, held back to land in two batches as in the incident:
+/// the first two games at the late time, the rest 15 minutes later.
+pub struct LateBatches {
+    /// The job.
+    pub job: String,
+    /// The date.
+    pub date: Partition,
+    /// (when it lands, rows by table) per batch, in order.
+    pub batches: Vec<(jiff::Timestamp, Vec<(TableSpec, Vec<Row>)>)>,
+}
+
+impl LateBatches {
+    fn split(
+        pipeline: &baton_core::Pipeline,
+        raw: &BTreeMap<String, Vec<Row>>,
+        job: &baton_core::config::UpstreamJob,
+        date: Partition,
+        at: jiff::Timestamp,
+    ) -> Self {
+        let day = date.to_string();
+        let games: BTreeSet<String> = raw
+            .get("nbac_schedule")
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter(|r| r.get("game_date").and_then(|v| v.as_str()) == Some(day.as_str()))
+            .filter_map(|r| r.get("game_id").and_then(|v| v.as_str()).map(str::to_owned))
+            .collect();
+        let first: BTreeSet<&String> = games.iter().take(2).collect();
+        let in_first = |r: &Row| {
+            r.get("game_id")
+                .and_then(|v| v.as_str())
+                .is_none_or(|g| first.contains(&g.to_owned()))
+        };
+        let mut batches = vec![
+            (at, Vec::new()),
+            (at + SignedDuration::from_mins(15), Vec::new()),
+        ];
+        for table_name in &job.tables {
+            let Some(spec) = pipeline.table(table_name) else {
+                continue;
+            };
+            let rows = rows_on(
+                raw.get(table_name).map_or(&[][..], Vec::as_slice),
+                &spec.partition_column,
+                &day,
+            );
+            let (a, b): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| in_first(r));
+            batches[0].1.push((spec.clone(), a));
+            batches[1].1.push((spec.clone(), b));
+        }
+        Self {
+            job: job.name.clone(),
+            date,
+            batches,
+        }
+    }
 }
 
 fn rows_on(rows: &[Row], column: &str, day: &str) -> Vec<Row> {
@@ -349,7 +414,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
 
     // Phase 2: the upstream jobs land raw data, on time or late.
     progress.set_message("phase 2");
-    land_reference(
+    let land_reference_held = land_reference(
         &demo.pipeline,
         &demo.runner,
         demo.warehouse.as_ref(),
@@ -360,9 +425,14 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
         demo.clock.now(),
         &|| progress.inc(1),
     )?;
-    let totals = demo.run_dates(&span.dates, &faults, &progress)?;
+    let held = land_reference_held;
+    let totals = demo.run_dates(&span.dates, &faults, &progress, &held)?;
     progress.finish_and_clear();
-    demo.report(cli, args, &span.dates, &faults, &totals)
+    let outcome = demo.report(cli, args, &span.dates, &faults, &totals);
+    if let (Some(last), false) = (held.last(), args.json) {
+        crate::timeline::print(&demo.pipeline, demo.store.as_ref(), last.date)?;
+    }
+    outcome
 }
 
 impl Faults {
@@ -439,6 +509,7 @@ impl Demo {
         dates: &[Partition],
         faults: &Faults,
         progress: &ProgressBar,
+        held: &[LateBatches],
     ) -> Result<BTreeMap<String, usize>, Exit> {
         let pipeline = &self.pipeline;
         let consumer = Consumer::new(
@@ -474,6 +545,18 @@ impl Demo {
             }
             for (k, v) in self.drain_date(&services, faults)? {
                 *totals.entry(k).or_default() += v;
+            }
+            // The late jobs land now, batch by batch; each landing starts its readers.
+            for late in held.iter().filter(|l| l.date == date) {
+                for (at, tables) in &late.batches {
+                    for (spec, rows) in tables {
+                        self.warehouse.land(spec, rows)?;
+                    }
+                    self.runner.record_landing(&late.job, date, *at)?;
+                    for (k, v) in self.drain_date(&services, faults)? {
+                        *totals.entry(k).or_default() += v;
+                    }
+                }
             }
             progress.inc(1);
         }

@@ -9,6 +9,7 @@ mod check;
 mod demo;
 mod ops;
 mod status;
+mod timeline;
 mod watch;
 
 use anyhow::Context;

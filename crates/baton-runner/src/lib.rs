@@ -169,6 +169,15 @@ impl RunReport {
     }
 }
 
+/// Whether a processor `proc` depends on has a rerun requested (or coalesced) for the date.
+fn dependency_owed(proc: &Processor, partition: Partition, owed: &[PendingRequest]) -> bool {
+    owed.iter().any(|r| {
+        r.partition == partition
+            && proc.depends_on.contains(&r.processor)
+            && matches!(r.kind, RequestKind::Requested | RequestKind::Coalesced)
+    })
+}
+
 /// Runs processors for partitions.
 pub struct Runner {
     pipeline: Arc<Pipeline>,
@@ -355,7 +364,8 @@ impl Runner {
         hooks: &dyn RunHooks,
     ) -> Result<Vec<RunReport>, Error> {
         let mut reports = Vec::new();
-        for request in self.store.pending_requests()? {
+        let owed = self.store.pending_requests()?;
+        for request in &owed {
             let Some(proc) = self.pipeline.processor(request.processor.as_str()) else {
                 self.store.clear_request(
                     &request.processor,
@@ -364,6 +374,10 @@ impl Runner {
                 )?;
                 continue;
             };
+            // A dependency owed a rerun first: this one would read output about to change.
+            if dependency_owed(proc, request.partition, &owed) {
+                continue;
+            }
             let missing = self.missing_dependencies(proc, request.partition)?;
             let ready = match request.kind {
                 RequestKind::Partial => {
