@@ -460,6 +460,8 @@ impl Demo {
             bus: self.bus.as_ref(),
             consumer: &consumer,
             triggers: Some(&triggers),
+            // The demo records its landings directly; nothing publishes notices.
+            landings: None,
         };
         let phase = pipeline
             .gates
