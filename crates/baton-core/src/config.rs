@@ -1750,7 +1750,10 @@ mod tests {
         );
         let tz = r#"timezone = "America/New_York""#;
         let src = mutate(tz, &format!("{tz}\nraw_landings_topic = \"phase2-done\""));
-        assert_eq!(Pipeline::from_toml(&src).unwrap().raw_landings_topic, "phase2-done");
+        assert_eq!(
+            Pipeline::from_toml(&src).unwrap().raw_landings_topic,
+            "phase2-done"
+        );
         let src = mutate(tz, &format!("{tz}\nraw_landings_topic = \"raw landings\""));
         let e = err_of(&src);
         assert_eq!(e.key, "pipeline.raw_landings_topic");

@@ -78,7 +78,10 @@ fn malformed(field: &'static str, reason: impl Into<String>) -> NoticeError {
 }
 
 /// The first of `names` present in `obj`, with the name it was found under.
-fn first<'a>(obj: &'a Map<String, Value>, names: &[&'static str]) -> Option<(&'static str, &'a Value)> {
+fn first<'a>(
+    obj: &'a Map<String, Value>,
+    names: &[&'static str],
+) -> Option<(&'static str, &'a Value)> {
     names
         .iter()
         .find_map(|n| obj.get(*n).filter(|v| !v.is_null()).map(|v| (*n, v)))
@@ -91,7 +94,11 @@ fn text<'a>(field: &'static str, v: &'a Value) -> Result<&'a str, NoticeError> {
 }
 
 /// Parses a notice in either shape; `now` is its time when it names none.
-pub fn parse(bytes: &[u8], pipeline: &Pipeline, now: Timestamp) -> Result<LandingNotice, NoticeError> {
+pub fn parse(
+    bytes: &[u8],
+    pipeline: &Pipeline,
+    now: Timestamp,
+) -> Result<LandingNotice, NoticeError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| malformed("body", format!("not JSON: {e}")))?;
     let Value::Object(obj) = value else {
@@ -143,7 +150,10 @@ pub fn read(
 
 /// The upstream job a notice names: by name (`job`), or as the job whose tables include
 /// the table it names (`output_table`, `source_table`).
-fn job<'a>(obj: &Map<String, Value>, pipeline: &'a Pipeline) -> Result<&'a UpstreamJob, NoticeError> {
+fn job<'a>(
+    obj: &Map<String, Value>,
+    pipeline: &'a Pipeline,
+) -> Result<&'a UpstreamJob, NoticeError> {
     let (field, v) = first(obj, &JOB_FIELDS)
         .ok_or_else(|| malformed("job", "missing (or `output_table` / `source_table`)"))?;
     let name = text(field, v)?;
@@ -212,9 +222,8 @@ mod tests {
     fn the_original_phase_2_shape_names_the_job_by_any_of_its_tables() {
         for table in ["nbac_gamebook_player_stats", "nbac_team_boxscore"] {
             for key in ["output_table", "source_table"] {
-                let body = format!(
-                    r#"{{"{key}":"{table}","game_date":"2024-03-09","status":"success"}}"#
-                );
+                let body =
+                    format!(r#"{{"{key}":"{table}","game_date":"2024-03-09","status":"success"}}"#);
                 assert_eq!(parse_str(&body).unwrap().job, "nbac_gamebook_scraper");
             }
         }
@@ -222,12 +231,16 @@ mod tests {
 
     #[test]
     fn a_failed_status_is_not_a_landing() {
-        let e = parse_str(r#"{"output_table":"nbac_schedule","game_date":"2024-03-09","status":"failed"}"#)
-            .unwrap_err();
+        let e = parse_str(
+            r#"{"output_table":"nbac_schedule","game_date":"2024-03-09","status":"failed"}"#,
+        )
+        .unwrap_err();
         assert!(matches!(e, NoticeError::NotLanded(_)), "{e}");
         assert_eq!(e.field(), "status");
         for ok in ["partial", "no_data", "Completed"] {
-            let body = format!(r#"{{"output_table":"nbac_schedule","game_date":"2024-03-09","status":"{ok}"}}"#);
+            let body = format!(
+                r#"{{"output_table":"nbac_schedule","game_date":"2024-03-09","status":"{ok}"}}"#
+            );
             assert!(parse_str(&body).is_ok(), "{ok}");
         }
     }
@@ -239,12 +252,27 @@ mod tests {
             ("not json", "body"),
             (r#"{"date":"2024-03-09"}"#, "job"),
             (r#"{"job":"nope","date":"2024-03-09"}"#, "job"),
-            (r#"{"output_table":"player_game_summary","game_date":"2024-03-09"}"#, "output_table"),
+            (
+                r#"{"output_table":"player_game_summary","game_date":"2024-03-09"}"#,
+                "output_table",
+            ),
             (r#"{"job":"nbac_schedule_scraper"}"#, "date"),
-            (r#"{"job":"nbac_schedule_scraper","date":"2024-13-09"}"#, "date"),
-            (r#"{"source_table":"nbac_schedule","game_date":"yesterday"}"#, "game_date"),
-            (r#"{"job":"nbac_schedule_scraper","date":"2024-03-09","landed_at":"06:00"}"#, "landed_at"),
-            (r#"{"job":"nbac_schedule_scraper","date":"2024-03-09","status":"meh"}"#, "status"),
+            (
+                r#"{"job":"nbac_schedule_scraper","date":"2024-13-09"}"#,
+                "date",
+            ),
+            (
+                r#"{"source_table":"nbac_schedule","game_date":"yesterday"}"#,
+                "game_date",
+            ),
+            (
+                r#"{"job":"nbac_schedule_scraper","date":"2024-03-09","landed_at":"06:00"}"#,
+                "landed_at",
+            ),
+            (
+                r#"{"job":"nbac_schedule_scraper","date":"2024-03-09","status":"meh"}"#,
+                "status",
+            ),
             (r#"{"job":7,"date":"2024-03-09"}"#, "job"),
         ];
         for (body, field) in cases {

@@ -66,10 +66,7 @@ impl LandingConsumer {
             ack_wait: self.pipeline.ack_wait,
         };
         let topic = self.topic();
-        for delivery in self
-            .bus
-            .fetch(topic, LANDINGS_GROUP, FETCH_MAX, settings)?
-        {
+        for delivery in self.bus.fetch(topic, LANDINGS_GROUP, FETCH_MAX, settings)? {
             report.fetched += 1;
             match self.read(&delivery) {
                 Ok(notice) => {
@@ -106,16 +103,43 @@ impl LandingConsumer {
                 self.pipeline.max_deliveries
             ));
         }
-        landing::parse(&delivery.payload, &self.pipeline, self.runner.now()).map_err(
-            |e| match e {
-                NoticeError::NotLanded(_) => format!("not a landing: {e}"),
-                _ => format!("unreadable landing notice: {e}"),
-            },
-        )
+        landing::parse(&delivery.payload, &self.pipeline, self.runner.now()).map_err(|e| match e {
+            NoticeError::NotLanded(_) => format!("not a landing: {e}"),
+            _ => format!("unreadable landing notice: {e}"),
+        })
     }
 
     /// Notices not yet acked.
     pub fn pending(&self) -> Result<u64, Error> {
         Ok(self.bus.pending(self.topic(), LANDINGS_GROUP)?)
     }
+}
+
+/// A landing recorded outside the loop: its batch and the readers it requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The batch's number (1 for the first landing of the job on the date).
+    pub batch: u32,
+    /// The processors requested to run (the job's readers).
+    pub requested: Vec<String>,
+}
+
+/// Records a notice through the same [`Runner::record_landing`] the consumer and
+/// `baton publish raw` use (the HTTP endpoint's path): the batch and the readers' run
+/// requests in one transaction; `serve` runs them.
+pub fn record(
+    pipeline: Arc<Pipeline>,
+    store: Arc<dyn baton_ports::StateStore>,
+    warehouse: Arc<dyn baton_ports::Warehouse>,
+    clock: Arc<dyn baton_core::clock::Clock>,
+    notice: &landing::LandingNotice,
+) -> Result<Recorded, Error> {
+    let runner = Runner::new(pipeline.clone(), store, warehouse, clock);
+    let batch = runner.record_landing(&notice.job, notice.partition, notice.landed_at)?;
+    let requested = pipeline
+        .readers_of(&notice.job)
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    Ok(Recorded { batch, requested })
 }

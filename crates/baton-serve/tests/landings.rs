@@ -176,7 +176,14 @@ fn notices_that_are_not_landings_are_dead_lettered_with_their_reason() {
             .unwrap_or_else(|| panic!("{id} dead-lettered: {letters:?}"));
         assert_eq!(l.letter.topic, "raw-landings");
         assert_eq!(l.letter.payload, payload, "kept exactly as received");
-        assert!(l.letter.reason.contains(reason), "{id}: {}", l.letter.reason);
+        assert!(
+            l.letter.reason.contains(reason),
+            "{id}: {}",
+            l.letter.reason
+        );
     }
-    assert_eq!(e.backend.pending("raw-landings", LANDINGS_GROUP).unwrap(), 0);
+    assert_eq!(
+        e.backend.pending("raw-landings", LANDINGS_GROUP).unwrap(),
+        0
+    );
 }
