@@ -259,6 +259,9 @@ pub fn land_reference(
     Ok(held)
 }
 
+/// Rows of several tables, landed together.
+pub type TableRows = Vec<(TableSpec, Vec<Row>)>;
+
 /// A late job's data for one date, held back to land in two batches as in the incident:
 /// the first two games at the late time, the rest 15 minutes later.
 pub struct LateBatches {
@@ -266,8 +269,8 @@ pub struct LateBatches {
     pub job: String,
     /// The date.
     pub date: Partition,
-    /// (when it lands, rows by table) per batch, in order.
-    pub batches: Vec<(jiff::Timestamp, Vec<(TableSpec, Vec<Row>)>)>,
+    /// Each batch in order: when it lands, and its rows by table.
+    pub batches: Vec<(jiff::Timestamp, TableRows)>,
 }
 
 impl LateBatches {
@@ -531,6 +534,8 @@ impl Demo {
             bus: self.bus.as_ref(),
             consumer: &consumer,
             triggers: Some(&triggers),
+            // The demo records its landings directly; nothing publishes notices.
+            landings: None,
         };
         let phase = pipeline
             .gates

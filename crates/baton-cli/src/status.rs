@@ -9,6 +9,7 @@ use baton_core::gate::Gate;
 use baton_core::lease::Lease;
 use baton_core::model::Partition;
 use baton_ports::{RunRecord, StateStore};
+use baton_serve::status::JobLandings;
 pub use baton_serve::status::verdicts;
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -114,7 +115,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
 }
 
 /// One date in detail: each gate's completion document with its entries, then the date's
-/// runs and leases (as tables, or all as JSON).
+/// upstream landings, runs and leases (as tables, or all as JSON).
 fn detail(
     pipeline: &Pipeline,
     backend: &dyn StateStore,
@@ -133,10 +134,12 @@ fn detail(
         .iter()
         .map(|g| backend.document(&g.id, date).map(|d| (g, d)))
         .collect::<Result<_, _>>()?;
+    let landings = baton_serve::status::landings(pipeline, backend, date)?;
     if json {
         let out = serde_json::json!({
             "date": date.to_string(),
             "documents": docs.iter().map(|(g, d)| serde_json::json!({"gate": g.id, "document": d})).collect::<Vec<_>>(),
+            "landings": landings,
             "runs": runs,
             "leases": leases,
         });
@@ -146,6 +149,7 @@ fn detail(
     for (gate, doc) in &docs {
         print_document(gate, doc.as_ref(), date, now);
     }
+    println!("landings:\n{}", landings_table(&landings));
     println!("runs:\n{}", runs_table(&runs));
     println!("leases:\n{}", leases_table(&leases, now));
     Ok(0)
@@ -213,6 +217,28 @@ fn entries_table(gate: &Gate, doc: &Document, date: Partition, now: Timestamp) -
                 "0".into(),
             ]),
         };
+    }
+    t
+}
+
+/// Each upstream job's landings for the date: the first (lateness is judged by it), the
+/// latest batch, and how many batches.
+fn landings_table(landings: &[JobLandings]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "upstream job",
+        "first landed",
+        "latest batch",
+        "batches",
+    ]);
+    let time = |t: Option<Timestamp>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    for l in landings {
+        t.add_row(vec![
+            l.job.clone(),
+            time(l.landed_at),
+            time(l.latest_at),
+            l.batches.to_string(),
+        ]);
     }
     t
 }

@@ -520,3 +520,58 @@ fn a_run_deferred_for_its_input_runs_when_the_landing_is_published() {
         "the owed run ran: {runs:?}"
     );
 }
+
+#[test]
+fn publishing_a_landing_twice_shows_two_batches_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    baton(d).arg("migrate").assert().success();
+    for at in ["2024-03-07T10:00:00Z", "2024-03-07T11:30:00Z"] {
+        baton(d)
+            .args([
+                "publish",
+                "raw",
+                "--job",
+                "nbac_schedule_scraper",
+                "--date",
+                "2024-03-06",
+                "--at",
+                at,
+            ])
+            .assert()
+            .success();
+    }
+    let out = baton(d)
+        .args(["status", "--date", "2024-03-06", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let landings = detail["landings"].as_array().unwrap();
+    let schedule = landings
+        .iter()
+        .find(|l| l["job"] == "nbac_schedule_scraper")
+        .unwrap();
+    assert_eq!(schedule["batches"], 2, "{schedule}");
+    assert_eq!(
+        schedule["landed_at"], "2024-03-07T10:00:00Z",
+        "the first landing is kept"
+    );
+    assert!(schedule["latest_at"].is_string(), "{schedule}");
+    let gamebook = landings
+        .iter()
+        .find(|l| l["job"] == "nbac_gamebook_scraper")
+        .unwrap();
+    assert_eq!(gamebook["batches"], 0, "every upstream job is listed");
+    assert!(gamebook["landed_at"].is_null());
+    baton(d)
+        .args(["status", "--date", "2024-03-06"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("first landed"))
+        .stdout(predicate::str::contains("2024-03-07T10:00:00Z"));
+}

@@ -227,6 +227,7 @@ fn the_api_answers_and_only_a_token_holder_changes_anything() {
         "/api/v1/dates/{date}/trigger",
         "/api/v1/health",
         "/api/v1/reconcile",
+        "/api/v1/landings",
         "/",
     ] {
         assert!(
@@ -356,6 +357,10 @@ fn the_dashboard_loads_in_a_real_browser_and_shows_every_cell() {
             dom.contains(&format!("data-date=\"{date}\" data-accuracy=\"100.0\"")),
             "chart point {date}"
         );
+        // The demo lands each upstream job once per date: one batch, shown per job.
+        let landing =
+            format!("data-date=\"{date}\" data-job=\"nbac_schedule_scraper\" data-batches=\"1\"");
+        assert!(dom.contains(&landing), "landing {date}");
     }
     assert_eq!(
         dom.matches("data-trigger=\"triggered\"").count(),

@@ -20,6 +20,10 @@ use toml::Spanned;
 /// The reference NBA pipeline's config, built in; `baton init` writes it out.
 pub const REFERENCE_TOML: &str = include_str!("../reference.toml");
 
+/// The topic `serve` reads landing notices from when `[pipeline] raw_landings_topic` is
+/// not set.
+pub const DEFAULT_RAW_LANDINGS_TOPIC: &str = "raw-landings";
+
 /// A config that could not be used: what, at which key, on which line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct Error {
@@ -174,6 +178,9 @@ pub struct Pipeline {
     pub alerts: Vec<AlertPolicy>,
     /// Schedules: runs started by a cron time rather than a landing.
     pub schedules: Vec<Schedule>,
+    /// The topic upstream jobs announce landings on (the original pipeline's Phase 2
+    /// completions); `serve` records each as a landing.
+    pub raw_landings_topic: String,
 }
 
 impl Pipeline {
@@ -357,6 +364,8 @@ struct RawAlert {
 struct RawPipeline {
     name: Spanned<String>,
     timezone: Spanned<String>,
+    #[serde(default)]
+    raw_landings_topic: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -624,7 +633,8 @@ impl Validator<'_> {
     /// it made known (upstream jobs see the raw tables, processors' references see every
     /// name).
     fn validate(&self, raw: RawConfig) -> Result<Pipeline, Error> {
-        let (name, timezone, timezone_name) = self.pipeline_section(&raw.pipeline)?;
+        let (name, timezone, timezone_name, raw_landings_topic) =
+            self.pipeline_section(&raw.pipeline)?;
         let backend = self.backend(raw.backend.as_ref())?;
         let (lease_ttl, lease_wait) = self.lease(raw.lease.as_ref())?;
         let (ack_wait, max_deliveries) = self.bus(raw.bus.as_ref())?;
@@ -662,11 +672,16 @@ impl Validator<'_> {
             notifiers,
             alerts,
             schedules,
+            raw_landings_topic,
         })
     }
 
-    /// `[pipeline]`: the name, the time zone and the time zone's name.
-    fn pipeline_section(&self, raw: &RawPipeline) -> Result<(String, TimeZone, String), Error> {
+    /// `[pipeline]`: the name, the time zone, the time zone's name and the raw-landings
+    /// topic (default [`DEFAULT_RAW_LANDINGS_TOPIC`]).
+    fn pipeline_section(
+        &self,
+        raw: &RawPipeline,
+    ) -> Result<(String, TimeZone, String, String), Error> {
         let name = raw.name.get_ref().trim().to_owned();
         if name.is_empty() {
             return self.err("pipeline.name", raw.name.span(), "must not be empty");
@@ -679,7 +694,14 @@ impl Validator<'_> {
                 format!("unknown time zone `{tz_name}`: {e}"),
             )
         })?;
-        Ok((name, timezone, tz_name))
+        let topic = match &raw.raw_landings_topic {
+            Some(t) => {
+                self.topic("pipeline.raw_landings_topic", t)?;
+                t.get_ref().clone()
+            }
+            None => DEFAULT_RAW_LANDINGS_TOPIC.to_owned(),
+        };
+        Ok((name, timezone, tz_name, topic))
     }
 
     /// `[backend]`: SQLite (the default, fsynced) or PostgreSQL with NATS.
@@ -1859,6 +1881,25 @@ mod tests {
 
     fn line_containing(src: &str, needle: &str) -> usize {
         src.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn the_raw_landings_topic_defaults_and_is_validated_with_key_and_line() {
+        assert_eq!(
+            Pipeline::reference().unwrap().raw_landings_topic,
+            DEFAULT_RAW_LANDINGS_TOPIC
+        );
+        let tz = r#"timezone = "America/New_York""#;
+        let src = mutate(tz, &format!("{tz}\nraw_landings_topic = \"phase2-done\""));
+        assert_eq!(
+            Pipeline::from_toml(&src).unwrap().raw_landings_topic,
+            "phase2-done"
+        );
+        let src = mutate(tz, &format!("{tz}\nraw_landings_topic = \"raw landings\""));
+        let e = err_of(&src);
+        assert_eq!(e.key, "pipeline.raw_landings_topic");
+        assert_eq!(e.line, Some(line_containing(&src, "raw_landings_topic")));
+        assert!(e.message.contains("not a valid topic name"), "{e}");
     }
 
     #[test]

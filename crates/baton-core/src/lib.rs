@@ -22,6 +22,7 @@ pub mod gate;
 pub mod health;
 pub mod heartbeat;
 pub mod ids;
+pub mod landing;
 pub mod lease;
 pub mod message;
 pub mod model;

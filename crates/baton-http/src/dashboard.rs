@@ -1,9 +1,10 @@
 //! The dashboard at `/`: one server-rendered page, no JavaScript, that refreshes itself.
 //! A matrix of dates x processors (done, running, failed, late, partial, waiting), each
-//! date's trigger state, duplicate rows and dead letters, completion accuracy over time as
-//! an inline SVG chart, and the open alerts.
+//! date's upstream landings (batches, first and latest), trigger state, duplicate rows and
+//! dead letters, completion accuracy over time as an inline SVG chart, and the open alerts.
 //!
-//! Every cell carries `data-date`, `data-processor` and `data-state`, so a browser test (and
+//! Every processor cell carries `data-date`, `data-processor` and `data-state`, every
+//! landing cell `data-date`, `data-job`, `data-batches`, `data-first` and `data-latest`, so a browser test (and
 //! a person's scraper) can read the page without parsing prose.
 
 use crate::Api;
@@ -151,6 +152,13 @@ struct Sections {
 /// The matrix's header row: a column per processor, per gate, then the counts.
 fn matrix_head(pipeline: &baton_core::config::Pipeline) -> String {
     let mut head = String::from("<tr><th>date</th>");
+    for job in &pipeline.upstream {
+        let _ = write!(
+            head,
+            "<th class=\"landing\" title=\"upstream job: batches landed\">{}</th>",
+            escape(&job.name)
+        );
+    }
     for p in &pipeline.processors {
         let _ = write!(
             head,
@@ -188,6 +196,7 @@ fn matrix_row(
         "<tr data-date=\"{date}\"><th scope=\"row\">{date}</th>"
     );
     let landings = api.store.landings(date)?;
+    landing_cells(pipeline, date, &landings, rows);
     for p in &pipeline.processors {
         let (state, detail) = cell_state(api, &runs, p, date, &owed_here, &landings, now);
         let _ = write!(
@@ -244,6 +253,42 @@ fn matrix_row(
         if dead > 0 { " bad" } else { "" }
     );
     Ok(percent(recorded, ran))
+}
+
+/// One cell per upstream job: how many batches landed for the date, when the first landed
+/// and (with several) when the latest was recorded, in the pipeline's time zone; the full
+/// times are in `data-first` and `data-latest` (empty where none landed).
+fn landing_cells(
+    pipeline: &baton_core::config::Pipeline,
+    date: Partition,
+    landings: &[baton_ports::Landing],
+    rows: &mut String,
+) {
+    let local = |t: Timestamp| {
+        t.to_zoned(pipeline.timezone.clone())
+            .strftime("%m-%d %H:%M")
+            .to_string()
+    };
+    for l in baton_serve::status::job_landings(pipeline, landings) {
+        let time = |t: Option<Timestamp>| t.map_or_else(String::new, |t| t.to_string());
+        let text = match (l.batches, l.landed_at, l.latest_at) {
+            (1, Some(first), _) => format!("1 batch<br><small>{}</small>", local(first)),
+            (n, Some(first), Some(latest)) => format!(
+                "{n} batches<br><small>first {}<br>latest {}</small>",
+                local(first),
+                local(latest)
+            ),
+            _ => "-".to_owned(),
+        };
+        let _ = write!(
+            rows,
+            "<td class=\"landing\" data-date=\"{date}\" data-job=\"{}\" data-batches=\"{}\" data-first=\"{}\" data-latest=\"{}\">{text}</td>",
+            escape(&l.job),
+            l.batches,
+            time(l.landed_at),
+            time(l.latest_at),
+        );
+    }
 }
 
 /// A gate's trigger state for a date, and its text, from the completion document.
@@ -321,7 +366,7 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
 .cell.done {{ background: #d8f3dc; }} .cell.running {{ background: #dbeafe; }} .cell.failed {{ background: #fde2e1; color: #9b1c1c; font-weight: 600; }}
 .cell.late {{ background: #fef3c7; }} .cell.partial {{ background: #fde68a; }} .cell.waiting {{ background: #ede9fe; }} .cell.pending {{ color: #8a949c; }}
 .trigger.triggered {{ background: #d8f3dc; }} .trigger.blocked {{ background: #fde2e1; }} .trigger.waiting {{ background: #fef3c7; }} .trigger.warned {{ outline: 2px solid #f59f00; }}
-.num.bad {{ background: #fde2e1; font-weight: 600; }}
+.num.bad {{ background: #fde2e1; font-weight: 600; }} td.landing {{ color: #5b6670; font-size: 12px; white-space: nowrap; }}
 .tiles {{ display: flex; gap: 1rem; }} .tile {{ border: 1px solid #d7dde2; border-radius: 6px; padding: .5rem .9rem; }}
 .tile b {{ display: block; font-size: 1.3rem; }} .alerts li {{ color: #9b1c1c; }} .ok {{ color: #2d6a4f; }}
 </style></head>
@@ -339,7 +384,7 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
 {chart}
 <h2>Dates x processors</h2>
 <table id="matrix"><thead>{head}</thead><tbody>{rows}</tbody></table>
-<p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced. JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
+<p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced; an upstream job's column counts the batches landed for the date, with the first landing and the latest batch ({tz}). JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
 </body></html>
 "#,
         name = s.name,

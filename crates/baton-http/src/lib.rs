@@ -65,6 +65,15 @@ pub enum ApiError {
         /// What was wrong.
         message: String,
     },
+    /// A readable request the endpoint declines (a landing notice whose status says the
+    /// job failed): 422, naming the field.
+    #[error("{field}: {message}")]
+    Unprocessable {
+        /// The field.
+        field: &'static str,
+        /// Why it is declined.
+        message: String,
+    },
     /// No or a wrong bearer token on a mutating endpoint.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -86,9 +95,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, field) = match &self {
             Self::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, Some(*field)),
+            Self::Unprocessable { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, Some(*field)),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
             Self::Backend(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, None),
+            Self::Serve(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, None),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         let mut body = json!({ "error": self.to_string() });
@@ -131,6 +142,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/dates/{date}/trigger", post(force_trigger))
         .route("/api/v1/health", get(health))
         .route("/api/v1/reconcile", post(reconcile))
+        .route("/api/v1/landings", post(record_landing))
         .with_state(api)
 }
 
@@ -404,7 +416,8 @@ async fn date_detail(State(api): State<Shared>, Path(date): Path<String>) -> Api
         let runs = api.store.runs(date)?;
         let leases: Vec<_> = api.store.leases()?.into_iter().filter(|l| l.partition == date).collect();
         let owed: Vec<_> = api.store.pending_requests()?.into_iter().filter(|r| r.partition == date).collect();
-        Ok(json!({"date": date.to_string(), "documents": documents, "runs": runs, "leases": leases, "owed_runs": owed}))
+        let landings = baton_serve::status::landings(&api.pipeline, api.store.as_ref(), date)?;
+        Ok(json!({"date": date.to_string(), "documents": documents, "runs": runs, "leases": leases, "owed_runs": owed, "landings": landings}))
     })
     .await?;
     Ok(Json(body).into_response())
@@ -512,4 +525,79 @@ async fn force_trigger(
     })
     .await?;
     Ok(Json(body).into_response())
+}
+
+/// `POST /api/v1/landings`: an upstream job's batch landed (baton's
+/// `{"job","date","landed_at"}` or the original Phase 2 completion), recorded with run
+/// requests for its readers, which `serve` runs. Authorized before the body is read, so
+/// without the token nothing is parsed or changed.
+async fn record_landing(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    use baton_core::landing::{self, NoticeError};
+    authorize(&api, &headers)?;
+    let notice = landing::parse(&body, &api.pipeline, api.clock.now()).map_err(|e| match e {
+        NoticeError::NotLanded(_) => ApiError::Unprocessable {
+            field: e.field(),
+            message: e.to_string(),
+        },
+        NoticeError::Malformed { field, reason } | NoticeError::Unknown { field, reason } => {
+            ApiError::BadRequest {
+                field,
+                message: reason,
+            }
+        }
+    })?;
+    let body = blocking(move || {
+        let recorded = baton_serve::landings::record(
+            Arc::new(api.pipeline.clone()),
+            api.store.clone(),
+            api.warehouse.clone(),
+            api.clock.clone(),
+            &notice,
+        )?;
+        tracing::info!(job = %notice.job, date = %notice.partition, batch = recorded.batch, landed_at = %notice.landed_at, "landing recorded through the API");
+        Ok(json!({
+            "job": notice.job,
+            "date": notice.partition.to_string(),
+            "landed_at": notice.landed_at.to_string(),
+            "batch": recorded.batch,
+            "requested": recorded.requested,
+        }))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_down_under_a_service_task_answers_503_and_a_declined_notice_422() {
+        let down = ApiError::Serve(baton_serve::Error::Backend(baton_ports::Error::Retryable(
+            "connection refused".into(),
+        )));
+        assert_eq!(
+            down.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let broken = ApiError::Serve(baton_serve::Error::Backend(baton_ports::Error::Permanent(
+            "schema".into(),
+        )));
+        assert_eq!(
+            broken.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let declined = ApiError::Unprocessable {
+            field: "status",
+            message: "failed".into(),
+        };
+        assert_eq!(
+            declined.into_response().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
 }

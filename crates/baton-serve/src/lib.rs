@@ -1,7 +1,8 @@
 //! baton-serve: the service tasks that move messages: the completion consumer (the
 //! orchestrator), the outbox relay and the trigger consumer that starts the next phase.
 //!
-//! Each task is a `poll_once` over the ports plus a loop in [`drain`]; faults for the demo
+//! Each task (and the raw-landings consumer, [`landings::LandingConsumer`]) is a
+//! `poll_once` over the ports plus a loop in [`drain`]; faults for the demo
 //! and the simulator are injected through [`ConsumerFaults`] and [`RelayFaults`], which the
 //! real service leaves at their no-op defaults. The long-running `serve` loop around them
 //! (heartbeats, alerts, periodic reconcile, retrying backend errors) is
@@ -16,6 +17,7 @@
 
 pub mod alerting;
 pub mod checks;
+pub mod landings;
 pub mod scheduling;
 pub mod service;
 pub mod status;
@@ -531,6 +533,10 @@ pub struct DrainReport {
     pub phase_runs: usize,
     /// Owed runs (deferred or partial) that ran once their inputs landed.
     pub owed_runs: usize,
+    /// Landings recorded from the raw-landings topic.
+    pub landings: usize,
+    /// Landing notices dead-lettered (unreadable, unknown job or table, failed).
+    pub landings_dead_lettered: usize,
 }
 
 /// Everything a drain drives.
@@ -545,6 +551,8 @@ pub struct Services<'a> {
     pub consumer: &'a Consumer,
     /// The next-phase runner, if this process runs it.
     pub triggers: Option<&'a TriggerConsumer>,
+    /// The raw-landings consumer, if this process records landings from the bus.
+    pub landings: Option<&'a landings::LandingConsumer>,
 }
 
 /// Runs relay, consumer and trigger consumer until nothing is pending anywhere. When only
@@ -564,6 +572,13 @@ pub fn drain(
         let relayed = relay_once(services.store, services.bus, 1024, relay_faults)?;
         total.relayed += relayed;
         let mut progressed = relayed > 0;
+        // Landings first: the readers they request run in this same round.
+        if let Some(lc) = services.landings {
+            let r = lc.poll_once()?;
+            progressed |= r.fetched > 0;
+            total.landings += r.recorded;
+            total.landings_dead_lettered += r.dead_lettered;
+        }
         match services.consumer.poll_once(consumer_faults) {
             Ok(r) => {
                 progressed |= r.fetched > 0;
@@ -602,9 +617,13 @@ pub fn drain(
     Ok(total)
 }
 
-/// Messages not yet acked by the orchestrator or the trigger consumers.
+/// Messages not yet acked by the orchestrator, the trigger consumers or the landings
+/// consumer.
 pub fn pending(services: &Services<'_>) -> Result<u64, Error> {
-    let mut n = 0;
+    let mut n = match services.landings {
+        Some(lc) => lc.pending()?,
+        None => 0,
+    };
     for gate in &services.pipeline.gates {
         n += services
             .bus

@@ -14,6 +14,7 @@
 
 use crate::alerting::{AlertRound, Notifier};
 use crate::checks::Reconciled;
+use crate::landings::LandingConsumer;
 use crate::scheduling::{Fired, Scheduler};
 use crate::status::Heartbeat;
 use crate::{Consumer, DrainReport, Error, NoFaults, Services, TriggerConsumer, drain};
@@ -224,6 +225,7 @@ pub struct Service {
     observer: Option<DrainObserver>,
     consumer: Consumer,
     triggers: TriggerConsumer,
+    landings: LandingConsumer,
     scheduler: Scheduler,
     started_at: Timestamp,
     next_beat: Timestamp,
@@ -254,6 +256,8 @@ impl Service {
             ports.bus.clone(),
             ports.clock.clone(),
         );
+        let landings =
+            LandingConsumer::new(ports.pipeline.clone(), ports.bus.clone(), runner.clone());
         let triggers = TriggerConsumer::new(
             ports.pipeline.clone(),
             ports.bus.clone(),
@@ -269,6 +273,7 @@ impl Service {
             observer: None,
             consumer,
             triggers,
+            landings,
             scheduler: Scheduler::default(),
             started_at: now,
             next_beat: now,
@@ -304,6 +309,7 @@ impl Service {
             bus: self.ports.bus.as_ref(),
             consumer: &self.consumer,
             triggers: self.options.phase_runner.then_some(&self.triggers),
+            landings: Some(&self.landings),
         }
     }
 

@@ -87,6 +87,47 @@ pub fn verdicts(
     Ok(out)
 }
 
+/// One upstream job's landings for a date, as `status`, the API and the dashboard show
+/// them: the first landing (lateness is judged by it), the latest batch and how many.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobLandings {
+    /// The upstream job.
+    pub job: String,
+    /// When its first batch landed; `None` when nothing has.
+    pub landed_at: Option<Timestamp>,
+    /// When its latest batch was recorded; `None` when nothing has landed.
+    pub latest_at: Option<Timestamp>,
+    /// How many batches have landed (0: none).
+    pub batches: u32,
+}
+
+/// Every upstream job of the pipeline, in config order, with what `landed` (a date's
+/// [`StateStore::landings`]) says of it; a job that has not landed is listed with none.
+pub fn job_landings(pipeline: &Pipeline, landed: &[baton_ports::Landing]) -> Vec<JobLandings> {
+    pipeline
+        .upstream
+        .iter()
+        .map(|job| {
+            let l = landed.iter().find(|l| l.job == job.name);
+            JobLandings {
+                job: job.name.clone(),
+                landed_at: l.map(|l| l.landed_at),
+                latest_at: l.map(|l| l.latest_at),
+                batches: l.map_or(0, |l| l.batches),
+            }
+        })
+        .collect()
+}
+
+/// A date's landings per upstream job (see [`job_landings`]).
+pub fn landings(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    partition: Partition,
+) -> Result<Vec<JobLandings>, baton_ports::Error> {
+    Ok(job_landings(pipeline, &store.landings(partition)?))
+}
+
 /// What a `serve` or worker writes as its heartbeat (an operational record under
 /// `instance/<role>/<host>[/<pid>]`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
