@@ -24,6 +24,9 @@ pub enum Watch {
     DeadLetters,
     /// Completions that ran but are not recorded, over the last 7 dates (accuracy below 100%).
     Accuracy,
+    /// Dates of the last 7 whose trigger a quality check blocked, or let through with a
+    /// warning (e.g. Phase 3 covering 8 of 10 scheduled games).
+    Quality,
 }
 
 impl Watch {
@@ -35,6 +38,7 @@ impl Watch {
             "lateness" => Self::Lateness,
             "dead_letters" => Self::DeadLetters,
             "accuracy" => Self::Accuracy,
+            "quality" => Self::Quality,
             _ => return None,
         })
     }
@@ -47,6 +51,7 @@ impl Watch {
             Self::Lateness => "lateness",
             Self::DeadLetters => "dead_letters",
             Self::Accuracy => "accuracy",
+            Self::Quality => "quality",
         }
     }
 }

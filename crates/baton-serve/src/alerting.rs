@@ -175,6 +175,7 @@ pub fn measure(
         Watch::DeadLetters => dead_letters(store, since, &window),
         Watch::Lateness => lateness(pipeline, store, now),
         Watch::Accuracy => accuracy(pipeline, store, warehouse, now),
+        Watch::Quality => quality(pipeline, store, now),
     }
 }
 
@@ -305,6 +306,38 @@ fn accuracy(
             actual - stored
         ),
     ))
+}
+
+/// Dates of the last 7 whose trigger a quality check blocked or warned about, naming them.
+fn quality(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    now: Timestamp,
+) -> Result<(f64, String), Error> {
+    let today = baton_core::Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
+    let mut found = Vec::new();
+    for gate in &pipeline.gates {
+        for doc in store.documents(&gate.id, today.offset(-6), today)? {
+            if let Some(b) = doc.blocked.as_ref().filter(|_| !doc.triggered) {
+                found.push(format!(
+                    "{} blocked by `{}`: {}",
+                    doc.partition, b.check, b.evidence
+                ));
+            }
+            for w in &doc.warnings {
+                found.push(format!(
+                    "{} warned by `{}`: {}",
+                    doc.partition, w.check, w.evidence
+                ));
+            }
+        }
+    }
+    let text = if found.is_empty() {
+        "no quality check blocked or warned over the last 7 dates".to_owned()
+    } else {
+        found.join("; ")
+    };
+    Ok((found.len() as f64, text))
 }
 
 /// What one alerting round did.

@@ -295,6 +295,26 @@ fn situation_2_and_3_two_batches_end_on_every_game_and_trigger_phase_4_once_per_
     assert!(!doc.triggered, "{doc:?}");
     assert_eq!(doc.blocked.as_ref().unwrap().check, "game_coverage");
     assert_eq!(e.games_in("player_game_summary").len(), 2);
+    // An alert policy watching quality sees the blocked date.
+    let policy = baton_core::alert::AlertPolicy {
+        name: "quality".into(),
+        watch: baton_core::alert::Watch::Quality,
+        window: SignedDuration::from_mins(60),
+        threshold: 1.0,
+        quiet: SignedDuration::from_mins(60),
+        notify: Vec::new(),
+    };
+    let (value, text) = baton_serve::alerting::measure(
+        &policy,
+        &e.pipeline,
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        e.clock.now(),
+    )
+    .unwrap();
+    assert_eq!(value, 1.0, "{text}");
+    assert!(text.contains("game_coverage"), "{text}");
     assert!(e.runs_of("player_daily_cache").is_empty());
     // 15:00 ET: the rest lands. Every reader reruns; Phase 4 runs once, on every game.
     e.advance_to("2024-03-10T19:00:00Z");
