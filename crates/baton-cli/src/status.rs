@@ -135,11 +135,17 @@ fn detail(
         .map(|g| backend.document(&g.id, date).map(|d| (g, d)))
         .collect::<Result<_, _>>()?;
     let landings = baton_serve::status::landings(pipeline, backend, date)?;
+    let owed: Vec<_> = backend
+        .pending_requests()?
+        .into_iter()
+        .filter(|r| r.partition == date)
+        .collect();
     if json {
         let out = serde_json::json!({
             "date": date.to_string(),
             "documents": docs.iter().map(|(g, d)| serde_json::json!({"gate": g.id, "document": d})).collect::<Vec<_>>(),
             "landings": landings,
+            "owed_runs": owed,
             "runs": runs,
             "leases": leases,
         });
@@ -150,6 +156,15 @@ fn detail(
         print_document(gate, doc.as_ref(), date, now);
     }
     println!("landings:\n{}", landings_table(&landings));
+    if !owed.is_empty() {
+        println!("owed runs:");
+        for r in &owed {
+            println!(
+                "  {} {} since {}: {}",
+                r.processor, r.kind, r.since, r.reason
+            );
+        }
+    }
     println!("runs:\n{}", runs_table(&runs));
     println!("leases:\n{}", leases_table(&leases, now));
     Ok(0)

@@ -68,7 +68,7 @@ pub fn print(pipeline: &Pipeline, store: &dyn StateStore, date: Partition) -> Re
     for e in events(store, date)? {
         let local = e.at.to_zoned(pipeline.timezone.clone());
         t.add_row(vec![
-            local.strftime("%m-%d %H:%M:%S").to_string(),
+            local.strftime("%Y-%m-%d %H:%M:%S").to_string(),
             e.what,
             e.detail,
         ]);

@@ -575,3 +575,63 @@ fn publishing_a_landing_twice_shows_two_batches_in_status() {
         .stdout(predicate::str::contains("first landed"))
         .stdout(predicate::str::contains("2024-03-07T10:00:00Z"));
 }
+
+#[test]
+fn a_short_demo_then_default_health_and_reconcile_pass_and_status_shows_owed_runs() {
+    // Found by a black-box tester: the history a short demo lands (dates it never ran)
+    // made the default health range fail with BATON-R009.
+    let dir = tempfile::tempdir().unwrap();
+    baton(dir.path())
+        .args(["demo", "--dates", "3", "--end", "2024-03-05"])
+        .assert()
+        .success();
+    for cmd in ["health", "reconcile"] {
+        baton(dir.path())
+            .args([cmd, "--from", "2024-02-28", "--to", "2024-03-05"])
+            .assert()
+            .success();
+    }
+    // A new batch requests reruns: `status --date` shows them owed until serve runs them.
+    baton(dir.path())
+        .args([
+            "publish",
+            "raw",
+            "--job",
+            "nbac_gamebook_scraper",
+            "--date",
+            "2024-03-05",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("(batch 2)"));
+    let out = baton(dir.path())
+        .args(["status", "--date", "2024-03-05", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let owed = status["owed_runs"].as_array().unwrap();
+    assert!(
+        owed.iter()
+            .any(|r| r["processor"] == "team_offense_game_summary" && r["kind"] == "requested"),
+        "{owed:?}"
+    );
+    baton(dir.path())
+        .args(["serve", "--until-idle"])
+        .assert()
+        .success();
+    let out = baton(dir.path())
+        .args(["status", "--date", "2024-03-05", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["owed_runs"].as_array().unwrap().len(), 0);
+    let doc = &status["documents"][0]["document"];
+    assert_eq!(
+        doc["trigger_generation"], 1,
+        "identical data: no new generation"
+    );
+    baton(dir.path())
+        .args(["health", "--from", "2024-03-01", "--to", "2024-03-05"])
+        .assert()
+        .success();
+}

@@ -65,8 +65,8 @@ pub struct Truth {
     pub processors: BTreeMap<ProcessorName, ProcessorTruth>,
     /// The latest generation the next phase ran for (`None`: never).
     pub next_phase_generation: Option<u32>,
-    /// Whether the date has begun: something landed, ran or was recorded for it. A date that
-    /// has not is never called short.
+    /// Whether the date has begun: something ran for it. A date that has not is never called
+    /// short.
     pub begun: bool,
     /// Processors with a rerun requested or running: the gate waits for them, so a missing
     /// trigger is not reported (nor repaired) while one is.

@@ -122,7 +122,10 @@ pub fn truth(
         partition,
         processors,
         next_phase_generation: next_phase_generation(store, gate, partition)?,
-        begun: !runs.is_empty() || !landings.is_empty(),
+        // A date is judged short once something ran for it: landings recorded without
+        // requesting runs (history backfilled by `generate` or the demo) do not make a date
+        // one baton was asked to complete.
+        begun: !runs.is_empty(),
         in_flight: in_flight(&pending, partition),
     })
 }
