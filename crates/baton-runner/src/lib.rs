@@ -169,6 +169,21 @@ impl RunReport {
     }
 }
 
+/// Whether `calendar` has rows for the date, i.e. the date has work (`None` without a
+/// calendar): the one rule the runner, reconcile's truth, the consumer and the landing
+/// checks read a calendar by.
+pub fn calendar_has_rows(
+    pipeline: &Pipeline,
+    warehouse: &dyn Warehouse,
+    calendar: Option<&str>,
+    partition: Partition,
+) -> Result<Option<bool>, baton_ports::Error> {
+    let Some(table) = calendar.and_then(|c| pipeline.table(c)) else {
+        return Ok(None);
+    };
+    Ok(Some(warehouse.row_count(table, partition)? > 0))
+}
+
 /// Whether a processor `proc` depends on has a rerun requested (or coalesced) for the date.
 fn dependency_owed(proc: &Processor, partition: Partition, owed: &[PendingRequest]) -> bool {
     owed.iter().any(|r| {
@@ -808,14 +823,13 @@ impl Runner {
     /// Whether `proc` has work on the date by its calendar (rows there); without a calendar,
     /// a date without rows is a legitimate `no_data`.
     fn has_work(&self, proc: &Processor, partition: Partition) -> Result<bool, Error> {
-        let Some(table) = proc
-            .calendar
-            .as_deref()
-            .and_then(|c| self.pipeline.table(c))
-        else {
-            return Ok(false);
-        };
-        Ok(self.warehouse.row_count(table, partition)? > 0)
+        let says = calendar_has_rows(
+            &self.pipeline,
+            self.warehouse.as_ref(),
+            proc.calendar.as_deref(),
+            partition,
+        )?;
+        Ok(says == Some(true))
     }
 
     /// Requests a run of every processor that depends on `proc` for the date: their output

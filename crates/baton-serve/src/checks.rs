@@ -15,6 +15,7 @@ use baton_core::schedule;
 use baton_ports::{
     Bus, Landing, PendingRequest, RequestKind, RunRecord, RunStatus, StateStore, Warehouse,
 };
+use baton_runner::calendar_has_rows;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,12 +103,13 @@ pub fn truth(
         .filter(|r| r.partition == partition)
         .map(|r| r.processor.clone())
         .collect();
+    let with = with_work(pipeline, warehouse, gate, partition)?;
     let mut processors = BTreeMap::new();
     for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
         let run = latest_success(&runs, &p.name);
         let rows = warehouse.row_count(&p.table, partition)?;
         let inputs = input_facts(p, &runs, &landings, owed.contains(&p.name));
-        let has_work = has_work(pipeline, warehouse, p.calendar.as_deref(), partition)?;
+        let has_work = with.contains(&p.name);
         processors.insert(
             p.name.clone(),
             ProcessorTruth {
@@ -130,28 +132,35 @@ pub fn truth(
     })
 }
 
-/// Whether `calendar` has rows for the date (the date has work); `None` without a calendar.
-pub fn calendar_says(
+/// The processors the gate watches that have work on the date by their calendar (then
+/// `no_data` does not complete them; without a calendar it always does). Each calendar
+/// table is counted once, however many processors share it.
+fn with_work(
     pipeline: &Pipeline,
     warehouse: &dyn Warehouse,
-    calendar: Option<&str>,
+    gate: &Gate,
     partition: Partition,
-) -> Result<Option<bool>, Error> {
-    let Some(table) = calendar.and_then(|c| pipeline.table(c)) else {
-        return Ok(None);
-    };
-    Ok(Some(warehouse.row_count(table, partition)? > 0))
-}
-
-/// Whether a processor's calendar says it has work on the date: then `no_data` does not
-/// complete it. Without a calendar, `no_data` always counts.
-fn has_work(
-    pipeline: &Pipeline,
-    warehouse: &dyn Warehouse,
-    calendar: Option<&str>,
-    partition: Partition,
-) -> Result<bool, Error> {
-    Ok(calendar_says(pipeline, warehouse, calendar, partition)? == Some(true))
+) -> Result<BTreeSet<ProcessorName>, Error> {
+    let mut counted: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut with = BTreeSet::new();
+    for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
+        let Some(calendar) = p.calendar.as_deref() else {
+            continue;
+        };
+        let has = match counted.get(calendar) {
+            Some(h) => *h,
+            None => {
+                let h = calendar_has_rows(pipeline, warehouse, Some(calendar), partition)?
+                    == Some(true);
+                counted.insert(calendar, h);
+                h
+            }
+        };
+        if has {
+            with.insert(p.name.clone());
+        }
+    }
+    Ok(with)
 }
 
 /// What the consumer tells the step about a date: processors with a rerun requested or
@@ -163,15 +172,9 @@ pub fn step_facts(
     gate: &Gate,
     partition: Partition,
 ) -> Result<completion::StepFacts, Error> {
-    let mut has = BTreeSet::new();
-    for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
-        if has_work(pipeline, warehouse, p.calendar.as_deref(), partition)? {
-            has.insert(p.name.clone());
-        }
-    }
     Ok(completion::StepFacts {
         in_flight: in_flight(owed, partition),
-        has_work: has,
+        has_work: with_work(pipeline, warehouse, gate, partition)?,
     })
 }
 
@@ -383,7 +386,7 @@ fn date_facts(
             .find(|l| l.job == job.name)
             .map(|l| l.landed_at);
         // A job that does not run on a date without work (no games) is not late or missing.
-        let expected = calendar_says(pipeline, warehouse, job.calendar.as_deref(), d)?;
+        let expected = calendar_has_rows(pipeline, warehouse, job.calendar.as_deref(), d)?;
         if at.is_none() && expected == Some(false) {
             continue;
         }
