@@ -234,16 +234,8 @@ pub fn land_reference(
                 held.push(LateBatches::split(pipeline, &raw, job, date, at));
                 continue;
             }
-            for table_name in &job.tables {
-                let Some(spec) = pipeline.table(table_name) else {
-                    continue;
-                };
-                let rows = rows_on(
-                    raw.get(table_name).map_or(&[][..], Vec::as_slice),
-                    &spec.partition_column,
-                    &day,
-                );
-                warehouse.land(spec, &rows)?;
+            for (spec, rows) in job_rows(pipeline, &raw, job, &day) {
+                warehouse.land(&spec, &rows)?;
             }
             if run_dates.contains(&date) {
                 // Recorded with the runs it requests: `serve` runs its readers.
@@ -299,18 +291,10 @@ impl LateBatches {
             (at, Vec::new()),
             (at + SignedDuration::from_mins(15), Vec::new()),
         ];
-        for table_name in &job.tables {
-            let Some(spec) = pipeline.table(table_name) else {
-                continue;
-            };
-            let rows = rows_on(
-                raw.get(table_name).map_or(&[][..], Vec::as_slice),
-                &spec.partition_column,
-                &day,
-            );
+        for (spec, rows) in job_rows(pipeline, raw, job, &day) {
             let (a, b): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| in_first(r));
             batches[0].1.push((spec.clone(), a));
-            batches[1].1.push((spec.clone(), b));
+            batches[1].1.push((spec, b));
         }
         Self {
             job: job.name.clone(),
@@ -318,6 +302,23 @@ impl LateBatches {
             batches,
         }
     }
+}
+
+/// The rows a job lands for one day, by table.
+fn job_rows(
+    pipeline: &baton_core::Pipeline,
+    raw: &BTreeMap<String, Vec<Row>>,
+    job: &baton_core::config::UpstreamJob,
+    day: &str,
+) -> TableRows {
+    job.tables
+        .iter()
+        .filter_map(|name| pipeline.table(name).map(|spec| (name, spec)))
+        .map(|(name, spec)| {
+            let all = raw.get(name).map_or(&[][..], Vec::as_slice);
+            (spec.clone(), rows_on(all, &spec.partition_column, day))
+        })
+        .collect()
 }
 
 fn rows_on(rows: &[Row], column: &str, day: &str) -> Vec<Row> {
