@@ -73,8 +73,10 @@ pub struct PublishArgs {
 #[derive(Subcommand, Debug)]
 enum PublishWhat {
     /// Publish a completion on its gate's topic, as a processor would (or any JSON payload).
+    #[command(after_help = crate::help::PUBLISH_COMPLETION)]
     Completion(CompletionArgs),
     /// Record an upstream job's landing for a date.
+    #[command(after_help = crate::help::PUBLISH_RAW)]
     Raw(RawArgs),
 }
 
@@ -217,12 +219,26 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         }
         None => None,
     };
-    tracing::info!(db = %cli.db.display(), "serving; Ctrl-C stops (every step is transactional, so stopping at any point is safe)");
+    let stop = stop_on_signal().map_err(Exit::backend)?;
+    tracing::info!(db = %cli.db.display(), "serving; SIGTERM or Ctrl-C stops after the current round (every step is transactional, so stopping at any point is safe)");
     service
         .with_notifiers(notifiers)
         .with_observer(Box::new(move |report| metrics.observe_drain(report)))
-        .run(&|| false)?;
+        .run(&|| stop.load(std::sync::atomic::Ordering::Relaxed))?;
     Ok(0)
+}
+
+/// A flag raised by SIGTERM or SIGINT, so that `serve` (under systemd, or Ctrl-C) ends its
+/// round and writes a last heartbeat saying it stopped, instead of dying mid-round and
+/// looking silent to `health` and `drift`.
+fn stop_on_signal() -> std::io::Result<Arc<std::sync::atomic::AtomicBool>> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal, while the first is being honoured, stops at once.
+        signal_hook::flag::register_conditional_shutdown(signal, EXIT_FAILED as i32, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 /// `baton run`: runs one processor for one date as a worker; exit 0 when it wrote its data
