@@ -421,3 +421,130 @@ fn an_unreachable_backend_fails_at_start_with_one_line_and_no_password() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("BATON_NATS_URL"));
 }
+
+/// A migrated database with the reference pipeline's raw data for `TO`, on fresh servers.
+fn landed_env(dir: &Path, name: &str) -> (baton_testkit::Postgres, baton_testkit::Nats, Env) {
+    let (pg, nats) = servers();
+    let url = pg.create_database(name).unwrap();
+    config(dir);
+    let env = Env {
+        dir: dir.to_path_buf(),
+        vars: vec![
+            ("BATON_BACKEND".into(), "postgres".into()),
+            ("BATON_DATABASE_URL".into(), url),
+            ("BATON_NATS_URL".into(), nats.url()),
+        ],
+    };
+    assert!(env.run(&["migrate"]).status.success());
+    assert!(
+        env.run(&["generate", "--dates", "1", "--end", TO])
+            .status
+            .success()
+    );
+    (pg, nats, env)
+}
+
+#[test]
+fn run_writes_with_the_bus_down_and_serve_relays_its_completion_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pg, mut nats, env) = landed_env(dir.path(), "busdown");
+    nats.stop();
+    // On main, `run` connected to NATS at start and failed with exit 3.
+    let out = env.run(&["run", PHASE3[0], "--date", TO]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "run needs no bus: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Commands that only read the store work with the bus down too.
+    for args in [
+        vec!["status", "--from", TO, "--to", TO],
+        vec!["reconcile", "--from", TO, "--to", TO],
+        vec!["drift"],
+    ] {
+        let out = env.run(&args);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("NATS"),
+            "{args:?} never touches the bus: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The completion waits in the outbox; once NATS is back, the relay publishes it and the
+    // orchestrator records it.
+    nats.start_again().unwrap();
+    let serve = env.run(&["serve", "--until-idle", "--reconcile-every-secs", "0"]);
+    assert!(
+        serve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
+    let (_, status) = exact_dates(&env);
+    let date = &status.as_array().unwrap()[0];
+    // The run's completion reached the orchestrator (and `serve` ran the rest of the date).
+    assert_eq!(
+        date["verdict"]["done"], 5,
+        "the completion was relayed: {date}"
+    );
+    assert_eq!(date["verdict"]["triggers"], 1, "{date}");
+}
+
+/// A `baton run` in the background whose stderr is watched for the retry warning.
+fn spawn_run_watching_retries(env: &Env, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut args = vec!["run", PHASE3[0], "--date", TO];
+    args.extend_from_slice(extra);
+    let mut child = env
+        .cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn run_retries_a_database_down_at_its_start_within_the_budget_then_fails_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pg, _nats, env) = landed_env(dir.path(), "pgdown");
+    pg.stop();
+    // Started while PostgreSQL is down; PostgreSQL comes back once the run said it retries.
+    let (mut child, lines) = spawn_run_watching_retries(&env, &["--start-retry-secs", "120"]);
+    let first = lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(
+        first.contains("retrying") && first.contains("opening the backend"),
+        "{first}"
+    );
+    pg.start_again().unwrap();
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+
+    // Down for longer than the budget: exit 3 and one line naming the run and the operation.
+    pg.stop();
+    let (mut child, lines) = spawn_run_watching_retries(&env, &["--start-retry-secs", "1"]);
+    let status = child.wait().unwrap();
+    let stderr: Vec<String> = lines.iter().collect();
+    assert_eq!(status.code(), Some(3), "{stderr:?}");
+    let errors: Vec<&String> = stderr.iter().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr:?}");
+    let line = errors[0];
+    for part in [
+        &format!("run {} {TO}", PHASE3[0]),
+        "opening the backend",
+        "cannot connect to PostgreSQL",
+        "refused",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
+    assert!(
+        stderr.iter().any(|l| l.contains("retrying")),
+        "it retried before giving up: {stderr:?}"
+    );
+}
