@@ -277,6 +277,26 @@ impl Postgres {
         format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Runs one SQL statement in `database` with psql and returns its unaligned output.
+    pub fn query(&self, database: &str, sql: &str) -> Result<String, Error> {
+        let out = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{sql}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// Creates a database (one per test keeps tests independent).
     pub fn create_database(&self, name: &str) -> Result<String, Error> {
         let out = Command::new(pg_bin("psql"))
