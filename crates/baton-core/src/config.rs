@@ -1908,6 +1908,20 @@ mod tests {
     }
 
     #[test]
+    fn the_start_retry_budget_defaults_to_30s_may_be_0_and_is_bounded() {
+        let reference = Pipeline::reference().unwrap();
+        assert_eq!(reference.start_retry, SignedDuration::from_secs(30));
+        let off = mutate("start_retry_secs = 30", "start_retry_secs = 0");
+        assert_eq!(
+            Pipeline::from_toml(&off).unwrap().start_retry,
+            SignedDuration::ZERO
+        );
+        let bad = mutate("start_retry_secs = 30", "start_retry_secs = -5");
+        let e = err_of(&bad).to_string();
+        assert!(e.contains("backend.start_retry_secs"), "{e}");
+    }
+
+    #[test]
     fn the_raw_landings_topic_defaults_and_is_validated_with_key_and_line() {
         assert_eq!(
             Pipeline::reference().unwrap().raw_landings_topic,

@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use baton_core::clock::ManualClock;
+use baton_core::clock::{Clock, ManualClock};
 use baton_core::config::{Pipeline, TableSpec};
-use baton_core::model::{Partition, ProcessorName, Row};
+use baton_core::health::Level;
+use baton_core::model::{FenceToken, Partition, ProcessorName, Row, RunId};
 use baton_ports::engine::{Transact, Transaction};
 use baton_ports::{
-    Bus, Delivery, GroupSettings, PendingRequest, Published, RequestKind, RunStatus, StateStore,
-    Warehouse,
+    Bus, Delivery, GroupSettings, PendingRequest, Published, RequestKind, RunEnd, RunRecord,
+    RunStatus, StateStore, Warehouse,
 };
 use baton_serve::service::{Identity, Ports, ServeOptions, Service};
 use baton_sim::mem::MemBackend;
@@ -267,4 +268,63 @@ fn an_owed_run_that_fails_for_a_transient_reason_stays_owed_until_it_succeeds() 
     }
     assert_eq!(e.succeeded_runs(), 1, "run once it could");
     assert!(!e.owed(), "and no longer owed");
+}
+
+#[test]
+fn a_past_date_whose_only_run_failed_before_writing_fails_health_with_nothing_owed() {
+    // 2026-11-20 of the issue: a run was attempted and failed before it wrote anything, so
+    // there is no completion document at all, and nothing is owed for the date.
+    let e = env();
+    let yesterday = e.date.offset(-1);
+    for job in &e.pipeline.upstream {
+        e.backend
+            .record_landing(&job.name, yesterday, e.clock.now(), &[])
+            .unwrap();
+    }
+    let run_id = RunId::from("failed-at-start");
+    e.backend
+        .start_run(&RunRecord {
+            run_id: run_id.clone(),
+            processor: ProcessorName::from("team_offense_game_summary"),
+            partition: yesterday,
+            holder: "w1".into(),
+            token: FenceToken::ZERO,
+            started_at: e.clock.now(),
+            finished_at: None,
+            status: RunStatus::Running,
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        })
+        .unwrap();
+    let failed = RunEnd {
+        status: RunStatus::Failed,
+        rows_written: 0,
+        duplicates_dropped: 0,
+        error: Some("backend temporarily unavailable".into()),
+    };
+    e.backend.finish_run(&run_id, &failed).unwrap();
+    let gate = &e.pipeline.gates[0];
+    assert!(e.backend.document(&gate.id, yesterday).unwrap().is_none());
+    let report = baton_serve::checks::health(
+        &e.pipeline,
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        &[yesterday],
+        e.clock.now(),
+    )
+    .unwrap();
+    let h012 = report
+        .checks
+        .iter()
+        .find(|c| c.code == "BATON-H012")
+        .unwrap();
+    assert_eq!(h012.level, Level::Fail, "{h012:?}");
+    assert!(
+        h012.details
+            .iter()
+            .any(|d| d.contains("BATON-R009") && d.contains("team_offense_game_summary")),
+        "{h012:?}"
+    );
 }
