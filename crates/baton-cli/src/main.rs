@@ -138,6 +138,13 @@ impl Exit {
             error: error.into(),
         }
     }
+    /// The same failure with what was being done when it happened.
+    pub fn context(self, what: &'static str) -> Self {
+        Self {
+            code: self.code,
+            error: self.error.context(what),
+        }
+    }
     /// A backend failure.
     pub fn backend(error: impl Into<anyhow::Error>) -> Self {
         Self {
@@ -150,16 +157,43 @@ impl Exit {
 impl<E: Into<anyhow::Error>> From<E> for Exit {
     fn from(error: E) -> Self {
         let error = error.into();
-        let code = if error
-            .chain()
-            .any(|c| c.downcast_ref::<baton_ports::Error>().is_some())
-        {
+        let code = if backend_error(&error).is_some() {
             EXIT_BACKEND
         } else {
             1
         };
         Self { code, error }
     }
+}
+
+impl Exit {
+    /// Whether the failure is a backend error that may pass (a server restarting, refusing
+    /// connections, out of connection slots), told by the error's kind, not its text.
+    pub fn is_transient(&self) -> bool {
+        backend_error(&self.error).is_some_and(baton_ports::Error::is_retryable)
+    }
+}
+
+/// The backend error in a failure's chain, wherever a boundary wrapped it.
+fn backend_error(error: &anyhow::Error) -> Option<&baton_ports::Error> {
+    error.chain().find_map(|c| {
+        c.downcast_ref::<baton_ports::Error>()
+            .or_else(|| match c.downcast_ref::<baton_backends::Error>() {
+                Some(baton_backends::Error::Backend(b)) => Some(b),
+                _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<baton_runner::Error>() {
+                Some(baton_runner::Error::Backend(b)) => Some(b),
+                _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<baton_serve::Error>() {
+                Some(
+                    baton_serve::Error::Backend(b)
+                    | baton_serve::Error::Runner(baton_runner::Error::Backend(b)),
+                ) => Some(b),
+                _ => None,
+            })
+    })
 }
 
 /// A command's result: an exit code on success paths too (a failed verdict is not an error).
@@ -295,9 +329,10 @@ pub fn open_backend_at(
         BackendKind::Sqlite => baton_backends::Kind::Sqlite,
         BackendKind::Postgres => baton_backends::Kind::Postgres,
     };
+    // The error itself is kept (not its text): `run` tells a transient one by its kind.
     baton_backends::open(kind, &settings).map_err(|e| match e {
-        baton_backends::Error::Missing(_) => Exit::usage(anyhow::anyhow!("{e}")),
-        _ => Exit::backend(anyhow::anyhow!("{e}")),
+        baton_backends::Error::Missing(_) => Exit::usage(e),
+        _ => Exit::backend(e),
     })
 }
 
