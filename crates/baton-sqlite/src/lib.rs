@@ -923,7 +923,7 @@ impl Warehouse for SqliteBackend {
             t = quote(&table.name),
             defs = cols.join(", "),
             pk = cols.join(", "),
-            idx = quote(&format!("{}__partition", table.name)),
+            idx = quote(&baton_core::names::partition_index(&table.name)),
         );
         self.lock().execute_batch(&sql).map_err(map_err)
     }
