@@ -200,7 +200,7 @@ fn print_reconcile_json(
 ) -> Result<(), Exit> {
     let json: Vec<_> = found
         .iter()
-        .map(|r| serde_json::json!({"gate": r.gate, "date": r.before.date.to_string(), "stored": r.before.stored, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}))
+        .map(|r| serde_json::json!({"gate": r.gate, "date": r.before.date.to_string(), "stored": r.before.stored, "stored_count": r.before.stored_count, "triggered": r.before.triggered, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}))
         .collect();
     crate::outln!(
         "{}",
@@ -243,7 +243,7 @@ fn findings_table(found: &[&checks::Reconciled], fix: bool) -> Table {
         t.add_row(vec![
             r.gate.clone(),
             r.before.date.to_string(),
-            format!("{}/{}", r.before.stored, r.before.expected),
+            r.before.stored_text(),
             format!("{}/{}", r.before.actual, r.before.expected),
             findings.join("\n"),
             last,
