@@ -7,6 +7,7 @@
 mod bench;
 mod check;
 mod demo;
+mod logs;
 mod ops;
 pub mod out;
 mod status;
@@ -216,14 +217,24 @@ fn init_logging(cli: &Cli) {
         (1, _) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // No level shows the HTTP client's own logs of URLs and headers (logs.rs).
+    for directive in logs::CAPPED_TARGETS {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    // Colours only on a terminal: in a file or a pipe they are escape sequences.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
+        // JSON escapes control characters itself; the caps keep the client's URLs out.
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(logs::text_fields()).init(),
     }
 }
 

@@ -282,3 +282,97 @@ fn read_only_commands_work_on_a_database_the_user_may_only_read() {
     );
     mode(&db, 0o644);
 }
+
+#[test]
+fn health_and_reconcile_print_the_stored_count_and_trigger_not_the_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    // The stored document says 3 complete and no trigger; its entries and the truth say 5.
+    let conn = rusqlite::Connection::open(dir.path().join("baton-demo.db")).unwrap();
+    conn.execute_batch(
+        "UPDATE documents SET completed_count = 3, triggered = 0,
+           body = json_set(body, '$.completed_count', 3, '$.triggered', json('false'), '$.triggered_at', NULL)",
+    )
+    .unwrap();
+    drop(conn);
+    for args in [
+        &["health", "--date", "2024-03-05"][..],
+        &["reconcile", "--date", "2024-03-05"],
+    ] {
+        let out = baton(dir.path()).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}");
+        assert!(stdout.contains("count 3/5"), "{args:?}: {stdout}");
+        assert!(stdout.contains("not triggered"), "{args:?}: {stdout}");
+        assert!(!stdout.contains("stored 5/5"), "{args:?}: {stdout}");
+    }
+    let out = baton(dir.path())
+        .args(["reconcile", "--date", "2024-03-05", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let date = &json["mismatched_dates"][0];
+    assert_eq!(date["stored_count"], 3, "{json}");
+    assert_eq!(date["triggered"], false, "{json}");
+}
+
+#[test]
+fn a_forged_log_line_in_a_message_field_is_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    // The processor's name carries a newline, a fake log line and a clear-screen sequence.
+    let payload = r#"{"processor_name": "nope\n2024-03-05T00:00:00Z ERROR forged line\u001b[2J", "game_date": "2024-03-05"}"#;
+    baton(dir.path())
+        .args(["publish", "completion", "--payload", payload])
+        .assert()
+        .success();
+    let out = baton(dir.path())
+        .args(["serve", "--until-idle", "--poll-ms", "10"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dead-lettered"), "{stderr}");
+    assert!(stderr.contains("forged line"), "{stderr}");
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.starts_with("2024-03-05T00:00:00Z ERROR")),
+        "a line was forged: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "an escape sequence reached the log: {stderr:?}"
+    );
+}
+
+#[test]
+fn no_log_level_prints_a_webhook_url() {
+    let dir = tempfile::tempdir().unwrap();
+    config_with(
+        dir.path(),
+        |t| {
+            format!(
+                "{t}\n[[notifiers]]\nname = \"slack\"\nkind = \"slack\"\nurl_env = \"BATON_SLACK_WEBHOOK_URL\"\n"
+            )
+        },
+        "[[notifiers]]",
+    );
+    // Nothing listens on port 9: the delivery fails after the client has logged its request.
+    let out = baton(dir.path())
+        .env("RUST_LOG", "trace")
+        .env(
+            "BATON_SLACK_WEBHOOK_URL",
+            "http://127.0.0.1:9/services/T000/B000/webhooksecret",
+        )
+        .args(["--config", "baton.toml", "alerts", "test"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("slack"), "{all}");
+    assert!(!all.contains("webhooksecret"), "{all}");
+}
