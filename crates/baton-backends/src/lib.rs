@@ -48,6 +48,11 @@ pub struct Settings {
     pub inject_clock: bool,
     /// Test hook: hold every PostgreSQL fenced write open this long before it commits.
     pub write_stall: Option<SignedDuration>,
+    /// Open an existing SQLite file for reading only, without migrating it (commands that
+    /// only read, for a user who may only read). PostgreSQL ignores it.
+    pub read_only: bool,
+    /// How long SQLite waits for another connection's lock (30 s when `None`).
+    pub sqlite_busy_timeout: Option<std::time::Duration>,
 }
 
 /// A backend failed to open, or a setting it needs is missing.
@@ -110,9 +115,16 @@ fn open_sqlite(settings: &Settings) -> std::result::Result<Backends, Error> {
         Durability::Normal
     };
     let path = &settings.sqlite_path;
-    let sqlite = SqliteBackend::open(path, durability, settings.clock.clone())
-        .map(Arc::new)
-        .map_err(|e| baton_ports::Error::Permanent(format!("database {}: {e}", path.display())))?;
+    let sqlite = if settings.read_only {
+        SqliteBackend::open_read_only(path, settings.clock.clone())
+    } else {
+        SqliteBackend::open(path, durability, settings.clock.clone())
+    }
+    .map(Arc::new)
+    .map_err(|e| baton_ports::Error::Permanent(format!("database {}: {e}", path.display())))?;
+    if let Some(timeout) = settings.sqlite_busy_timeout {
+        sqlite.set_busy_timeout(timeout)?;
+    }
     let admin = Arc::new(SqliteAdmin {
         backend: sqlite.clone(),
         path: path.clone(),

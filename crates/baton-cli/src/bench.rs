@@ -168,7 +168,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
         .map_err(|e| Exit::usage(anyhow!("cannot make a temp dir: {e}")))?;
     let db = dir.path().join("bench.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let b = crate::open_backend_at(cli, &db, &pipeline, clock.clone(), false)?;
+    let b = crate::open_backend_at(cli, &db, &pipeline, clock.clone(), false, false)?;
     crate::demo::reset_distributed(&pipeline, &b, "bench")?;
     for t in &pipeline.tables {
         b.warehouse.ensure_table(t)?;
@@ -213,11 +213,11 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
     figures.extend(memory(cli, &db, distributed, sizes.dates.min(2_000))?);
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        println!("{}", figures_table(&figures));
+        crate::outln!("{}", figures_table(&figures));
         let missed = figures.iter().filter(|f| f.met == Some(false)).count();
-        println!(
+        crate::outln!(
             "{missed} of {} targets missed (see BENCHMARKS.md for what bounds each figure).",
             figures.iter().filter(|f| f.met.is_some()).count()
         );
@@ -901,7 +901,7 @@ fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<F
     bar.set_message("serve memory: under load");
     // A backlog for the serve to consume: completions of fresh dates.
     let pipeline = load_pipeline(cli)?;
-    let b = crate::open_backend_at(cli, db, &pipeline, Arc::new(SystemClock), false)?;
+    let b = crate::open_backend_at(cli, db, &pipeline, Arc::new(SystemClock), false, false)?;
     let gate = &pipeline.gates[0];
     let now = SystemClock.now();
     for i in 0..dates {

@@ -2,7 +2,8 @@
 //! as tables (or JSON), with the exit codes operators script against.
 
 use crate::{
-    Cli, EXIT_FAILED, EXIT_USAGE, Exit, Outcome, load_pipeline, open_existing, parse_date,
+    Cli, EXIT_FAILED, EXIT_USAGE, Exit, Outcome, load_pipeline, open_existing,
+    open_existing_read_only, parse_date,
 };
 use anyhow::anyhow;
 use baton_core::clock::{Clock, SystemClock};
@@ -105,41 +106,47 @@ pub fn reconcile(cli: &Cli, args: &ReconcileArgs) -> Outcome {
     let now = SystemClock.now();
     let dates = args.range.dates(&pipeline, now, 7)?;
     let gates = select_gates(&pipeline, args.gate.as_deref())?;
-    let b = open_existing(cli, &pipeline)?;
+    // Without --fix nothing is written: a user who may only read the database can check.
+    let b = if args.fix {
+        open_existing(cli, &pipeline)?
+    } else {
+        open_existing_read_only(cli, &pipeline)?
+    };
     let results = reconcile_dates(&pipeline, &b, &gates, &dates, now, args.fix)?;
     let found: Vec<_> = results
         .iter()
         .filter(|r| !r.before.findings.is_empty())
         .collect();
     let remaining: usize = results.iter().map(|r| r.after.findings.len()).sum();
+    let code = crate::out::verdict(if remaining == 0 { 0 } else { EXIT_FAILED });
     if args.json {
         print_reconcile_json(&found, dates.len(), args.fix)?;
     } else if found.is_empty() {
-        println!(
+        crate::outln!(
             "No issues found - all dates are consistent ({} dates, {} gates)",
             dates.len(),
             gates.len()
         );
     } else {
-        println!("{}", findings_table(&found, args.fix));
+        crate::outln!("{}", findings_table(&found, args.fix));
         if args.fix {
             let changed = results.iter().filter(|r| !r.changes.is_empty()).count();
             if remaining == 0 {
-                println!("Repaired {changed} dates; re-checked: all dates are consistent.");
+                crate::outln!("Repaired {changed} dates; re-checked: all dates are consistent.");
             } else {
-                println!(
+                crate::outln!(
                     "Repaired {changed} dates; {remaining} findings remain that need a person (see docs/runbook.md)."
                 );
             }
         } else {
-            println!(
+            crate::outln!(
                 "{} of {} dates have issues; `baton reconcile --fix` repairs the fixable ones (see docs/runbook.md).",
                 found.len(),
                 dates.len() * gates.len()
             );
         }
     }
-    Ok(if remaining == 0 { 0 } else { EXIT_FAILED })
+    Ok(code)
 }
 
 /// The gate `--gate` names, or every gate.
@@ -193,9 +200,9 @@ fn print_reconcile_json(
 ) -> Result<(), Exit> {
     let json: Vec<_> = found
         .iter()
-        .map(|r| serde_json::json!({"gate": r.gate, "date": r.before.date.to_string(), "stored": r.before.stored, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}))
+        .map(|r| serde_json::json!({"gate": r.gate, "date": r.before.date.to_string(), "stored": r.before.stored, "stored_count": r.before.stored_count, "triggered": r.before.triggered, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}))
         .collect();
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string_pretty(
             &serde_json::json!({"dates_checked": dates_checked, "mismatched_dates": json, "fix": fix})
@@ -236,7 +243,7 @@ fn findings_table(found: &[&checks::Reconciled], fix: bool) -> Table {
         t.add_row(vec![
             r.gate.clone(),
             r.before.date.to_string(),
-            format!("{}/{}", r.before.stored, r.before.expected),
+            r.before.stored_text(),
             format!("{}/{}", r.before.actual, r.before.expected),
             findings.join("\n"),
             last,
@@ -260,7 +267,7 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
             .dates(&pipeline, now, 7)
             .map_err(could_not_check)?,
     };
-    let b = open_existing(cli, &pipeline).map_err(could_not_check)?;
+    let b = open_existing_read_only(cli, &pipeline).map_err(could_not_check)?;
     let report = checks::health(
         &pipeline,
         b.store.as_ref(),
@@ -270,8 +277,9 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
         now,
     )
     .map_err(|e| Exit::usage(anyhow!("could not check: {e}")))?;
+    crate::out::verdict(report.exit_code());
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "from": dates.first().map(|d| d.to_string()),
@@ -283,7 +291,7 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
             }))?
         );
     } else {
-        println!(
+        crate::outln!(
             "health of {} dates, {} .. {}",
             dates.len(),
             dates[0],
@@ -295,15 +303,15 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
                 Level::Warn => "WARN",
                 Level::Fail => "FAIL",
             };
-            println!("{level}  {:<10} {:<26} {}", c.code, c.name, c.evidence);
+            crate::outln!("{level}  {:<10} {:<26} {}", c.code, c.name, c.evidence);
             if cli.verbose > 0 || c.level == Level::Fail {
                 for d in &c.details {
-                    println!("      {d}");
+                    crate::outln!("      {d}");
                 }
             }
         }
         if report.failures == 0 {
-            println!(
+            crate::outln!(
                 "All checks passed{}",
                 if report.warnings > 0 {
                     format!(" ({} warnings)", report.warnings)
@@ -312,7 +320,7 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
                 }
             );
         } else {
-            println!(
+            crate::outln!(
                 "{} checks failed (see docs/runbook.md for each code and its fix)",
                 report.failures
             );

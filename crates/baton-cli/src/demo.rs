@@ -644,7 +644,7 @@ impl Demo {
                 "orchestrator_outcomes": totals,
                 "exact": exact == rows.len(),
             });
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&json)?);
         } else {
             print_text_report(cli, &rows, &counts, totals, self.distributed);
         }
@@ -674,9 +674,9 @@ fn print_text_report(
     distributed: bool,
 ) {
     let exact = rows.iter().filter(|(_, v)| v.is_exact()).count();
-    println!("{}", verdict_table(rows));
+    crate::outln!("{}", verdict_table(rows));
     let faults_text: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!(
+    crate::outln!(
         "faults injected: {}",
         if faults_text.is_empty() {
             "none".to_owned()
@@ -685,25 +685,25 @@ fn print_text_report(
         }
     );
     let outcomes: Vec<String> = totals.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!("orchestrator: {}", outcomes.join(", "));
+    crate::outln!("orchestrator: {}", outcomes.join(", "));
     if exact == rows.len() {
-        println!(
+        crate::outln!(
             "All {} dates exact: every processor recorded once, one trigger per date, zero duplicate rows.",
             rows.len()
         );
     } else {
-        println!(
+        crate::outln!(
             "{} of {} dates NOT exact (see the table).",
             rows.len() - exact,
             rows.len()
         );
     }
     if distributed {
-        println!(
+        crate::outln!(
             "Inspect with: baton --backend postgres status (with the same --database-url and --nats-url)"
         );
     } else {
-        println!("Inspect with: baton status --db {}", cli.db.display());
+        crate::outln!("Inspect with: baton status --db {}", cli.db.display());
     }
 }
 

@@ -8,7 +8,9 @@ mod bench;
 mod check;
 mod demo;
 mod help;
+mod logs;
 mod ops;
+pub mod out;
 mod status;
 mod timeline;
 mod watch;
@@ -221,7 +223,8 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(exit) => {
             if is_broken_pipe(&exit.error) {
-                return ExitCode::SUCCESS;
+                // The reader went away: quiet, with the verdict reached so far (out.rs).
+                return ExitCode::from(out::recorded_verdict());
             }
             eprintln!("error: {:#}", exit.error);
             ExitCode::from(exit.code)
@@ -244,14 +247,24 @@ fn init_logging(cli: &Cli) {
         (1, _) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // No level shows the HTTP client's own logs of URLs and headers (logs.rs).
+    for directive in logs::CAPPED_TARGETS {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    // Colours only on a terminal: in a file or a pipe they are escape sequences.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
+        // JSON escapes control characters itself; the caps keep the client's URLs out.
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(logs::text_fields()).init(),
     }
 }
 
@@ -289,7 +302,7 @@ pub fn open_backend(
     clock: Arc<dyn Clock>,
     inject_clock: bool,
 ) -> Result<Backends, Exit> {
-    open_backend_at(cli, &cli.db, pipeline, clock, inject_clock)
+    open_backend_at(cli, &cli.db, pipeline, clock, inject_clock, false)
 }
 
 /// [`open_backend`] with the SQLite file at `db` instead of `--db`.
@@ -299,6 +312,7 @@ pub fn open_backend_at(
     pipeline: &Pipeline,
     clock: Arc<dyn Clock>,
     inject_clock: bool,
+    read_only: bool,
 ) -> Result<Backends, Exit> {
     let (config_db, config_nats) = match &pipeline.backend {
         Backend::Postgres {
@@ -324,6 +338,11 @@ pub fn open_backend_at(
             .ok()
             .and_then(|v| v.parse::<i64>().ok())
             .map(jiff::SignedDuration::from_millis),
+        read_only,
+        sqlite_busy_timeout: std::env::var("BATON_SQLITE_BUSY_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis),
     };
     let kind = match backend_kind(cli, pipeline) {
         BackendKind::Sqlite => baton_backends::Kind::Sqlite,
@@ -339,16 +358,54 @@ pub fn open_backend_at(
 /// Opens existing backends (for SQLite, commands other than `demo` must not create a
 /// database by accident).
 pub fn open_existing(cli: &Cli, pipeline: &Pipeline) -> Result<Backends, Exit> {
+    must_exist(cli, pipeline)?;
+    open_backend(cli, pipeline, Arc::new(SystemClock), false)
+}
+
+/// Opens existing backends for a command that only reads (`status`, `health`,
+/// `reconcile` without `--fix`): a SQLite file is opened read-only and not migrated, so a
+/// user who may only read it can run them.
+pub fn open_existing_read_only(cli: &Cli, pipeline: &Pipeline) -> Result<Backends, Exit> {
+    must_exist(cli, pipeline)?;
+    open_backend_at(cli, &cli.db, pipeline, Arc::new(SystemClock), false, true)
+}
+
+/// For SQLite, commands other than `demo` must not create a database by accident.
+fn must_exist(cli: &Cli, pipeline: &Pipeline) -> Result<(), Exit> {
     if backend_kind(cli, pipeline) == BackendKind::Sqlite && !cli.db.exists() {
         return Err(Exit::usage(anyhow::anyhow!(
             "database {} does not exist (run `baton demo` first, or pass --db PATH)",
             cli.db.display()
         )));
     }
-    open_backend(cli, pipeline, Arc::new(SystemClock), false)
+    Ok(())
 }
 
 /// Parses a `YYYY-MM-DD` argument.
 pub fn parse_date(text: &str) -> Result<baton_core::Partition, String> {
     baton_core::Partition::parse(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk under `baton run` surfaces as the runner's backend error (SQLite's
+    /// "database or disk is full"); it is exit 3, as is a database locked past its timeout
+    /// under `reconcile --fix` (the service's error). A failed verdict stays 1.
+    #[test]
+    fn backend_failures_inside_runner_and_service_errors_exit_3() {
+        let full = baton_ports::Error::Permanent("database or disk is full".into());
+        let exit = Exit::from(baton_runner::Error::Backend(full));
+        assert_eq!(exit.code, EXIT_BACKEND);
+        let locked = baton_ports::Error::Retryable("database is locked".into());
+        let exit = Exit::from(baton_serve::Error::Backend(locked));
+        assert_eq!(exit.code, EXIT_BACKEND);
+        let nested = baton_runner::Error::Backend(baton_ports::Error::Retryable("busy".into()));
+        let exit =
+            Exit::from(anyhow::Error::from(baton_serve::Error::Runner(nested)).context("run"));
+        assert_eq!(exit.code, EXIT_BACKEND);
+        let exit = Exit::from(anyhow::anyhow!("the demo found 1 date not exact"));
+        assert_eq!(exit.code, EXIT_FAILED);
+    }
 }

@@ -385,7 +385,7 @@ fn print_run_json(report: &RunReport) {
             serde_json::json!({"outcome": "deferred", "missing": missing})
         }
     };
-    println!(
+    crate::outln!(
         "{}",
         serde_json::json!({"processor": report.processor, "date": report.partition.to_string(), "result": outcome, "attempts": attempts})
     );
@@ -396,11 +396,12 @@ fn print_run_json(report: &RunReport) {
 fn print_run_text(report: &RunReport) {
     match &report.outcome {
         RunOutcome::Ran => {}
-        RunOutcome::Coalesced { holder, until } => println!(
+        RunOutcome::Coalesced { holder, until } => crate::outln!(
             "{} {}: lease held by {holder} until {until}; this request was coalesced into its follow-up run",
-            report.processor, report.partition
+            report.processor,
+            report.partition
         ),
-        RunOutcome::Deferred { missing } => println!(
+        RunOutcome::Deferred { missing } => crate::outln!(
             "{} {}: deferred: {}",
             report.processor,
             report.partition,
@@ -408,7 +409,7 @@ fn print_run_text(report: &RunReport) {
         ),
     }
     for a in &report.attempts {
-        println!(
+        crate::outln!(
             "{} {} run {} token {}: {} ({} rows, {} duplicates dropped){}",
             report.processor,
             report.partition,
@@ -451,7 +452,7 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
                 .iter()
                 .map(|p| p.name.to_string())
                 .collect();
-            println!(
+            crate::outln!(
                 "recorded landing of {} for {} at {at} (batch {batch}); runs requested: {}",
                 raw.job,
                 raw.date,
@@ -507,14 +508,37 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
                 .clone()
                 .or(default_topic)
                 .ok_or_else(|| Exit::usage(anyhow!("no topic: pass --topic")))?;
+            consumed_topic(&pipeline, &topic)?;
             // A fresh bus id: a hand-published message is a new delivery, as a processor's
             // retry would be; the orchestrator's own idempotence must absorb it.
             let bus_id = format!("manual/{}", uuid::Uuid::now_v7());
             backend.bus.publish(&topic, &bus_id, payload.as_bytes())?;
-            println!("published to {topic} as {bus_id}; `baton serve --until-idle` applies it");
+            crate::outln!(
+                "published to {topic} as {bus_id}; `baton serve --until-idle` applies it"
+            );
             Ok(0)
         }
     }
+}
+
+/// A topic `serve` reads: a gate's completion topic or the raw-landings topic. A message
+/// published anywhere else would sit unread while `serve` and `health` report nothing.
+fn consumed_topic(pipeline: &baton_core::Pipeline, topic: &str) -> Result<(), Exit> {
+    let mut known: Vec<&str> = pipeline
+        .gates
+        .iter()
+        .map(|g| g.completion_topic.as_str())
+        .collect();
+    known.push(&pipeline.raw_landings_topic);
+    known.sort_unstable();
+    known.dedup();
+    if known.contains(&topic) {
+        return Ok(());
+    }
+    Err(Exit::usage(anyhow!(
+        "topic `{topic}` is read by no gate: nothing would ever consume the message (topics serve reads: {})",
+        known.join(", ")
+    )))
 }
 
 pub fn migrate(cli: &Cli, _args: &MigrateArgs) -> Outcome {
@@ -529,7 +553,7 @@ pub fn migrate(cli: &Cli, _args: &MigrateArgs) -> Outcome {
         Arc::new(SystemClock),
     );
     runner.ensure_tables()?;
-    println!("{applied}; pipeline tables created");
+    crate::outln!("{applied}; pipeline tables created");
     Ok(0)
 }
 
@@ -563,9 +587,11 @@ pub fn generate(cli: &Cli, args: &GenerateArgs) -> Outcome {
         SystemClock.now(),
         &|| (),
     )?;
-    println!(
+    crate::outln!(
         "landed the reference pipeline's raw data for {} .. {} ({} days of history before)",
-        first, args.end, history
+        first,
+        args.end,
+        history
     );
     Ok(0)
 }

@@ -1,6 +1,6 @@
 //! `baton status`: the per-date verdicts (gathered by `baton_serve::status`) as tables.
 
-use crate::{Cli, Outcome, load_pipeline, open_existing, parse_date};
+use crate::{Cli, Outcome, load_pipeline, open_existing_read_only, parse_date};
 use baton_core::audit::DateVerdict;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::completion::Document;
@@ -70,7 +70,7 @@ pub fn verdict_table(rows: &[(String, DateVerdict)]) -> Table {
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
-    let b = open_existing(cli, &pipeline)?;
+    let b = open_existing_read_only(cli, &pipeline)?;
     let backend = b.store.as_ref();
     let now = SystemClock.now();
     if let Some(date) = args.date {
@@ -105,11 +105,11 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
             .iter()
             .map(|(g, v)| serde_json::json!({"gate": g, "verdict": v, "exact": v.is_exact()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&json)?);
     } else if rows.is_empty() {
-        println!("no completion documents in {from}..{to}");
+        crate::outln!("no completion documents in {from}..{to}");
     } else {
-        println!("{}", verdict_table(&rows));
+        crate::outln!("{}", verdict_table(&rows));
     }
     Ok(0)
 }
@@ -149,35 +149,38 @@ fn detail(
             "runs": runs,
             "leases": leases,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
     for (gate, doc) in &docs {
         print_document(gate, doc.as_ref(), date, now);
     }
-    println!("landings:\n{}", landings_table(&landings));
+    crate::outln!("landings:\n{}", landings_table(&landings));
     if !owed.is_empty() {
-        println!("owed runs:");
+        crate::outln!("owed runs:");
         for r in &owed {
-            println!(
+            crate::outln!(
                 "  {} {} since {}: {}",
-                r.processor, r.kind, r.since, r.reason
+                r.processor,
+                r.kind,
+                r.since,
+                r.reason
             );
         }
     }
-    println!("runs:\n{}", runs_table(&runs));
-    println!("leases:\n{}", leases_table(&leases, now));
+    crate::outln!("runs:\n{}", runs_table(&runs));
+    crate::outln!("leases:\n{}", leases_table(&leases, now));
     Ok(0)
 }
 
 /// A gate's completion document for a date: its summary line and its entries.
 fn print_document(gate: &Gate, doc: Option<&Document>, date: Partition, now: Timestamp) {
-    println!("gate {} on {date}:", gate.id);
+    crate::outln!("gate {} on {date}:", gate.id);
     let Some(doc) = doc else {
-        println!("  no completion document");
+        crate::outln!("  no completion document");
         return;
     };
-    println!(
+    crate::outln!(
         "  completed_count {} | triggered {} | generation {} | reason {} | version {}",
         doc.completed_count,
         if doc.triggered {
@@ -190,12 +193,12 @@ fn print_document(gate: &Gate, doc: Option<&Document>, date: Partition, now: Tim
         doc.version
     );
     if let Some(b) = doc.blocked.as_ref().filter(|_| !doc.triggered) {
-        println!("  BLOCKED by quality check `{}`: {}", b.check, b.evidence);
+        crate::outln!("  BLOCKED by quality check `{}`: {}", b.check, b.evidence);
     }
     for w in &doc.warnings {
-        println!("  WARN quality check `{}`: {}", w.check, w.evidence);
+        crate::outln!("  WARN quality check `{}`: {}", w.check, w.evidence);
     }
-    println!("{}", entries_table(gate, doc, date, now));
+    crate::outln!("{}", entries_table(gate, doc, date, now));
 }
 
 /// One row per processor the gate's policy expects on the date, `missing` where the

@@ -73,6 +73,6 @@ pub fn print(pipeline: &Pipeline, store: &dyn StateStore, date: Partition) -> Re
             e.detail,
         ]);
     }
-    println!("timeline of {date}:\n{t}");
+    crate::outln!("timeline of {date}:\n{t}");
     Ok(())
 }

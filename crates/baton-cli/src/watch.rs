@@ -2,7 +2,7 @@
 //! heartbeats, which `baton_serve::service` writes), `baton alerts list|test`, this
 //! build's version and commit, and the HTTP side's token.
 
-use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing};
+use crate::{Cli, EXIT_FAILED, Exit, Outcome, load_pipeline, open_existing_read_only};
 use anyhow::anyhow;
 use baton_core::alert::Incident;
 use baton_core::clock::{Clock, SystemClock};
@@ -48,7 +48,7 @@ pub struct DriftArgs {
 
 pub fn drift(cli: &Cli, args: &DriftArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
-    let b = open_existing(cli, &pipeline)?;
+    let b = open_existing_read_only(cli, &pipeline)?;
     let now = SystemClock.now();
     let expect = args.expect.clone().unwrap_or_else(|| VERSION.to_owned());
     let worker_window = SignedDuration::from_hours(i64::from(args.worker_window_hours));
@@ -86,8 +86,9 @@ pub fn drift(cli: &Cli, args: &DriftArgs) -> Outcome {
         .iter()
         .filter(|r| r["problems"].as_array().is_some_and(|p| !p.is_empty()))
         .count();
+    crate::out::verdict(if drifted == 0 { 0 } else { EXIT_FAILED });
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({"expected": expect, "instances": rows, "drifted": drifted})
@@ -119,11 +120,11 @@ pub fn drift(cli: &Cli, args: &DriftArgs) -> Outcome {
                 },
             ]);
         }
-        println!("{t}");
+        crate::outln!("{t}");
         if drifted == 0 {
-            println!("No drift: {} instances at {expect}.", rows.len());
+            crate::outln!("No drift: {} instances at {expect}.", rows.len());
         } else {
-            println!("{drifted} of {} instances drifted or stale.", rows.len());
+            crate::outln!("{drifted} of {} instances drifted or stale.", rows.len());
         }
     }
     Ok(if drifted == 0 { 0 } else { EXIT_FAILED })
@@ -180,10 +181,10 @@ fn test_notifiers(pipeline: &Pipeline, notifier: Option<&str>) -> Outcome {
     let mut failed = 0;
     for n in chosen {
         match baton_serve::alerting::test_notifier(n.as_ref(), SystemClock.now()) {
-            Ok(()) => println!("{}: delivered", n.name()),
+            Ok(()) => crate::outln!("{}: delivered", n.name()),
             Err(e) => {
                 failed += 1;
-                println!("{}: FAILED: {e}", n.name());
+                crate::outln!("{}: FAILED: {e}", n.name());
             }
         }
     }
@@ -192,7 +193,7 @@ fn test_notifiers(pipeline: &Pipeline, notifier: Option<&str>) -> Outcome {
 
 /// The policies, each with its figure now and its latest incident (as a table or JSON).
 fn list_alerts(cli: &Cli, pipeline: &Pipeline, json: bool) -> Outcome {
-    let b = open_existing(cli, pipeline)?;
+    let b = open_existing_read_only(cli, pipeline)?;
     let now = SystemClock.now();
     let incidents = baton_serve::alerting::incidents(b.store.as_ref())?;
     let mut rows = Vec::new();
@@ -215,11 +216,11 @@ fn list_alerts(cli: &Cli, pipeline: &Pipeline, json: bool) -> Outcome {
         }));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{}", alerts_table(pipeline, &rows, &incidents));
+        crate::outln!("{}", alerts_table(pipeline, &rows, &incidents));
         if pipeline.alerts.is_empty() {
-            println!("No alert policies configured ([[alerts]] in the config).");
+            crate::outln!("No alert policies configured ([[alerts]] in the config).");
         }
     }
     Ok(0)

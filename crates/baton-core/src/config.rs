@@ -9,6 +9,7 @@ use crate::alert::{AlertPolicy, NotifierSpec, SecretSource, Watch};
 use crate::cron::{CronExpr, Schedule, ScheduleDate};
 use crate::gate::{Gate, ModePolicy, Rule};
 use crate::model::{GateId, ProcessorName};
+use crate::names;
 use crate::quality::{CheckKind, QualityCheck};
 use jiff::SignedDuration;
 use jiff::tz::TimeZone;
@@ -197,16 +198,7 @@ impl Pipeline {
 
     /// Parses and validates a config.
     pub fn from_toml(source: &str) -> Result<Self, Error> {
-        let raw: RawConfig = toml::from_str(source).map_err(|e| Error {
-            key: e
-                .message()
-                .split('`')
-                .nth(1)
-                .map(str::to_owned)
-                .unwrap_or_else(|| "(document)".to_owned()),
-            line: e.span().map(|s| line_of(source, s.start)),
-            message: e.message().to_owned(),
-        })?;
+        let raw: RawConfig = toml::from_str(source).map_err(|e| parse_error(source, e))?;
         Validator { source }.validate(raw)
     }
 
@@ -287,6 +279,78 @@ impl Pipeline {
 }
 
 /// The 1-based line of a byte offset.
+/// A TOML error (syntax, or a value of the wrong type) with the key it concerns as a path
+/// (`processors[5].phase`): the parser gives the keys without array indices, so each
+/// array of tables gets its index from the `[[...]]` headers before the error.
+fn parse_error(source: &str, mut e: toml::de::Error) -> Error {
+    let offset = e.span().map(|s| s.start);
+    let message = e.message().to_owned();
+    // Without the input, the error's text is the message and then `in `a.b`` (the keys).
+    e.set_input(None);
+    let text = e.to_string();
+    let keys: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+        .map(|k| k.split('.').collect())
+        .unwrap_or_default();
+    let mut key = key_path(source, &keys, offset.unwrap_or(source.len()));
+    // An unknown field is named in the message; it is the key at fault.
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
+        key = if key.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{key}.{field}")
+        };
+    }
+    Error {
+        key: if key.is_empty() {
+            "(document)".to_owned()
+        } else {
+            key
+        },
+        line: offset.map(|o| line_of(source, o)),
+        message,
+    }
+}
+
+/// `keys` as a path, each array of tables (`[[a.b]]` header) indexed by how many of its
+/// headers come before `offset` since its parent's last header.
+fn key_path(source: &str, keys: &[&str], offset: usize) -> String {
+    let before = &source[..offset.min(source.len())];
+    let headers: Vec<&str> = before
+        .lines()
+        .filter_map(|l| {
+            let l = l.split('#').next().unwrap_or("").trim();
+            l.strip_prefix("[[")?.strip_suffix("]]").map(str::trim)
+        })
+        .collect();
+    let mut path = String::new();
+    for k in 1..=keys.len() {
+        let prefix = keys[..k].join(".");
+        let parent = keys[..k - 1].join(".");
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(keys[k - 1]);
+        if !headers.contains(&prefix.as_str()) {
+            continue;
+        }
+        let since_parent = headers
+            .iter()
+            .rposition(|h| k > 1 && *h == parent)
+            .map_or(0, |i| i + 1);
+        let count = headers[since_parent..]
+            .iter()
+            .filter(|h| **h == prefix)
+            .count();
+        path.push_str(&format!("[{}]", count.saturating_sub(1)));
+    }
+    path
+}
+
 fn line_of(source: &str, offset: usize) -> usize {
     source[..offset.min(source.len())].matches('\n').count() + 1
 }
@@ -568,6 +632,9 @@ pub fn is_sql_identifier(name: &str) -> bool {
         && !RESERVED.contains(&name.to_ascii_lowercase().as_str())
 }
 
+/// The relation names claimed so far, folded ([`names::folded`]), with what claimed each.
+type Claimed = BTreeMap<String, String>;
+
 struct Validator<'a> {
     source: &'a str,
 }
@@ -621,9 +688,27 @@ impl Validator<'_> {
         if pk.get_ref().is_empty() {
             return self.err(key, pk.span(), "a primary key needs at least one column");
         }
-        let mut out = Vec::new();
+        let mut out: Vec<String> = Vec::new();
         for (i, col) in pk.get_ref().iter().enumerate() {
             let name = self.ident(&format!("{key}[{i}]"), col)?;
+            if let Some(why) = names::reserved_column(&name) {
+                return self.err(
+                    format!("{key}[{i}]"),
+                    col.span(),
+                    format!("{why}; rename the column"),
+                );
+            }
+            if let Some(other) = out
+                .iter()
+                .find(|o| names::folded(o) == names::folded(&name))
+                .filter(|o| **o != name)
+            {
+                return self.err(
+                    format!("{key}[{i}]"),
+                    col.span(),
+                    format!("column `{name}` is the same column as `{other}` (column names are compared without case)"),
+                );
+            }
             if out.contains(&name) {
                 return self.err(
                     format!("{key}[{i}]"),
@@ -650,15 +735,23 @@ impl Validator<'_> {
 
         // Tables: raw tables first, then each processor's output. `declared` holds every
         // table name seen so far, so that no two writers share a table.
+        // `claimed` holds every relation name they create, folded as the backends compare them.
         let mut declared: BTreeSet<String> = BTreeSet::new();
-        let mut tables = self.tables(&raw.tables, &mut declared)?;
+        let mut claimed = Claimed::new();
+        let mut tables = self.tables(&raw.tables, &mut declared, &mut claimed)?;
         let upstream = self.upstream(&raw.upstream, &declared)?;
-        let mut processors = self.processors(&raw.processors, &mut declared)?;
+        let mut processors = self.processors(&raw.processors, &mut declared, &mut claimed)?;
         tables.extend(processors.iter().map(|p| p.table.clone()));
         // References, now that every name is known.
         self.references(&mut processors, &raw.processors, &upstream, &declared)?;
         let processors = self.topological(processors, &raw.processors)?;
-        let gates = self.gates(&raw.gates, &processors, &tables, &timezone)?;
+        let gates = self.gates(
+            &raw.gates,
+            &processors,
+            &tables,
+            &timezone,
+            &raw_landings_topic,
+        )?;
 
         let api = self.api(raw.api.as_ref())?;
         let notifiers = self.notifiers(&raw.notifiers)?;
@@ -846,6 +939,7 @@ impl Validator<'_> {
         &self,
         raw: &[RawTable],
         declared: &mut BTreeSet<String>,
+        claimed: &mut Claimed,
     ) -> Result<Vec<TableSpec>, Error> {
         let mut tables = Vec::new();
         for (i, t) in raw.iter().enumerate() {
@@ -858,6 +952,7 @@ impl Validator<'_> {
                     format!("table `{name}` is declared twice"),
                 );
             }
+            self.claim_table(&format!("{key}.name"), &t.name, claimed)?;
             let primary_key = self.primary_key(&format!("{key}.primary_key"), &t.primary_key)?;
             let partition_column = self.partition_column(&key, &t.partition_column)?;
             tables.push(TableSpec {
@@ -867,6 +962,36 @@ impl Validator<'_> {
             });
         }
         Ok(tables)
+    }
+
+    /// Claims a table's name and its partition index's name: neither may be baton's own,
+    /// nor the same relation on some backend as a table or index already claimed.
+    fn claim_table(
+        &self,
+        key: &str,
+        name: &Spanned<String>,
+        claimed: &mut Claimed,
+    ) -> Result<(), Error> {
+        let table = name.get_ref();
+        if let Some(why) = names::reserved_table(table) {
+            return self.err(key, name.span(), format!("{why}; pick another table name"));
+        }
+        let index = names::partition_index(table);
+        for relation in [table, &index] {
+            if let Some(other) = claimed.get(&names::folded(relation)) {
+                return self.err(
+                    key,
+                    name.span(),
+                    format!("table `{table}` would be the same relation as {other} in the database (SQLite compares names without case, PostgreSQL cuts them at {} bytes); pick another table name", names::MAX_IDENTIFIER_BYTES),
+                );
+            }
+        }
+        claimed.insert(names::folded(table), format!("table `{table}`"));
+        claimed.insert(
+            names::folded(&index),
+            format!("`{index}` (the partition index of table `{table}`)"),
+        );
+        Ok(())
     }
 
     /// `[[upstream]]`: the jobs outside baton; each lands tables declared under [[tables]].
@@ -980,6 +1105,7 @@ impl Validator<'_> {
         &self,
         raw: &[RawProcessor],
         declared: &mut BTreeSet<String>,
+        claimed: &mut Claimed,
     ) -> Result<Vec<Processor>, Error> {
         let mut processors: Vec<Processor> = Vec::new();
         for (i, p) in raw.iter().enumerate() {
@@ -996,7 +1122,7 @@ impl Validator<'_> {
                 );
             }
             let phase = self.positive(&format!("{key}.phase"), &p.phase, 100)? as u32;
-            let table = self.output_table(&key, p, declared)?;
+            let table = self.output_table(&key, p, declared, claimed)?;
             processors.push(self.processor_settings(&key, p, pname, phase, table)?);
         }
         Ok(processors)
@@ -1008,11 +1134,13 @@ impl Validator<'_> {
         key: &str,
         p: &RawProcessor,
         declared: &mut BTreeSet<String>,
+        claimed: &mut Claimed,
     ) -> Result<TableSpec, Error> {
         let name = self.ident(&format!("{key}.table"), &p.table)?;
         if !declared.insert(name.clone()) {
             return self.err(format!("{key}.table"), p.table.span(), format!("table `{name}` is already written by another processor or declared under [[tables]]"));
         }
+        self.claim_table(&format!("{key}.table"), &p.table, claimed)?;
         let primary_key = self.primary_key(&format!("{key}.primary_key"), &p.primary_key)?;
         let partition_column = self.partition_column(key, &p.partition_column)?;
         Ok(TableSpec {
@@ -1214,6 +1342,7 @@ impl Validator<'_> {
         processors: &[Processor],
         tables: &[TableSpec],
         timezone: &TimeZone,
+        raw_landings_topic: &str,
     ) -> Result<Vec<Gate>, Error> {
         let mut gates: Vec<Gate> = Vec::new();
         for (i, g) in raw.iter().enumerate() {
@@ -1233,9 +1362,93 @@ impl Validator<'_> {
                     format!("gate `{gname}` is declared twice"),
                 );
             }
-            gates.push(self.gate(&key, g, gname, processors, tables, timezone)?);
+            let gate = self.gate(&key, g, gname, processors, tables, timezone)?;
+            self.gate_phase(&key, g, &gate, processors)?;
+            self.gate_topics(&key, g, &gates, raw_landings_topic)?;
+            gates.push(gate);
         }
         Ok(gates)
+    }
+
+    /// A gate's `next_phase` is a later phase than every processor it watches (else a
+    /// trigger would rerun what it waits for) and has processors to run.
+    fn gate_phase(
+        &self,
+        key: &str,
+        g: &RawGate,
+        gate: &Gate,
+        processors: &[Processor],
+    ) -> Result<(), Error> {
+        let key = format!("{key}.next_phase");
+        let next = gate.next_phase;
+        if let Some(p) = processors
+            .iter()
+            .find(|p| gate.watches(&p.name) && p.phase >= next)
+        {
+            return self.err(key, g.next_phase.span(), format!("the gate waits for processor `{}` of phase {}, so next_phase must be a later phase, got {next}", p.name, p.phase));
+        }
+        if !processors.iter().any(|p| p.phase == next) {
+            let mut phases: Vec<u32> = processors.iter().map(|p| p.phase).collect();
+            phases.sort_unstable();
+            phases.dedup();
+            let phases: Vec<String> = phases.iter().map(u32::to_string).collect();
+            return self.err(
+                key,
+                g.next_phase.span(),
+                format!(
+                    "phase {next} has no processors, so a trigger would run nothing (phases with processors: {})",
+                    phases.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Each topic has one role: a gate's trigger topic is no gate's completion topic and
+    /// no other gate's trigger topic, and neither is the raw-landings topic (two consumers
+    /// would read one stream as two kinds of message, and lose what the other expects).
+    fn gate_topics(
+        &self,
+        key: &str,
+        g: &RawGate,
+        earlier: &[Gate],
+        raw_landings_topic: &str,
+    ) -> Result<(), Error> {
+        let completion = g.completion_topic.get_ref();
+        let trigger = g.trigger_topic.get_ref();
+        let clash = |topic: &str, role: &str| -> Option<String> {
+            if topic == raw_landings_topic {
+                return Some("the raw-landings topic ([pipeline] raw_landings_topic)".to_owned());
+            }
+            earlier.iter().find_map(|o| {
+                if role == "trigger" && o.completion_topic == topic {
+                    Some(format!("the completion topic of gate `{}`", o.id))
+                } else if o.trigger_topic == topic {
+                    Some(format!("the trigger topic of gate `{}`", o.id))
+                } else {
+                    None
+                }
+            })
+        };
+        if trigger == completion {
+            return self.err(format!("{key}.trigger_topic"), g.trigger_topic.span(), format!("`{trigger}` is also this gate's completion topic; a trigger and the completions it follows need topics of their own"));
+        }
+        for (field, topic, role) in [
+            ("completion_topic", &g.completion_topic, "completion"),
+            ("trigger_topic", &g.trigger_topic, "trigger"),
+        ] {
+            if let Some(other) = clash(topic.get_ref(), role) {
+                return self.err(
+                    format!("{key}.{field}"),
+                    topic.span(),
+                    format!(
+                        "`{}` is already {other}; each topic carries one kind of message",
+                        topic.get_ref()
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// One gate, its name already checked: phase, modes, topics and quality checks.
@@ -2194,6 +2407,138 @@ notify = ["slack"]
         let e = err_of(&src);
         assert!(e.message.contains("ttl_sec"), "{e}");
         assert!(e.line.is_some());
+    }
+
+    /// The reference config with one more phase 3 processor writing `table`.
+    fn with_processor_table(table: &str, primary_key: &str) -> String {
+        let extra = format!(
+            "[[processors]]\nname = \"shadow\"\nphase = 3\ntable = \"{table}\"\nprimary_key = {primary_key}\n\n"
+        );
+        REFERENCE_TOML.replacen("[[gates]]", &format!("{extra}[[gates]]"), 1)
+    }
+
+    #[test]
+    fn a_table_differing_only_in_case_is_the_same_table() {
+        let src = with_processor_table("Team_Offense_Game_Summary", r#"["game_id"]"#);
+        let e = err_of(&src);
+        assert_eq!(e.key, "processors[6].table", "{e}");
+        assert_eq!(
+            e.line,
+            Some(line_containing(&src, "Team_Offense_Game_Summary"))
+        );
+        assert!(e.message.contains("team_offense_game_summary"), "{e}");
+        // A raw table too.
+        let src = mutate(
+            r#"name = "odds_api_game_lines""#,
+            r#"name = "NBAC_schedule""#,
+        );
+        assert_eq!(err_of(&src).key, "tables[5].name");
+    }
+
+    #[test]
+    fn a_table_named_like_another_tables_partition_index_is_rejected() {
+        let src = with_processor_table("nbac_schedule__partition", r#"["game_id"]"#);
+        let e = err_of(&src);
+        assert_eq!(e.key, "processors[6].table", "{e}");
+        assert!(e.message.contains("partition index"), "{e}");
+    }
+
+    #[test]
+    fn batons_own_tables_are_not_warehouse_tables() {
+        for name in [
+            "runs",
+            "Leases",
+            "outbox",
+            "dead_letters",
+            "baton_schema_migrations",
+            "sqlite_stat1",
+        ] {
+            let src = with_processor_table(name, r#"["game_id"]"#);
+            let e = err_of(&src);
+            assert_eq!(e.key, "processors[6].table", "{name}: {e}");
+            assert_eq!(
+                e.line,
+                Some(line_containing(&src, &format!("table = \"{name}\"")))
+            );
+        }
+    }
+
+    #[test]
+    fn batons_own_and_system_columns_are_not_key_columns() {
+        for col in ["_token", "_ROW", "_partition", "rowid", "xmin"] {
+            let src = with_processor_table("shadow", &format!(r#"["game_id", "{col}"]"#));
+            let e = err_of(&src);
+            assert_eq!(e.key, "processors[6].primary_key[1]", "{col}: {e}");
+        }
+        let src = with_processor_table("shadow", r#"["game_id", "Game_ID"]"#);
+        assert!(err_of(&src).message.contains("same column"));
+    }
+
+    #[test]
+    fn a_trigger_topic_that_is_a_completion_topic_is_rejected() {
+        let src = mutate(
+            r#"trigger_topic = "phase4-trigger""#,
+            r#"trigger_topic = "phase3-completions""#,
+        );
+        let e = err_of(&src);
+        assert_eq!(e.key, "gates[0].trigger_topic");
+        assert_eq!(e.line, Some(line_containing(&src, "trigger_topic")));
+        // Nor the raw-landings topic, for either role.
+        let src = mutate(
+            r#"trigger_topic = "phase4-trigger""#,
+            r#"trigger_topic = "raw-landings""#,
+        );
+        assert_eq!(err_of(&src).key, "gates[0].trigger_topic");
+        let src = mutate(
+            r#"completion_topic = "phase3-completions""#,
+            r#"completion_topic = "raw-landings""#,
+        );
+        assert_eq!(err_of(&src).key, "gates[0].completion_topic");
+    }
+
+    #[test]
+    fn a_second_gate_may_not_reuse_a_trigger_topic_as_its_completion_topic() {
+        let extra = "\n[[gates]]\nname = \"phase4_to_phase5\"\ncompletion_topic = \"phase4-trigger\"\ntrigger_topic = \"phase5-trigger\"\nnext_phase = 5\n\n[gates.overnight]\nexpected = [\"player_daily_cache\"]\nrules = [\"all_complete\"]\n";
+        let src = with_processor_table("shadow", r#"["game_id"]"#).replacen(
+            "phase = 3\ntable = \"shadow\"",
+            "phase = 5\ntable = \"shadow\"",
+            1,
+        ) + extra;
+        let e = err_of(&src);
+        assert_eq!(e.key, "gates[1].completion_topic", "{e}");
+        assert!(e.message.contains("phase3_to_phase4"), "{e}");
+    }
+
+    #[test]
+    fn next_phase_must_have_processors_and_come_after_what_the_gate_waits_for() {
+        let src = mutate("next_phase = 4", "next_phase = 5");
+        let e = err_of(&src);
+        assert_eq!(e.key, "gates[0].next_phase");
+        assert_eq!(e.line, Some(line_containing(&src, "next_phase = 5")));
+        assert!(e.message.contains("phases with processors: 3, 4"), "{e}");
+        let src = mutate("next_phase = 4", "next_phase = 3");
+        assert!(err_of(&src).message.contains("later phase"));
+    }
+
+    #[test]
+    fn a_type_error_names_the_key_it_is_under() {
+        let src = mutate("phase = 4", r#"phase = "four""#);
+        let e = err_of(&src);
+        assert_eq!(e.key, "processors[5].phase", "{e}");
+        assert_eq!(e.line, Some(line_containing(&src, "\"four\"")));
+        let src = mutate(r#"name = "phase3_to_phase4""#, "name = 5");
+        assert_eq!(err_of(&src).key, "gates[0].name");
+        let src = mutate(
+            r#"primary_key = ["report_date", "player_lookup"]"#,
+            "primary_key = 3",
+        );
+        assert_eq!(err_of(&src).key, "tables[3].primary_key");
+        let src = mutate("tolerance_mins = 120", r#"tolerance_mins = "x""#);
+        assert_eq!(err_of(&src).key, "upstream[0].tolerance_mins");
+        let src = mutate("ttl_secs = 600", "ttl_secs = true");
+        assert_eq!(err_of(&src).key, "lease.ttl_secs");
+        let src = mutate("ttl_secs = 600", "ttl_sec = 600");
+        assert_eq!(err_of(&src).key, "lease.ttl_sec");
     }
 
     #[test]

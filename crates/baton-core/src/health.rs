@@ -46,6 +46,9 @@ pub struct DateFacts {
     pub actual: usize,
     /// Expected processors.
     pub expected: usize,
+    /// What is stored, per gate, as reconcile prints it (`DateReport::stored_text`);
+    /// empty: `stored/expected` is printed.
+    pub stored_text: String,
     /// Whether the stored document disagrees with the truth in any way reconcile reports.
     pub mismatched: bool,
     /// Duplicate rows by table.
@@ -248,8 +251,11 @@ fn completion_accuracy(f: &Facts<'_>) -> Check {
             wrong
                 .iter()
                 .map(|d| format!(
-                    "{} stored {}/{} actual {}/{}",
-                    d.date, d.stored, d.expected, d.actual, d.expected
+                    "{} stored {}; actual {}/{}",
+                    d.date,
+                    stored_text(d),
+                    d.actual,
+                    d.expected
                 ))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -264,12 +270,24 @@ fn completion_accuracy(f: &Facts<'_>) -> Check {
             .iter()
             .map(|d| {
                 format!(
-                    "{}: stored {}/{}, actual {}/{}",
-                    d.date, d.stored, d.expected, d.actual, d.expected
+                    "{}: stored {}; actual {}/{}",
+                    d.date,
+                    stored_text(d),
+                    d.actual,
+                    d.expected
                 )
             })
             .collect(),
     )
+}
+
+/// What a date has stored: the store's own words when known, else the count.
+fn stored_text(d: &DateFacts) -> String {
+    if d.stored_text.is_empty() {
+        format!("{}/{}", d.stored, d.expected)
+    } else {
+        d.stored_text.clone()
+    }
 }
 
 /// BATON-H002: rows sharing a primary key.
@@ -625,7 +643,7 @@ mod tests {
         assert_eq!(r.checks[0].level, Level::Fail);
         assert_eq!(
             r.checks[0].evidence,
-            "50.0% (1/2 dates exact); wrong: 2024-03-02 stored 1/5 actual 5/5"
+            "50.0% (1/2 dates exact); wrong: 2024-03-02 stored 1/5; actual 5/5"
         );
         assert_eq!(r.exit_code(), 1);
     }

@@ -26,6 +26,7 @@ pub mod landing;
 pub mod lease;
 pub mod message;
 pub mod model;
+pub mod names;
 pub mod quality;
 pub mod reconcile;
 pub mod retry;

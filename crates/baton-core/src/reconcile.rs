@@ -122,8 +122,40 @@ pub struct DateReport {
     pub actual: usize,
     /// Expected processors.
     pub expected: usize,
+    /// The document's completion count as stored (`None`: no document); it may disagree
+    /// with its entries (BATON-R005), and is then what an operator must be shown.
+    pub stored_count: Option<usize>,
+    /// The count its entries give (what `stored_count` must equal).
+    pub entries_count: usize,
+    /// Whether the stored document says the next phase was triggered.
+    pub triggered: bool,
     /// Mismatches.
     pub findings: Vec<Finding>,
+}
+
+impl DateReport {
+    /// What is stored, as health and reconcile print it: the count out of the expected
+    /// processors (the stored count field beside the entries' when they disagree), and
+    /// whether the document says it triggered. Never the truth in place of the store.
+    pub fn stored_text(&self) -> String {
+        let Some(count) = self.stored_count else {
+            return format!("no document (0/{})", self.expected);
+        };
+        let counted = if count == self.entries_count {
+            format!("{}/{}", self.stored, self.expected)
+        } else {
+            format!(
+                "count {count}/{} (entries {}/{})",
+                self.expected, self.stored, self.expected
+            )
+        };
+        let trigger = if self.triggered {
+            "triggered"
+        } else {
+            "not triggered"
+        };
+        format!("{counted}, {trigger}")
+    }
 }
 
 fn finding(
@@ -182,6 +214,9 @@ pub fn check(gate: &Gate, doc: Option<&Document>, truth: &Truth, now: Timestamp)
             .filter(|p| actual.contains(*p))
             .count(),
         expected: policy.expected.len(),
+        stored_count: doc.map(|d| d.completed_count),
+        entries_count: stored_doc.derived_count(),
+        triggered: stored_doc.triggered,
         findings,
     }
 }
@@ -531,6 +566,11 @@ mod tests {
         stored.completed_count = 3;
         let report = check(gate, Some(&stored), &t, now());
         assert_eq!((report.stored, report.actual), (1, 5));
+        // What is printed is what is stored: the count field beside the entries.
+        assert_eq!(
+            report.stored_text(),
+            "count 3/5 (entries 1/5), not triggered"
+        );
         assert_eq!(
             codes(&report),
             vec!["BATON-R002"; 4]

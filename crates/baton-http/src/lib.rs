@@ -8,7 +8,10 @@
 //! and the CLI never disagree.
 //!
 //! Invariant: a mutating endpoint (every `POST`) changes nothing unless the request carries
-//! the configured bearer token; with no token configured, every `POST` answers 401.
+//! the configured bearer token; with no token configured, every `POST` answers 401. The
+//! token is checked first, by a layer over every route (`guard_posts`), before any path,
+//! query or body is read: an unauthenticated request learns nothing about its parameters.
+//! Every refused `POST` is logged (method, path, status, reason; never the token).
 #![deny(missing_docs)]
 
 pub mod dashboard;
@@ -107,6 +110,8 @@ impl IntoResponse for ApiError {
             body["field"] = json!(f);
         }
         let mut response = (status, Json(body)).into_response();
+        // For the log of refused POSTs (`guard_posts`).
+        response.extensions_mut().insert(Refusal(self.to_string()));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -143,7 +148,42 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/reconcile", post(reconcile))
         .route("/api/v1/landings", post(record_landing))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            guard_posts,
+        ))
         .with_state(api)
+}
+
+/// Why a request was refused, carried on the response for `guard_posts` to log.
+#[derive(Clone)]
+struct Refusal(String);
+
+/// Every `POST`: the token is checked before the route's extractors run (so a malformed
+/// unauthenticated request is 401, not 400), and a refused one is logged without the
+/// token, so an operator sees probing and misconfigured clients.
+async fn guard_posts(
+    State(api): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_owned();
+    let response = match authorize(&api, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
+    let status = response.status();
+    if status.is_client_error() {
+        let reason = response
+            .extensions()
+            .get::<Refusal>()
+            .map_or_else(|| status.to_string(), |r| r.0.clone());
+        tracing::warn!(method = "POST", %path, status = status.as_u16(), %reason, "API request refused");
+    }
+    response
 }
 
 /// A running HTTP server; dropped, it stops.
@@ -448,6 +488,7 @@ async fn reconcile(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult {
+    authorize(&api, &headers)?;
     let fix = match params.get("fix").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -458,7 +499,6 @@ async fn reconcile(
             });
         }
     };
-    authorize(&api, &headers)?;
     let body = blocking(move || {
         let now = api.clock.now();
         let dates = date_range(&api, &params, now)?;
@@ -478,7 +518,7 @@ async fn reconcile(
                 )?;
                 remaining += r.after.findings.len();
                 if !r.before.findings.is_empty() {
-                    mismatched.push(json!({"gate": r.gate, "date": d.to_string(), "stored": r.before.stored, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}));
+                    mismatched.push(json!({"gate": r.gate, "date": d.to_string(), "stored": r.before.stored, "stored_count": r.before.stored_count, "triggered": r.before.triggered, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}));
                 }
             }
         }
@@ -497,8 +537,8 @@ async fn force_trigger(
     Path(date): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let date = path_date(&date)?;
     authorize(&api, &headers)?;
+    let date = path_date(&date)?;
     let body = blocking(move || {
         let gates = gate_param(&api, &params)?;
         let [gate] = gates.as_slice() else {

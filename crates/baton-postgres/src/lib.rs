@@ -988,7 +988,7 @@ impl Warehouse for PgBackend {
             t = quote(&table.name),
             defs = defs.join(", "),
             pk = cols.join(", "),
-            idx = quote(&format!("{}__partition", table.name)),
+            idx = quote(&baton_core::names::partition_index(&table.name)),
         );
         // Two processes creating the same table at once race on the catalog (23505): retried.
         self.txn(|tx| tx.batch_execute(&sql).map_err(|e| pg_err(&e)))

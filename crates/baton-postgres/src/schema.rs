@@ -39,3 +39,37 @@ pub fn migrate(tx: &mut Tx<'_>) -> Result<usize> {
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Config validation keeps warehouse tables off baton's names
+    /// (`baton_core::names::BATON_RELATIONS`): every table and index a migration creates
+    /// must be on that list (read from the SQL, so no server is needed).
+    #[test]
+    fn every_relation_of_the_migrations_is_reserved_from_warehouse_tables() {
+        let mut seen = 0;
+        for (_, sql) in MIGRATIONS {
+            let words: Vec<&str> = sql.split_whitespace().collect();
+            for w in words.windows(3) {
+                let name = match w {
+                    ["CREATE", "TABLE" | "INDEX", name] => name,
+                    ["UNIQUE", "INDEX", name] => name,
+                    _ => continue,
+                };
+                let name = name.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_');
+                if name == "IF" {
+                    continue;
+                }
+                seen += 1;
+                assert!(
+                    baton_core::names::BATON_RELATIONS.contains(&name),
+                    "`{name}` is created by a migration but not in BATON_RELATIONS"
+                );
+            }
+        }
+        assert!(seen > 10, "{seen}");
+        assert!(baton_core::names::BATON_RELATIONS.contains(&"baton_schema_migrations"));
+    }
+}

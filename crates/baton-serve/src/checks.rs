@@ -430,6 +430,15 @@ fn add_gate_completions(
     let doc = store.document(&gate.id, d)?;
     let report = reconcile::check(gate, doc.as_ref(), &truth, now);
     date.stored += report.stored;
+    let text = if pipeline.gates.len() > 1 {
+        format!("{} {}", gate.id, report.stored_text())
+    } else {
+        report.stored_text()
+    };
+    if !date.stored_text.is_empty() {
+        date.stored_text.push_str("; ");
+    }
+    date.stored_text.push_str(&text);
     date.actual += report.actual;
     date.expected += report.expected;
     let (inputs, stored): (Vec<_>, Vec<_>) = report

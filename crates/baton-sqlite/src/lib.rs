@@ -73,6 +73,40 @@ impl SqliteBackend {
         Self::setup(conn, durability, clock)
     }
 
+    /// Opens an existing database for reading only (`status`, `health`, `reconcile`
+    /// without `--fix`), for a user who may only read it: no migration, no pragma that
+    /// writes, and an error naming `baton migrate` when its schema is not this baton's.
+    /// When the lock file (`-shm`) cannot be created (a read-only directory) and no
+    /// write-ahead log is pending (no writer has the database open), it is read as an
+    /// immutable file.
+    pub fn open_read_only(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
+        let cannot = |e: rusqlite::Error| {
+            Error::Permanent(format!("cannot open {} for reading: {e}", path.display()))
+        };
+        let conn = open_read_only_uri(path, "mode=ro").map_err(cannot)?;
+        let conn = match schema::check_current(&conn) {
+            Err(schema::Unreadable::Sqlite(e)) if immutable_is_safe(path, &e) => {
+                let conn = open_read_only_uri(path, "immutable=1").map_err(cannot)?;
+                schema::check_current(&conn).map_err(|e| e.into_error(path))?;
+                conn
+            }
+            Err(e) => return Err(e.into_error(path)),
+            Ok(()) => conn,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(map_err)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            clock,
+        })
+    }
+
+    /// How long a statement waits for another connection's lock before it fails as busy
+    /// (30 s unless set).
+    pub fn set_busy_timeout(&self, timeout: std::time::Duration) -> Result<()> {
+        self.lock().busy_timeout(timeout).map_err(map_err)
+    }
+
     /// An in-memory database (tests).
     pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
         let conn = Connection::open_in_memory().map_err(map_err)?;
@@ -116,6 +150,38 @@ impl SqliteBackend {
     fn now(&self) -> Timestamp {
         self.clock.now()
     }
+}
+
+/// A read-only connection to `path` through a URI with `query` (`mode=ro`, `immutable=1`).
+fn open_read_only_uri(path: &Path, query: &str) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    // A file URI: characters the URI syntax gives a meaning to are percent-encoded.
+    let mut uri = String::from("file:");
+    for b in path.to_string_lossy().bytes() {
+        match b {
+            b'?' | b'#' | b'%' => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(char::from(b)),
+        }
+    }
+    uri.push('?');
+    uri.push_str(query);
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// Whether a read-only open that failed with `e` may read the file as immutable: only
+/// when it failed for want of a writable lock file and no write-ahead log exists (a
+/// pending log holds commits an immutable read would not see).
+fn immutable_is_safe(path: &Path, e: &rusqlite::Error) -> bool {
+    let readonly = matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen));
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    readonly && !Path::new(&wal).exists()
 }
 
 fn load_document(tx: &Connection, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
@@ -923,7 +989,7 @@ impl Warehouse for SqliteBackend {
             t = quote(&table.name),
             defs = cols.join(", "),
             pk = cols.join(", "),
-            idx = quote(&format!("{}__partition", table.name)),
+            idx = quote(&baton_core::names::partition_index(&table.name)),
         );
         self.lock().execute_batch(&sql).map_err(map_err)
     }

@@ -61,6 +61,50 @@ UPDATE landings SET latest_at = landed_at;
 "#,
 ];
 
+/// Why a database opened read-only cannot be used.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// SQLite refused (e.g. no lock file could be made).
+    Sqlite(rusqlite::Error),
+    /// The schema is at `found`, this baton needs `needed` (migrations cannot run read-only).
+    Version { found: i64, needed: usize },
+}
+
+impl Unreadable {
+    /// As the port's error, naming the file and the fix.
+    pub fn into_error(self, path: &std::path::Path) -> Error {
+        match self {
+            Unreadable::Sqlite(e) => {
+                Error::Permanent(format!("cannot read {}: {e}", path.display()))
+            }
+            Unreadable::Version { found, needed } if (found as usize) < needed => {
+                Error::Permanent(format!(
+                    "database {} has schema version {found}, older than this baton's ({needed}), and is opened read-only: run `baton migrate` as a user who may write it",
+                    path.display()
+                ))
+            }
+            Unreadable::Version { found, needed } => Error::Permanent(format!(
+                "database {} has schema version {found}, newer than this baton's ({needed}); upgrade baton",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// Checks, without writing, that the database's schema is the one this baton writes.
+pub fn check_current(conn: &Connection) -> std::result::Result<(), Unreadable> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(Unreadable::Sqlite)?;
+    if found as usize != MIGRATIONS.len() {
+        return Err(Unreadable::Version {
+            found,
+            needed: MIGRATIONS.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Applies the migrations the database has not seen, each in its own transaction.
 pub fn migrate(conn: &Connection) -> Result<()> {
     let applied: i64 = conn
@@ -80,4 +124,33 @@ pub fn migrate(conn: &Connection) -> Result<()> {
         .map_err(|e| Error::Permanent(format!("migration {} failed: {e}", i + 1)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Config validation keeps warehouse tables off baton's names
+    /// (`baton_core::names::BATON_RELATIONS`): every table and index this schema creates
+    /// must be on that list.
+    #[test]
+    fn every_relation_of_the_schema_is_reserved_from_warehouse_tables() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+            .unwrap();
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert!(names.len() > 10, "{names:?}");
+        for name in names {
+            assert!(
+                baton_core::names::BATON_RELATIONS.contains(&name.as_str()),
+                "`{name}` is created by the schema but not in BATON_RELATIONS"
+            );
+        }
+    }
 }
