@@ -623,3 +623,104 @@ fn a_request_coalesced_into_a_holder_that_died_still_runs() {
     assert!(owed[0].succeeded(), "{owed:?}");
     assert!(e.backend.pending_requests().unwrap().is_empty());
 }
+
+/// Drops the processor's table just before the fenced write: a real backend error mid-run.
+struct BreakTheTable {
+    backend: Arc<SqliteBackend>,
+}
+
+impl RunHooks for BreakTheTable {
+    fn before_write(&self, _lease: &Lease) {
+        self.backend
+            .with_write_transaction(|tx| {
+                tx.execute_batch("DROP TABLE team_offense_game_summary")
+                    .map_err(|e| baton_ports::Error::Permanent(e.to_string()))
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn issue_10_a_backend_error_mid_run_releases_the_lease_and_fails_the_run() {
+    let e = env();
+    let hooks = BreakTheTable {
+        backend: e.backend.clone(),
+    };
+    let err = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            e.date,
+            &RunOptions::new("x"),
+            &hooks,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("team_offense_game_summary"),
+        "{err}"
+    );
+    let lease = e
+        .backend
+        .leases()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.processor.as_str() == "team_offense_game_summary" && l.partition == e.date)
+        .unwrap();
+    assert!(
+        lease.released,
+        "the lease is handed back, not held for its TTL"
+    );
+    let runs = e.backend.runs(e.date).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Failed, "{:?}", runs[0]);
+    assert!(runs[0].error.as_deref().unwrap().contains("backend error"));
+}
+
+#[test]
+fn issue_10_the_next_holder_marks_a_dead_holders_run_abandoned() {
+    let e = env();
+    let p = baton_core::model::ProcessorName::from("team_offense_game_summary");
+    // A holder takes the lease, records its start, and dies (nothing more happens).
+    let baton_ports::Acquired::Granted(dead) = e
+        .backend
+        .acquire_lease(
+            &p,
+            e.date,
+            "dead",
+            e.pipeline.lease_ttl,
+            baton_ports::OnHeld::Report,
+        )
+        .unwrap()
+    else {
+        panic!("free lease")
+    };
+    e.backend
+        .start_run(&baton_ports::RunRecord {
+            run_id: baton_core::model::RunId::from("dead-run"),
+            processor: p.clone(),
+            partition: e.date,
+            holder: "dead".into(),
+            token: dead.token,
+            started_at: e.clock.now(),
+            finished_at: None,
+            status: RunStatus::Running,
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        })
+        .unwrap();
+    e.clock
+        .advance(e.pipeline.lease_ttl + SignedDuration::from_secs(1));
+    let r = e
+        .runner
+        .run(p.as_str(), e.date, &RunOptions::new("next"), &NoHooks)
+        .unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    let runs = e.backend.runs(e.date).unwrap();
+    let dead_run = runs
+        .iter()
+        .find(|r| r.run_id.as_str() == "dead-run")
+        .unwrap();
+    assert_eq!(dead_run.status, RunStatus::Abandoned);
+    assert!(dead_run.finished_at.is_some());
+}
