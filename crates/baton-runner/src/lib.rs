@@ -14,6 +14,8 @@
 
 mod external;
 
+pub use external::kill_running_commands;
+
 use baton_core::clock::Clock;
 use baton_core::config::{MissingInput, Pipeline, Processor};
 use baton_core::dedup;
@@ -962,6 +964,7 @@ impl Runner {
                     &proc.name,
                     partition,
                     self.pipeline.lease_ttl,
+                    &proc.limits,
                     &renew,
                 ) {
                     Ok(rows) => Computed::Rows(rows),

@@ -724,3 +724,134 @@ fn issue_10_the_next_holder_marks_a_dead_holders_run_abandoned() {
     assert_eq!(dead_run.status, RunStatus::Abandoned);
     assert!(dead_run.finished_at.is_some());
 }
+
+/// The reference pipeline with an external processor running `command` (a TOML array)
+/// under `limits` (TOML lines).
+fn external_command(command: &str, limits: &str) -> String {
+    REFERENCE_TOML.replace(
+        "# Phase 4: precompute",
+        &format!(
+            "[[processors]]\nname = \"external_one\"\nphase = 5\ntable = \"external_one\"\nprimary_key = [\"game_date\", \"k\"]\ncommand = {command}\n{limits}\n\n# Phase 4: precompute"
+        ),
+    )
+}
+
+/// Whether the process is gone (or a zombie waiting to be reaped), waiting a bounded time:
+/// a SIGKILL is delivered asynchronously.
+fn dead(pid: &str) -> bool {
+    let stat = format!("/proc/{}/stat", pid.trim());
+    for _ in 0..200 {
+        match std::fs::read_to_string(&stat) {
+            Err(_) => return true,
+            Ok(s) if s.rsplit(')').next().unwrap().trim_start().starts_with('Z') => return true,
+            Ok(_) => {
+                let (_tx, rx) = std::sync::mpsc::channel::<()>();
+                let _ = rx.recv_timeout(std::time::Duration::from_millis(25));
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn issue_10_a_hung_external_command_times_out_and_its_grandchild_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+    let e = env_with(&external_command(
+        &format!("[\"sh\", \"-c\", {script:?}]"),
+        "timeout_secs = 1",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let a = &r.attempts[0];
+    assert_eq!(a.status, RunStatus::Failed);
+    let error = a.error.as_deref().unwrap();
+    assert!(
+        error.contains("processor `external_one`") && error.contains("timeout_secs = 1"),
+        "{error}"
+    );
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap();
+    assert!(dead(&grandchild), "the command's whole group is killed");
+    let lease = e.backend.leases().unwrap();
+    assert!(lease.iter().all(|l| l.released), "the lease is released");
+    let table = &e.pipeline.processor("external_one").unwrap().table;
+    assert_eq!(e.backend.row_count(table, e.date).unwrap(), 0);
+}
+
+#[test]
+fn issue_10_endless_output_is_refused_at_the_byte_limit() {
+    let script =
+        "import json, sys\nwhile True:\n    print(json.dumps({'game_date': sys.argv[1], 'k': 1}))";
+    let e = env_with(&external_command(
+        &format!("[\"python3\", \"-c\", {script:?}, \"{{date}}\"]"),
+        "stdout_bytes_max = 100000",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert_eq!(r.attempts[0].status, RunStatus::Failed);
+    let error = r.attempts[0].error.as_deref().unwrap();
+    assert!(
+        error
+            .starts_with("processor `external_one`: stdout passed stdout_bytes_max (100000 bytes)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn issue_10_too_many_rows_are_refused_at_the_row_limit() {
+    let script = "import json, sys\nfor k in range(10):\n    print(json.dumps({'game_date': sys.argv[1], 'k': k}))";
+    let e = env_with(&external_command(
+        &format!("[\"python3\", \"-c\", {script:?}, \"{{date}}\"]"),
+        "rows_max = 3",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let error = r.attempts[0].error.as_deref().unwrap();
+    assert!(error.contains("rows_max (3 rows)"), "{error}");
+}
+
+#[test]
+fn issue_10_a_grandchild_holding_stdout_open_does_not_block_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let script = format!(
+        "echo \"{{\\\"game_date\\\": \\\"$BATON_DATE\\\", \\\"k\\\": 1}}\"; sleep 600 & echo $! > {}; exit 0",
+        pidfile.display()
+    );
+    let e = env_with(&external_command(
+        &format!("[\"sh\", \"-c\", {script:?}]"),
+        "timeout_secs = 3600",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(r.attempts[0].rows_written, 1);
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap();
+    assert!(dead(&grandchild), "what the command left behind is killed");
+}
+
+#[test]
+fn issue_10_stderr_in_the_error_is_a_bounded_escaped_tail() {
+    let script = "import sys\nsys.stderr.write('x' * 100000 + '\\nboom\\x1b[2J\\n')\nsys.exit(4)";
+    let e = env_with(&external_command(
+        &format!("[\"python3\", \"-c\", {script:?}]"),
+        "stderr_bytes_max = 1024",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let error = r.attempts[0].error.clone().unwrap();
+    assert!(error.contains("exit status: 4"), "{error}");
+    assert!(error.ends_with("boom\\u{1b}[2J"), "{error}");
+    assert!(error.len() < 1200, "only the tail is kept: {}", error.len());
+}
