@@ -8,6 +8,7 @@ mod bench;
 mod check;
 mod demo;
 mod ops;
+mod signals;
 mod status;
 mod timeline;
 mod watch;

@@ -165,6 +165,7 @@ pub fn init(args: &InitArgs) -> Outcome {
 
 pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
+    crate::signals::kill_commands_on_stop(crate::signals::OnStop::Exit).map_err(Exit::backend)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = open_existing(cli, &pipeline)?;
     let ports = Ports {
@@ -241,6 +242,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
             known.join(", ")
         )));
     }
+    crate::signals::kill_commands_on_stop(crate::signals::OnStop::FinishTheRun)
+        .map_err(Exit::backend)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = open_existing(cli, &pipeline)?;
     let runner = Runner::new(
