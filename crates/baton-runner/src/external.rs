@@ -162,18 +162,25 @@ fn watch(
     let renew_every = Duration::try_from(ttl / 3).unwrap_or(Duration::from_secs(60));
     let mut next_renew = started + renew_every;
     let mut exited: Option<(ExitStatus, Instant)> = None;
+    let mut rows: Option<Result<Vec<Row>, String>> = None;
     let mut group_killed = false;
     loop {
-        let rows = match stdout.recv_timeout(TICK) {
+        match stdout.recv_timeout(TICK) {
             Ok(StdoutEnd::OverLimit(why)) => {
                 return Err(Stop(format!(
                     "processor `{processor}`: {why}; killed `{program}` and its process group"
                 )));
             }
-            Ok(StdoutEnd::Done(rows)) => Some(rows),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err("stdout reader stopped".into())),
-        };
+            Ok(StdoutEnd::Done(parsed)) => rows = Some(parsed),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Stdout is done (or its reader gone): wait a tick for the exit without a
+                // sleep call, on a channel nobody sends on.
+                rows.get_or_insert_with(|| Err("stdout reader stopped".into()));
+                let (_idle_tx, idle) = mpsc::channel::<()>();
+                let _ = idle.recv_timeout(TICK);
+            }
+        }
         let signal = INTERRUPTED.load(Ordering::SeqCst);
         if signal != 0 {
             return Err(Stop(format!(
@@ -187,13 +194,10 @@ fn watch(
             exited = status.map(|s| (s, Instant::now()));
         }
         let now = Instant::now();
-        match (exited, rows) {
+        // Stdout closed before the exit: keep watching (timeout, lease, signal) until it.
+        match (exited, rows.take()) {
             (Some((status, _)), Some(rows)) => return Ok((status, rows)),
-            (None, Some(rows)) => {
-                // Stdout closed early; wait for the exit itself (still under the timeout).
-                let status = wait_bounded(child, started + timeout, program, processor, limits)?;
-                return Ok((status, rows));
-            }
+            (None, done) => rows = done,
             (Some((_, at)), None) if now >= at + DRAIN_GRACE && !group_killed => {
                 tracing::warn!(%processor, program, "stdout still open after the command exited; killing the rest of its process group");
                 kill_group(group);
@@ -225,31 +229,6 @@ fn watch(
                 }
             }
         }
-    }
-}
-
-/// Waits for the child after its stdout closed, until `deadline`.
-#[allow(clippy::disallowed_methods)] // a child process runs in real time (see `watch`)
-fn wait_bounded(
-    child: &mut Child,
-    deadline: Instant,
-    program: &str,
-    processor: &ProcessorName,
-    limits: &ExternalLimits,
-) -> Result<ExitStatus, Stop> {
-    loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| Stop(format!("waiting for `{program}`: {e}")))?
-        {
-            return Ok(status);
-        }
-        if Instant::now() >= deadline {
-            return Err(Stop(timed_out(processor, program, limits)));
-        }
-        // A channel nobody sends on: a timed wait without a sleep call.
-        let (_tx, rx) = mpsc::channel::<()>();
-        let _ = rx.recv_timeout(TICK);
     }
 }
 

@@ -855,3 +855,18 @@ fn issue_10_stderr_in_the_error_is_a_bounded_escaped_tail() {
     assert!(error.ends_with("boom\\u{1b}[2J"), "{error}");
     assert!(error.len() < 1200, "only the tail is kept: {}", error.len());
 }
+
+#[test]
+fn issue_10_a_command_that_closes_stdout_and_hangs_still_times_out() {
+    let script = "exec >&-; sleep 600";
+    let e = env_with(&external_command(
+        &format!("[\"sh\", \"-c\", {script:?}]"),
+        "timeout_secs = 1",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let error = r.attempts[0].error.as_deref().unwrap();
+    assert!(error.contains("timeout_secs = 1"), "{error}");
+}
