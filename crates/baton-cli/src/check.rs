@@ -171,6 +171,11 @@ fn reconcile_dates(
     now: Timestamp,
     fix: bool,
 ) -> Result<Vec<checks::Reconciled>, Exit> {
+    if fix {
+        for run in b.store.abandon_runs()? {
+            tracing::warn!(processor = %run.processor, date = %run.partition, run_id = %run.run_id, holder = %run.holder, "marked a run abandoned: its process died before finishing it");
+        }
+    }
     let bar = progress(dates.len() * gates.len());
     bar.set_message(if fix { "reconcile --fix" } else { "reconcile" });
     let mut results = Vec::new();

@@ -11,6 +11,7 @@ mod help;
 mod logs;
 mod ops;
 pub mod out;
+mod signals;
 mod status;
 mod timeline;
 mod watch;

@@ -173,6 +173,13 @@ pub fn init(args: &InitArgs) -> Outcome {
 
 pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_stop = if args.until_idle {
+        crate::signals::OnStop::Exit
+    } else {
+        crate::signals::OnStop::StopAfterRound(stop.clone())
+    };
+    crate::signals::kill_commands_on_stop(on_stop).map_err(Exit::backend)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = open_existing(cli, &pipeline)?;
     let ports = Ports {
@@ -225,26 +232,12 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         }
         None => None,
     };
-    let stop = stop_on_signal().map_err(Exit::backend)?;
     tracing::info!(db = %cli.db.display(), "serving; SIGTERM or Ctrl-C stops after the current round (every step is transactional, so stopping at any point is safe)");
     service
         .with_notifiers(notifiers)
         .with_observer(Box::new(move |report| metrics.observe_drain(report)))
         .run(&|| stop.load(std::sync::atomic::Ordering::Relaxed))?;
     Ok(0)
-}
-
-/// A flag raised by SIGTERM or SIGINT, so that `serve` (under systemd, or Ctrl-C) ends its
-/// round and writes a last heartbeat saying it stopped, instead of dying mid-round and
-/// looking silent to `health` and `drift`.
-fn stop_on_signal() -> std::io::Result<Arc<std::sync::atomic::AtomicBool>> {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // A second signal, while the first is being honoured, stops at once.
-        signal_hook::flag::register_conditional_shutdown(signal, EXIT_FAILED as i32, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
-    Ok(stop)
 }
 
 /// `baton run`: runs one processor for one date as a worker; exit 0 when it wrote its data
@@ -263,6 +256,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
             known.join(", ")
         )));
     }
+    crate::signals::kill_commands_on_stop(crate::signals::OnStop::FinishTheRun)
+        .map_err(Exit::backend)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let report = run_retrying_start(cli, args, &pipeline, clock)?;
     if args.json {

@@ -123,12 +123,12 @@ fn detail(
     json: bool,
     now: Timestamp,
 ) -> Outcome {
-    let runs = backend.runs(date)?;
     let leases: Vec<_> = backend
         .leases()?
         .into_iter()
         .filter(|l| l.partition == date)
         .collect();
+    let runs = as_seen(backend.runs(date)?, &leases, now);
     let docs: Vec<_> = pipeline
         .gates
         .iter()
@@ -259,6 +259,24 @@ fn landings_table(landings: &[JobLandings]) -> Table {
         ]);
     }
     t
+}
+
+/// The runs as they stand at `now`: one still recorded `running` that its lease no longer
+/// covers is shown `abandoned` before a pass marks it (status never writes).
+fn as_seen(runs: Vec<RunRecord>, leases: &[Lease], now: Timestamp) -> Vec<RunRecord> {
+    runs.into_iter()
+        .map(|mut r| {
+            let seen = r.status_at(leases, now);
+            if seen != r.status {
+                r.status = seen;
+                r.error = Some(
+                    "abandoned: no live lease covers it, its process died (not yet marked; the next run or `serve` marks it)"
+                        .to_owned(),
+                );
+            }
+            r
+        })
+        .collect()
 }
 
 /// The date's runs: who ran under which fence token, and how it ended.

@@ -683,3 +683,193 @@ fn help_begins_with_what_baton_does_and_every_command_has_an_example() {
         "commands without an example: {without:?}"
     );
 }
+/// A temp dir with a migrated database and a config whose external processor
+/// `external_one` runs `command` (a TOML array) and whose lease lives `ttl_secs`.
+fn with_external_processor(dir: &Path, command: &str, ttl_secs: u32) {
+    baton(dir)
+        .args(["init", "--out", "baton.toml"])
+        .assert()
+        .success();
+    let config = std::fs::read_to_string(dir.join("baton.toml")).unwrap();
+    let config = config
+        .replacen("ttl_secs = 600", &format!("ttl_secs = {ttl_secs}"), 1)
+        .replacen(
+            "# Phase 4: precompute",
+            &format!("[[processors]]\nname = \"external_one\"\nphase = 5\ntable = \"external_one\"\nprimary_key = [\"game_date\", \"k\"]\ncommand = {command}\n\n# Phase 4: precompute"),
+            1,
+        );
+    std::fs::write(dir.join("baton.toml"), config).unwrap();
+    baton(dir)
+        .args(["--config", "baton.toml", "migrate"])
+        .assert()
+        .success();
+}
+
+/// Waits (bounded) until `path` has content: the external command has started.
+fn wait_for_file(path: &Path) -> String {
+    for _ in 0..2000 {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s.trim().to_owned();
+        }
+        let (_tx, rx) = std::sync::mpsc::channel::<()>();
+        let _ = rx.recv_timeout(std::time::Duration::from_millis(10));
+    }
+    panic!("{} never written", path.display())
+}
+
+/// Whether the process is gone (or a zombie), waiting a bounded time for the kill to land.
+fn process_dead(pid: &str) -> bool {
+    for _ in 0..400 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(s) if s.rsplit(')').next().unwrap().trim_start().starts_with('Z') => return true,
+            Ok(_) => {
+                let (_tx, rx) = std::sync::mpsc::channel::<()>();
+                let _ = rx.recv_timeout(std::time::Duration::from_millis(25));
+            }
+        }
+    }
+    false
+}
+
+fn spawn_run(dir: &Path) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("baton"))
+        .current_dir(dir)
+        .env_remove("BATON_DB")
+        .env_remove("BATON_CONFIG")
+        .args([
+            "--config",
+            "baton.toml",
+            "run",
+            "external_one",
+            "--date",
+            "2024-03-05",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn date_runs(dir: &Path) -> Vec<serde_json::Value> {
+    let out = baton(dir)
+        .args([
+            "--config",
+            "baton.toml",
+            "status",
+            "--date",
+            "2024-03-05",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["runs"].as_array().unwrap().clone()
+}
+
+#[test]
+fn issue_10_sigterm_to_baton_run_kills_the_commands_group_and_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "sleep 600 & echo $! > grandchild.pid; wait";
+    with_external_processor(dir.path(), &format!("[\"sh\", \"-c\", {script:?}]"), 600);
+    let mut run = spawn_run(dir.path());
+    let grandchild = wait_for_file(&dir.path().join("grandchild.pid"));
+    std::process::Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "the run failed: {stderr}");
+    assert!(process_dead(&grandchild), "the command's group is killed");
+    let runs = date_runs(dir.path());
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["status"], "failed");
+    assert!(
+        runs[0]["error"].as_str().unwrap().contains("interrupted"),
+        "{}",
+        runs[0]
+    );
+}
+
+#[test]
+fn issue_10_a_sigkilled_run_is_shown_abandoned_and_its_command_dies_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first run hangs; a rerun prints its row.
+    let script = "import json, os, sys, time\nif not os.path.exists('ran'):\n    open('ran', 'w').close()\n    open('child.pid', 'w').write(str(os.getpid()) + '\\n')\n    time.sleep(600)\nprint(json.dumps({'game_date': sys.argv[1], 'k': 1}))";
+    with_external_processor(
+        dir.path(),
+        &format!("[\"python3\", \"-c\", {script:?}, \"{{date}}\"]"),
+        3,
+    );
+    let mut run = spawn_run(dir.path());
+    let child = wait_for_file(&dir.path().join("child.pid"));
+    run.kill().unwrap(); // SIGKILL: no handler runs
+    run.wait().unwrap();
+    assert!(
+        process_dead(&child),
+        "the command dies with baton (PR_SET_PDEATHSIG)"
+    );
+    // Once its 3 s lease lapses, health warns and status shows the run abandoned, though
+    // nothing has marked it yet (both are read-only).
+    let mut h013 = serde_json::Value::Null;
+    for _ in 0..400 {
+        let out = baton(dir.path())
+            .args(["--config", "baton.toml", "health", "2024-03-05", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        h013 = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["code"] == "BATON-H013")
+            .unwrap()
+            .clone();
+        if h013["level"] == "WARN" {
+            break;
+        }
+        let (_tx, rx) = std::sync::mpsc::channel::<()>();
+        let _ = rx.recv_timeout(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(h013["level"], "WARN", "{h013}");
+    assert!(
+        h013["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 abandoned run with nothing run since; newest: external_one 2024-03-05"),
+        "{h013}"
+    );
+    assert_eq!(date_runs(dir.path())[0]["status"], "abandoned");
+    // The next run takes the lease over and marks the dead run abandoned in run history.
+    baton(dir.path())
+        .args([
+            "--config",
+            "baton.toml",
+            "run",
+            "external_one",
+            "--date",
+            "2024-03-05",
+        ])
+        .assert()
+        .success();
+    let runs = date_runs(dir.path());
+    assert_eq!(runs[0]["status"], "abandoned");
+    assert!(runs[0]["finished_at"].is_string(), "{}", runs[0]);
+    assert_eq!(runs[1]["status"], "success");
+    let out = baton(dir.path())
+        .args(["--config", "baton.toml", "health", "2024-03-05", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h013 = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "BATON-H013")
+        .unwrap();
+    assert_eq!(h013["level"], "PASS", "rerun since: {h013}");
+}

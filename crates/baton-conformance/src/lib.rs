@@ -324,7 +324,90 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
         .clear_request(&request.processor, request.partition, start_time())
         .unwrap();
     assert!(store.pending_requests().unwrap().is_empty());
+    exercise_abandoned_runs(&store, &clock);
     exercise_landings(&store, &clock);
+}
+
+/// A run whose process died stays `running` until its lease stops covering it; then
+/// `abandon_runs` (or the next holder's `abandon_runs_of`) marks it, once, and leaves live
+/// and finished runs alone.
+fn exercise_abandoned_runs<S: StateStore>(store: &S, clock: &ManualClock) {
+    let p = ProcessorName::from("abandon_probe");
+    let d = day("2024-02-01");
+    let start = |id: &str, token: FenceToken| {
+        store
+            .start_run(&RunRecord {
+                run_id: RunId::from(id),
+                processor: p.clone(),
+                partition: d,
+                holder: "w".into(),
+                token,
+                started_at: clock.now_ts(),
+                finished_at: None,
+                status: RunStatus::Running,
+                rows_written: 0,
+                duplicates_dropped: 0,
+                error: None,
+            })
+            .unwrap()
+    };
+    let status_of = |id: &str| {
+        let runs = store.runs(d).unwrap();
+        let run = runs.iter().find(|r| r.run_id.as_str() == id).unwrap();
+        (run.status, run.error.clone())
+    };
+    let Acquired::Granted(a) = store
+        .acquire_lease(&p, d, "w", TTL, OnHeld::Report)
+        .unwrap()
+    else {
+        panic!("a free lease is granted")
+    };
+    start("dies", a.token);
+    assert!(
+        store.abandon_runs().unwrap().is_empty(),
+        "a run under its live lease is running, not abandoned"
+    );
+    clock.advance(SignedDuration::from_secs(601));
+    let marked = store.abandon_runs_of(&p, d).unwrap();
+    assert_eq!(marked.len(), 1);
+    let (status, error) = status_of("dies");
+    assert_eq!(status, RunStatus::Abandoned);
+    assert!(error.unwrap().contains("expired"));
+    assert!(store.abandon_runs().unwrap().is_empty(), "marked once");
+    // A live run and a finished one are left alone; a run whose lease was taken over is not.
+    let Acquired::Granted(b) = store
+        .acquire_lease(&p, d, "w", TTL, OnHeld::Report)
+        .unwrap()
+    else {
+        panic!("an expired lease can be taken over")
+    };
+    start("stale", a.token);
+    start("live", b.token);
+    start("done", b.token);
+    let end = RunEnd {
+        status: RunStatus::Success,
+        rows_written: 1,
+        duplicates_dropped: 0,
+        error: None,
+    };
+    store.finish_run(&RunId::from("done"), &end).unwrap();
+    let marked = store.abandon_runs().unwrap();
+    assert_eq!(
+        marked.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+        ["stale"]
+    );
+    assert_eq!(status_of("live").0, RunStatus::Running);
+    assert_eq!(status_of("done").0, RunStatus::Success);
+    assert!(status_of("stale").1.unwrap().contains("stale"));
+    assert!(matches!(
+        store.release_lease(&p, d, b.token).unwrap(),
+        Released::Released { .. }
+    ));
+    assert_eq!(
+        store.abandon_runs().unwrap().len(),
+        1,
+        "released: `live` died"
+    );
 }
 
 fn hours_after_start(h: i64) -> Timestamp {

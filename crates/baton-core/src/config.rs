@@ -115,6 +115,33 @@ pub enum MissingInput {
     Partial,
 }
 
+/// The bounds an external processor's command runs within: past any of them its process
+/// group is killed and the run fails, naming the processor and the limit, writing nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalLimits {
+    /// How long the command may run (`timeout_secs`).
+    pub timeout: SignedDuration,
+    /// Bytes of stdout it may print (`stdout_bytes_max`): output is parsed as it arrives,
+    /// so memory stays bounded by this and `rows_max`.
+    pub stdout_bytes_max: u64,
+    /// Rows it may print (`rows_max`).
+    pub rows_max: u64,
+    /// The tail of stderr kept for the error message (`stderr_bytes_max`); the rest is
+    /// read and dropped.
+    pub stderr_bytes_max: u64,
+}
+
+impl Default for ExternalLimits {
+    fn default() -> Self {
+        Self {
+            timeout: SignedDuration::from_secs(3600),
+            stdout_bytes_max: 256 * 1024 * 1024,
+            rows_max: 5_000_000,
+            stderr_bytes_max: 64 * 1024,
+        }
+    }
+}
+
 /// A processor: writes one table for a partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Processor {
@@ -134,6 +161,9 @@ pub struct Processor {
     pub depends_on: Vec<ProcessorName>,
     /// An external command printing rows as JSON Lines; `None` for a built-in processor.
     pub command: Option<Vec<String>>,
+    /// The bounds an external command runs within (defaults for a built-in processor,
+    /// which does not use them).
+    pub limits: ExternalLimits,
     /// What to do when an upstream input has not landed.
     pub on_missing_input: MissingInput,
     /// With `Wait`: how long after the latest expected landing to keep waiting before the
@@ -517,6 +547,14 @@ struct RawProcessor {
     on_missing_input: Option<Spanned<String>>,
     #[serde(default)]
     wait_deadline_mins: Option<Spanned<i64>>,
+    #[serde(default)]
+    timeout_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    stdout_bytes_max: Option<Spanned<i64>>,
+    #[serde(default)]
+    rows_max: Option<Spanned<i64>>,
+    #[serde(default)]
+    stderr_bytes_max: Option<Spanned<i64>>,
     #[serde(default)]
     volatile_columns: Vec<Spanned<String>>,
     #[serde(default)]
@@ -1197,6 +1235,7 @@ impl Validator<'_> {
             )?)),
             None => None,
         };
+        let limits = self.external_limits(key, p)?;
         let mut volatile_columns = Vec::new();
         for (j, c) in p.volatile_columns.iter().enumerate() {
             volatile_columns.push(self.ident(&format!("{key}.volatile_columns[{j}]"), c)?);
@@ -1210,11 +1249,43 @@ impl Validator<'_> {
             upstream: Vec::new(),
             depends_on: Vec::new(),
             command,
+            limits,
             on_missing_input,
             wait_deadline,
             volatile_columns,
             calendar: None,
         })
+    }
+
+    /// An external processor's timeout and output limits, each defaulted and bounded; set
+    /// on a built-in processor they are an error (they would silently do nothing).
+    fn external_limits(&self, key: &str, p: &RawProcessor) -> Result<ExternalLimits, Error> {
+        let mut limits = ExternalLimits::default();
+        let fields = [
+            ("timeout_secs", &p.timeout_secs, 7 * 24 * 3600),
+            ("stdout_bytes_max", &p.stdout_bytes_max, 1 << 40),
+            ("rows_max", &p.rows_max, 1_000_000_000),
+            ("stderr_bytes_max", &p.stderr_bytes_max, 16 << 20),
+        ];
+        for (name, value, max) in fields {
+            let Some(value) = value else { continue };
+            let full = format!("{key}.{name}");
+            if p.command.is_none() {
+                return self.err(
+                    full,
+                    value.span(),
+                    "only an external processor (one with a `command`) has this limit",
+                );
+            }
+            let v = self.positive(&full, value, max)?;
+            match name {
+                "timeout_secs" => limits.timeout = SignedDuration::from_secs(v),
+                "stdout_bytes_max" => limits.stdout_bytes_max = v as u64,
+                "rows_max" => limits.rows_max = v as u64,
+                _ => limits.stderr_bytes_max = v as u64,
+            }
+        }
+        Ok(limits)
     }
 
     /// Resolves each processor's inputs, upstream jobs and dependencies, in the order of
@@ -2392,6 +2463,50 @@ notify = ["slack"]
                 "a secret is not echoed: {e}"
             );
         }
+    }
+
+    #[test]
+    fn external_limits_default_and_are_validated_with_key_and_line() {
+        let team = "name = \"team_offense_game_summary\"";
+        let ext = format!("{team}\ncommand = [\"./p\"]");
+        let p = Pipeline::from_toml(&mutate(team, &ext)).unwrap();
+        let proc = p.processor("team_offense_game_summary").unwrap();
+        assert_eq!(proc.limits, ExternalLimits::default());
+        let src = mutate(
+            team,
+            &format!(
+                "{ext}\ntimeout_secs = 5\nstdout_bytes_max = 1000\nrows_max = 7\nstderr_bytes_max = 64"
+            ),
+        );
+        let limits = Pipeline::from_toml(&src).unwrap().processors[0].limits;
+        assert_eq!(
+            limits,
+            ExternalLimits {
+                timeout: SignedDuration::from_secs(5),
+                stdout_bytes_max: 1000,
+                rows_max: 7,
+                stderr_bytes_max: 64
+            }
+        );
+        for bad in [
+            "timeout_secs = 0",
+            "rows_max = -1",
+            "stderr_bytes_max = 99999999999",
+        ] {
+            let src = mutate(team, &format!("{ext}\n{bad}"));
+            let e = err_of(&src);
+            let key = bad.split(' ').next().unwrap();
+            assert!(
+                e.key.ends_with(key) || e.message.contains(key),
+                "{bad}: {e}"
+            );
+            assert_eq!(e.line, Some(line_containing(&src, key)), "{bad}: {e}");
+        }
+        let src = mutate(team, &format!("{team}\ntimeout_secs = 5"));
+        let e = err_of(&src);
+        assert!(e.key.ends_with("timeout_secs"), "{e}");
+        assert!(e.message.contains("only an external processor"), "{e}");
+        assert_eq!(e.line, Some(line_containing(&src, "timeout_secs")));
     }
 
     #[test]

@@ -62,6 +62,24 @@ pub struct DateFacts {
     pub inputs: Vec<String>,
     /// Quality checks that passed with a warning (below their warning threshold).
     pub warnings: Vec<Blocked>,
+    /// Runs whose process died before finishing them (marked `abandoned`, or still
+    /// `running` with no live lease covering them).
+    pub abandoned: Vec<AbandonedRun>,
+}
+
+/// A run whose process died before finishing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedRun {
+    /// The processor.
+    pub processor: String,
+    /// The run.
+    pub run_id: String,
+    /// Who ran it.
+    pub holder: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Whether a later run of the same processor and date started since.
+    pub rerun: bool,
 }
 
 /// Facts about the running system.
@@ -186,6 +204,7 @@ const CHECKS: &[CheckFn] = &[
     quality_checks,
     serve_instances,
     output_follows_inputs,
+    abandoned_runs,
 ];
 
 /// Judges the facts at `now`.
@@ -400,6 +419,57 @@ fn stale_leases(f: &Facts<'_>) -> Check {
                 .join("; ")
         },
         Vec::new(),
+    )
+}
+
+/// BATON-H013: runs whose process died before finishing them (killed, out of memory, its
+/// backend lost). WARN while such a run is the latest of its processor and date: nothing
+/// has run since, so the date may be short; one that was rerun is history, listed only.
+fn abandoned_runs(f: &Facts<'_>) -> Check {
+    let all: Vec<(&str, &AbandonedRun)> = f
+        .dates
+        .iter()
+        .flat_map(|d| d.abandoned.iter().map(move |a| (d.date.as_str(), a)))
+        .collect();
+    let open: Vec<&(&str, &AbandonedRun)> = all.iter().filter(|(_, a)| !a.rerun).collect();
+    let details = all
+        .iter()
+        .map(|(d, a)| {
+            let since = if a.rerun {
+                "; rerun since"
+            } else {
+                "; nothing ran since"
+            };
+            format!(
+                "{} {d} run {} by {}, started {} ago{since}",
+                a.processor,
+                a.run_id,
+                a.holder,
+                crate::schedule::human(f.now.duration_since(a.started_at))
+            )
+        })
+        .collect();
+    let evidence = match open.iter().max_by_key(|(_, a)| a.started_at) {
+        Some((d, newest)) => format!(
+            "{} abandoned run{} with nothing run since; newest: {} {d} by {}, started {} ago",
+            open.len(),
+            if open.len() == 1 { "" } else { "s" },
+            newest.processor,
+            newest.holder,
+            crate::schedule::human(f.now.duration_since(newest.started_at))
+        ),
+        None if all.is_empty() => "no abandoned run".to_owned(),
+        None => format!(
+            "no abandoned run left without a rerun ({} rerun)",
+            all.len()
+        ),
+    };
+    check(
+        "BATON-H013",
+        "abandoned runs",
+        pass_unless(!open.is_empty(), Level::Warn),
+        evidence,
+        details,
     )
 }
 
@@ -630,6 +700,36 @@ mod tests {
             .map(|n| format!("BATON-H{n:03}"))
             .collect();
         assert_eq!(codes, expected);
+    }
+
+    #[test]
+    fn an_abandoned_run_warns_until_it_is_rerun() {
+        let run = |id: &str, hours_ago: i64, rerun: bool| AbandonedRun {
+            processor: "player_game_summary".into(),
+            run_id: id.into(),
+            holder: "host-a".into(),
+            started_at: now() - SignedDuration::from_hours(hours_ago),
+            rerun,
+        };
+        let mut d = date("2024-03-01", 5, 5);
+        d.abandoned = vec![run("r1", 5, true), run("r2", 3, false), run("r3", 2, false)];
+        let r = evaluate(
+            &[d.clone()],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        let c = r.checks.iter().find(|c| c.code == "BATON-H013").unwrap();
+        assert_eq!(c.level, Level::Warn);
+        assert_eq!(
+            c.evidence,
+            "2 abandoned runs with nothing run since; newest: player_game_summary 2024-03-01 by host-a, started 2h ago"
+        );
+        assert_eq!(c.details.len(), 3);
+        d.abandoned = vec![run("r1", 5, true)];
+        let r = evaluate(&[d], &SystemFacts::default(), now(), Limits::default());
+        let c = r.checks.iter().find(|c| c.code == "BATON-H013").unwrap();
+        assert_eq!(c.level, Level::Pass, "{}", c.evidence);
     }
 
     #[test]

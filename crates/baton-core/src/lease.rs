@@ -142,6 +142,15 @@ pub fn check_current(
     Ok(lease)
 }
 
+/// Why a run recorded as still running under `token` is abandoned at `now`, or `None`
+/// while its lease still covers it. A run lives only while its lease is live and current:
+/// once the lease expired unreleased, was released, or was taken over, the run can never
+/// write (the fence refuses it), so a `running` record past that point is a process that
+/// died (killed, out of memory, its backend lost) and will never finish it.
+pub fn abandoned(existing: Option<&Lease>, token: FenceToken, now: Timestamp) -> Option<Refusal> {
+    check_current(existing, token, now).err()
+}
+
 /// Extends the lease by `ttl` from `now`, only for the live current holder.
 pub fn renew(
     existing: Option<&Lease>,
@@ -188,6 +197,32 @@ mod tests {
             now,
             TTL,
         )
+    }
+
+    #[test]
+    fn a_run_is_abandoned_once_its_lease_stops_covering_it() {
+        let Acquire::Granted(a) = grant(None, "a", t(0)) else {
+            panic!()
+        };
+        assert_eq!(
+            abandoned(Some(&a), a.token, t(599)),
+            None,
+            "live: still running"
+        );
+        assert!(matches!(
+            abandoned(Some(&a), a.token, t(600)),
+            Some(Refusal::Expired { .. })
+        ));
+        let Acquire::Granted(b) = grant(Some(&a), "b", t(601)) else {
+            panic!()
+        };
+        assert!(matches!(
+            abandoned(Some(&b), a.token, t(602)),
+            Some(Refusal::StaleToken { .. })
+        ));
+        let released = release(Some(&b), b.token).unwrap();
+        assert!(abandoned(Some(&released), b.token, t(603)).is_some());
+        assert_eq!(abandoned(None, a.token, t(0)), Some(Refusal::NoLease));
     }
 
     #[test]

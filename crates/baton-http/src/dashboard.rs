@@ -52,7 +52,7 @@ fn cell_state(
             RunStatus::Running => "running",
             RunStatus::Success | RunStatus::NoData => "done",
             RunStatus::Partial => "partial",
-            RunStatus::Failed | RunStatus::Fenced => "failed",
+            RunStatus::Failed | RunStatus::Fenced | RunStatus::Abandoned => "failed",
         };
         let detail = match &r.error {
             Some(e) => format!("{} by {}: {e}", r.status, r.holder),

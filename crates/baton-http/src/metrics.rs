@@ -392,7 +392,9 @@ impl Metrics {
                         && r.token < run.token
                         && matches!(
                             r.status,
-                            baton_ports::RunStatus::Running | baton_ports::RunStatus::Fenced
+                            baton_ports::RunStatus::Running
+                                | baton_ports::RunStatus::Fenced
+                                | baton_ports::RunStatus::Abandoned
                         )
                 }) {
                     self.takeovers.inc();

@@ -14,13 +14,14 @@
 //! what differs between databases, and it stays in the adapters.
 
 use crate::{
-    Error, FencedWrite, NewDeadLetter, NewOutboxRow, PendingRequest, Result, Work, WriteOutcome,
+    Error, FencedWrite, NewDeadLetter, NewOutboxRow, PendingRequest, Result, RunEnd, RunRecord,
+    RunStatus, Work, WriteOutcome,
 };
 use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
 use baton_core::config::TableSpec;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::message::CompletionMessage;
-use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row};
+use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
 
@@ -119,6 +120,22 @@ pub trait Transaction {
         partition: Partition,
         token: FenceToken,
     ) -> Result<u64>;
+    /// Every run still recorded as `running`, in start order.
+    fn running_runs(&mut self) -> Result<Vec<RunRecord>>;
+    /// The runs of one (processor, partition) still recorded as `running`, in start order.
+    fn running_runs_of(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Vec<RunRecord>>;
+    /// Ends a run that is still `running` as `end` says, at `finished_at`; false when it
+    /// had already ended (its own process finished it first).
+    fn end_running_run(
+        &mut self,
+        run_id: &RunId,
+        end: &RunEnd,
+        finished_at: Timestamp,
+    ) -> Result<bool>;
 }
 
 /// A document of an `apply` batch: its state so far, the version it was read at, and whether
@@ -309,4 +326,48 @@ pub fn record_landing(
         tx.owe_run(request)?;
     }
     Ok(batch)
+}
+
+/// Marks `abandoned` every run still `running` whose lease no longer covers it
+/// ([`lease::abandoned`]: expired unreleased, released, or taken over), with the reason in
+/// its error; returns the runs marked, as they were before. Such a run can never write (the
+/// fence refuses its token), so its process died. Idempotent: a run marked, or finished by
+/// its own process meanwhile, is left alone.
+pub fn abandon_runs(tx: &mut dyn Transaction) -> Result<Vec<RunRecord>> {
+    let running = tx.running_runs()?;
+    abandon(tx, running)
+}
+
+/// [`abandon_runs`] for one (processor, partition): what a new holder of its lease does
+/// before it starts, so the run it took over from does not stay `running`.
+pub fn abandon_runs_of(
+    tx: &mut dyn Transaction,
+    processor: &ProcessorName,
+    partition: Partition,
+) -> Result<Vec<RunRecord>> {
+    let running = tx.running_runs_of(processor, partition)?;
+    abandon(tx, running)
+}
+
+fn abandon(tx: &mut dyn Transaction, running: Vec<RunRecord>) -> Result<Vec<RunRecord>> {
+    let now = tx.now();
+    let mut marked = Vec::new();
+    for run in running {
+        let current = tx.lease_for_write(&run.processor, run.partition)?;
+        let Some(why) = lease::abandoned(current.as_ref(), run.token, now) else {
+            continue;
+        };
+        let end = RunEnd {
+            status: RunStatus::Abandoned,
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: Some(format!(
+                "abandoned: its process stopped before finishing the run ({why})"
+            )),
+        };
+        if tx.end_running_run(&run.run_id, &end, now)? {
+            marked.push(run);
+        }
+    }
+    Ok(marked)
 }

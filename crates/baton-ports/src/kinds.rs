@@ -49,6 +49,10 @@ text_enum! {
         Failed => "failed",
         /// Refused at the write: its lease was no longer live and current.
         Fenced => "fenced",
+        /// Stopped without finishing (its process was killed, ran out of memory, or lost
+        /// its backend): marked so once its lease stopped covering it. It wrote nothing
+        /// and published nothing.
+        Abandoned => "abandoned",
     }
 }
 
@@ -68,7 +72,7 @@ impl RunStatus {
             Self::Partial => Some(CompletionStatus::Partial),
             Self::NoData => Some(CompletionStatus::NoData),
             Self::Failed => Some(CompletionStatus::Failed),
-            Self::Running | Self::Fenced => None,
+            Self::Running | Self::Fenced | Self::Abandoned => None,
         }
     }
 }

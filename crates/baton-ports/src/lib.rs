@@ -218,6 +218,25 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+impl RunRecord {
+    /// How the run stands at `now`, given the lease of its (processor, partition) from
+    /// `leases`: a run recorded `running` that its lease no longer covers is abandoned
+    /// ([`baton_core::lease::abandoned`]) even before a pass marked it so, which lets
+    /// read-only commands show it.
+    pub fn status_at(&self, leases: &[Lease], now: Timestamp) -> RunStatus {
+        if self.status != RunStatus::Running {
+            return self.status;
+        }
+        let lease = leases
+            .iter()
+            .find(|l| l.processor == self.processor && l.partition == self.partition);
+        match baton_core::lease::abandoned(lease, self.token, now) {
+            Some(_) => RunStatus::Abandoned,
+            None => RunStatus::Running,
+        }
+    }
+}
+
 /// How a run ended, for [`StateStore::finish_run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEnd {
@@ -347,6 +366,20 @@ pub trait StateStore: engine::Transact + Send + Sync {
     fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>>;
     /// Runs that finished at or after `since`, of every partition.
     fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>>;
+    /// Marks `abandoned` every run still `running` whose lease no longer covers it (its
+    /// process died), through [`engine::abandon_runs`]; returns the runs marked.
+    fn abandon_runs(&self) -> Result<Vec<RunRecord>> {
+        engine::run(self, engine::abandon_runs)
+    }
+    /// [`StateStore::abandon_runs`] for one (processor, partition), through
+    /// [`engine::abandon_runs_of`].
+    fn abandon_runs_of(
+        &self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Vec<RunRecord>> {
+        engine::run(self, |tx| engine::abandon_runs_of(tx, processor, partition))
+    }
 
     /// Records (or refreshes) the run owed for a (processor, date): one per pair, the newest
     /// kind and reason win. The first `since` is kept, except that a run baton requested

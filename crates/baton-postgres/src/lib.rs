@@ -399,6 +399,48 @@ impl engine::Transaction for PgTxn<'_, '_> {
     fn now(&self) -> Timestamp {
         self.now
     }
+    fn running_runs(&mut self) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY started_at, seq FOR UPDATE"
+        );
+        self.tx
+            .query(sql.as_str(), &[])
+            .map_err(|e| pg_err(&e))?
+            .iter()
+            .map(run_from)
+            .collect()
+    }
+    fn running_runs_of(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE partition = $1 AND processor = $2 AND status = 'running' ORDER BY started_at, seq FOR UPDATE"
+        );
+        self.tx
+            .query(sql.as_str(), &[&partition.to_string(), &processor.as_str()])
+            .map_err(|e| pg_err(&e))?
+            .iter()
+            .map(run_from)
+            .collect()
+    }
+    fn end_running_run(
+        &mut self,
+        run_id: &RunId,
+        end: &RunEnd,
+        finished_at: Timestamp,
+    ) -> Result<bool> {
+        let changed = self
+            .tx
+            .execute(
+                "UPDATE runs SET finished_at = $2, status = $3, rows_written = $4, duplicates_dropped = $5, error = $6
+                 WHERE run_id = $1 AND status = 'running'",
+                &[&run_id.as_str(), &micros(finished_at), &end.status.as_str(), &(end.rows_written as i64), &(end.duplicates_dropped as i64), &end.error],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(changed > 0)
+    }
     fn document_for_update(
         &mut self,
         gate: &GateId,

@@ -14,6 +14,8 @@
 
 mod external;
 
+pub use external::kill_running_commands;
+
 use baton_core::clock::Clock;
 use baton_core::config::{MissingInput, Pipeline, Processor};
 use baton_core::dedup;
@@ -509,7 +511,16 @@ impl Runner {
                     return Ok(report);
                 }
             };
-            let attempt = self.attempt(proc, partition, &lease, options, hooks, partial_inputs)?;
+            let attempt =
+                match self.attempt(proc, partition, &lease, options, hooks, partial_inputs) {
+                    Ok(attempt) => attempt,
+                    Err(e) => {
+                        // A backend error mid-run: hand the lease back now rather than leave
+                        // it held for its whole TTL (a retry can take it at once).
+                        self.release_after_error(proc, partition, lease.token);
+                        return Err(e);
+                    }
+                };
             let fenced = attempt.status == RunStatus::Fenced;
             report.attempts.push(attempt);
             if self.release_for_follow_up(proc, partition, lease.token)? {
@@ -551,6 +562,20 @@ impl Runner {
             report.outcome = RunOutcome::Coalesced { holder, until };
         }
         Ok(())
+    }
+
+    /// Releases the lease after an attempt failed on a backend error, best effort: when the
+    /// backend is still down the release fails too, and the lease expires by its TTL (and
+    /// the run is marked abandoned by whoever comes next).
+    fn release_after_error(&self, proc: &Processor, partition: Partition, token: FenceToken) {
+        match self.store.release_lease(&proc.name, partition, token) {
+            Ok(_) => {
+                tracing::warn!(processor = %proc.name, date = %partition, %token, "released the lease after a backend error mid-run");
+            }
+            Err(e) => {
+                tracing::warn!(processor = %proc.name, date = %partition, %token, error = %e, "could not release the lease after a backend error; it expires by its TTL");
+            }
+        }
     }
 
     /// Releases the lease; true when requests were coalesced meanwhile, so the caller
@@ -614,9 +639,52 @@ impl Runner {
         hooks: &dyn RunHooks,
         partial_inputs: &[String],
     ) -> Result<Attempt, Error> {
+        // The run this lease was taken over from (its process died) ends as abandoned
+        // before this one starts.
+        for run in self.store.abandon_runs_of(&proc.name, partition)? {
+            tracing::warn!(processor = %proc.name, date = %partition, run_id = %run.run_id, holder = %run.holder, token = %run.token, "marked the previous run abandoned: its process died before finishing it");
+        }
         let (run_id, started_at) = self.start_run(proc, partition, options, lease.token)?;
+        let attempt = Attempt::started(run_id, lease.token);
+        let result = self.attempt_started(
+            proc,
+            partition,
+            lease,
+            hooks,
+            partial_inputs,
+            started_at,
+            attempt.clone(),
+        );
+        if let Err(e) = &result {
+            // Recorded as failed where the backend still answers, so run history does not
+            // keep it `running`; otherwise it is marked abandoned once its lease lapses.
+            let end = RunEnd {
+                status: RunStatus::Failed,
+                rows_written: 0,
+                duplicates_dropped: 0,
+                error: Some(format!("backend error mid-run; nothing was written: {e}")),
+            };
+            if let Err(again) = self.store.finish_run(&attempt.run_id, &end) {
+                tracing::warn!(processor = %proc.name, date = %partition, error = %again, "could not record the run's failure");
+            }
+        }
+        result
+    }
+
+    /// The rest of an attempt once its start is recorded: computes and deduplicates, then
+    /// writes through the fence and records how the run finished.
+    #[allow(clippy::too_many_arguments)] // the attempt's context, passed on unchanged
+    fn attempt_started(
+        &self,
+        proc: &Processor,
+        partition: Partition,
+        lease: &Lease,
+        hooks: &dyn RunHooks,
+        partial_inputs: &[String],
+        started_at: Timestamp,
+        mut attempt: Attempt,
+    ) -> Result<Attempt, Error> {
         let computed = self.compute(proc, partition, lease)?;
-        let mut attempt = Attempt::started(run_id, lease.token);
         let rows = match computed {
             Computed::Rows(rows) => rows,
             Computed::Failed(error) => return self.fail(proc, partition, attempt, error),
@@ -896,6 +964,7 @@ impl Runner {
                     &proc.name,
                     partition,
                     self.pipeline.lease_ttl,
+                    &proc.limits,
                     &renew,
                 ) {
                     Ok(rows) => Computed::Rows(rows),

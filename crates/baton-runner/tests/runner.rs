@@ -623,3 +623,250 @@ fn a_request_coalesced_into_a_holder_that_died_still_runs() {
     assert!(owed[0].succeeded(), "{owed:?}");
     assert!(e.backend.pending_requests().unwrap().is_empty());
 }
+
+/// Drops the processor's table just before the fenced write: a real backend error mid-run.
+struct BreakTheTable {
+    backend: Arc<SqliteBackend>,
+}
+
+impl RunHooks for BreakTheTable {
+    fn before_write(&self, _lease: &Lease) {
+        self.backend
+            .with_write_transaction(|tx| {
+                tx.execute_batch("DROP TABLE team_offense_game_summary")
+                    .map_err(|e| baton_ports::Error::Permanent(e.to_string()))
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn issue_10_a_backend_error_mid_run_releases_the_lease_and_fails_the_run() {
+    let e = env();
+    let hooks = BreakTheTable {
+        backend: e.backend.clone(),
+    };
+    let err = e
+        .runner
+        .run(
+            "team_offense_game_summary",
+            e.date,
+            &RunOptions::new("x"),
+            &hooks,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("team_offense_game_summary"),
+        "{err}"
+    );
+    let lease = e
+        .backend
+        .leases()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.processor.as_str() == "team_offense_game_summary" && l.partition == e.date)
+        .unwrap();
+    assert!(
+        lease.released,
+        "the lease is handed back, not held for its TTL"
+    );
+    let runs = e.backend.runs(e.date).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Failed, "{:?}", runs[0]);
+    assert!(runs[0].error.as_deref().unwrap().contains("backend error"));
+}
+
+#[test]
+fn issue_10_the_next_holder_marks_a_dead_holders_run_abandoned() {
+    let e = env();
+    let p = baton_core::model::ProcessorName::from("team_offense_game_summary");
+    // A holder takes the lease, records its start, and dies (nothing more happens).
+    let baton_ports::Acquired::Granted(dead) = e
+        .backend
+        .acquire_lease(
+            &p,
+            e.date,
+            "dead",
+            e.pipeline.lease_ttl,
+            baton_ports::OnHeld::Report,
+        )
+        .unwrap()
+    else {
+        panic!("free lease")
+    };
+    e.backend
+        .start_run(&baton_ports::RunRecord {
+            run_id: baton_core::model::RunId::from("dead-run"),
+            processor: p.clone(),
+            partition: e.date,
+            holder: "dead".into(),
+            token: dead.token,
+            started_at: e.clock.now(),
+            finished_at: None,
+            status: RunStatus::Running,
+            rows_written: 0,
+            duplicates_dropped: 0,
+            error: None,
+        })
+        .unwrap();
+    e.clock
+        .advance(e.pipeline.lease_ttl + SignedDuration::from_secs(1));
+    let r = e
+        .runner
+        .run(p.as_str(), e.date, &RunOptions::new("next"), &NoHooks)
+        .unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    let runs = e.backend.runs(e.date).unwrap();
+    let dead_run = runs
+        .iter()
+        .find(|r| r.run_id.as_str() == "dead-run")
+        .unwrap();
+    assert_eq!(dead_run.status, RunStatus::Abandoned);
+    assert!(dead_run.finished_at.is_some());
+}
+
+/// The reference pipeline with an external processor running `command` (a TOML array)
+/// under `limits` (TOML lines).
+fn external_command(command: &str, limits: &str) -> String {
+    REFERENCE_TOML.replace(
+        "# Phase 4: precompute",
+        &format!(
+            "[[processors]]\nname = \"external_one\"\nphase = 5\ntable = \"external_one\"\nprimary_key = [\"game_date\", \"k\"]\ncommand = {command}\n{limits}\n\n# Phase 4: precompute"
+        ),
+    )
+}
+
+/// Whether the process is gone (or a zombie waiting to be reaped), waiting a bounded time:
+/// a SIGKILL is delivered asynchronously.
+fn dead(pid: &str) -> bool {
+    let stat = format!("/proc/{}/stat", pid.trim());
+    for _ in 0..200 {
+        match std::fs::read_to_string(&stat) {
+            Err(_) => return true,
+            Ok(s) if s.rsplit(')').next().unwrap().trim_start().starts_with('Z') => return true,
+            Ok(_) => {
+                let (_tx, rx) = std::sync::mpsc::channel::<()>();
+                let _ = rx.recv_timeout(std::time::Duration::from_millis(25));
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn issue_10_a_hung_external_command_times_out_and_its_grandchild_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+    let e = env_with(&external_command(
+        &format!("[\"sh\", \"-c\", {script:?}]"),
+        "timeout_secs = 1",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let a = &r.attempts[0];
+    assert_eq!(a.status, RunStatus::Failed);
+    let error = a.error.as_deref().unwrap();
+    assert!(
+        error.contains("processor `external_one`") && error.contains("timeout_secs = 1"),
+        "{error}"
+    );
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap();
+    assert!(dead(&grandchild), "the command's whole group is killed");
+    let lease = e.backend.leases().unwrap();
+    assert!(lease.iter().all(|l| l.released), "the lease is released");
+    let table = &e.pipeline.processor("external_one").unwrap().table;
+    assert_eq!(e.backend.row_count(table, e.date).unwrap(), 0);
+}
+
+#[test]
+fn issue_10_endless_output_is_refused_at_the_byte_limit() {
+    let script =
+        "import json, sys\nwhile True:\n    print(json.dumps({'game_date': sys.argv[1], 'k': 1}))";
+    let e = env_with(&external_command(
+        &format!("[\"python3\", \"-c\", {script:?}, \"{{date}}\"]"),
+        "stdout_bytes_max = 100000",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert_eq!(r.attempts[0].status, RunStatus::Failed);
+    let error = r.attempts[0].error.as_deref().unwrap();
+    assert!(
+        error
+            .starts_with("processor `external_one`: stdout passed stdout_bytes_max (100000 bytes)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn issue_10_too_many_rows_are_refused_at_the_row_limit() {
+    let script = "import json, sys\nfor k in range(10):\n    print(json.dumps({'game_date': sys.argv[1], 'k': k}))";
+    let e = env_with(&external_command(
+        &format!("[\"python3\", \"-c\", {script:?}, \"{{date}}\"]"),
+        "rows_max = 3",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let error = r.attempts[0].error.as_deref().unwrap();
+    assert!(error.contains("rows_max (3 rows)"), "{error}");
+}
+
+#[test]
+fn issue_10_a_grandchild_holding_stdout_open_does_not_block_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let script = format!(
+        "echo \"{{\\\"game_date\\\": \\\"$BATON_DATE\\\", \\\"k\\\": 1}}\"; sleep 600 & echo $! > {}; exit 0",
+        pidfile.display()
+    );
+    let e = env_with(&external_command(
+        &format!("[\"sh\", \"-c\", {script:?}]"),
+        "timeout_secs = 3600",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(r.attempts[0].rows_written, 1);
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap();
+    assert!(dead(&grandchild), "what the command left behind is killed");
+}
+
+#[test]
+fn issue_10_stderr_in_the_error_is_a_bounded_escaped_tail() {
+    let script = "import sys\nsys.stderr.write('x' * 100000 + '\\nboom\\x1b[2J\\n')\nsys.exit(4)";
+    let e = env_with(&external_command(
+        &format!("[\"python3\", \"-c\", {script:?}]"),
+        "stderr_bytes_max = 1024",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let error = r.attempts[0].error.clone().unwrap();
+    assert!(error.contains("exit status: 4"), "{error}");
+    assert!(error.ends_with("boom\\u{1b}[2J"), "{error}");
+    assert!(error.len() < 1200, "only the tail is kept: {}", error.len());
+}
+
+#[test]
+fn issue_10_a_command_that_closes_stdout_and_hangs_still_times_out() {
+    let script = "exec >&-; sleep 600";
+    let e = env_with(&external_command(
+        &format!("[\"sh\", \"-c\", {script:?}]"),
+        "timeout_secs = 1",
+    ));
+    let r = e
+        .runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    let error = r.attempts[0].error.as_deref().unwrap();
+    assert!(error.contains("timeout_secs = 1"), "{error}");
+}

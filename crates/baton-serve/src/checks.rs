@@ -364,10 +364,34 @@ pub fn health_facts(
     now: Timestamp,
 ) -> Result<(Vec<DateFacts>, SystemFacts), Error> {
     let mut facts = Vec::new();
+    let leases = store.leases()?;
     for &d in dates {
-        facts.push(date_facts(pipeline, store, warehouse, d, now)?);
+        let mut date = date_facts(pipeline, store, warehouse, d, now)?;
+        date.abandoned = abandoned_runs(&store.runs(d)?, &leases, now);
+        facts.push(date);
     }
     Ok((facts, system_facts(pipeline, store, bus, now)?))
+}
+
+/// The runs of a date whose process died before finishing them (marked, or `running` with
+/// no live lease), each with whether a later run of its processor started since.
+fn abandoned_runs(
+    runs: &[RunRecord],
+    leases: &[baton_core::lease::Lease],
+    now: Timestamp,
+) -> Vec<health::AbandonedRun> {
+    runs.iter()
+        .filter(|r| r.status_at(leases, now) == RunStatus::Abandoned)
+        .map(|r| health::AbandonedRun {
+            processor: r.processor.to_string(),
+            run_id: r.run_id.to_string(),
+            holder: r.holder.clone(),
+            started_at: r.started_at,
+            rerun: runs
+                .iter()
+                .any(|later| later.processor == r.processor && later.started_at > r.started_at),
+        })
+        .collect()
 }
 
 /// One date's facts: its landings, duplicate rows per table, and every gate's completions.

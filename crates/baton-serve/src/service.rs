@@ -479,6 +479,11 @@ impl Service {
     /// a warning, because a repair means something upstream of baton lost a message.
     fn reconcile(&self, now: Timestamp) -> Result<Vec<Reconciled>, Error> {
         let pipeline = &self.ports.pipeline;
+        // Runs whose process died: marked here for every backend, so run history never
+        // keeps a `running` run that no lease covers (BATON-H013 shows them).
+        for run in self.ports.store.abandon_runs()? {
+            tracing::warn!(processor = %run.processor, date = %run.partition, run_id = %run.run_id, holder = %run.holder, token = %run.token, "marked a run abandoned: its process died before finishing it");
+        }
         let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
         let first = today.offset(1 - self.options.reconcile_days as i32);
         let mut out = Vec::new();

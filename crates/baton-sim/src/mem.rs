@@ -204,6 +204,43 @@ impl engine::Transaction for MemTxn<'_> {
     fn now(&self) -> Timestamp {
         self.now
     }
+    fn running_runs(&mut self) -> Result<Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = (self.state.runs.iter())
+            .filter(|r| r.status == baton_ports::RunStatus::Running)
+            .cloned()
+            .collect();
+        runs.sort_by_key(|r| r.started_at);
+        Ok(runs)
+    }
+    fn running_runs_of(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Vec<RunRecord>> {
+        let runs = self.running_runs()?;
+        Ok(runs
+            .into_iter()
+            .filter(|r| &r.processor == processor && r.partition == partition)
+            .collect())
+    }
+    fn end_running_run(
+        &mut self,
+        run_id: &RunId,
+        end: &RunEnd,
+        finished_at: Timestamp,
+    ) -> Result<bool> {
+        let run = (self.state.runs.iter_mut())
+            .find(|r| &r.run_id == run_id && r.status == baton_ports::RunStatus::Running);
+        let Some(r) = run else {
+            return Ok(false);
+        };
+        r.finished_at = Some(finished_at);
+        r.status = end.status;
+        r.rows_written = end.rows_written;
+        r.duplicates_dropped = end.duplicates_dropped;
+        r.error = end.error.clone();
+        Ok(true)
+    }
     fn document_for_update(
         &mut self,
         gate: &GateId,

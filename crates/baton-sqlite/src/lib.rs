@@ -298,6 +298,40 @@ impl engine::Transaction for SqliteTxn<'_> {
     fn now(&self) -> Timestamp {
         self.now
     }
+    fn running_runs(&mut self) -> Result<Vec<RunRecord>> {
+        query_runs(
+            self.conn,
+            "WHERE status = 'running' ORDER BY started_at, rowid",
+            [],
+        )
+    }
+    fn running_runs_of(
+        &mut self,
+        processor: &ProcessorName,
+        partition: Partition,
+    ) -> Result<Vec<RunRecord>> {
+        query_runs(
+            self.conn,
+            "WHERE partition = ?1 AND processor = ?2 AND status = 'running' ORDER BY started_at, rowid",
+            params![partition.to_string(), processor.as_str()],
+        )
+    }
+    fn end_running_run(
+        &mut self,
+        run_id: &RunId,
+        end: &RunEnd,
+        finished_at: Timestamp,
+    ) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, rows_written = ?4, duplicates_dropped = ?5, error = ?6
+                 WHERE run_id = ?1 AND status = 'running'",
+                params![run_id.as_str(), micros(finished_at), end.status.as_str(), end.rows_written as i64, end.duplicates_dropped as i64, end.error],
+            )
+            .map_err(map_err)?;
+        Ok(changed > 0)
+    }
     fn document_for_update(
         &mut self,
         gate: &GateId,
