@@ -7,6 +7,7 @@
 mod bench;
 mod check;
 mod demo;
+mod letters;
 mod ops;
 mod status;
 mod timeline;
@@ -95,6 +96,8 @@ enum Command {
     Health(check::HealthArgs),
     /// Show completion documents, runs and leases.
     Status(status::StatusArgs),
+    /// Dead letters: list, show, replay (after fixing the cause) or retire them.
+    DeadLetters(letters::LettersArgs),
     /// Write the reference pipeline's config to a file to start from.
     Init(ops::InitArgs),
     /// Apply the database schema's pending migrations and create the pipeline's tables.
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
         Command::Run(a) => ops::run(&cli, a),
         Command::Publish(a) => ops::publish(&cli, a),
         Command::Status(a) => status::run(&cli, a),
+        Command::DeadLetters(a) => letters::run(&cli, a),
         Command::Reconcile(a) => check::reconcile(&cli, a),
         Command::Health(a) => check::health(&cli, a),
         Command::Init(a) => ops::init(a),

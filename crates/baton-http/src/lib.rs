@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod dashboard;
+pub mod letters;
 pub mod metrics;
 
 use axum::extract::{Path, Query, State};
@@ -80,6 +81,9 @@ pub enum ApiError {
     /// Nothing there.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the stored state (a dead letter already settled).
+    #[error("{0}")]
+    Conflict(String),
     /// A backend failed.
     #[error(transparent)]
     Backend(#[from] baton_ports::Error),
@@ -98,6 +102,7 @@ impl IntoResponse for ApiError {
             Self::Unprocessable { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, Some(*field)),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            Self::Conflict(_) => (StatusCode::CONFLICT, None),
             Self::Backend(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, None),
             Self::Serve(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, None),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -143,6 +148,16 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/reconcile", post(reconcile))
         .route("/api/v1/landings", post(record_landing))
+        .route("/api/v1/dead-letters", get(letters::list))
+        .route("/api/v1/dead-letters/{id}", get(letters::show))
+        .route("/api/v1/dead-letters/{id}/replay", post(letters::replay))
+        .route("/api/v1/dead-letters/{id}/retire", post(letters::retire))
+        .route(
+            "/api/v1/push/{topic}",
+            post(letters::push).layer(axum::extract::DefaultBodyLimit::max(
+                baton_core::push::ENVELOPE_MAX_BYTES,
+            )),
+        )
         .with_state(api)
 }
 

@@ -17,6 +17,7 @@
 
 pub mod alerting;
 pub mod checks;
+pub mod dead_letters;
 pub mod landings;
 pub mod scheduling;
 pub mod service;

@@ -62,6 +62,7 @@ pub fn gather(
         duplicate_rows,
         dead_letters: letters
             .iter()
+            .filter(|l| l.state == baton_core::dead_letter::LetterState::Open)
             .filter(|l| dead_letter_date(l) == Some(partition))
             .count(),
         next_phase_ran,
