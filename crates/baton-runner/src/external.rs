@@ -77,7 +77,9 @@ pub fn run(
     })
 }
 
-fn parse_lines(reader: impl BufRead) -> Result<Vec<Row>, String> {
+/// Reads a command's JSON Lines output into rows; the error names the first bad line (public
+/// for the fuzz target `fuzz/fuzz_targets/jsonl.rs`).
+pub fn parse_lines(reader: impl BufRead) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let mut first_error = None;
     for (i, line) in reader.lines().enumerate() {

@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 
 mod external;
+/// The external processor's JSON Lines reader (for the fuzz target `fuzz/fuzz_targets/jsonl.rs`).
+pub use external::parse_lines as parse_json_lines;
 
 use baton_core::clock::Clock;
 use baton_core::config::{MissingInput, Pipeline, Processor};
