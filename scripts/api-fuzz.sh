@@ -2,7 +2,11 @@
 # Checks the HTTP API against its own OpenAPI document (docs/openapi.json) with schemathesis:
 # starts `baton serve --listen` on a temporary SQLite database (a short demo's) with a token,
 # runs schemathesis's checks on every operation, and stops the server.
-# Each finding is fixed and kept as a regression test in Rust (crates/baton-cli/tests).
+# Each finding is fixed and kept as a regression test in Rust (crates/baton-cli/tests,
+# `api_fuzz_findings_stay_fixed`).
+# One check is left out: positive_data_acceptance ("a schema-valid request must not get a
+# 400"). The schema cannot say that a gate, job or topic must be one the config names, nor
+# that `from` needs `to`; baton answers those with a 400 naming the field, as it should.
 # Usage: scripts/api-fuzz.sh [MAX_EXAMPLES]   (default 50 per operation)
 # Needs: python3 (schemathesis is installed into a venv under target/ if missing).
 set -euo pipefail
@@ -37,4 +41,4 @@ done
 [ -n "$addr" ] || { echo "api-fuzz: serve did not print its address" >&2; cat "$work/serve.log" >&2; exit 3; }
 echo "api-fuzz: serve at http://$addr, $EXAMPLES examples per operation"
 "$ST" run docs/openapi.json --url "http://$addr" -H "Authorization: Bearer $token" \
-  --checks all --max-examples "$EXAMPLES" --request-timeout 30 --no-color
+  --checks all --exclude-checks positive_data_acceptance --max-examples "$EXAMPLES" --request-timeout 30 --no-color

@@ -6,6 +6,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Err(e) = baton_runner::parse_json_lines(bytes) {
-        assert!(e.starts_with("stdout line") || e.starts_with("reading stdout line"), "{e}");
+        assert!(
+            e.starts_with("stdout line") || e.starts_with("reading stdout line"),
+            "{e}"
+        );
     }
 });

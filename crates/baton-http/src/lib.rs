@@ -37,6 +37,9 @@ pub use metrics::Metrics;
 /// The OpenAPI document of this API, kept in the repository (`docs/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
+/// The most dates the dashboard renders at once.
+pub const DASHBOARD_DATES_MAX: usize = 366;
+
 /// What the handlers share.
 pub struct Api {
     /// The pipeline.
@@ -390,6 +393,15 @@ async fn dashboard_page(
                 today.offset(-13).through(today)
             }
         };
+        // The page renders every date's row: a decade took 16 s (found by schemathesis).
+        if days.len() > DASHBOARD_DATES_MAX {
+            return Err(ApiError::BadRequest {
+                field: if params.contains_key("days") { "days" } else { "from" },
+                message: format!(
+                    "the dashboard shows at most {DASHBOARD_DATES_MAX} dates; use /api/v1/dates for more"
+                ),
+            });
+        }
         Ok(dashboard::render(&api, &days, now)?)
     })
     .await?;
