@@ -78,24 +78,24 @@ impl LetterRow {
     }
 }
 
-/// What a backend does to settle `stored` as `wanted`: `Ok(letter after)` to write, or the
-/// answer to return unchanged (every backend decides the same way).
+/// What a backend does to settle `stored` as `wanted`: `Settled::Done(letter after)` to
+/// write, or the answer to return with nothing written (every backend decides the same way).
 pub fn settle_decision(
     stored: Option<crate::DeadLetter>,
     wanted: baton_core::dead_letter::LetterState,
     note: &str,
     now: Timestamp,
-) -> std::result::Result<crate::DeadLetter, crate::Settled> {
+) -> crate::Settled {
     let Some(mut letter) = stored else {
-        return Err(crate::Settled::NotFound);
+        return crate::Settled::NotFound;
     };
     if let Err(refusal) = baton_core::dead_letter::settle(letter.state, wanted, note) {
-        return Err(crate::Settled::Refused(letter, refusal));
+        return crate::Settled::Refused(letter, refusal);
     }
     letter.state = wanted;
     letter.settled_at = Some(now);
     letter.note = Some(
         baton_core::dead_letter::clip(note, baton_core::dead_letter::REASON_CAP_BYTES).into_owned(),
     );
-    Ok(letter)
+    crate::Settled::Done(letter)
 }

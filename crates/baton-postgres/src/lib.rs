@@ -854,8 +854,8 @@ impl StateStore for PgBackend {
             let now = self.now(tx)?;
             let stored = select_letters(tx, "WHERE id = $1 FOR UPDATE", &[&id])?.pop();
             let letter = match settle_decision(stored, state, note, now) {
-                Ok(letter) => letter,
-                Err(answer) => return Ok(answer),
+                Settled::Done(letter) => letter,
+                answer => return Ok(answer),
             };
             tx.execute(
                 "UPDATE dead_letters SET state = $2, settled_at = $3, note = $4 WHERE id = $1",

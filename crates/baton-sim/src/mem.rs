@@ -637,13 +637,11 @@ impl StateStore for MemBackend {
         let Some(slot) = s.dead_letters.iter_mut().find(|l| l.id == id) else {
             return Ok(Settled::NotFound);
         };
-        match baton_ports::stored::settle_decision(Some(slot.clone()), state, note, now) {
-            Ok(letter) => {
-                *slot = letter.clone();
-                Ok(Settled::Done(letter))
-            }
-            Err(answer) => Ok(answer),
+        let answer = baton_ports::stored::settle_decision(Some(slot.clone()), state, note, now);
+        if let Settled::Done(letter) = &answer {
+            *slot = letter.clone();
         }
+        Ok(answer)
     }
 
     fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {

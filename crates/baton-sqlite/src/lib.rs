@@ -697,8 +697,8 @@ impl StateStore for SqliteBackend {
         self.write_txn(|tx| {
             let stored = select_letters(tx, "WHERE id = ?1", params![id])?.pop();
             let letter = match settle_decision(stored, state, note, now) {
-                Ok(letter) => letter,
-                Err(answer) => return Ok(answer),
+                Settled::Done(letter) => letter,
+                answer => return Ok(answer),
             };
             tx.execute(
                 "UPDATE dead_letters SET state = ?2, settled_at = ?3, note = ?4 WHERE id = ?1",
