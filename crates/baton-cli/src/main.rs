@@ -9,6 +9,7 @@ mod check;
 mod demo;
 mod help;
 mod logs;
+mod letters;
 mod ops;
 pub mod out;
 mod signals;
@@ -105,6 +106,8 @@ enum Command {
     /// Show completion documents, runs and leases.
     #[command(after_help = help::STATUS)]
     Status(status::StatusArgs),
+    /// Dead letters: list, show, replay (after fixing the cause) or retire them.
+    DeadLetters(letters::LettersArgs),
     /// Write the reference pipeline's config to a file to start from.
     #[command(after_help = help::INIT)]
     Init(ops::InitArgs),
@@ -211,6 +214,7 @@ fn main() -> ExitCode {
         Command::Run(a) => ops::run(&cli, a),
         Command::Publish(a) => ops::publish(&cli, a),
         Command::Status(a) => status::run(&cli, a),
+        Command::DeadLetters(a) => letters::run(&cli, a),
         Command::Reconcile(a) => check::reconcile(&cli, a),
         Command::Health(a) => check::health(&cli, a),
         Command::Init(a) => ops::init(a),

@@ -89,13 +89,13 @@ enum PublishWhat {
 #[derive(Args, Debug)]
 struct CompletionArgs {
     /// The processor.
-    #[arg(long, required_unless_present = "payload")]
+    #[arg(long, required_unless_present_any = ["payload", "payload_file"])]
     processor: Option<String>,
     /// The date.
-    #[arg(long, value_parser = parse_date, required_unless_present = "payload")]
+    #[arg(long, value_parser = parse_date, required_unless_present_any = ["payload", "payload_file"])]
     date: Option<Partition>,
     /// The run id (reuse one to replay a completion).
-    #[arg(long, required_unless_present = "payload")]
+    #[arg(long, required_unless_present_any = ["payload", "payload_file"])]
     run_id: Option<String>,
     /// success, partial, no_data or failed.
     #[arg(long, default_value = "success")]
@@ -106,9 +106,15 @@ struct CompletionArgs {
     /// Ask for a new trigger generation.
     #[arg(long)]
     force_reprocess: bool,
-    /// Publish this JSON as it is (any format; malformed input goes to the dead-letter queue).
-    #[arg(long, conflicts_with_all = ["processor", "date", "run_id"])]
+    /// Publish this JSON as it is (any format; malformed input goes to the dead-letter
+    /// queue); `-` reads it from standard input. A Pub/Sub push envelope
+    /// (`{"message":{"data":"<base64>",...}}`) publishes its decoded `message.data`.
+    #[arg(long, conflicts_with_all = ["processor", "date", "run_id", "payload_file"])]
     payload: Option<String>,
+    /// Read the payload from a file (`-`: standard input), for payloads past the OS
+    /// argument limit; same rules as --payload.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["processor", "date", "run_id"])]
+    payload_file: Option<PathBuf>,
     /// The topic (default: the completion topic of the processor's gate, or the first gate's).
     #[arg(long)]
     topic: Option<String>,
@@ -460,11 +466,17 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
             Ok(0)
         }
         PublishWhat::Completion(c) => {
-            let (payload, default_topic) = match &c.payload {
-                Some(p) => (
-                    p.clone(),
-                    pipeline.gates.first().map(|g| g.completion_topic.clone()),
-                ),
+            let raw = raw_payload(c)?;
+            let mut bus_id = None;
+            let (payload, default_topic) = match raw {
+                Some(bytes) => {
+                    let (bytes, id) = unwrap_push(bytes)?;
+                    bus_id = id;
+                    (
+                        bytes,
+                        pipeline.gates.first().map(|g| g.completion_topic.clone()),
+                    )
+                }
                 None => {
                     let processor = c.processor.clone().unwrap_or_default();
                     let Some(proc) = pipeline.processor(&processor) else {
@@ -493,7 +505,7 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
                     .for_gate(gate)
                     .forcing(c.force_reprocess);
                     (
-                        message.to_json().to_string(),
+                        message.to_json().to_string().into_bytes(),
                         Some(pipeline.completion_topic(proc)),
                     )
                 }
@@ -506,8 +518,9 @@ pub fn publish(cli: &Cli, args: &PublishArgs) -> Outcome {
             consumed_topic(&pipeline, &topic)?;
             // A fresh bus id: a hand-published message is a new delivery, as a processor's
             // retry would be; the orchestrator's own idempotence must absorb it.
-            let bus_id = format!("manual/{}", uuid::Uuid::now_v7());
-            backend.bus.publish(&topic, &bus_id, payload.as_bytes())?;
+            // A push envelope's message id is kept, so a redelivered push is dropped by the bus.
+            let bus_id = bus_id.unwrap_or_else(|| format!("manual/{}", uuid::Uuid::now_v7()));
+            backend.bus.publish(&topic, &bus_id, &payload)?;
             crate::outln!(
                 "published to {topic} as {bus_id}; `baton serve --until-idle` applies it"
             );
@@ -534,6 +547,50 @@ fn consumed_topic(pipeline: &baton_core::Pipeline, topic: &str) -> Result<(), Ex
         "topic `{topic}` is read by no gate: nothing would ever consume the message (topics serve reads: {})",
         known.join(", ")
     )))
+}
+
+/// The payload of `--payload` or `--payload-file` (`-`: standard input), byte for byte;
+/// `None` when the message is built from --processor/--date/--run-id.
+fn raw_payload(c: &CompletionArgs) -> Result<Option<Vec<u8>>, Exit> {
+    use std::io::Read;
+    let from_stdin = || {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(baton_core::push::ENVELOPE_MAX_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                Exit::usage(anyhow!("cannot read the payload from standard input: {e}"))
+            })?;
+        Ok::<_, Exit>(bytes)
+    };
+    let bytes = match (&c.payload, &c.payload_file) {
+        (Some(p), _) if p == "-" => from_stdin()?,
+        (Some(p), _) => p.clone().into_bytes(),
+        (None, Some(path)) if path.as_os_str() == "-" => from_stdin()?,
+        (None, Some(path)) => std::fs::read(path)
+            .map_err(|e| Exit::usage(anyhow!("--payload-file {}: {e}", path.display())))?,
+        (None, None) => return Ok(None),
+    };
+    if bytes.len() > baton_core::push::ENVELOPE_MAX_BYTES {
+        return Err(Exit::usage(anyhow!(
+            "the payload is over the {}-byte limit",
+            baton_core::push::ENVELOPE_MAX_BYTES
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// A Pub/Sub push envelope gives its decoded data and message id; anything else is
+/// published as it is (a malformed completion is the consumer's to dead-letter). A broken
+/// envelope is refused here, naming the field: the operator is at the keyboard.
+fn unwrap_push(bytes: Vec<u8>) -> Result<(Vec<u8>, Option<String>), Exit> {
+    if !baton_core::push::is_envelope(&bytes) {
+        return Ok((bytes, None));
+    }
+    let m =
+        baton_core::push::unwrap(&bytes).map_err(|e| Exit::usage(anyhow!("push envelope: {e}")))?;
+    Ok((m.data, m.message_id.map(|id| format!("push/{id}"))))
 }
 
 pub fn migrate(cli: &Cli, _args: &MigrateArgs) -> Outcome {

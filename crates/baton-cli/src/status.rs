@@ -111,6 +111,16 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
     } else {
         crate::outln!("{}", verdict_table(&rows));
     }
+    if !args.json {
+        // Letters whose payload names no date appear in no row above: count them here.
+        let c = baton_serve::dead_letters::counts(&backend.dead_letters()?);
+        if c.open + c.replayed + c.retired > 0 {
+            crate::outln!(
+                "dead letters: {} open ({} naming no date), {} replayed, {} retired; see `baton dead-letters list`",
+                c.open, c.open_undated, c.replayed, c.retired
+            );
+        }
+    }
     Ok(0)
 }
 

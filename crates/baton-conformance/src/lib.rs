@@ -180,10 +180,11 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     );
 
     // Dead letters, from a batch and directly.
+    // The payload is not UTF-8: every byte must come back as it was.
     let letter = NewDeadLetter {
         topic: "t".into(),
         message_id: None,
-        payload: "{bad".into(),
+        payload: b"{bad \xff\xfe\x00 end".to_vec(),
         reason: "not JSON".into(),
     };
     store
@@ -200,6 +201,7 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     let letters = store.dead_letters().unwrap();
     assert_eq!(letters.len(), 2, "both dead letters are kept");
     assert_eq!(letters[0].letter, letter);
+    exercise_dead_letter_settling(&store, &letters);
 
     // Operational records: compare-and-set, so two writers cannot both win.
     assert!(store.ops_record("alert/x").unwrap().is_none());
@@ -870,4 +872,68 @@ impl NowTs for ManualClock {
     fn now_ts(&self) -> Timestamp {
         baton_core::Clock::now(self)
     }
+}
+
+/// Replaying and retiring dead letters: only an open letter moves, once; both states are
+/// final; retiring needs a reason; an unknown id is answered as such.
+fn exercise_dead_letter_settling(store: &dyn StateStore, letters: &[baton_ports::DeadLetter]) {
+    use baton_core::dead_letter::{LetterState, Refusal};
+    use baton_ports::Settled;
+    let (first, second) = (letters[0].id, letters[1].id);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.state == LetterState::Open && l.settled_at.is_none())
+    );
+    assert_eq!(
+        store.dead_letter_by_id(first).unwrap().as_ref(),
+        Some(&letters[0])
+    );
+    assert_eq!(store.dead_letter_by_id(first + second + 100).unwrap(), None);
+    match store
+        .settle_dead_letter(first, LetterState::Replayed, "replay-1")
+        .unwrap()
+    {
+        Settled::Done(l) => {
+            assert_eq!(l.state, LetterState::Replayed);
+            assert!(l.settled_at.is_some());
+            assert_eq!(l.note.as_deref(), Some("replay-1"));
+            assert_eq!(l.letter, letters[0].letter, "settling keeps the payload");
+        }
+        other => panic!("an open letter replays: {other:?}"),
+    }
+    let stored = store.dead_letter_by_id(first).unwrap().unwrap();
+    assert_eq!(stored.state, LetterState::Replayed, "the state is stored");
+    match store
+        .settle_dead_letter(first, LetterState::Retired, "late")
+        .unwrap()
+    {
+        Settled::Refused(l, Refusal::AlreadySettled(LetterState::Replayed)) => {
+            assert_eq!(l, stored, "a refused settle changes nothing")
+        }
+        other => panic!("a replayed letter is final: {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .settle_dead_letter(second, LetterState::Retired, " ")
+            .unwrap(),
+        Settled::Refused(_, Refusal::NoReason)
+    ));
+    assert!(matches!(
+        store.settle_dead_letter(second, LetterState::Retired, "fixed upstream").unwrap(),
+        Settled::Done(ref l) if l.state == LetterState::Retired && l.note.as_deref() == Some("fixed upstream")
+    ));
+    assert_eq!(
+        store
+            .settle_dead_letter(first + second + 100, LetterState::Retired, "x")
+            .unwrap(),
+        Settled::NotFound
+    );
+    let states: Vec<_> = store
+        .dead_letters()
+        .unwrap()
+        .iter()
+        .map(|l| l.state)
+        .collect();
+    assert_eq!(states, [LetterState::Replayed, LetterState::Retired]);
 }

@@ -480,7 +480,9 @@ fn dead_letters(f: &Facts<'_>) -> Check {
         "BATON-H006",
         "dead letters",
         pass_unless(dead != 0, Level::Warn),
-        format!("{dead} in the dead-letter queue ({dead_recent} in the last hour)"),
+        format!(
+            "{dead} open in the dead-letter queue ({dead_recent} recorded in the last hour); see `baton dead-letters list`"
+        ),
         Vec::new(),
     )
 }

@@ -118,7 +118,12 @@ pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> 
         now,
         pending: backlog.pending,
         oldest,
-        letters: facts.letters.len(),
+        letters: facts
+            .letters
+            .iter()
+            .filter(|l| l.state == baton_core::dead_letter::LetterState::Open)
+            .count(),
+        letters_html: letters_section(&facts.letters),
         open: alerts.len(),
         alerts_html: alerts_section(&alerts),
         chart: accuracy_chart(&accuracy),
@@ -142,6 +147,7 @@ struct Sections {
     pending: u64,
     oldest: String,
     letters: usize,
+    letters_html: String,
     open: usize,
     alerts_html: String,
     chart: String,
@@ -349,6 +355,57 @@ fn alerts_section(alerts: &[baton_core::alert::Incident]) -> String {
     s
 }
 
+/// How many open letters the page lists (the rest are a link away).
+const LETTERS_SHOWN: usize = 50;
+
+/// The open dead letters, newest first: reason, topic, first seen, date, the payload's
+/// start, and how to replay or retire each (or a line saying there are none).
+fn letters_section(letters: &[baton_ports::DeadLetter]) -> String {
+    use baton_core::dead_letter::{FIELD_CAP_BYTES, LetterState, clip};
+    let open: Vec<_> = letters
+        .iter()
+        .filter(|l| l.state == LetterState::Open)
+        .collect();
+    if open.is_empty() {
+        return "<p class=\"ok\" id=\"letters\" data-open=\"0\">No open dead letters.</p>"
+            .to_owned();
+    }
+    let mut s = format!(
+        "<table id=\"letters\" data-open=\"{}\"><thead><tr><th>id</th><th>first seen</th><th>topic</th><th>date</th><th>reason</th><th>payload</th><th>what to do</th></tr></thead><tbody>",
+        open.len()
+    );
+    for l in open.iter().rev().take(LETTERS_SHOWN) {
+        let view = baton_serve::dead_letters::View::of(l);
+        let payload = match &view.payload {
+            Some(text) => clip(text, FIELD_CAP_BYTES).into_owned(),
+            None => format!("({} bytes, not UTF-8)", view.payload_bytes),
+        };
+        let _ = write!(
+            s,
+            "<tr><td>{id}</td><td>{at}</td><td>{topic}</td><td>{date}</td><td class=\"reason\">{reason}</td><td><code>{payload}</code></td><td class=\"how\">fix the cause, then <code>baton dead-letters replay {id}</code> (or <code>retire {id} --reason ...</code>); whole: <a href=\"/api/v1/dead-letters/{id}\">/api/v1/dead-letters/{id}</a></td></tr>",
+            id = l.id,
+            at = l.recorded_at,
+            topic = escape(if l.letter.topic.is_empty() {
+                "-"
+            } else {
+                &l.letter.topic
+            }),
+            date = escape(view.date.as_deref().unwrap_or("(none)")),
+            reason = escape(&clip(&l.letter.reason, FIELD_CAP_BYTES)),
+            payload = escape(&payload),
+        );
+    }
+    s.push_str("</tbody></table>");
+    if open.len() > LETTERS_SHOWN {
+        let _ = write!(
+            s,
+            "<p class=\"meta\">{} more: <a href=\"/api/v1/dead-letters\">/api/v1/dead-letters</a></p>",
+            open.len() - LETTERS_SHOWN
+        );
+    }
+    s
+}
+
 /// The whole page around its sections: style, tiles, alerts, chart and matrix.
 fn page(s: &Sections) -> String {
     format!(
@@ -368,6 +425,7 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
 .trigger.triggered {{ background: #d8f3dc; }} .trigger.blocked {{ background: #fde2e1; }} .trigger.waiting {{ background: #fef3c7; }} .trigger.warned {{ outline: 2px solid #f59f00; }}
 .num.bad {{ background: #fde2e1; font-weight: 600; }} td.landing {{ color: #5b6670; font-size: 12px; white-space: nowrap; }}
 .tiles {{ display: flex; gap: 1rem; }} .tile {{ border: 1px solid #d7dde2; border-radius: 6px; padding: .5rem .9rem; }}
+td.reason, td.how {{ text-align: left; max-width: 28rem; overflow-wrap: anywhere; }} td code {{ font-size: 12px; overflow-wrap: anywhere; }}
 .tile b {{ display: block; font-size: 1.3rem; }} .alerts li {{ color: #9b1c1c; }} .ok {{ color: #2d6a4f; }}
 </style></head>
 <body>
@@ -380,6 +438,8 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
 </div>
 <h2>Open alerts</h2>
 {alerts_html}
+<h2>Dead letters</h2>
+{letters_html}
 <h2>Completion accuracy</h2>
 {chart}
 <h2>Dates x processors</h2>
@@ -393,6 +453,7 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
         pending = s.pending,
         oldest = s.oldest,
         letters = s.letters,
+        letters_html = s.letters_html,
         open = s.open,
         alerts_html = s.alerts_html,
         chart = s.chart,

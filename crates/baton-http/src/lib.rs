@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod dashboard;
+pub mod letters;
 pub mod metrics;
 
 use axum::extract::{Path, Query, State};
@@ -38,6 +39,9 @@ pub use metrics::Metrics;
 
 /// The OpenAPI document of this API, kept in the repository (`docs/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// The most dates the dashboard renders at once.
+pub const DASHBOARD_DATES_MAX: usize = 366;
 
 /// What the handlers share.
 pub struct Api {
@@ -83,6 +87,9 @@ pub enum ApiError {
     /// Nothing there.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the stored state (a dead letter already settled).
+    #[error("{0}")]
+    Conflict(String),
     /// A backend failed.
     #[error(transparent)]
     Backend(#[from] baton_ports::Error),
@@ -101,6 +108,7 @@ impl IntoResponse for ApiError {
             Self::Unprocessable { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, Some(*field)),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            Self::Conflict(_) => (StatusCode::CONFLICT, None),
             Self::Backend(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, None),
             Self::Serve(e) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, None),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -148,6 +156,18 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/reconcile", post(reconcile))
         .route("/api/v1/landings", post(record_landing))
+        .route("/api/v1/dead-letters", get(letters::list))
+        .route("/api/v1/dead-letters/{id}", get(letters::show))
+        .route("/api/v1/dead-letters/{id}/replay", post(letters::replay))
+        .route("/api/v1/dead-letters/{id}/retire", post(letters::retire))
+        .route(
+            "/api/v1/push/{topic}",
+            post(letters::push).layer(axum::extract::DefaultBodyLimit::max(
+                baton_core::push::ENVELOPE_MAX_BYTES,
+            )),
+        )
+        // Last, so that it wraps every route above: a POST without the token is refused
+        // before its parameters are read.
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),
             guard_posts,
@@ -415,6 +435,15 @@ async fn dashboard_page(
                 today.offset(-13).through(today)
             }
         };
+        // The page renders every date's row: a decade took 16 s (found by schemathesis).
+        if days.len() > DASHBOARD_DATES_MAX {
+            return Err(ApiError::BadRequest {
+                field: if params.contains_key("days") { "days" } else { "from" },
+                message: format!(
+                    "the dashboard shows at most {DASHBOARD_DATES_MAX} dates; use /api/v1/dates for more"
+                ),
+            });
+        }
         Ok(dashboard::render(&api, &days, now)?)
     })
     .await?;

@@ -16,6 +16,7 @@ pub mod stored;
 
 use baton_core::completion::{Document, Outcome};
 use baton_core::config::TableSpec;
+use baton_core::dead_letter::{self as letters, LetterState, REASON_CAP_BYTES, clip};
 use baton_core::lease::{Lease, Refusal};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
@@ -67,9 +68,9 @@ pub struct NewDeadLetter {
     pub topic: String,
     /// Its id on the bus, if known.
     pub message_id: Option<String>,
-    /// The payload, as received.
-    pub payload: String,
-    /// Why it was dead-lettered.
+    /// The payload, byte for byte as received (it may not be UTF-8).
+    pub payload: Vec<u8>,
+    /// Why it was dead-lettered (capped at [`baton_core::dead_letter::REASON_CAP_BYTES`]).
     pub reason: String,
 }
 
@@ -83,6 +84,23 @@ pub struct DeadLetter {
     /// What was recorded.
     #[serde(flatten)]
     pub letter: NewDeadLetter,
+    /// Open, replayed or retired.
+    pub state: LetterState,
+    /// When it was replayed or retired.
+    pub settled_at: Option<Timestamp>,
+    /// The operator's note: the retire reason, or the replay's message id.
+    pub note: Option<String>,
+}
+
+/// What [`StateStore::settle_dead_letter`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The letter moved; here it is as stored now.
+    Done(DeadLetter),
+    /// The letter stays as it is (already settled, or no retire reason).
+    Refused(DeadLetter, letters::Refusal),
+    /// No letter has this id.
+    NotFound,
 }
 
 /// A row of the transactional outbox.
@@ -129,14 +147,26 @@ impl NewOutboxRow {
 }
 
 impl NewDeadLetter {
-    /// The dead letter for a completion the step rejected.
-    pub fn for_rejected(message: &CompletionMessage, reason: &str) -> Self {
+    /// A letter for `payload` received on `topic`; a reason longer than
+    /// [`baton_core::dead_letter::REASON_CAP_BYTES`] is cut (the payload keeps everything).
+    pub fn new(topic: &str, message_id: Option<&str>, payload: &[u8], reason: &str) -> Self {
         Self {
-            topic: String::new(),
-            message_id: Some(message.message_id.clone()),
-            payload: message.to_json().to_string(),
-            reason: reason.to_owned(),
+            topic: topic.to_owned(),
+            message_id: message_id.map(str::to_owned),
+            payload: payload.to_vec(),
+            reason: clip(reason, REASON_CAP_BYTES).into_owned(),
         }
+    }
+
+    /// The dead letter for a completion the step rejected. The step does not know the
+    /// topic, so it is empty: a replay publishes it to its gate's completion topic.
+    pub fn for_rejected(message: &CompletionMessage, reason: &str) -> Self {
+        Self::new(
+            "",
+            Some(&message.message_id),
+            message.to_json().to_string().as_bytes(),
+            reason,
+        )
     }
 }
 
@@ -419,6 +449,12 @@ pub trait StateStore: engine::Transact + Send + Sync {
     fn dead_letter(&self, letter: &NewDeadLetter) -> Result<()>;
     /// All dead letters, oldest first.
     fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+    /// One dead letter by id.
+    fn dead_letter_by_id(&self, id: i64) -> Result<Option<DeadLetter>>;
+    /// Moves an open letter to `state` (replayed or retired) with `note`, in one
+    /// transaction, as [`baton_core::dead_letter::settle`] allows; a settled letter stays
+    /// as it is (so two operators cannot both replay one letter's effect into the store).
+    fn settle_dead_letter(&self, id: i64, state: LetterState, note: &str) -> Result<Settled>;
 
     /// The operational record under `key`.
     fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>>;

@@ -35,3 +35,67 @@ pub fn quote(ident: &str) -> String {
 pub fn kind_of<T>(text: &str, parse: fn(&str) -> Option<T>, what: &str) -> Result<T> {
     parse(text).ok_or_else(|| corrupt(what, format!("unknown value `{text}`")))
 }
+
+/// A dead-letter row as every backend stores it, before decoding.
+pub struct LetterRow {
+    /// `id`.
+    pub id: i64,
+    /// `topic`.
+    pub topic: String,
+    /// `message_id`.
+    pub message_id: Option<String>,
+    /// `payload`, the bytes as received.
+    pub payload: Vec<u8>,
+    /// `reason`.
+    pub reason: String,
+    /// `recorded_at`, in microseconds.
+    pub recorded_at: i64,
+    /// `state`.
+    pub state: String,
+    /// `settled_at`, in microseconds.
+    pub settled_at: Option<i64>,
+    /// `note`.
+    pub note: Option<String>,
+}
+
+impl LetterRow {
+    /// Decodes the row (an unknown state or time is a corrupt row, named).
+    pub fn decode(self) -> Result<crate::DeadLetter> {
+        use baton_core::dead_letter::LetterState;
+        Ok(crate::DeadLetter {
+            id: self.id,
+            recorded_at: from_micros(self.recorded_at)?,
+            letter: crate::NewDeadLetter {
+                topic: self.topic,
+                message_id: self.message_id,
+                payload: self.payload,
+                reason: self.reason,
+            },
+            state: kind_of(&self.state, LetterState::parse, "dead letter state")?,
+            settled_at: self.settled_at.map(from_micros).transpose()?,
+            note: self.note,
+        })
+    }
+}
+
+/// What a backend does to settle `stored` as `wanted`: `Settled::Done(letter after)` to
+/// write, or the answer to return with nothing written (every backend decides the same way).
+pub fn settle_decision(
+    stored: Option<crate::DeadLetter>,
+    wanted: baton_core::dead_letter::LetterState,
+    note: &str,
+    now: Timestamp,
+) -> crate::Settled {
+    let Some(mut letter) = stored else {
+        return crate::Settled::NotFound;
+    };
+    if let Err(refusal) = baton_core::dead_letter::settle(letter.state, wanted, note) {
+        return crate::Settled::Refused(letter, refusal);
+    }
+    letter.state = wanted;
+    letter.settled_at = Some(now);
+    letter.note = Some(
+        baton_core::dead_letter::clip(note, baton_core::dead_letter::REASON_CAP_BYTES).into_owned(),
+    );
+    crate::Settled::Done(letter)
+}

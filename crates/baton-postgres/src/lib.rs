@@ -19,15 +19,18 @@ mod schema;
 use baton_core::clock::Clock;
 use baton_core::completion::Document;
 use baton_core::config::TableSpec;
+use baton_core::dead_letter::LetterState;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_core::rng::SplitMix64;
 use baton_ports::engine;
-use baton_ports::stored::{corrupt, from_micros, kind_of, micros, partition_of, quote};
+use baton_ports::stored::{
+    LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, settle_decision,
+};
 use baton_ports::{
     Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
-    OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, StateStore,
-    Warehouse, WriteOutcome,
+    OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, Settled,
+    StateStore, Warehouse, WriteOutcome,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -291,6 +294,34 @@ fn insert_outbox(tx: &mut Tx<'_>, row: &NewOutboxRow, now: Timestamp) -> Result<
     )
     .map_err(|e| pg_err(&e))?;
     Ok(())
+}
+
+/// Dead letters matching `filter` (a `WHERE`/`ORDER BY` tail).
+fn select_letters(
+    tx: &mut Tx<'_>,
+    filter: &str,
+    args: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Vec<DeadLetter>> {
+    let sql = format!(
+        "SELECT id, topic, message_id, payload, reason, recorded_at, state, settled_at, note FROM dead_letters {filter}"
+    );
+    let rows = tx.query(&sql, args).map_err(|e| pg_err(&e))?;
+    rows.iter()
+        .map(|r| {
+            LetterRow {
+                id: r.get(0),
+                topic: r.get(1),
+                message_id: r.get(2),
+                payload: r.get(3),
+                reason: r.get(4),
+                recorded_at: r.get(5),
+                state: r.get(6),
+                settled_at: r.get(7),
+                note: r.get(8),
+            }
+            .decode()
+        })
+        .collect()
 }
 
 fn insert_dead_letter(tx: &mut Tx<'_>, letter: &NewDeadLetter, now: Timestamp) -> Result<()> {
@@ -853,19 +884,27 @@ impl StateStore for PgBackend {
     }
 
     fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.txn(|tx| select_letters(tx, "ORDER BY id", &[]))
+    }
+
+    fn dead_letter_by_id(&self, id: i64) -> Result<Option<DeadLetter>> {
+        self.txn(|tx| Ok(select_letters(tx, "WHERE id = $1", &[&id])?.pop()))
+    }
+
+    fn settle_dead_letter(&self, id: i64, state: LetterState, note: &str) -> Result<Settled> {
         self.txn(|tx| {
-            let rows = tx
-                .query("SELECT id, topic, message_id, payload, reason, recorded_at FROM dead_letters ORDER BY id", &[])
-                .map_err(|e| pg_err(&e))?;
-            rows.iter()
-                .map(|r| {
-                    Ok(DeadLetter {
-                        id: r.get(0),
-                        recorded_at: from_micros(r.get(5))?,
-                        letter: NewDeadLetter { topic: r.get(1), message_id: r.get(2), payload: r.get(3), reason: r.get(4) },
-                    })
-                })
-                .collect()
+            let now = self.now(tx)?;
+            let stored = select_letters(tx, "WHERE id = $1 FOR UPDATE", &[&id])?.pop();
+            let letter = match settle_decision(stored, state, note, now) {
+                Settled::Done(letter) => letter,
+                answer => return Ok(answer),
+            };
+            tx.execute(
+                "UPDATE dead_letters SET state = $2, settled_at = $3, note = $4 WHERE id = $1",
+                &[&id, &state.as_str(), &micros(now), &letter.note],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(Settled::Done(letter))
         })
     }
 

@@ -311,6 +311,16 @@ fn read_stdout(out: impl Read, limits: &ExternalLimits) -> StdoutEnd {
     }
 }
 
+/// Reads a command's JSON Lines output into rows under the default limits; the error
+/// names the first bad line or the limit passed (public for the fuzz target
+/// `fuzz/fuzz_targets/jsonl.rs`, which runs the very reader `run` uses).
+pub fn parse_lines(out: impl Read) -> Result<Vec<Row>, String> {
+    match read_stdout(out, &ExternalLimits::default()) {
+        StdoutEnd::Done(rows) => rows,
+        StdoutEnd::OverLimit(why) => Err(why),
+    }
+}
+
 /// Keeps the last `max` bytes of stderr; the rest is read and dropped.
 fn read_stderr_tail(mut err: impl Read, max: usize, tail: &Mutex<VecDeque<u8>>) {
     let mut buf = [0u8; 8192];

@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 
 mod external;
+/// The external processor's JSON Lines reader (for the fuzz target `fuzz/fuzz_targets/jsonl.rs`).
+pub use external::parse_lines as parse_json_lines;
 
 pub use external::kill_running_commands;
 

@@ -514,8 +514,16 @@ fn system_facts(
             )
         })
         .collect();
-    let letters = store.dead_letters()?;
-    let recent_letters = letters.iter().filter(|l| l.recorded_at >= hour_ago).count();
+    // BATON-H006 counts open letters: a replayed or retired one needs nothing more.
+    let all_letters = store.dead_letters()?;
+    let recent_letters = all_letters
+        .iter()
+        .filter(|l| l.recorded_at >= hour_ago)
+        .count();
+    let letters: Vec<_> = all_letters
+        .iter()
+        .filter(|l| l.state == baton_core::dead_letter::LetterState::Open)
+        .collect();
     let mut messages_last_hour = 0;
     for gate in &pipeline.gates {
         messages_last_hour += bus.published_since(&gate.completion_topic, hour_ago)? as usize;

@@ -79,13 +79,18 @@ impl LandingConsumer {
                     report.recorded += 1;
                 }
                 Err(reason) => {
-                    tracing::warn!(message_id = %delivery.message_id, topic, %reason, "landing notice dead-lettered");
-                    self.runner.store().dead_letter(&NewDeadLetter {
-                        topic: topic.to_owned(),
-                        message_id: Some(delivery.message_id.clone()),
-                        payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
-                        reason,
-                    })?;
+                    let letter = NewDeadLetter::new(
+                        topic,
+                        Some(&delivery.message_id),
+                        &delivery.payload,
+                        &reason,
+                    );
+                    let message_id = baton_core::dead_letter::clip(
+                        &delivery.message_id,
+                        baton_core::dead_letter::FIELD_CAP_BYTES,
+                    );
+                    tracing::warn!(%message_id, topic, reason = %letter.reason, "landing notice dead-lettered");
+                    self.runner.store().dead_letter(&letter)?;
                     report.dead_lettered += 1;
                 }
             }

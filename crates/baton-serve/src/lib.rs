@@ -17,6 +17,7 @@
 
 pub mod alerting;
 pub mod checks;
+pub mod dead_letters;
 pub mod landings;
 pub mod scheduling;
 pub mod service;
@@ -25,6 +26,7 @@ pub mod status;
 use baton_core::clock::Clock;
 use baton_core::completion::{self, Outcome, Trigger};
 use baton_core::config::Pipeline;
+use baton_core::dead_letter::{FIELD_CAP_BYTES, clip};
 use baton_core::message::CompletionMessage;
 use baton_core::quality::CheckResult;
 use baton_ports::{Bus, Delivery, GroupSettings, NewDeadLetter, StateStore, Warehouse, Work};
@@ -126,8 +128,8 @@ fn payload_fields(payload: &[u8]) -> (String, String) {
             .aliases()
             .iter()
             .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
-            .unwrap_or("-")
-            .to_owned()
+            .map(|x| clip(x, FIELD_CAP_BYTES).into_owned())
+            .unwrap_or_else(|| "-".to_owned())
     };
     (field(Field::Date), field(Field::Processor))
 }
@@ -329,13 +331,15 @@ impl Consumer {
     fn classify(&self, topic: &str, gate: &baton_core::gate::Gate, delivery: &Delivery) -> Work {
         let letter = |reason: String| {
             let (date, processor) = payload_fields(&delivery.payload);
-            tracing::warn!(gate = %gate.id, %date, %processor, message_id = %delivery.message_id, topic, %reason, "dead-lettered");
-            Work::DeadLetter(NewDeadLetter {
-                topic: topic.to_owned(),
-                message_id: Some(delivery.message_id.clone()),
-                payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
-                reason,
-            })
+            let letter = NewDeadLetter::new(
+                topic,
+                Some(&delivery.message_id),
+                &delivery.payload,
+                &reason,
+            );
+            let message_id = clip(&delivery.message_id, FIELD_CAP_BYTES);
+            tracing::warn!(gate = %gate.id, %date, %processor, %message_id, topic, reason = %letter.reason, "dead-lettered");
+            Work::DeadLetter(letter)
         };
         if delivery.attempt > self.pipeline.max_deliveries {
             return letter(format!(
@@ -494,14 +498,14 @@ impl TriggerConsumer {
                         // Nothing is dropped: the trigger goes to the dead-letter queue with
                         // its reason before it is acked.
                         let (date, _) = payload_fields(&delivery.payload);
-                        let reason = format!("unreadable trigger: {e}");
-                        tracing::warn!(gate = %gate.id, %date, processor = "-", message_id = %delivery.message_id, %reason, "trigger dead-lettered");
-                        let letter = NewDeadLetter {
-                            topic: gate.trigger_topic.clone(),
-                            message_id: Some(delivery.message_id.clone()),
-                            payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
-                            reason,
-                        };
+                        let letter = NewDeadLetter::new(
+                            &gate.trigger_topic,
+                            Some(&delivery.message_id),
+                            &delivery.payload,
+                            &format!("unreadable trigger: {e}"),
+                        );
+                        let message_id = clip(&delivery.message_id, FIELD_CAP_BYTES);
+                        tracing::warn!(gate = %gate.id, %date, processor = "-", %message_id, reason = %letter.reason, "trigger dead-lettered");
                         self.runner.store().dead_letter(&letter)?;
                         self.bus.ack(&gate.trigger_topic, &group, &[delivery.seq])?;
                         continue;

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 /// The date a dead letter's payload names, if it names one.
 pub fn dead_letter_date(letter: &DeadLetter) -> Option<Partition> {
-    let v: serde_json::Value = serde_json::from_str(&letter.letter.payload).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&letter.letter.payload).ok()?;
     let text = v.get("date").or_else(|| v.get("game_date"))?.as_str()?;
     Partition::parse(text).ok()
 }
@@ -62,6 +62,7 @@ pub fn gather(
         duplicate_rows,
         dead_letters: letters
             .iter()
+            .filter(|l| l.state == baton_core::dead_letter::LetterState::Open)
             .filter(|l| dead_letter_date(l) == Some(partition))
             .count(),
         next_phase_ran,

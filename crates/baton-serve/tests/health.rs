@@ -38,6 +38,7 @@ fn a_serve_that_retried_backend_errors_shows_in_health() {
         started_at: t0,
         backend_errors: vec![t0, t0],
         last_error: Some("backend temporarily unavailable: connection refused".into()),
+        stopped_at: None,
     };
     store
         .put_ops_record(

@@ -11,6 +11,7 @@ use baton_core::clock::Clock;
 use baton_core::completion::Document;
 use baton_core::completion::Outcome;
 use baton_core::config::{Pipeline, TableSpec};
+use baton_core::dead_letter::LetterState;
 use baton_core::dedup::key_of;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::message::CompletionMessage;
@@ -20,7 +21,8 @@ use baton_ports::engine;
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
     NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxKind, OutboxRow, PendingRequest,
-    Published, Released, Result, RunEnd, RunRecord, StateStore, Warehouse, Work, WriteOutcome,
+    Published, Released, Result, RunEnd, RunRecord, Settled, StateStore, Warehouse, Work,
+    WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,6 +189,9 @@ fn push_dead_letter(s: &mut State, letter: &NewDeadLetter, now: Timestamp) {
         id,
         recorded_at: now,
         letter: letter.clone(),
+        state: LetterState::Open,
+        settled_at: None,
+        note: None,
     });
 }
 
@@ -652,6 +657,28 @@ impl StateStore for MemBackend {
 
     fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         Ok(self.lock().dead_letters.clone())
+    }
+
+    fn dead_letter_by_id(&self, id: i64) -> Result<Option<DeadLetter>> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .iter()
+            .find(|l| l.id == id)
+            .cloned())
+    }
+
+    fn settle_dead_letter(&self, id: i64, state: LetterState, note: &str) -> Result<Settled> {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        let Some(slot) = s.dead_letters.iter_mut().find(|l| l.id == id) else {
+            return Ok(Settled::NotFound);
+        };
+        let answer = baton_ports::stored::settle_decision(Some(slot.clone()), state, note, now);
+        if let Settled::Done(letter) = &answer {
+            *slot = letter.clone();
+        }
+        Ok(answer)
     }
 
     fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {

@@ -13,14 +13,17 @@ mod schema;
 use baton_core::clock::Clock;
 use baton_core::completion::Document;
 use baton_core::config::TableSpec;
+use baton_core::dead_letter::LetterState;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::engine;
-use baton_ports::stored::{corrupt, from_micros, kind_of, micros, partition_of, quote};
+use baton_ports::stored::{
+    LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, settle_decision,
+};
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, GroupSettings, Landing, NewDeadLetter,
     NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released, Result,
-    RunEnd, RunRecord, StateStore, Warehouse,
+    RunEnd, RunRecord, Settled, StateStore, Warehouse,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -231,6 +234,39 @@ fn insert_outbox(tx: &Connection, row: &NewOutboxRow, now: Timestamp) -> Result<
     )
     .map_err(map_err)?;
     Ok(())
+}
+
+/// Dead letters matching `filter` (a `WHERE`/`ORDER BY` tail).
+fn select_letters(
+    conn: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<DeadLetter>> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT id, topic, message_id, payload, reason, recorded_at, state, settled_at, note FROM dead_letters {filter}"))
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok(LetterRow {
+                id: r.get(0)?,
+                topic: r.get(1)?,
+                message_id: r.get(2)?,
+                // Rows written before the payload became a BLOB hold text: read either.
+                payload: match r.get_ref(3)? {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        t.to_vec()
+                    }
+                    _ => Vec::new(),
+                },
+                reason: r.get(4)?,
+                recorded_at: r.get(5)?,
+                state: r.get(6)?,
+                settled_at: r.get(7)?,
+                note: r.get(8)?,
+            })
+        })
+        .map_err(map_err)?;
+    rows.map(|row| row.map_err(map_err)?.decode()).collect()
 }
 
 fn insert_dead_letter(tx: &Connection, letter: &NewDeadLetter, now: Timestamp) -> Result<()> {
@@ -749,36 +785,28 @@ impl StateStore for SqliteBackend {
     }
 
     fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT id, topic, message_id, payload, reason, recorded_at FROM dead_letters ORDER BY id")
+        select_letters(&self.lock(), "ORDER BY id", params![])
+    }
+
+    fn dead_letter_by_id(&self, id: i64) -> Result<Option<DeadLetter>> {
+        Ok(select_letters(&self.lock(), "WHERE id = ?1", params![id])?.pop())
+    }
+
+    fn settle_dead_letter(&self, id: i64, state: LetterState, note: &str) -> Result<Settled> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let stored = select_letters(tx, "WHERE id = ?1", params![id])?.pop();
+            let letter = match settle_decision(stored, state, note, now) {
+                Settled::Done(letter) => letter,
+                answer => return Ok(answer),
+            };
+            tx.execute(
+                "UPDATE dead_letters SET state = ?2, settled_at = ?3, note = ?4 WHERE id = ?1",
+                params![id, state.as_str(), micros(now), letter.note],
+            )
             .map_err(map_err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
-            .map_err(map_err)?;
-        rows.map(|row| {
-            let (id, topic, message_id, payload, reason, at) = row.map_err(map_err)?;
-            Ok(DeadLetter {
-                id,
-                recorded_at: from_micros(at)?,
-                letter: NewDeadLetter {
-                    topic,
-                    message_id,
-                    payload,
-                    reason,
-                },
-            })
+            Ok(Settled::Done(letter))
         })
-        .collect()
     }
 
     fn ops_record(&self, key: &str) -> Result<Option<OpsRecord>> {

@@ -59,6 +59,19 @@ ALTER TABLE landings ADD COLUMN latest_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE landings ADD COLUMN batches INTEGER NOT NULL DEFAULT 1;
 UPDATE landings SET latest_at = landed_at;
 "#,
+    // Dead letters keep their payload's bytes (a BLOB, not text that a non-UTF-8 payload
+    // would not survive), and have a state: open, replayed or retired.
+    r#"
+CREATE TABLE dead_letters_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, message_id TEXT, payload BLOB NOT NULL,
+    reason TEXT NOT NULL, recorded_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open', settled_at INTEGER, note TEXT);
+INSERT INTO dead_letters_v2 (id, topic, message_id, payload, reason, recorded_at)
+    SELECT id, topic, message_id, CAST(payload AS BLOB), reason, recorded_at FROM dead_letters;
+DROP TABLE dead_letters;
+ALTER TABLE dead_letters_v2 RENAME TO dead_letters;
+CREATE INDEX dead_letters_state ON dead_letters (state, id);
+"#,
 ];
 
 /// Why a database opened read-only cannot be used.

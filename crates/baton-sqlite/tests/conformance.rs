@@ -27,3 +27,33 @@ fn sqlite_warehouse_conforms() {
 fn sqlite_bus_conforms() {
     baton_conformance::exercise_bus(on_file, &|clock, d| clock.advance(d));
 }
+
+/// A database whose dead letters were stored as text (schema version 5) keeps them across
+/// the migration to byte payloads, open and with their reasons.
+#[test]
+fn dead_letters_stored_as_text_survive_the_migration_to_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE dead_letters (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, message_id TEXT,
+                payload TEXT NOT NULL, reason TEXT NOT NULL, recorded_at INTEGER NOT NULL);
+             INSERT INTO dead_letters (topic, message_id, payload, reason, recorded_at)
+                VALUES ('t', 'm1', '{\"date\":\"2024-03-01\"}', 'not JSON', 1700000000000000);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+    }
+    let clock = Arc::new(baton_core::ManualClock::new(
+        "2024-03-02T00:00:00Z".parse().unwrap(),
+    ));
+    let store = SqliteBackend::open(&path, Durability::Full, clock).unwrap();
+    use baton_ports::StateStore;
+    let letters = store.dead_letters().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].letter.payload, br#"{"date":"2024-03-01"}"#);
+    assert_eq!(letters[0].letter.reason, "not JSON");
+    assert_eq!(letters[0].state, baton_core::dead_letter::LetterState::Open);
+}
