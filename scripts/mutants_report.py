@@ -55,7 +55,7 @@ def outcome(run_dir):
 
 def main():
     p = argparse.ArgumentParser()
-    for a in ("out", "seeds", "pass2", "tool", "all-modules", "dispositions"):
+    for a in ("out", "seeds", "tool", "all-modules", "dispositions"):
         p.add_argument("--" + a, required=True)
     args = p.parse_args()
     ran = lines(os.path.join(args.out, "modules.txt"))
@@ -83,25 +83,30 @@ def main():
     print(f"- modules not run: {', '.join(not_run) or 'none'}")
     print("- pass 1: every mutant of a module against baton-core's unit tests "
           "(`cargo mutants -p baton-core -f crates/baton-core/src/MODULE.rs --profile mutants -- --lib`)")
-    if args.pass2 == "1":
-        print("- pass 2: pass 1's survivors against the simulator "
-              f"(`--test-package baton-sim`, `BATON_SIM_SEEDS={args.seeds}`)")
-    else:
-        print("- pass 2 (the simulator) was skipped in this run (`BATON_MUTANTS_PASS2=0`)")
+    sim_ran = [m for m in ran if any(outcome(os.path.join(args.out, m, "sim")).values())]
+    print("- pass 2: pass 1's survivors against the simulator "
+          f"(`--test-package baton-sim -- --test simulator`, `BATON_SIM_SEEDS={args.seeds}`): "
+          f"run for {', '.join(sim_ran) or 'no module'}; not run for "
+          f"{', '.join(m for m in ran if m not in sim_ran) or 'none'}")
+    print()
+    notes = lines(os.path.join(args.out, "notes.txt"))
+    if notes:
+        print("\nNotes on this run (from `notes.txt` beside the outcomes):\n")
+        for n in notes:
+            print(f"- {n}")
     print()
     print("| module | mutants | caught by unit tests | missed | unviable | timeout "
-          "| survivors caught by the simulator | survivors left |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| pass 2: survivors the simulator caught |")
+    print("|---|---|---|---|---|---|---|")
     survivors = []
     for m in ran:
         u = outcome(os.path.join(args.out, m, "unit"))
         s = outcome(os.path.join(args.out, m, "sim"))
         total = sum(len(v) for v in u.values())
         sim_caught = set(s["caught"])
-        left = [n for n in u["missed"] + u["timeout"] if n not in sim_caught]
-        sim_col = str(len(sim_caught)) if args.pass2 == "1" else "not run"
+        sim_col = str(len(sim_caught)) if m in sim_ran else "not run"
         print(f"| {m} | {total} | {len(u['caught'])} | {len(u['missed'])} | {len(u['unviable'])} "
-              f"| {len(u['timeout'])} | {sim_col} | {len(left)} |")
+              f"| {len(u['timeout'])} | {sim_col} |")
         for n in u["missed"] + u["timeout"]:
             survivors.append((m, n, n in sim_caught, n in u["timeout"]))
     print()
