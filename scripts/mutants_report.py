@@ -88,7 +88,6 @@ def main():
           f"(`--test-package baton-sim -- --test simulator`, `BATON_SIM_SEEDS={args.seeds}`): "
           f"run for {', '.join(sim_ran) or 'no module'}; not run for "
           f"{', '.join(m for m in ran if m not in sim_ran) or 'none'}")
-    print()
     notes = lines(os.path.join(args.out, "notes.txt"))
     if notes:
         print("\nNotes on this run (from `notes.txt` beside the outcomes):\n")
