@@ -42,7 +42,7 @@ done
 if [ "$JOBS" -eq 1 ]; then export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}; else unset CARGO_TARGET_DIR; fi
 mkdir -p "$OUT"
 # notes.txt, written by hand beside the outcomes, is copied into the report (why a run stopped).
-[ "$CONFIRM" = 1 ] || rm -f "$OUT/modules.txt" "$OUT/notes.txt"
+[ "$CONFIRM" = 1 ] || rm -rf "$OUT/modules.txt" "$OUT/notes.txt" "$OUT/confirm" "$OUT/confirm-commit.txt"
 # The commit the passes ran on is kept with their outcomes; a confirmation run notes its own.
 COMMIT=$(git rev-parse HEAD)
 DIRTY=$(git status --porcelain -- crates Cargo.toml Cargo.lock | grep -c . || true)
