@@ -708,6 +708,87 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_trigger_never_skips_a_generation() {
+        // Generations are the number of times the next phase was asked to run: forcing a
+        // date that never triggered fires generation 1, and forcing one whose changed output
+        // already opened generation 2 fires that generation, not a third.
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let now: Timestamp = "2024-03-02T13:00:00Z".parse().unwrap();
+        let (_, mut waiting) = run_script("msg tog");
+        assert_eq!(
+            force_trigger(&mut waiting, gate, now, "operator").generation,
+            1
+        );
+        // Phase 3 triggered; tog reran with other rows while tdg has a rerun in flight:
+        // generation 2 is open and waits.
+        let (_, doc) = run_script("msg tog digest=a\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc");
+        let facts = StepFacts {
+            in_flight: BTreeSet::from([ProcessorName::from("team_defense_game_summary")]),
+            has_work: BTreeSet::new(),
+        };
+        let rerun = CompletionMessage::new(
+            ProcessorName::from("team_offense_game_summary"),
+            doc.partition,
+            RunId::from("r2"),
+            CompletionStatus::Success,
+            10,
+            now,
+        )
+        .with_digest(Some("b".into()));
+        let mut opened = step_settling(Some(doc), &rerun, gate, now, &[], &facts).document;
+        assert_eq!((opened.generation, opened.triggered), (2, false));
+        assert_eq!(
+            force_trigger(&mut opened, gate, now, "operator").generation,
+            2
+        );
+    }
+
+    #[test]
+    fn a_run_resent_with_another_status_is_a_conflicting_duplicate_and_the_first_is_kept() {
+        // A run cannot both succeed and fail: the second report is flagged for an operator
+        // and changes nothing, so a replayed failure never takes back a completion.
+        check(
+            "msg tog\nmsg tog failed",
+            "
+            msg tog                                  -> Applied count=1
+            msg tog failed                           -> ConflictingDuplicate { field: \"status\" } count=1
+            ",
+        );
+    }
+
+    #[test]
+    fn no_data_completes_a_processor_only_on_a_date_it_has_no_work_for() {
+        // `no_data` means "nothing to do": it counts where the processor's calendar has no
+        // rows, and is recorded but not counted where it has (the run missed its input).
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let partition = Partition::parse("2024-03-01").unwrap();
+        let now: Timestamp = "2024-03-02T12:00:00Z".parse().unwrap();
+        let tog = ProcessorName::from("team_offense_game_summary");
+        let with_work = StepFacts {
+            in_flight: BTreeSet::new(),
+            has_work: BTreeSet::from([tog.clone()]),
+        };
+        let msg = |run: &str, status| {
+            CompletionMessage::new(tog.clone(), partition, RunId::from(run), status, 0, now)
+        };
+        let no_data = msg("a", CompletionStatus::NoData);
+        let idle = step_settling(None, &no_data, gate, now, &[], &StepFacts::default());
+        assert_eq!(
+            idle.document.completed_count, 1,
+            "no work: no_data completes"
+        );
+        let busy = step_settling(None, &no_data, gate, now, &[], &with_work);
+        assert_eq!(busy.outcome, Outcome::Applied);
+        assert_eq!(busy.document.completed_count, 0, "work to do: not counted");
+        assert!(busy.document.entries[&tog].not_counted);
+        let success = msg("b", CompletionStatus::Success);
+        let done = step_settling(Some(busy.document), &success, gate, now, &[], &with_work);
+        assert_eq!(done.document.completed_count, 1, "a success on it counts");
+    }
+
+    #[test]
     fn force_reprocess_starts_exactly_one_new_generation() {
         check(
             "msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc\nmsg pgs run=r2 force\nmsg pgs run=r2 force\nmsg pgs run=r3",
@@ -721,6 +802,31 @@ mod tests {
             msg pgs run=r2 force                     -> Duplicate count=5
             msg pgs run=r3                           -> Applied count=5
             ",
+        );
+    }
+
+    #[test]
+    fn each_generation_and_date_has_its_own_trigger_id_so_only_replays_are_dropped() {
+        // The outbox and the bus drop a message whose id they have seen: a replayed trigger
+        // keeps its id, and another generation or date must not reuse it, or its trigger
+        // would be dropped as a replay and the next phase would never run.
+        let pipeline = Pipeline::reference().unwrap();
+        let gate = &pipeline.gates[0];
+        let (_, mut doc) = run_script("msg tog\nmsg tdg\nmsg utgc\nmsg pgs\nmsg upgc");
+        let now: Timestamp = "2024-03-02T13:00:00Z".parse().unwrap();
+        let g2 = force_trigger(&mut doc, gate, now, "operator");
+        let g3 = force_trigger(&mut doc, gate, now, "operator");
+        assert_eq!((g2.generation, g3.generation), (2, 3));
+        assert_ne!(g2.message_id, g3.message_id);
+        assert_eq!(
+            g3.message_id,
+            Trigger::message_id_for(&gate.id, doc.partition, 3),
+            "a replay of generation 3 carries the same id"
+        );
+        let next_day = Partition::parse("2024-03-02").unwrap();
+        assert_ne!(
+            Trigger::message_id_for(&gate.id, next_day, 3),
+            g3.message_id
         );
     }
 

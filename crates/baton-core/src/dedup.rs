@@ -217,6 +217,19 @@ mod tests {
     }
 
     #[test]
+    fn on_a_hash_collision_rows_with_different_keys_are_both_kept() {
+        // The key hash only picks candidates; `same_key` decides. When two keys share a
+        // hash, a row is dropped only if its key columns are equal by value (as rendered,
+        // like the SQL key columns): dropping a row with another key would lose data.
+        let pk = vec!["a".to_owned(), "b".to_owned()];
+        let x = row(json!({"a": 1, "b": "x", "v": 1}));
+        assert!(same_key(&x, &row(json!({"a": "1", "b": "x", "v": 2})), &pk));
+        assert!(!same_key(&x, &row(json!({"a": 2, "b": "x"})), &pk));
+        assert!(!same_key(&x, &row(json!({"a": 1, "b": "y"})), &pk));
+        assert!(!same_key(&x, &row(json!({"a": "one", "b": "x"})), &pk));
+    }
+
+    #[test]
     fn a_missing_key_names_row_and_column() {
         let pk = vec!["k".to_owned()];
         let err = dedup(vec![row(json!({"k": 1})), row(json!({"x": 1}))], &pk).unwrap_err();

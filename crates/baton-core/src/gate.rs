@@ -233,6 +233,31 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_gate_names_exactly_the_processors_still_missing() {
+        // What `status` shows an operator as what the date waits for.
+        let p = Pipeline::reference().unwrap();
+        let g = &p.gates[0];
+        let day: Timestamp = "2024-03-05T12:00:00Z".parse().unwrap();
+        let yesterday = Partition::parse("2024-03-04").unwrap();
+        let v = g.evaluate(
+            yesterday,
+            day,
+            &set(&["player_game_summary", "team_offense_game_summary"]),
+        );
+        let Verdict::Waiting { missing } = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            missing.into_iter().collect::<BTreeSet<_>>(),
+            set(&[
+                "team_defense_game_summary",
+                "upcoming_player_game_context",
+                "upcoming_team_game_context",
+            ])
+        );
+    }
+
+    #[test]
     fn same_day_is_decided_in_the_pipeline_time_zone() {
         let p = Pipeline::reference().unwrap();
         let g = &p.gates[0];

@@ -271,6 +271,26 @@ mod tests {
     }
 
     #[test]
+    fn at_the_instant_of_expiry_the_old_holder_is_refused_and_a_new_one_is_granted() {
+        // The two checks meet at one instant: when the holder's writes start being refused
+        // (`check_current`), another worker can take over, so a date never sits with a
+        // lease nobody may use.
+        let Acquire::Granted(a) = grant(None, "a", t(0)) else {
+            panic!()
+        };
+        assert!(a.is_live(t(599)));
+        assert!(!a.is_live(t(600)));
+        assert!(matches!(
+            check_current(Some(&a), a.token, t(600)),
+            Err(Refusal::Expired { .. })
+        ));
+        let Acquire::Granted(b) = grant(Some(&a), "b", t(600)) else {
+            panic!("the expired lease must be granted to the next worker")
+        };
+        assert_eq!(b.token, FenceToken::new(2));
+    }
+
+    #[test]
     fn renewal_extends_from_now_and_release_frees() {
         let Acquire::Granted(a) = grant(None, "a", t(0)) else {
             panic!()
