@@ -41,7 +41,7 @@ fn a_seed_replays_exactly() {
     );
 }
 
-/// Seeds a canary must be caught within: each is caught by seed 3 today (see ARCHITECTURE.md);
+/// Seeds a canary must be caught within: each is caught by seed 0 today (see ARCHITECTURE.md);
 /// the margin keeps a workload change from making a canary flaky, and costs little, since a
 /// run stops at the first violation.
 const CANARY_SEEDS: u64 = 60;
