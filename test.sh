@@ -33,3 +33,5 @@ if cargo tree -p baton-core -e normal --prefix none --locked | grep -E '^(tokio|
 fi
 echo "== tests"
 cargo test --workspace --locked
+echo "== deploy: systemd units"
+deploy/verify.sh "${CARGO_TARGET_DIR:-target}/debug/baton"

@@ -12,7 +12,7 @@ pub mod baselines;
 
 pub use baselines::Baselines;
 use baton_core::clock::Clock;
-use baton_nats::NatsBus;
+use baton_nats::LazyNatsBus;
 use baton_ports::{Bus, Result, StateStore, Warehouse};
 use baton_postgres::{PgBackend, TimeSource};
 use baton_sqlite::{Durability, SqliteBackend};
@@ -144,7 +144,9 @@ fn open_postgres(settings: &Settings) -> std::result::Result<Backends, Error> {
         pg = pg.with_write_stall(stall);
     }
     let pg = Arc::new(pg);
-    let bus = Arc::new(NatsBus::connect(&nats)?);
+    // Connected on first use: a command that neither publishes nor consumes (`run`,
+    // `status`, `reconcile`...) works while NATS is down.
+    let bus = Arc::new(LazyNatsBus::new(&nats));
     let admin = Arc::new(PgAdmin {
         pg: pg.clone(),
         nats: bus.clone(),
@@ -179,7 +181,7 @@ impl Admin for SqliteAdmin {
 
 struct PgAdmin {
     pg: Arc<PgBackend>,
-    nats: Arc<NatsBus>,
+    nats: Arc<LazyNatsBus>,
 }
 
 impl Admin for PgAdmin {

@@ -7,6 +7,7 @@
 mod bench;
 mod check;
 mod demo;
+mod help;
 mod ops;
 mod status;
 mod timeline;
@@ -28,10 +29,9 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the backend failed.
 pub const EXIT_BACKEND: u8 = 3;
 
-/// baton makes phased batch pipelines exact: completion tracking, fenced writes, triggers
-/// exactly once.
+/// The command line: global options and the commands.
 #[derive(Parser, Debug)]
-#[command(name = "baton", version, about, long_about = None, after_help = "Exit codes: 0 success, 1 a check failed (demo not exact, run failed), 2 bad usage/config/input, 3 backend error.")]
+#[command(name = "baton", version, about = help::ABOUT, long_about = None, after_help = help::AFTER)]
 pub struct Cli {
     /// Pipeline config (TOML); the built-in reference pipeline when absent.
     #[arg(long, global = true, env = "BATON_CONFIG")]
@@ -82,31 +82,44 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the reference pipeline end to end on a fresh database and check every date.
+    #[command(after_help = help::DEMO)]
     Demo(demo::DemoArgs),
-    /// Consume completions, relay the outbox and run triggered phases until Ctrl-C.
+    /// Consume completions, relay the outbox and run triggered phases until SIGTERM or Ctrl-C.
+    #[command(after_help = help::SERVE)]
     Serve(ops::ServeArgs),
     /// Run one processor for one date under a lease.
+    #[command(after_help = help::RUN)]
     Run(ops::RunArgs),
     /// Publish a completion message, or record an upstream landing, by hand.
+    #[command(after_help = help::PUBLISH)]
     Publish(ops::PublishArgs),
     /// Compare stored completion state with the truth (runs, rows); --fix repairs it.
+    #[command(after_help = help::RECONCILE)]
     Reconcile(check::ReconcileArgs),
     /// Pass/fail checks: accuracy, duplicates, lateness, leases, dead letters, error rates.
+    #[command(after_help = help::HEALTH)]
     Health(check::HealthArgs),
     /// Show completion documents, runs and leases.
+    #[command(after_help = help::STATUS)]
     Status(status::StatusArgs),
     /// Write the reference pipeline's config to a file to start from.
+    #[command(after_help = help::INIT)]
     Init(ops::InitArgs),
     /// Apply the database schema's pending migrations and create the pipeline's tables.
+    #[command(after_help = help::MIGRATE)]
     Migrate(ops::MigrateArgs),
     /// Land the reference pipeline's raw data (Phase 2) for dates, as its scrapers would.
+    #[command(after_help = help::GENERATE)]
     Generate(ops::GenerateArgs),
     /// Alert policies: list them with their incidents, or send a test notice.
+    #[command(after_help = help::ALERTS)]
     Alerts(watch::AlertsArgs),
     /// List `serve` and worker instances that are stale or not at the expected version.
+    #[command(after_help = help::DRIFT)]
     Drift(watch::DriftArgs),
     /// Measure baton beside baselines from the same run (release build): throughput,
     /// trigger latency, dedup, leases, reconcile, memory.
+    #[command(after_help = help::BENCH)]
     Bench(bench::BenchArgs),
 }
 
@@ -125,6 +138,13 @@ impl Exit {
             error: error.into(),
         }
     }
+    /// The same failure with what was being done when it happened.
+    pub fn context(self, what: &'static str) -> Self {
+        Self {
+            code: self.code,
+            error: self.error.context(what),
+        }
+    }
     /// A backend failure.
     pub fn backend(error: impl Into<anyhow::Error>) -> Self {
         Self {
@@ -137,16 +157,43 @@ impl Exit {
 impl<E: Into<anyhow::Error>> From<E> for Exit {
     fn from(error: E) -> Self {
         let error = error.into();
-        let code = if error
-            .chain()
-            .any(|c| c.downcast_ref::<baton_ports::Error>().is_some())
-        {
+        let code = if backend_error(&error).is_some() {
             EXIT_BACKEND
         } else {
             1
         };
         Self { code, error }
     }
+}
+
+impl Exit {
+    /// Whether the failure is a backend error that may pass (a server restarting, refusing
+    /// connections, out of connection slots), told by the error's kind, not its text.
+    pub fn is_transient(&self) -> bool {
+        backend_error(&self.error).is_some_and(baton_ports::Error::is_retryable)
+    }
+}
+
+/// The backend error in a failure's chain, wherever a boundary wrapped it.
+fn backend_error(error: &anyhow::Error) -> Option<&baton_ports::Error> {
+    error.chain().find_map(|c| {
+        c.downcast_ref::<baton_ports::Error>()
+            .or_else(|| match c.downcast_ref::<baton_backends::Error>() {
+                Some(baton_backends::Error::Backend(b)) => Some(b),
+                _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<baton_runner::Error>() {
+                Some(baton_runner::Error::Backend(b)) => Some(b),
+                _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<baton_serve::Error>() {
+                Some(
+                    baton_serve::Error::Backend(b)
+                    | baton_serve::Error::Runner(baton_runner::Error::Backend(b)),
+                ) => Some(b),
+                _ => None,
+            })
+    })
 }
 
 /// A command's result: an exit code on success paths too (a failed verdict is not an error).
@@ -282,9 +329,10 @@ pub fn open_backend_at(
         BackendKind::Sqlite => baton_backends::Kind::Sqlite,
         BackendKind::Postgres => baton_backends::Kind::Postgres,
     };
+    // The error itself is kept (not its text): `run` tells a transient one by its kind.
     baton_backends::open(kind, &settings).map_err(|e| match e {
-        baton_backends::Error::Missing(_) => Exit::usage(anyhow::anyhow!("{e}")),
-        _ => Exit::backend(anyhow::anyhow!("{e}")),
+        baton_backends::Error::Missing(_) => Exit::usage(e),
+        _ => Exit::backend(e),
     })
 }
 

@@ -9,6 +9,7 @@ use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::REFERENCE_TOML;
 use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
+use baton_core::retry::Budget;
 use baton_runner::{LeaseWait, NoHooks, RunOptions, RunOutcome, RunReport, Runner};
 use baton_serve::service::{Identity, Ports, ServeOptions, Service, write_heartbeat};
 use clap::{Args, Subcommand};
@@ -61,6 +62,11 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Keep retrying a backend unavailable at the start (refused, starting up, out of
+    /// connections) this many seconds, with backoff, before failing with exit 3 (default:
+    /// the config's backend.start_retry_secs, 30; 0 fails at once).
+    #[arg(long, env = "BATON_START_RETRY_SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    start_retry_secs: Option<u64>,
 }
 
 /// `baton publish`.
@@ -73,8 +79,10 @@ pub struct PublishArgs {
 #[derive(Subcommand, Debug)]
 enum PublishWhat {
     /// Publish a completion on its gate's topic, as a processor would (or any JSON payload).
+    #[command(after_help = crate::help::PUBLISH_COMPLETION)]
     Completion(CompletionArgs),
     /// Record an upstream job's landing for a date.
+    #[command(after_help = crate::help::PUBLISH_RAW)]
     Raw(RawArgs),
 }
 
@@ -217,12 +225,26 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         }
         None => None,
     };
-    tracing::info!(db = %cli.db.display(), "serving; Ctrl-C stops (every step is transactional, so stopping at any point is safe)");
+    let stop = stop_on_signal().map_err(Exit::backend)?;
+    tracing::info!(db = %cli.db.display(), "serving; SIGTERM or Ctrl-C stops after the current round (every step is transactional, so stopping at any point is safe)");
     service
         .with_notifiers(notifiers)
         .with_observer(Box::new(move |report| metrics.observe_drain(report)))
-        .run(&|| false)?;
+        .run(&|| stop.load(std::sync::atomic::Ordering::Relaxed))?;
     Ok(0)
+}
+
+/// A flag raised by SIGTERM or SIGINT, so that `serve` (under systemd, or Ctrl-C) ends its
+/// round and writes a last heartbeat saying it stopped, instead of dying mid-round and
+/// looking silent to `health` and `drift`.
+fn stop_on_signal() -> std::io::Result<Arc<std::sync::atomic::AtomicBool>> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal, while the first is being honoured, stops at once.
+        signal_hook::flag::register_conditional_shutdown(signal, EXIT_FAILED as i32, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 /// `baton run`: runs one processor for one date as a worker; exit 0 when it wrote its data
@@ -242,24 +264,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
         )));
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let backend = open_existing(cli, &pipeline)?;
-    let runner = Runner::new(
-        pipeline.clone(),
-        backend.store.clone(),
-        backend.warehouse.clone(),
-        clock,
-    );
-    runner.ensure_tables()?;
-    // Workers heartbeat too, so `baton drift` sees their version.
-    write_heartbeat(
-        backend.store.as_ref(),
-        &Identity::of_this_process("worker", VERSION, COMMIT),
-        SystemClock.now(),
-        &[],
-        None,
-    )?;
-    let options = run_options(args, &pipeline);
-    let report = runner.run(&args.processor, args.date, &options, &NoHooks)?;
+    let report = run_retrying_start(cli, args, &pipeline, clock)?;
     if args.json {
         print_run_json(&report);
     } else {
@@ -270,6 +275,78 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Outcome {
         RunOutcome::Coalesced { .. } => 0,
         _ => EXIT_FAILED,
     })
+}
+
+/// Runs, retrying the whole run while the backend is unavailable (refused, starting up, out
+/// of connections) within the start-retry budget (`--start-retry-secs`, else the config's
+/// `backend.start_retry_secs`), with backoff; past it, fails naming the operation. Every
+/// step is safe to repeat: a run that took its lease before the failure finds it held on
+/// the retry and coalesces, which is recorded as an owed run `serve` carries out.
+fn run_retrying_start(
+    cli: &Cli,
+    args: &RunArgs,
+    pipeline: &Arc<baton_core::config::Pipeline>,
+    clock: Arc<dyn Clock>,
+) -> Result<RunReport, Exit> {
+    let budget = Budget::new(
+        clock.now(),
+        args.start_retry_secs
+            .map(|s| SignedDuration::from_secs(s as i64))
+            .unwrap_or(pipeline.start_retry),
+    );
+    let mut failed = 0;
+    loop {
+        let error = match start_and_run(cli, args, pipeline, clock.clone()) {
+            Ok(report) => return Ok(report),
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(e),
+        };
+        failed += 1;
+        let Some(pause) = budget.next_pause(failed, clock.now()) else {
+            let spent = clock.now().duration_since(budget.started).as_secs_f64();
+            return Err(Exit::backend(error.error.context(format!(
+                "run {} {}: the backend stayed unavailable ({failed} tries in {spent:.1}s, start retry budget {}s)",
+                args.processor,
+                args.date,
+                budget.budget.as_secs()
+            ))));
+        };
+        tracing::warn!(processor = %args.processor, date = %args.date, error = %format!("{:#}", error.error), retry_in_ms = pause.as_millis() as u64, "backend unavailable at the start of the run; retrying");
+        clock.sleep(pause);
+    }
+}
+
+/// One try of a run: opens the backend, creates the pipeline's tables, heartbeats as a
+/// worker and runs; each failure names its operation.
+fn start_and_run(
+    cli: &Cli,
+    args: &RunArgs,
+    pipeline: &Arc<baton_core::config::Pipeline>,
+    clock: Arc<dyn Clock>,
+) -> Result<RunReport, Exit> {
+    let backend = open_existing(cli, pipeline).map_err(|e| e.context("opening the backend"))?;
+    let runner = Runner::new(
+        pipeline.clone(),
+        backend.store.clone(),
+        backend.warehouse.clone(),
+        clock.clone(),
+    );
+    runner.ensure_tables().map_err(|e| {
+        Exit::from(anyhow::Error::from(e).context("creating the pipeline's tables"))
+    })?;
+    // Workers heartbeat too, so `baton drift` sees their version.
+    write_heartbeat(
+        backend.store.as_ref(),
+        &Identity::of_this_process("worker", VERSION, COMMIT),
+        clock.now(),
+        &[],
+        None,
+    )
+    .map_err(|e| Exit::from(anyhow::Error::from(e).context("recording the worker's heartbeat")))?;
+    let options = run_options(args, pipeline);
+    runner
+        .run(&args.processor, args.date, &options, &NoHooks)
+        .map_err(|e| Exit::from(anyhow::Error::from(e).context("running")))
 }
 
 /// The run's options: the holder (default `cli-<pid>`) and how long to wait for a held

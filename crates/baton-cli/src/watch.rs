@@ -62,8 +62,10 @@ pub fn drift(cli: &Cli, args: &DriftArgs) -> Outcome {
         if role == "worker" && age > worker_window {
             continue;
         }
-        // A `serve` gone for a day has been replaced, not stalled.
-        if role != "worker" && heartbeat::is_gone(r.updated_at, now) {
+        // A `serve` gone for a day has been replaced, not stalled; one stopped on request
+        // (its last heartbeat says so) is not running at all.
+        let stopped = !body["stopped_at"].is_null();
+        if role != "worker" && (stopped || heartbeat::is_gone(r.updated_at, now)) {
             continue;
         }
         let version = body["version"].as_str().unwrap_or("?").to_owned();
@@ -137,12 +139,14 @@ pub struct AlertsArgs {
 #[derive(Subcommand, Debug)]
 enum AlertsCommand {
     /// The policies, their figures now, and their latest incidents with delivery state.
+    #[command(after_help = crate::help::ALERTS_LIST)]
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Sends a test notice through every notifier (or one), changing no incident.
+    #[command(after_help = crate::help::ALERTS_TEST)]
     Test {
         /// Only this notifier.
         #[arg(long)]

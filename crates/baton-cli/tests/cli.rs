@@ -635,3 +635,51 @@ fn a_short_demo_then_default_health_and_reconcile_pass_and_status_shows_owed_run
         .assert()
         .success();
 }
+
+/// The commands `baton [PATH] --help` lists (clap's "Commands:" section), but `help`.
+fn subcommands(dir: &Path, path: &[&str]) -> Vec<String> {
+    let mut args: Vec<&str> = path.to_vec();
+    args.push("--help");
+    let out = baton(dir).args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("Commands:")
+        .nth(1)
+        .map(|rest| rest.split("\n\n").next().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+#[test]
+fn help_begins_with_what_baton_does_and_every_command_has_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = baton(dir.path()).arg("--help").output().unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        top.starts_with("baton makes phased batch data pipelines exact"),
+        "{top}"
+    );
+    let commands = subcommands(dir.path(), &[]);
+    assert!(commands.len() >= 10, "{commands:?}");
+    let mut without = Vec::new();
+    for command in &commands {
+        let nested = subcommands(dir.path(), &[command]);
+        let mut paths = vec![vec![command.as_str()]];
+        paths.extend(nested.iter().map(|n| vec![command.as_str(), n.as_str()]));
+        for path in paths {
+            let mut args = path.clone();
+            args.push("--help");
+            let out = baton(dir.path()).args(&args).output().unwrap();
+            let help = String::from_utf8_lossy(&out.stdout);
+            if !help.contains("Examples:\n  baton") && !help.contains("Examples:\n  cargo") {
+                without.push(path.join(" "));
+            }
+        }
+    }
+    assert!(
+        without.is_empty(),
+        "commands without an example: {without:?}"
+    );
+}

@@ -111,6 +111,153 @@ fn servers() -> (baton_testkit::Postgres, baton_testkit::Nats) {
     (pg, nats)
 }
 
+/// A running `baton run` and its job.
+type Running = Vec<(Child, (String, String))>;
+
+/// Whether a finished `baton run` did its job: 0 (written or coalesced) or 1 with
+/// "deferred" (owed: serve runs it).
+fn job_done(child: &mut Child, status: std::process::ExitStatus) -> bool {
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut o, &mut out);
+    }
+    status.code() == Some(0) || (status.code() == Some(1) && out.contains("deferred"))
+}
+
+/// Collects the workers that ended; one that failed (a backend restarting under it) is
+/// queued again, as a scheduler would.
+fn reap(
+    running: &mut Running,
+    queue: &mut VecDeque<(String, String)>,
+    done: &mut usize,
+    requeued: &mut usize,
+) {
+    let mut still = Vec::new();
+    for (mut child, job) in running.drain(..) {
+        match child.try_wait().unwrap() {
+            None => still.push((child, job)),
+            Some(status) if job_done(&mut child, status) => *done += 1,
+            Some(_) => {
+                *requeued += 1;
+                queue.push_back(job);
+            }
+        }
+    }
+    *running = still;
+}
+
+/// Waits for every running worker.
+fn finish(
+    running: &mut Running,
+    queue: &mut VecDeque<(String, String)>,
+    done: &mut usize,
+    requeued: &mut usize,
+) {
+    while !running.is_empty() {
+        reap(running, queue, done, requeued);
+        pause(20);
+    }
+}
+
+/// Records a second batch of the injury report for a date whose runs are done (the
+/// `n`-th of them), which requests reruns of its readers from the serves; returns the
+/// date. The data is the same, so the reruns change no output and trigger nothing.
+fn outage_landing(env: &Env, pg: &baton_testkit::Postgres, n: usize) -> String {
+    let date = dates()[n].clone();
+    let out = env.run(&[
+        "publish",
+        "raw",
+        "--job",
+        "nbac_injury_report_scraper",
+        "--date",
+        &date,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(owed_runs(pg, &date), 0, "the landing requested runs");
+    date
+}
+
+/// Owed runs of a date, read in PostgreSQL (0 while it is down is never asked).
+fn owed_runs(pg: &baton_testkit::Postgres, date: &str) -> usize {
+    pg.query(
+        "faults",
+        &format!("SELECT count(*) FROM requests WHERE partition = '{date}'"),
+    )
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+/// Waits until the serves ran the owed runs of `date` (at most two minutes).
+fn wait_until_not_owed(pg: &baton_testkit::Postgres, date: &str) {
+    for _ in 0..1200 {
+        if owed_runs(pg, date) == 0 {
+            return;
+        }
+        pause(100);
+    }
+    panic!("the serves never ran the runs owed for {date}");
+}
+
+/// Starts three queued jobs as workers during an outage and waits for them; each must do
+/// its job without being retried by the test. With `pg` (PostgreSQL down), each worker
+/// must first say it retries at its start; then PostgreSQL is started again.
+fn run_during_outage(
+    env: &Env,
+    queue: &mut VecDeque<(String, String)>,
+    done: &mut usize,
+    pg: Option<&mut baton_testkit::Postgres>,
+) {
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let Some(job) = queue.pop_front() else { break };
+        let mut child = env
+            .cmd(&[
+                "run",
+                &job.0,
+                "--date",
+                &job.1,
+                "--holder",
+                &format!("outage{i}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        workers.push((child, job, rx));
+    }
+    if let Some(pg) = pg {
+        for (_, job, rx) in &workers {
+            let retrying = rx
+                .iter()
+                .find(|l| l.contains("retrying"))
+                .unwrap_or_else(|| panic!("{job:?} never said it retries"));
+            assert!(retrying.contains("opening the backend"), "{retrying}");
+        }
+        pg.start_again().unwrap();
+    }
+    for (mut child, job, rx) in workers {
+        let status = child.wait().unwrap();
+        let stderr: Vec<String> = rx.try_iter().collect();
+        assert!(
+            job_done(&mut child, status),
+            "{job:?} started during the outage failed: {status} {stderr:?}"
+        );
+        *done += 1;
+    }
+}
+
 #[test]
 fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
     let (mut pg, mut nats) = servers();
@@ -139,7 +286,7 @@ fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
         .flat_map(|d| PHASE3.iter().map(move |p| (p.to_string(), d.clone())))
         .collect();
     let total = queue.len();
-    let mut running: Vec<(Child, (String, String))> = Vec::new();
+    let mut running: Running = Vec::new();
     let (mut done, mut requeued) = (0usize, 0usize);
     let (mut stalled, mut killed_serve, mut restarted_nats, mut restarted_serve, mut restarted_pg) =
         (false, false, false, false, false);
@@ -180,7 +327,14 @@ fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
         }
         if done >= 60 && !restarted_nats {
             restarted_nats = true;
+            finish(&mut running, &mut queue, &mut done, &mut requeued);
             nats.stop();
+            // New work while the bus is down: workers write data and outbox rows (they never
+            // connect to NATS), and the serves run the runs a landing requests (owed runs
+            // need only PostgreSQL).
+            let reran = outage_landing(&env, &pg, 0);
+            run_during_outage(&env, &mut queue, &mut done, None);
+            wait_until_not_owed(&pg, &reran);
             nats.start_again().unwrap();
         }
         if done >= 80 && !restarted_serve {
@@ -189,8 +343,14 @@ fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
         }
         if done >= 100 && !restarted_pg {
             restarted_pg = true;
+            finish(&mut running, &mut queue, &mut done, &mut requeued);
+            // Runs the serves start from a landing just before PostgreSQL goes down fail
+            // for a transient reason and stay owed; workers started while it is down retry
+            // at their start until it is back.
+            let reran = outage_landing(&env, &pg, 1);
             pg.stop();
-            pg.start_again().unwrap();
+            run_during_outage(&env, &mut queue, &mut done, Some(&mut pg));
+            wait_until_not_owed(&pg, &reran);
         }
         while running.len() < 3 {
             let Some(job) = queue.pop_front() else { break };
@@ -210,29 +370,7 @@ fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
                 .unwrap();
             running.push((child, job));
         }
-        let mut still = Vec::new();
-        for (mut child, job) in running.drain(..) {
-            match child.try_wait().unwrap() {
-                None => still.push((child, job)),
-                Some(status) => {
-                    let mut out = String::new();
-                    if let Some(mut o) = child.stdout.take() {
-                        let _ = std::io::Read::read_to_string(&mut o, &mut out);
-                    }
-                    // 0: written or coalesced; 1 with "deferred": owed, serve runs it. Anything
-                    // else (a backend restarting under it) is retried, as a scheduler would.
-                    if status.code() == Some(0)
-                        || (status.code() == Some(1) && out.contains("deferred"))
-                    {
-                        done += 1;
-                    } else {
-                        requeued += 1;
-                        queue.push_back(job);
-                    }
-                }
-            }
-        }
-        running = still;
+        reap(&mut running, &mut queue, &mut done, &mut requeued);
         pause(20);
     }
     assert!(
@@ -313,6 +451,11 @@ fn workers_and_serves_survive_kills_and_restarts_and_every_date_is_exact() {
             .any(|c| c["code"] == "BATON-H009" && c["evidence"] == "empty");
     }
     assert!(empty, "nothing left in the outbox");
+    assert_eq!(
+        pg.query("faults", "SELECT count(*) FROM requests").unwrap(),
+        "0",
+        "no run is left owed"
+    );
     if let Some(mut a) = serve_a {
         let _ = a.kill();
         let _ = a.wait();
@@ -420,4 +563,131 @@ fn an_unreachable_backend_fails_at_start_with_one_line_and_no_password() {
     let missing = env.run(&["--backend", "postgres", "--database-url", &db, "status"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("BATON_NATS_URL"));
+}
+
+/// A migrated database with the reference pipeline's raw data for `TO`, on fresh servers.
+fn landed_env(dir: &Path, name: &str) -> (baton_testkit::Postgres, baton_testkit::Nats, Env) {
+    let (pg, nats) = servers();
+    let url = pg.create_database(name).unwrap();
+    config(dir);
+    let env = Env {
+        dir: dir.to_path_buf(),
+        vars: vec![
+            ("BATON_BACKEND".into(), "postgres".into()),
+            ("BATON_DATABASE_URL".into(), url),
+            ("BATON_NATS_URL".into(), nats.url()),
+        ],
+    };
+    assert!(env.run(&["migrate"]).status.success());
+    assert!(
+        env.run(&["generate", "--dates", "1", "--end", TO])
+            .status
+            .success()
+    );
+    (pg, nats, env)
+}
+
+#[test]
+fn run_writes_with_the_bus_down_and_serve_relays_its_completion_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pg, mut nats, env) = landed_env(dir.path(), "busdown");
+    nats.stop();
+    // On main, `run` connected to NATS at start and failed with exit 3.
+    let out = env.run(&["run", PHASE3[0], "--date", TO]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "run needs no bus: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Commands that only read the store work with the bus down too.
+    for args in [
+        vec!["status", "--from", TO, "--to", TO],
+        vec!["reconcile", "--from", TO, "--to", TO],
+        vec!["drift"],
+    ] {
+        let out = env.run(&args);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("NATS"),
+            "{args:?} never touches the bus: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The completion waits in the outbox; once NATS is back, the relay publishes it and the
+    // orchestrator records it.
+    nats.start_again().unwrap();
+    let serve = env.run(&["serve", "--until-idle", "--reconcile-every-secs", "0"]);
+    assert!(
+        serve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
+    let (_, status) = exact_dates(&env);
+    let date = &status.as_array().unwrap()[0];
+    // The run's completion reached the orchestrator (and `serve` ran the rest of the date).
+    assert_eq!(
+        date["verdict"]["done"], 5,
+        "the completion was relayed: {date}"
+    );
+    assert_eq!(date["verdict"]["triggers"], 1, "{date}");
+}
+
+/// A `baton run` in the background whose stderr is watched for the retry warning.
+fn spawn_run_watching_retries(env: &Env, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut args = vec!["run", PHASE3[0], "--date", TO];
+    args.extend_from_slice(extra);
+    let mut child = env
+        .cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn run_retries_a_database_down_at_its_start_within_the_budget_then_fails_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pg, _nats, env) = landed_env(dir.path(), "pgdown");
+    pg.stop();
+    // Started while PostgreSQL is down; PostgreSQL comes back once the run said it retries.
+    let (mut child, lines) = spawn_run_watching_retries(&env, &["--start-retry-secs", "120"]);
+    let first = lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(
+        first.contains("retrying") && first.contains("opening the backend"),
+        "{first}"
+    );
+    pg.start_again().unwrap();
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+
+    // Down for longer than the budget: exit 3 and one line naming the run and the operation.
+    pg.stop();
+    let (mut child, lines) = spawn_run_watching_retries(&env, &["--start-retry-secs", "1"]);
+    let status = child.wait().unwrap();
+    let stderr: Vec<String> = lines.iter().collect();
+    assert_eq!(status.code(), Some(3), "{stderr:?}");
+    let errors: Vec<&String> = stderr.iter().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr:?}");
+    let line = errors[0];
+    for part in [
+        &format!("run {} {TO}", PHASE3[0]),
+        "opening the backend",
+        "cannot connect to PostgreSQL",
+        "refused",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
+    assert!(
+        stderr.iter().any(|l| l.contains("retrying")),
+        "it retried before giving up: {stderr:?}"
+    );
 }

@@ -558,3 +558,32 @@ fn bench_quick_runs_and_reports_every_figure_beside_its_baseline() {
         }
     }
 }
+
+/// The instances `baton drift --json` lists.
+fn drift_instances(dir: &Path) -> Vec<serde_json::Value> {
+    let out = baton(dir).args(["drift", "--json"]).output().unwrap();
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    report["instances"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn sigterm_stops_serve_cleanly_and_it_is_no_longer_listed_as_running() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    // Whether the signal lands before or after its first heartbeat, the last record it
+    // writes says it stopped.
+    let mut serve = serve(dir.path(), None);
+    let pid = serve.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = serve.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "serve exits 0 on SIGTERM: {status:?}"
+    );
+    assert!(
+        drift_instances(dir.path()).is_empty(),
+        "a serve stopped on request is not listed"
+    );
+}

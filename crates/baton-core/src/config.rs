@@ -53,6 +53,9 @@ pub struct ApiConfig {
     pub token_file: Option<String>,
 }
 
+/// How long `run` retries an unavailable backend at its start, unless configured.
+pub const DEFAULT_START_RETRY_SECS: i64 = 30;
+
 /// Which storage backend the pipeline runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -154,6 +157,9 @@ pub struct Pipeline {
     pub timezone_name: String,
     /// The storage backend.
     pub backend: Backend,
+    /// How long `run` keeps retrying a backend that is unavailable at its start (refused,
+    /// starting up, out of connections) before it fails; zero fails at once.
+    pub start_retry: SignedDuration,
     /// A lease's lifetime.
     pub lease_ttl: SignedDuration,
     /// How long `run` waits for a held lease before coalescing.
@@ -378,6 +384,8 @@ struct RawBackend {
     database_url: Option<Spanned<String>>,
     #[serde(default)]
     nats_url: Option<Spanned<String>>,
+    #[serde(default)]
+    start_retry_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -636,6 +644,7 @@ impl Validator<'_> {
         let (name, timezone, timezone_name, raw_landings_topic) =
             self.pipeline_section(&raw.pipeline)?;
         let backend = self.backend(raw.backend.as_ref())?;
+        let start_retry = self.start_retry(raw.backend.as_ref())?;
         let (lease_ttl, lease_wait) = self.lease(raw.lease.as_ref())?;
         let (ack_wait, max_deliveries) = self.bus(raw.bus.as_ref())?;
 
@@ -660,6 +669,7 @@ impl Validator<'_> {
             timezone,
             timezone_name,
             backend,
+            start_retry,
             lease_ttl,
             lease_wait,
             ack_wait,
@@ -740,6 +750,20 @@ impl Validator<'_> {
             };
         }
         Ok(backend)
+    }
+
+    /// `[backend] start_retry_secs`: how long a run retries an unavailable backend at its
+    /// start (default [`DEFAULT_START_RETRY_SECS`]; 0 turns it off).
+    fn start_retry(&self, raw: Option<&RawBackend>) -> Result<SignedDuration, Error> {
+        match raw.and_then(|b| b.start_retry_secs.as_ref()) {
+            None => Ok(SignedDuration::from_secs(DEFAULT_START_RETRY_SECS)),
+            Some(v) if *v.get_ref() == 0 => Ok(SignedDuration::ZERO),
+            Some(v) => Ok(SignedDuration::from_secs(self.positive(
+                "backend.start_retry_secs",
+                v,
+                3_600,
+            )?)),
+        }
     }
 
     /// `[backend]` with `kind = "postgres"`: the URLs, each of its own scheme.
@@ -1881,6 +1905,20 @@ mod tests {
 
     fn line_containing(src: &str, needle: &str) -> usize {
         src.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn the_start_retry_budget_defaults_to_30s_may_be_0_and_is_bounded() {
+        let reference = Pipeline::reference().unwrap();
+        assert_eq!(reference.start_retry, SignedDuration::from_secs(30));
+        let off = mutate("start_retry_secs = 30", "start_retry_secs = 0");
+        assert_eq!(
+            Pipeline::from_toml(&off).unwrap().start_retry,
+            SignedDuration::ZERO
+        );
+        let bad = mutate("start_retry_secs = 30", "start_retry_secs = -5");
+        let e = err_of(&bad).to_string();
+        assert!(e.contains("backend.start_retry_secs"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod message;
 pub mod model;
 pub mod quality;
 pub mod reconcile;
+pub mod retry;
 pub mod rng;
 pub mod schedule;
 

@@ -17,7 +17,7 @@ use baton_ports::{Bus, Delivery, Error, GroupSettings, Published, Result};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long one bus operation may take before it fails as retryable.
@@ -359,5 +359,81 @@ impl Bus for NatsBus {
                 attempt: 0,
             })
             .collect())
+    }
+}
+
+/// The JetStream bus, connected on first use.
+///
+/// Most commands never touch the bus: `run` writes its data and its completion's outbox row
+/// in the state store, and `status`, `reconcile` and `drift` read the store. Opening the bus
+/// lazily means a NATS restart cannot fail them; the relay in `serve` publishes later. A
+/// failed connect is not remembered: the next operation tries again (the error is
+/// retryable, so a `serve` round is retried), and once connected the client reconnects by
+/// itself.
+pub struct LazyNatsBus {
+    url: String,
+    bus: Mutex<Option<Arc<NatsBus>>>,
+}
+
+impl LazyNatsBus {
+    /// A bus for `url`, not connected yet.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            bus: Mutex::new(None),
+        }
+    }
+
+    /// Whether it has connected (tests: a command that needs no bus never does).
+    pub fn connected(&self) -> bool {
+        self.bus.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// The connected bus, connecting now if it has not yet.
+    pub fn get(&self) -> Result<Arc<NatsBus>> {
+        let mut bus = self.bus.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = bus.as_ref() {
+            return Ok(b.clone());
+        }
+        let connected = Arc::new(NatsBus::connect(&self.url)?);
+        *bus = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// See [`NatsBus::delete_topics`].
+    pub fn delete_topics(&self, topics: &[String]) -> Result<()> {
+        self.get()?.delete_topics(topics)
+    }
+}
+
+impl Bus for LazyNatsBus {
+    fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
+        self.get()?.publish(topic, message_id, payload)
+    }
+    fn fetch(
+        &self,
+        topic: &str,
+        group: &str,
+        max: usize,
+        settings: GroupSettings,
+    ) -> Result<Vec<Delivery>> {
+        self.get()?.fetch(topic, group, max, settings)
+    }
+    fn ack(&self, topic: &str, group: &str, seqs: &[i64]) -> Result<()> {
+        self.get()?.ack(topic, group, seqs)
+    }
+    fn pending(&self, topic: &str, group: &str) -> Result<u64> {
+        self.get()?.pending(topic, group)
+    }
+    fn published_since(&self, topic: &str, since: Timestamp) -> Result<u64> {
+        self.get()?.published_since(topic, since)
+    }
+    fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
+        self.get()?.messages(topic)
     }
 }

@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use baton_nats::NatsBus;
+use baton_nats::{LazyNatsBus, NatsBus};
+use baton_ports::Bus;
 
 #[test]
 fn nats_bus_conforms() {
@@ -32,4 +33,19 @@ fn an_unreachable_server_fails_with_one_clear_line() {
         "{err}"
     );
     assert!(!err.contains('\n'));
+}
+
+#[test]
+fn a_lazy_bus_connects_on_first_use_and_again_after_a_failed_connect() {
+    let mut server = baton_testkit::Nats::start().unwrap();
+    server.stop();
+    let bus = LazyNatsBus::new(&server.url());
+    assert!(!bus.connected(), "building the bus connects nothing");
+    let err = bus.publish("lazy", "m1", b"{}").unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(!bus.connected());
+    server.start_again().unwrap();
+    bus.publish("lazy", "m1", b"{}").unwrap();
+    assert!(bus.connected());
+    assert_eq!(bus.messages("lazy").unwrap().len(), 1);
 }

@@ -515,7 +515,8 @@ fn serve_facts(
         let Ok(beat) = serde_json::from_str::<crate::status::Heartbeat>(&r.body) else {
             continue;
         };
-        if baton_core::heartbeat::is_gone(r.updated_at, now) {
+        // A `serve` stopped on request is not silent; one gone for a day was replaced.
+        if beat.stopped_at.is_some() || baton_core::heartbeat::is_gone(r.updated_at, now) {
             continue;
         }
         serves.push(health::ServeFact {

@@ -569,43 +569,11 @@ pub fn drain(
 ) -> Result<DrainReport, Error> {
     let mut total = DrainReport::default();
     for _ in 0..rounds_max {
-        let relayed = relay_once(services.store, services.bus, 1024, relay_faults)?;
-        total.relayed += relayed;
-        let mut progressed = relayed > 0;
-        // Landings first: the readers they request run in this same round.
-        if let Some(lc) = services.landings {
-            let r = lc.poll_once()?;
-            progressed |= r.fetched > 0;
-            total.landings += r.recorded;
-            total.landings_dead_lettered += r.dead_lettered;
-        }
-        match services.consumer.poll_once(consumer_faults) {
-            Ok(r) => {
-                progressed |= r.fetched > 0;
-                total.dropped += r.dropped;
-                total.triggers += r.triggers;
-                for (k, v) in r.outcomes {
-                    *total.outcomes.entry(k).or_default() += v;
-                }
-            }
-            Err(Error::InjectedCrash(_)) => {
-                total.crashes += 1;
-                progressed = true;
-            }
-            Err(e) => return Err(e),
-        }
-        if let Some(tc) = services.triggers {
-            let r = tc.poll_once(hooks)?;
-            progressed |= r.triggers > 0;
-            total.phase_runs += r.runs_ok;
-            // Owed runs (deferred until inputs land, partial runs to redo) whose inputs
-            // have landed since.
-            let owed = tc
-                .runner
-                .retry_pending(&RunOptions::new(tc.holder.clone()), hooks)?;
-            progressed |= owed.iter().any(|r| !r.attempts.is_empty());
-            total.owed_runs += owed.iter().filter(|r| r.succeeded()).count();
-        }
+        // The bus's part may fail (NATS restarting) while the store's goes on: owed runs
+        // need only the store, so they run even then, and the bus's error is returned after.
+        let bus_part = drain_bus_once(services, consumer_faults, relay_faults, hooks, &mut total);
+        let owed_progressed = run_owed(services, hooks, &mut total)?;
+        let progressed = bus_part? | owed_progressed;
         if progressed {
             continue;
         }
@@ -615,6 +583,67 @@ pub fn drain(
         wait();
     }
     Ok(total)
+}
+
+/// One pass over what the bus carries: relay, landings, completions, triggers; true when
+/// anything moved.
+fn drain_bus_once(
+    services: &Services<'_>,
+    consumer_faults: &mut dyn ConsumerFaults,
+    relay_faults: &mut dyn RelayFaults,
+    hooks: &dyn RunHooks,
+    total: &mut DrainReport,
+) -> Result<bool, Error> {
+    let relayed = relay_once(services.store, services.bus, 1024, relay_faults)?;
+    total.relayed += relayed;
+    let mut progressed = relayed > 0;
+    // Landings first: the readers they request run in this same round.
+    if let Some(lc) = services.landings {
+        let r = lc.poll_once()?;
+        progressed |= r.fetched > 0;
+        total.landings += r.recorded;
+        total.landings_dead_lettered += r.dead_lettered;
+    }
+    match services.consumer.poll_once(consumer_faults) {
+        Ok(r) => {
+            progressed |= r.fetched > 0;
+            total.dropped += r.dropped;
+            total.triggers += r.triggers;
+            for (k, v) in r.outcomes {
+                *total.outcomes.entry(k).or_default() += v;
+            }
+        }
+        Err(Error::InjectedCrash(_)) => {
+            total.crashes += 1;
+            progressed = true;
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(tc) = services.triggers {
+        let r = tc.poll_once(hooks)?;
+        progressed |= r.triggers > 0;
+        total.phase_runs += r.runs_ok;
+    }
+    Ok(progressed)
+}
+
+/// Owed runs (requested by a landing, a schedule or a dependency's new output, deferred
+/// until inputs land, partial runs to redo, coalesced follow-ups of a holder that died)
+/// whose inputs have landed since; true when any ran. One that fails for a transient reason
+/// stays owed and is tried again on a later round.
+fn run_owed(
+    services: &Services<'_>,
+    hooks: &dyn RunHooks,
+    total: &mut DrainReport,
+) -> Result<bool, Error> {
+    let Some(tc) = services.triggers else {
+        return Ok(false);
+    };
+    let owed = tc
+        .runner
+        .retry_pending(&RunOptions::new(tc.holder.clone()), hooks)?;
+    total.owed_runs += owed.iter().filter(|r| r.succeeded()).count();
+    Ok(owed.iter().any(|r| !r.attempts.is_empty()))
 }
 
 /// Messages not yet acked by the orchestrator, the trigger consumers or the landings

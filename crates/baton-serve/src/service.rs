@@ -151,6 +151,26 @@ pub fn write_heartbeat(
     backend_errors: &[Timestamp],
     last_error: Option<&str>,
 ) -> Result<(), baton_ports::Error> {
+    put_heartbeat(
+        store,
+        identity,
+        started_at,
+        backend_errors,
+        last_error,
+        None,
+    )
+}
+
+/// Writes the heartbeat record; `stopped_at` marks the last one of a `serve` stopped on
+/// request.
+fn put_heartbeat(
+    store: &dyn StateStore,
+    identity: &Identity,
+    started_at: Timestamp,
+    backend_errors: &[Timestamp],
+    last_error: Option<&str>,
+    stopped_at: Option<Timestamp>,
+) -> Result<(), baton_ports::Error> {
     let key = identity.key();
     let beat = Heartbeat {
         role: identity.role.clone(),
@@ -161,6 +181,7 @@ pub fn write_heartbeat(
         started_at,
         backend_errors: backend_errors.to_vec(),
         last_error: last_error.map(str::to_owned),
+        stopped_at,
     };
     let body = serde_json::to_string(&beat)
         .map_err(|e| baton_ports::Error::Permanent(format!("encoding a heartbeat: {e}")))?;
@@ -356,8 +377,9 @@ impl Service {
         }
     }
 
-    /// Runs rounds until `shutdown` says stop (checked before each round) or an error that
-    /// is not retryable ends it. Waits between rounds through the clock.
+    /// Runs rounds until `shutdown` says stop (checked before each round and after each
+    /// pause) or an error that is not retryable ends it. Waits between rounds through the
+    /// clock. Stopped on request, it writes a last heartbeat that says so.
     pub fn run(mut self, shutdown: &dyn Fn() -> bool) -> Result<(), Error> {
         while !shutdown() {
             let report = self.round()?;
@@ -368,6 +390,21 @@ impl Service {
             };
             self.ports.clock.sleep(pause);
         }
+        self.stopped()
+    }
+
+    /// The last heartbeat of a `serve` stopped on request, so that it is not reported as
+    /// silent. Every round's work is transactional, so nothing else needs finishing.
+    fn stopped(&self) -> Result<(), Error> {
+        put_heartbeat(
+            self.ports.store.as_ref(),
+            &self.identity,
+            self.started_at,
+            &self.backend_errors,
+            self.last_error.as_deref(),
+            Some(self.ports.clock.now()),
+        )?;
+        tracing::info!(instance = %self.identity.key(), "stopped on request");
         Ok(())
     }
 

@@ -150,4 +150,8 @@ pub struct Heartbeat {
     /// The last of them (URLs in it are already redacted by the adapters).
     #[serde(default)]
     pub last_error: Option<String>,
+    /// When it stopped on request (SIGTERM, Ctrl-C): a stopped `serve` is not a silent one,
+    /// so neither `health` (BATON-H011) nor `baton drift` reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Timestamp>,
 }

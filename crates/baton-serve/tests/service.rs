@@ -265,7 +265,10 @@ fn a_heartbeat_is_written_once_per_interval() {
     let end = e.at(300);
     let clock = e.clock.clone();
     service.run(&|| clock.now() >= end).unwrap();
-    assert_eq!(e.heartbeat().unwrap().0, 10);
+    // Ten beats, then the last record saying it stopped on request.
+    let (version, last) = e.heartbeat().unwrap();
+    assert_eq!(version, 11);
+    assert_eq!(last.stopped_at, Some(e.clock.now()));
     assert!(!baton_core::heartbeat::is_stale(
         e.backend
             .ops_record("instance/serve/h1/7")
@@ -374,6 +377,50 @@ fn a_retryable_error_is_recorded_and_reported_in_the_next_heartbeat() {
         h011.evidence.contains("retried 1 backend errors"),
         "{}",
         h011.evidence
+    );
+}
+
+/// BATON-H011 of the service's store at the clock's now.
+fn h011(e: &Env) -> baton_core::health::Check {
+    baton_serve::checks::health(
+        &e.pipeline,
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        &[],
+        e.clock.now(),
+    )
+    .unwrap()
+    .checks
+    .into_iter()
+    .find(|c| c.code == "BATON-H011")
+    .unwrap()
+}
+
+#[test]
+fn a_serve_stopped_on_request_is_not_reported_silent_but_one_that_died_is() {
+    // Stopped on request (SIGTERM under systemd): its last heartbeat says so, and ten
+    // minutes later health does not call it silent.
+    let e = env();
+    let end = e.at(60);
+    let clock = e.clock.clone();
+    e.service(quiet()).run(&|| clock.now() >= end).unwrap();
+    e.clock.advance(SignedDuration::from_mins(10));
+    let check = h011(&e);
+    assert_eq!(check.level, Level::Pass, "{}", check.evidence);
+
+    // Died (its rounds simply stop): after four missed beats it is reported.
+    let e = env();
+    let mut service = e.service(quiet());
+    assert!(service.round().unwrap().heartbeat);
+    drop(service);
+    e.clock.advance(SignedDuration::from_mins(10));
+    let check = h011(&e);
+    assert_eq!(check.level, Level::Warn);
+    assert!(
+        check.evidence.contains("last heartbeat"),
+        "{}",
+        check.evidence
     );
 }
 

@@ -6,6 +6,11 @@
 //! and data (the fault tests restart them), and are killed when dropped.
 //!
 //! Invariant: nothing here is a fake; a test that uses the kit talks to the real server.
+//!
+//! Invariant: a server never outlives the test process that started it, however that process
+//! ends. Drop stops it when the test unwinds; a [`Watchdog`] (a `sh` holding a pipe from
+//! the test process) stops it and removes its directory when the process ends without
+//! dropping it: a panic that aborts, SIGKILL, a timeout, or a server kept in a `static`.
 #![deny(missing_docs)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,6 +51,49 @@ fn wait_for_port(port: u16, timeout: Duration) -> Result<(), Error> {
     Err(format!(
         "nothing listens on 127.0.0.1:{port} after {timeout:?}"
     ))
+}
+
+/// A shell that runs a cleanup command when the test process that spawned it ends: it
+/// waits on a pipe whose only writer is this process (the pipe is close-on-exec, so the
+/// processes a test starts do not hold it), and the kernel closes that on any exit.
+struct Watchdog {
+    shell: Child,
+}
+
+impl Watchdog {
+    fn spawn(cleanup: &str) -> Option<Self> {
+        let script = format!("read _ignored; {cleanup}");
+        let shell = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self { shell })
+    }
+}
+
+impl Drop for Watchdog {
+    /// The server was stopped in the ordinary way: the watchdog goes without cleaning up.
+    fn drop(&mut self) {
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
+    }
+}
+
+/// Quotes a path for `sh`.
+fn sh_quote(path: &std::path::Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Whether a process is alive (`kill -0`).
+fn alive(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Finds a PostgreSQL server binary: Debian keeps them under `/usr/lib/postgresql/<major>/bin`
@@ -95,6 +143,7 @@ pub struct Postgres {
     /// Its port on 127.0.0.1.
     pub port: u16,
     running: bool,
+    watchdog: Option<Watchdog>,
 }
 
 impl Postgres {
@@ -129,6 +178,7 @@ impl Postgres {
             dir,
             port: free_port()?,
             running: false,
+            watchdog: None,
         };
         pg.start_again()?;
         Ok(pg)
@@ -152,6 +202,9 @@ impl Postgres {
             self.port,
             self.dir.path().display()
         );
+        // Guarded before it starts: a start that fails half-way is stopped too.
+        self.running = true;
+        self.watchdog = Watchdog::spawn(&self.cleanup());
         let out = Self::as_pg(is_root(), pg_bin("pg_ctl"))
             .arg("-D")
             .arg(&data)
@@ -167,25 +220,81 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        self.running = true;
         wait_for_port(self.port, Duration::from_secs(20))
     }
 
-    /// Stops the server immediately (connections are cut, as in a crash of the host).
+    /// What the watchdog runs when the test process ends without stopping the server:
+    /// `pg_ctl stop`, SIGKILL to the postmaster if it is still there, and the directory
+    /// removed.
+    fn cleanup(&self) -> String {
+        let data = self.dir.path().join("data");
+        let runuser = if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        format!(
+            "pid=$(head -n 1 {pidfile} 2>/dev/null); {runuser}{pg_ctl} -D {data} -m immediate -w stop >/dev/null 2>&1; [ -n \"$pid\" ] && kill -9 \"$pid\" 2>/dev/null; rm -rf {dir}",
+            pidfile = sh_quote(&data.join("postmaster.pid")),
+            pg_ctl = sh_quote(&pg_bin("pg_ctl")),
+            data = sh_quote(&data),
+            dir = sh_quote(self.dir.path()),
+        )
+    }
+
+    /// The postmaster's pid, from its pid file.
+    fn postmaster_pid(&self) -> Option<u32> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("data").join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// Stops the server immediately (connections are cut, as in a crash of the host); a
+    /// postmaster that outlives `pg_ctl stop` is killed.
     pub fn stop(&mut self) {
         if self.running {
+            let pid = self.postmaster_pid();
             let _ = Self::as_pg(is_root(), pg_bin("pg_ctl"))
                 .arg("-D")
                 .arg(self.dir.path().join("data"))
                 .args(["-m", "immediate", "-w", "stop"])
                 .output();
+            if let Some(pid) = pid.filter(|p| alive(*p)) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
             self.running = false;
         }
+        self.watchdog = None;
+    }
+
+    /// Its temp directory (data, socket, log).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// A connection URL for a database (created if missing by [`Postgres::create_database`]).
     pub fn url(&self, database: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs one SQL statement in `database` with psql and returns its unaligned output.
+    pub fn query(&self, database: &str, sql: &str) -> Result<String, Error> {
+        let out = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{sql}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// Creates a database (one per test keeps tests independent).
@@ -229,6 +338,7 @@ pub struct Nats {
     /// Its port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Nats {
@@ -242,6 +352,7 @@ impl Nats {
             dir,
             port: free_port()?,
             child: None,
+            watchdog: None,
         };
         n.start_again()?;
         Ok(n)
@@ -264,6 +375,11 @@ impl Nats {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start nats-server: {e}"))?;
+        self.watchdog = Watchdog::spawn(&format!(
+            "kill -9 {} 2>/dev/null; rm -rf {}",
+            child.id(),
+            sh_quote(self.dir.path())
+        ));
         self.child = Some(child);
         wait_for_port(self.port, Duration::from_secs(20))
     }
@@ -274,6 +390,12 @@ impl Nats {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.watchdog = None;
+    }
+
+    /// Its temp directory (store, log).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The client URL.
