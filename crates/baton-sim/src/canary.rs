@@ -11,7 +11,7 @@ use crate::mem::Canary;
 use baton_core::completion::{self, Document, Effect, Entry, StepOutput};
 use baton_core::gate::{Gate, Rule};
 use baton_core::message::CompletionMessage;
-use baton_core::model::{GateId, ProcessorName};
+use baton_core::model::{GateId, ProcessorName, Row};
 use baton_ports::engine::StepFn;
 use baton_ports::{PendingRequest, RequestKind};
 use jiff::Timestamp;
@@ -88,6 +88,19 @@ impl Bend<'_> {
             out.effects.push(Effect::PublishTrigger(trigger));
         }
     }
+}
+
+/// The worker's pre-write dedup (the product's, `baton_core::dedup`), bent by the
+/// duplicate-key canary to keep every row of a repeated key.
+pub(crate) fn dedup(
+    canary: Canary,
+    rows: Vec<Row>,
+    primary_key: &[String],
+) -> Result<Vec<Row>, baton_core::dedup::Error> {
+    if canary == Canary::DuplicateKeyKept {
+        return Ok(rows);
+    }
+    Ok(baton_core::dedup::dedup(rows, primary_key)?.rows)
 }
 
 /// The bug of the best-run canary: an entry shows its latest failed run whenever it has one,

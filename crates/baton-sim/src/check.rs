@@ -6,13 +6,15 @@
 //! what the applied runs say), G2 (a trigger written twice for one generation, or a
 //! generation triggered that the policy did not allow, or not triggered when it did), G3
 //! (a written completion missing from the outbox), G4/G5 (rows not those of the newest
-//! accepted write), G9 (a generation opened that no change asked for, or missed; owed runs
-//! not the requests made).
+//! accepted write, as the model dedups it), G9 (a generation opened that no change asked
+//! for, or missed; owed runs not the requests made), G10 (the next phase ran more often
+//! for a date than generations fired, or, after the drain, less).
 
+use crate::World;
 use crate::model::{DateModel, best_run};
-use crate::{World, canonical};
 use baton_core::clock::Clock;
 use baton_core::completion::Document;
+use baton_core::model::Row;
 use baton_core::model::{Partition, ProcessorName};
 use baton_ports::{OutboxKind, RequestKind, StateStore, Warehouse};
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +24,8 @@ type Checked = Result<(), crate::Violation>;
 impl World {
     /// Every check, after a step.
     pub(crate) fn check(&self) -> Checked {
-        let wrote = self.rows_changed.get();
+        let every_table = self.rows_changed.get();
+        let wrote_to = std::mem::take(&mut *self.wrote_to.borrow_mut());
         for &d in &self.dates {
             let doc = self
                 .backend
@@ -30,14 +33,22 @@ impl World {
                 .map_err(|e| self.backend_error(e))?;
             let written = self.check_triggers(d)?;
             self.check_document(d, doc.as_ref(), &written)?;
-            // Rows change only by a write: read them after one (and at the end).
-            if wrote {
-                self.check_rows(d)?;
+            // The next phase runs only in a trigger consumer's step.
+            if self.next_phase_ran.get() {
+                self.check_next_phase(d, false)?;
+            }
+            // Rows change only by a write, and only the writer's table for its date: read
+            // those after a write (and every table at the start and the end).
+            for (i, p) in self.phase3.iter().enumerate() {
+                if every_table || wrote_to.contains(&(i, d)) {
+                    self.check_rows(i, p, d)?;
+                }
             }
         }
         self.rows_changed.set(false);
+        self.next_phase_ran.set(false);
         self.check_requests()?;
-        if wrote {
+        if every_table || !wrote_to.is_empty() {
             self.check_outbox()?;
         }
         Ok(())
@@ -122,8 +133,8 @@ impl World {
         Ok(())
     }
 
-    /// G1: each entry shows the model's best run, and is complete exactly when it succeeded
-    /// and the processor wrote.
+    /// G1: each entry shows the model's best run, and is complete exactly when that run
+    /// counts (a `no_data` on a date with work does not) and the processor wrote.
     fn check_entries(&self, d: Partition, doc: &Document, model: &DateModel) -> Checked {
         let in_doc: BTreeSet<&ProcessorName> = doc.entries.keys().collect();
         let in_model: BTreeSet<&ProcessorName> = model.runs.keys().collect();
@@ -146,7 +157,7 @@ impl World {
         }
         for (p, entry) in &doc.entries {
             let best = model.runs.get(p).and_then(best_run);
-            let (run, succeeded) = best.map_or(("", false), |b| (b.run_id.as_str(), b.succeeded));
+            let (run, succeeded) = best.map_or(("", false), |b| (b.run_id.as_str(), b.counted));
             if entry.run_id.as_str() != run || entry.is_complete() != succeeded {
                 return Err(self.violation(
                     "G1",
@@ -195,9 +206,10 @@ impl World {
         Ok(written)
     }
 
-    /// G4, G5: each table holds, for the date, exactly the rows of the newest accepted write.
-    fn check_rows(&self, d: Partition) -> Checked {
-        for (i, p) in self.phase3.iter().enumerate() {
+    /// G4, G5: processor `i`'s table holds, for the date, exactly the rows of the newest
+    /// accepted write.
+    fn check_rows(&self, i: usize, p: &baton_core::config::Processor, d: Partition) -> Checked {
+        {
             let tokens: BTreeSet<u64> = self
                 .backend
                 .row_tokens(&p.table.name, d)
@@ -226,11 +238,11 @@ impl World {
                 .read(&p.table, d, d)
                 .map_err(|e| self.backend_error(e))?;
             let expected = self
-                .expected_rows
-                .get(&(i, d))
-                .map(|r| canonical(r))
-                .unwrap_or_default();
-            if canonical(&rows) != expected {
+                .model
+                .tables
+                .get(&(p.table.name.clone(), d))
+                .map_or(&[][..], Vec::as_slice);
+            if !same_rows(&rows, expected) {
                 return Err(self.violation(
                     "G5",
                     format!(
@@ -241,6 +253,37 @@ impl World {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// G10: the next phase ran (a run of each of its processors that ended well, in the run
+    /// history the real runner keeps) once per generation that fired: never more, and after
+    /// the drain (`done`), exactly.
+    fn check_next_phase(&self, d: Partition, done: bool) -> Checked {
+        let gate = &self.pipeline.gates[0];
+        let next: Vec<&ProcessorName> = self
+            .pipeline
+            .phase(gate.next_phase)
+            .map(|p| &p.name)
+            .collect();
+        let runs = self
+            .backend
+            .runs(d)
+            .map_err(|e| self.backend_error(e))?
+            .into_iter()
+            .filter(|r| next.contains(&&r.processor) && r.status.completes())
+            .count();
+        let fired = self.model.dates.get(&d).map_or(0, |m| m.fired.len());
+        let expected = fired * next.len();
+        if runs > expected || (done && runs != expected) {
+            return Err(self.violation(
+                "G10",
+                format!(
+                    "{d}: the next phase ran {runs} times, the model fired {fired} generations for {} processors",
+                    next.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -334,7 +377,10 @@ impl World {
                     format!("{d}: generations {:?} fired, expected {want:?}", m.fired),
                 ));
             }
-            if !m.triggered && self.model.policy(*d, now).satisfied(&m.complete()) {
+            if !m.triggered
+                && self.model.policy(*d, now).satisfied(&m.complete())
+                && self.model.checks_pass(*d, now)
+            {
                 return Err(self.violation(
                     "G2",
                     format!(
@@ -344,7 +390,16 @@ impl World {
                 ));
             }
         }
+        for d in &self.dates {
+            self.check_next_phase(*d, true)?;
+        }
         self.rows_changed.set(true);
         self.check()
     }
+}
+
+/// Whether two sets of rows are the same, order aside; the lengths must match, so a row
+/// stored twice is caught. Rows are few per date; comparing them pairwise is cheaper than serializing.
+fn same_rows(a: &[Row], b: &[Row]) -> bool {
+    a.len() == b.len() && a.iter().all(|r| b.contains(r)) && b.iter().all(|r| a.contains(r))
 }

@@ -1,18 +1,26 @@
 //! baton-sim: a deterministic simulator of baton under faults.
 //!
-//! From one seed it drives the core, the real consumer and relay of `baton-serve`, and
+//! From one seed it drives the core, the real consumer and relay of `baton-serve`, the
+//! real trigger consumer (which runs the next phase through the real runner), and
 //! simulated workers (lease, compute, fenced write, release, coalesced follow-ups) over the
 //! in-memory backend, interleaving their steps with duplicated, dropped, reordered and
-//! redelivered messages, consumer crashes between commit and ack, workers crashing while
-//! holding a lease, holders paused past their lease, clock jumps and skewed worker clocks,
-//! failed and `no_data` runs, forced re-triggers, and upstream landings that come late, in
-//! batches or again (each requests runs of its readers, whose output may change or not),
-//! over dates on both sides of midnight in the pipeline's time zone (same-day and overnight
-//! modes). After every step it compares the product's state (documents, trigger rows,
-//! owed runs, warehouse rows) with the reference model (`model.rs`), which derives it from
-//! what happened without baton-core's rules; at the end it drains and checks that every
-//! date's trigger generations are exactly the model's, each written once. A failure names
-//! the seed, and `--seed N` replays it exactly.
+//! redelivered messages (triggers included), consumer crashes between commit and ack,
+//! workers crashing while holding a lease, holders paused past their lease, external
+//! processors that hang until their lease expires and another run takes it over, clock
+//! jumps and skewed worker clocks, failed and `no_data` runs (also on dates the calendar
+//! says have work), forced re-triggers, and upstream landings that come late, in batches or
+//! again (each requests runs of its readers, whose output may change or not; the schedule
+//! scraper's land calendar rows, so the gate's quality checks apply and can block the
+//! trigger until corrected data lands), over dates on both sides of midnight in the
+//! pipeline's time zone (same-day and overnight modes). After every step it compares the
+//! product's state (documents, trigger rows, owed runs, warehouse rows, next-phase runs)
+//! with the reference model (`model.rs`), which derives it from what happened without
+//! baton-core's rules; at the end it drains and checks that every date's trigger
+//! generations are exactly the model's, each written once and each run by the next phase
+//! once. A failure names the seed, and `--seed N` replays it exactly.
+//!
+//! Not driven: `reconcile --fix` (the simulated workers keep no run history, which
+//! reconcile's truth is read from).
 //!
 //! Invariant: the in-memory backend is the only fake, behind the same traits as the real
 //! backends, and passes the same conformance suite.
@@ -24,8 +32,8 @@ pub mod mem;
 pub mod model;
 
 use baton_core::clock::{Clock, ManualClock};
-use baton_core::config::{Pipeline, Processor};
-use baton_core::dedup;
+use baton_core::config::{Pipeline, Processor, TableSpec};
+use baton_core::ids::SeededIds;
 use baton_core::lease::{self, Lease};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, Row, RunId};
@@ -34,7 +42,8 @@ use baton_ports::{
     Acquired, Bus, Delivery, FencedWrite, NewOutboxRow, OnHeld, PendingRequest, Released,
     RequestKind, StateStore, Warehouse, WriteOutcome,
 };
-use baton_serve::{Consumer, ConsumerFaults, RelayFaults, relay_once};
+use baton_runner::{NoHooks, Runner};
+use baton_serve::{Consumer, ConsumerFaults, RelayFaults, TriggerConsumer, relay_once};
 use jiff::{SignedDuration, Timestamp};
 use mem::{Canary, MemBackend};
 use model::Model;
@@ -71,7 +80,7 @@ pub struct Violation {
     pub seed: u64,
     /// The step at which the checker fired.
     pub step: usize,
-    /// The guarantee (G1..G5, G9), or `liveness` / `backend`.
+    /// The guarantee (G1..G5, G9, G10), or `liveness` / `backend`.
     pub guarantee: &'static str,
     /// What was wrong.
     pub detail: String,
@@ -107,6 +116,9 @@ pub struct SimReport {
 /// for a new trigger generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Output {
+    /// The rows as computed, repeated keys and all (the model dedups them its own way).
+    computed: Vec<Row>,
+    /// The rows the product writes (after its dedup).
     rows: Vec<Row>,
     status: CompletionStatus,
     digest: Option<String>,
@@ -131,6 +143,10 @@ struct Worker {
     phase: Phase,
     /// The worker's own clock is off by this much; it only decides when it renews.
     skew: SignedDuration,
+    /// An external processor that hangs: it stops renewing and sits past its lease, a
+    /// scheduler starts another run that takes the lease over, then the hung one wakes and
+    /// tries to write and release.
+    hung: bool,
 }
 
 struct World {
@@ -138,6 +154,8 @@ struct World {
     clock: Arc<ManualClock>,
     backend: Arc<MemBackend>,
     consumer: Consumer,
+    /// The real trigger consumer, starting the next phase through the real runner.
+    next_phase: TriggerConsumer,
     rng: SplitMix64,
     workers: Vec<Worker>,
     dates: Vec<Partition>,
@@ -145,8 +163,6 @@ struct World {
     events: BTreeMap<&'static str, usize>,
     /// Per (processor index, partition): the largest token that wrote.
     written_tokens: BTreeMap<(usize, Partition), u64>,
-    /// Per (processor index, partition): the rows the newest accepted write left.
-    expected_rows: BTreeMap<(usize, Partition), Vec<Row>>,
     /// Per (processor index, partition): the version of its inputs; a landing that changes
     /// them bumps it, and a run's rows (and digest) follow it.
     inputs: BTreeMap<(usize, Partition), u32>,
@@ -157,9 +173,15 @@ struct World {
     produced: BTreeMap<String, (ProcessorName, Partition)>,
     model: Model,
     canary: Canary,
-    /// Whether a write may have changed rows since the last check.
+    /// Whether every table's rows are to be checked at the next check (the start, the end).
     rows_changed: std::cell::Cell<bool>,
+    /// The (processor index, partition) written to since the last check.
+    wrote_to: std::cell::RefCell<BTreeSet<(usize, Partition)>>,
+    /// Whether the trigger consumer polled since the last check.
+    next_phase_ran: std::cell::Cell<bool>,
     draining: bool,
+    /// Dates the drain landed corrected data for (once each).
+    corrected: BTreeSet<Partition>,
     seed: u64,
     step: usize,
     next_worker: usize,
@@ -227,6 +249,18 @@ fn rows_for(
         }
         row.insert(processor.table.partition_column.clone(), json!(day));
         row.insert("value".into(), json!(i + 10 * inputs as usize));
+        // What the gate's checks read: before its inputs changed once, a run covers one of
+        // the date's three games and misses two players' minutes (the checks fail on a date
+        // with games), afterwards all of them (they pass).
+        let games = if inputs == 0 { 1 } else { GAMES_PER_DATE };
+        row.entry("game_id")
+            .or_insert_with(|| json!(game_id(partition, 1 + i % games)));
+        let minutes = if inputs == 0 && i < 2 {
+            serde_json::Value::Null
+        } else {
+            json!(20 + i)
+        };
+        row.entry("minutes").or_insert(minutes);
         rows.push(row);
     }
     for _ in 0..rng.range(0, 3) {
@@ -236,14 +270,41 @@ fn rows_for(
     rows
 }
 
-/// Rows in a comparable form: each row's JSON, sorted.
-fn canonical(rows: &[Row]) -> Vec<String> {
-    let mut out: Vec<String> = rows
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap_or_default())
-        .collect();
-    out.sort();
-    out
+/// Games on a date with games (the calendar rows the schedule scraper lands).
+const GAMES_PER_DATE: usize = 3;
+
+/// The id of game `n` of a date (unique across dates: the schedule is keyed on it alone).
+fn game_id(partition: Partition, n: usize) -> String {
+    format!("{partition}-g{n}")
+}
+
+/// The calendar rows of a date: its games, in the calendar table's columns.
+fn calendar_rows(table: &TableSpec, partition: Partition) -> Vec<Row> {
+    (1..=GAMES_PER_DATE)
+        .map(|n| {
+            let mut row = Row::new();
+            for col in &table.primary_key {
+                row.insert(col.clone(), json!(game_id(partition, n)));
+            }
+            row.insert("game_id".into(), json!(game_id(partition, n)));
+            row.insert(table.partition_column.clone(), json!(partition.to_string()));
+            row
+        })
+        .collect()
+}
+
+/// The reference pipeline, parsed once per process: a seed's run reads it and never
+/// changes it, and parsing it per seed cost a twentieth of a seed's time.
+fn reference_pipeline() -> Arc<Pipeline> {
+    static PIPELINE: std::sync::OnceLock<Arc<Pipeline>> = std::sync::OnceLock::new();
+    PIPELINE
+        .get_or_init(|| {
+            Arc::new(
+                Pipeline::reference()
+                    .unwrap_or_else(|e| panic!("invariant: the reference config is valid: {e}")),
+            )
+        })
+        .clone()
 }
 
 /// Midnight starting 2024-03-20 in New York (the reference pipeline's time zone), in UTC.
@@ -251,10 +312,7 @@ const MIDNIGHT: &str = "2024-03-20T04:00:00Z";
 
 impl World {
     fn new(options: &SimOptions) -> Self {
-        let pipeline = Arc::new(
-            Pipeline::reference()
-                .unwrap_or_else(|e| panic!("invariant: the reference config is valid: {e}")),
-        );
+        let pipeline = reference_pipeline();
         let mut rng = SplitMix64::new(options.seed);
         // Start up to two hours before midnight in the pipeline's time zone, so that in many
         // seeds "today" moves on mid-run and a date changes from same-day to overnight mode.
@@ -275,6 +333,19 @@ impl World {
             backend.clone(),
             clock.clone(),
         );
+        let runner = Runner::new(
+            pipeline.clone(),
+            backend.clone(),
+            backend.clone(),
+            clock.clone(),
+        )
+        .with_ids(Arc::new(SeededIds::new(options.seed)));
+        let next_phase = TriggerConsumer::new(
+            pipeline.clone(),
+            backend.clone(),
+            Arc::new(runner),
+            "phase4",
+        );
         let phase3: Vec<Processor> = pipeline.phase(3).cloned().collect();
         for p in &pipeline.processors {
             let _ = backend.ensure_table(&p.table);
@@ -287,20 +358,23 @@ impl World {
             clock,
             backend,
             consumer,
+            next_phase,
             rng,
             workers: Vec::new(),
             dates: today.offset(-1).through(today.offset(1)),
             phase3,
             events: BTreeMap::new(),
             written_tokens: BTreeMap::new(),
-            expected_rows: BTreeMap::new(),
             inputs: BTreeMap::new(),
             written_completions: BTreeSet::new(),
             produced: BTreeMap::new(),
             model,
             canary: options.canary,
             rows_changed: std::cell::Cell::new(true),
+            wrote_to: Default::default(),
+            next_phase_ran: std::cell::Cell::new(true),
             draining: false,
+            corrected: BTreeSet::new(),
             seed: options.seed,
             step: 0,
             next_worker: 0,
@@ -328,12 +402,14 @@ impl World {
     fn spawn_worker(&mut self, processor: usize, partition: Partition) {
         self.next_worker += 1;
         let skew = SignedDuration::from_secs(self.rng.range(-120, 120));
+        let hung = !self.draining && self.rng.chance(0.04);
         self.workers.push(Worker {
             name: format!("w{}", self.next_worker),
             processor,
             partition,
             phase: Phase::Acquire,
             skew,
+            hung,
         });
     }
 
@@ -416,6 +492,9 @@ impl World {
         lease: Lease,
         started: Timestamp,
     ) -> Result<Option<Phase>, Violation> {
+        if w.hung {
+            return self.hang(w, lease);
+        }
         // The worker renews when its own (skewed) clock says a third has passed.
         let now = self.clock.now();
         let worker_now = now.checked_add(w.skew).unwrap_or(now);
@@ -442,7 +521,11 @@ impl World {
         }
         let output = if self.rng.chance(0.08) {
             self.event("no_data runs");
+            if self.model.has_work(&proc.name, w.partition) {
+                self.event("no_data runs on a date with work");
+            }
             Output {
+                computed: Vec::new(),
                 rows: Vec::new(),
                 status: CompletionStatus::NoData,
                 digest: Some("no rows".into()),
@@ -454,17 +537,38 @@ impl World {
                 .get(&(w.processor, w.partition))
                 .copied()
                 .unwrap_or(0);
-            let rows = rows_for(proc, w.partition, version, &mut self.rng);
-            let d = dedup::dedup(rows, &proc.table.primary_key)
+            let computed = rows_for(proc, w.partition, version, &mut self.rng);
+            let rows = canary::dedup(self.canary, computed.clone(), &proc.table.primary_key)
                 .map_err(|e| self.violation("G5", e.to_string()))?;
             Output {
-                rows: d.rows,
+                computed,
+                rows,
                 status: CompletionStatus::Success,
                 digest: Some(format!("inputs v{version}")),
                 force,
             }
         };
         Ok(Some(Phase::Write(lease, started, output)))
+    }
+
+    /// A hung external processor: it does nothing, renews nothing, until its lease has
+    /// expired by the store's clock (in the drain the clock is moved there); then a
+    /// scheduler starts another run, which takes the lease over, and the hung one wakes,
+    /// to compute and try to write and release with its old token.
+    fn hang(&mut self, w: &Worker, lease: Lease) -> Result<Option<Phase>, Violation> {
+        if self.clock.now() < lease.expires_at {
+            if !self.draining {
+                return Ok(None);
+            }
+            self.clock
+                .advance(self.ttl() + SignedDuration::from_secs(1));
+        }
+        self.event("hung processors whose lease expired");
+        if let Some(i) = self.workers.iter().position(|x| x.name == w.name) {
+            self.workers[i].hung = false;
+        }
+        self.spawn_worker(w.processor, w.partition);
+        Ok(None)
     }
 
     /// A failed run: nothing written, the failure published (as the runner does); the
@@ -518,7 +622,9 @@ impl World {
         let completion =
             NewOutboxRow::for_completion(self.pipeline.completion_topic(proc), &message);
         // What the store says about this holder before the write, by its clock.
-        self.rows_changed.set(true);
+        self.wrote_to
+            .borrow_mut()
+            .insert((w.processor, w.partition));
         let current = self.backend.lease(&proc.name, w.partition);
         let legitimate =
             lease::check_current(current.as_ref(), lease.token, self.clock.now()).is_ok();
@@ -571,7 +677,13 @@ impl World {
             ));
         }
         self.written_tokens.insert(key, lease.token.get());
-        self.expected_rows.insert(key, output.rows);
+        let table = &proc.table;
+        self.model.wrote_rows(
+            &table.name,
+            &table.primary_key,
+            w.partition,
+            &output.computed,
+        );
         self.written_completions.insert(message.message_id.clone());
         self.produced
             .insert(message.message_id, (proc.name.clone(), w.partition));
@@ -622,13 +734,19 @@ impl World {
             .collect();
         let job = jobs[self.rng.index(jobs.len())].clone();
         let date = self.dates[self.rng.index(self.dates.len())];
+        let changes = self.rng.chance(0.6);
+        self.land_batch(&job, date, changes)
+    }
+
+    /// A batch of `job` for `date` that changes its readers' inputs or not.
+    fn land_batch(&mut self, job: &str, date: Partition, changes: bool) -> Result<(), Violation> {
         let readers: Vec<usize> = self
             .pipeline
-            .readers_of(&job)
+            .readers_of(job)
             .iter()
             .filter_map(|r| self.phase3.iter().position(|p| p.name == r.name))
             .collect();
-        let changes = self.rng.chance(0.6);
+        self.land_calendar(job, date)?;
         let mut requests = Vec::new();
         for &r in &readers {
             requests.push(self.request(r, date, format!("{job} landed")));
@@ -638,7 +756,7 @@ impl World {
         }
         let at = self.clock.now();
         self.backend
-            .record_landing(&job, date, at, &requests)
+            .record_landing(job, date, at, &requests)
             .map_err(|e| self.backend_error(e))?;
         self.event(if changes {
             "landings that change inputs"
@@ -647,6 +765,86 @@ impl World {
         });
         for r in readers {
             self.spawn_worker(r, date);
+        }
+        Ok(())
+    }
+
+    /// In the drain, a date whose trigger a quality check holds back gets its corrected data
+    /// once: the upstream of the checked processor lands again with changed data (late
+    /// box scores), its rerun writes rows that pass, and the gate must trigger then.
+    fn correct_held_date(&mut self) -> Result<bool, Violation> {
+        let now = self.clock.now();
+        let held = self.model.dates.iter().find(|(d, m)| {
+            m.held
+                && !m.triggered
+                && !self.corrected.contains(*d)
+                && self.model.policy(**d, now).satisfied(&m.complete())
+        });
+        let Some(date) = held.map(|(d, _)| *d) else {
+            return Ok(false);
+        };
+        self.corrected.insert(date);
+        let jobs: Vec<String> = self
+            .model
+            .checked_tables()
+            .into_iter()
+            .filter_map(|p| self.pipeline.processor(p.as_str()))
+            .flat_map(|p| p.upstream.iter().cloned())
+            .collect();
+        for job in jobs.iter().take(1) {
+            self.event("corrected data landed for a held date");
+            self.land_batch(job, date, true)?;
+        }
+        Ok(!jobs.is_empty())
+    }
+
+    /// When `job` lands a table some processor reads as its calendar, its rows for the date
+    /// land first (the same rows each time): from then on the date has work.
+    fn land_calendar(&mut self, job: &str, date: Partition) -> Result<(), Violation> {
+        let Some(up) = self.pipeline.upstream_job(job) else {
+            return Ok(());
+        };
+        let calendars: BTreeSet<&str> = self
+            .pipeline
+            .processors
+            .iter()
+            .filter_map(|p| p.calendar.as_deref())
+            .collect();
+        let Some(table) = up
+            .tables
+            .iter()
+            .filter(|t| calendars.contains(t.as_str()))
+            .find_map(|t| self.pipeline.table(t))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let rows = calendar_rows(&table, date);
+        self.backend
+            .land(&table, &rows)
+            .map_err(|e| self.backend_error(e))?;
+        self.model
+            .landed(&table.name, &table.primary_key, date, &rows);
+        self.event("calendar rows landed");
+        Ok(())
+    }
+
+    /// One poll of the real trigger consumer, which runs the next phase through the real
+    /// runner (its triggers come duplicated by the relay's faults).
+    fn start_next_phase(&mut self) -> Result<(), Violation> {
+        self.next_phase_ran.set(true);
+        let report = self
+            .next_phase
+            .poll_once(&NoHooks)
+            .map_err(|e| self.backend_error(e))?;
+        for (name, n) in [
+            ("triggers delivered to the next phase", report.triggers),
+            (
+                "triggers of a generation already handled",
+                report.already_handled,
+            ),
+        ] {
+            *self.events.entry(name).or_default() += n;
         }
         Ok(())
     }
@@ -699,7 +897,8 @@ impl World {
             }
             50..=54 => self.land(),
             55..=69 => self.relay(),
-            70..=89 => self.consume(),
+            70..=85 => self.consume(),
+            86..=89 => self.start_next_phase(),
             _ => {
                 let secs = if self.rng.chance(0.1) {
                     self.rng.range(60, 900)
@@ -713,12 +912,24 @@ impl World {
     }
 
     /// The next job a scheduler would start in the drain: one that never wrote (a crashed
-    /// holder, a lost follow-up, only failures), or a run still owed.
+    /// holder, a lost follow-up, only failures), one whose last write left no rows on a
+    /// date with work (a `no_data` there: retried until it writes, so a check it blocked
+    /// can pass), or a run still owed.
     fn job_to_retry(&self) -> Option<(usize, Partition)> {
-        let never_wrote = (0..self.phase3.len())
-            .flat_map(|p| self.dates.iter().map(move |d| (p, *d)))
-            .find(|k| !self.written_tokens.contains_key(k));
-        never_wrote.or_else(|| {
+        let jobs = || (0..self.phase3.len()).flat_map(|p| self.dates.iter().map(move |d| (p, *d)));
+        let never_wrote = jobs().find(|k| !self.written_tokens.contains_key(k));
+        let left_nothing = || {
+            jobs().find(|(p, d)| {
+                let table = &self.phase3[*p].table.name;
+                self.model.has_work(&self.phase3[*p].name, *d)
+                    && self
+                        .model
+                        .tables
+                        .get(&(table.clone(), *d))
+                        .is_none_or(Vec::is_empty)
+            })
+        };
+        never_wrote.or_else(left_nothing).or_else(|| {
             self.model.requests.keys().find_map(|(name, d)| {
                 self.phase3
                     .iter()
@@ -747,16 +958,24 @@ impl World {
                 self.spawn_worker(p, d);
                 continue;
             }
+            if self.correct_held_date()? {
+                continue;
+            }
             self.relay()?;
             self.consume()?;
+            self.start_next_phase()?;
             self.check()?;
             let backend = self.backend.clone();
+            let gate = &self.pipeline.gates[0];
             let pending = backend
-                .pending(
-                    &self.pipeline.gates[0].completion_topic,
-                    baton_serve::ORCHESTRATOR_GROUP,
-                )
-                .unwrap_or(0);
+                .pending(&gate.completion_topic, baton_serve::ORCHESTRATOR_GROUP)
+                .unwrap_or(0)
+                + backend
+                    .pending(
+                        &gate.trigger_topic,
+                        &baton_serve::phase_group(gate.next_phase),
+                    )
+                    .unwrap_or(0);
             if pending == 0 && backend.backlog().map(|b| b.pending).unwrap_or(0) == 0 {
                 return self.final_check();
             }
@@ -774,6 +993,13 @@ impl World {
         let changes: u32 = self.model.dates.values().map(|m| m.changes).sum();
         let identical: u32 = self.model.dates.values().map(|m| m.identical).sum();
         let generations: u32 = self.model.dates.values().map(|m| m.generation).sum();
+        let blocked: u32 = self.model.dates.values().map(|m| m.blocked).sum();
+        let passed: u32 = self
+            .model
+            .dates
+            .values()
+            .map(|m| m.passed_after_block)
+            .sum();
         let overnight_late = self
             .dates
             .iter()
@@ -783,6 +1009,11 @@ impl World {
             ("generations opened by changed output", changes as usize),
             ("identical reruns after a trigger", identical as usize),
             ("generations in all", generations as usize),
+            ("decisions held back by a quality check", blocked as usize),
+            (
+                "triggers after a quality check passed later",
+                passed as usize,
+            ),
             ("dates in overnight mode at the end", overnight),
         ] {
             *self.events.entry(name).or_default() += n;

@@ -1,8 +1,11 @@
 //! The in-memory backend: the simulator's only fake, behind the same traits as SQLite and
 //! held to the same conformance suite. Test-only switches make it wrong on purpose (the
 //! canaries, one per guarantee): a stored count incremented per message, writes without the
-//! fence, each trigger row written twice, and wrong rules wrapped around the orchestrator
-//! step the consumer passes to `StateStore::apply` (see `canary.rs`).
+//! fence, each trigger row written twice, a fenced write that commits its rows without the
+//! completion's outbox row, a table that keeps both rows of a repeated key, a store that
+//! loses the record of the generation the next phase ran for, and wrong rules wrapped
+//! around the orchestrator step the consumer passes to `StateStore::apply` (see
+//! `canary.rs`).
 //!
 //! It also keeps a log of the completions its `apply` stepped, in order, with the store's
 //! time: the simulator's reference model reads that sequence (an input, not a decision).
@@ -48,11 +51,18 @@ pub enum Canary {
     AllButOneIsAll,
     /// Digests are stripped from completions, so changed output never re-triggers (G9).
     DigestStripped,
+    /// The fenced write commits the rows without the completion's outbox row (G3).
+    CompletionWithoutOutbox,
+    /// Dedup keeps both rows of a repeated key, and the table keeps them too (G5).
+    DuplicateKeyKept,
+    /// The generation the next phase ran for is never kept, so a trigger delivered again
+    /// runs the next phase again (G10).
+    NextPhaseForgotten,
 }
 
 impl Canary {
     /// Every canary with its command-line name (`baton-sim --canary NAME`).
-    pub const ALL: [(&'static str, Canary); 7] = [
+    pub const ALL: [(&'static str, Canary); 10] = [
         ("count-per-message", Canary::CountPerMessage),
         ("no-fence", Canary::NoFence),
         ("trigger-written-twice", Canary::TriggerWrittenTwice),
@@ -60,6 +70,9 @@ impl Canary {
         ("critical-ignored", Canary::CriticalIgnored),
         ("all-but-one-is-all", Canary::AllButOneIsAll),
         ("digest-stripped", Canary::DigestStripped),
+        ("completion-without-outbox", Canary::CompletionWithoutOutbox),
+        ("duplicate-key-kept", Canary::DuplicateKeyKept),
+        ("next-phase-forgotten", Canary::NextPhaseForgotten),
     ];
     /// The canary named `name`.
     pub fn parse(name: &str) -> Option<Canary> {
@@ -278,6 +291,11 @@ impl engine::Transaction for MemTxn<'_> {
         Ok(true)
     }
     fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        if self.canary == Canary::CompletionWithoutOutbox && row.kind == OutboxKind::Completion {
+            // The canary: the completion written with data is lost in the transaction
+            // (the original pipeline published it after the commit, and a crash lost it).
+            return Ok(());
+        }
         push_outbox(self.state, row, self.now);
         if self.canary == Canary::TriggerWrittenTwice && row.kind == OutboxKind::Trigger {
             // The canary: a store that writes the trigger row twice (a retried insert
@@ -319,7 +337,8 @@ impl engine::Transaction for MemTxn<'_> {
     }
     fn upsert_rows(&mut self, table: &TableSpec, rows: &[Row], token: FenceToken) -> Result<u64> {
         let data = self.state.tables.entry(table.name.clone()).or_default();
-        upsert(data, table, rows, token.get())
+        let keep_repeats = self.canary == Canary::DuplicateKeyKept;
+        upsert(data, table, rows, token.get(), keep_repeats)
     }
     fn land(
         &mut self,
@@ -686,6 +705,11 @@ impl StateStore for MemBackend {
     }
 
     fn put_ops_record(&self, key: &str, body: &str, expected: Option<i64>) -> Result<bool> {
+        if self.canary == Canary::NextPhaseForgotten && key.starts_with("next_phase/") {
+            // The canary: the store acknowledges the record of a handled generation and
+            // keeps nothing, so every delivery of a trigger looks like the first.
+            return Ok(true);
+        }
         let now = self.clock.now();
         let mut state = self.lock();
         let current = state.ops.get(key).map(|r| r.version);
@@ -733,8 +757,15 @@ impl StateStore for MemBackend {
 }
 
 /// Upserts rows stamped with `token`; every row is checked before any is written, so a bad
-/// row changes nothing.
-fn upsert(data: &mut TableData, spec: &TableSpec, rows: &[Row], token: u64) -> Result<u64> {
+/// row changes nothing. `keep_repeats` is the duplicate-key canary: a key repeated within
+/// the write is stored again beside the first, as a table without its unique key would.
+fn upsert(
+    data: &mut TableData,
+    spec: &TableSpec,
+    rows: &[Row],
+    token: u64,
+    keep_repeats: bool,
+) -> Result<u64> {
     let mut keyed = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let key = key_of(row, &spec.primary_key).map_err(|c| {
@@ -752,7 +783,13 @@ fn upsert(data: &mut TableData, spec: &TableSpec, rows: &[Row], token: u64) -> R
         keyed.push((key, partition.to_owned(), row));
     }
     let mut inserted = 0;
+    let mut in_write = BTreeSet::new();
     for (key, partition, row) in keyed {
+        let key = if keep_repeats && !in_write.insert(key.clone()) {
+            format!("{key}#repeat{}", data.rows.len())
+        } else {
+            key
+        };
         if data
             .rows
             .insert(key, (partition, row.clone(), token))
@@ -784,7 +821,7 @@ impl Warehouse for MemBackend {
     fn land(&self, table: &TableSpec, rows: &[Row]) -> Result<u64> {
         let mut s = self.lock();
         let data = s.tables.entry(table.name.clone()).or_default();
-        upsert(data, table, rows, 0)?;
+        upsert(data, table, rows, 0, false)?;
         Ok(rows.len() as u64)
     }
 
@@ -864,9 +901,16 @@ impl Warehouse for MemBackend {
             .collect())
     }
 
-    fn duplicate_rows(&self, _table: &TableSpec, _partition: Partition) -> Result<u64> {
-        // Rows are keyed by primary key: a map cannot hold a key twice.
-        Ok(0)
+    fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
+        // Rows are keyed by primary key: a map holds a key twice only under the
+        // duplicate-key canary, which stores the repeat under a marked key.
+        let day = partition.to_string();
+        Ok(self.lock().tables.get(&table.name).map_or(0, |t| {
+            t.rows
+                .iter()
+                .filter(|(k, (p, _, _))| *p == day && k.contains("#repeat"))
+                .count() as u64
+        }))
     }
 }
 

@@ -12,18 +12,28 @@
 //! values, without calling `baton_core::gate::evaluate`, `Document::completed` or the step.
 //! What it shares with the product: the parsed `Pipeline` (config parsing is not a rule under
 //! test, and parsing TOML twice would only add a second parser to trust), the value types
-//! (`Partition`, `ProcessorName`, `CompletionMessage`: data, not decisions) and jiff for the
-//! time zone (a calendar library, not baton's code).
+//! (`Partition`, `ProcessorName`, `CompletionMessage`, `Row`: data, not decisions), the
+//! parsed quality checks (`QualityCheck`: config values; what they mean is written here, not
+//! taken from `baton_core::quality::judge`) and jiff for the time zone (a calendar library,
+//! not baton's code).
 //!
-//! Not modelled: quality checks (the simulator lands no calendar rows, so every check of the
-//! reference gate is skipped: `only_when_rows_in`), and reconcile (the simulator runs none).
+//! It also knows the rows: what each accepted write should have left (its own first-wins
+//! dedup of the rows the run computed, not `baton_core::dedup`), and the calendar rows the
+//! simulated scraper landed. From those it judges the gate's quality checks (their meaning
+//! written out below from `DESIGN.md` and the config values) and which `no_data` runs count
+//! (none on a date the processor's calendar says has work).
+//!
+//! The next phase: it must run exactly once per generation that fired (G10); the simulator
+//! counts its runs in the run history and compares them with `fired` (`check.rs`).
 
 use baton_core::config::Pipeline;
 use baton_core::gate::{Gate, Rule};
 use baton_core::message::CompletionMessage;
-use baton_core::model::{CompletionStatus, Partition, ProcessorName};
+use baton_core::model::{CompletionStatus, Partition, ProcessorName, Row};
+use baton_core::quality::{CheckKind, QualityCheck};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One mode's policy as plain sets, copied from the config values.
@@ -76,8 +86,11 @@ impl PlainPolicy {
 pub struct ModelRun {
     /// The run id.
     pub run_id: String,
-    /// Whether it completes the processor (success, partial, no_data).
+    /// Whether it ended well (success, partial, no_data).
     pub succeeded: bool,
+    /// Whether it completes the processor: it ended well, and is not a `no_data` on a date
+    /// its calendar says has work (judged when it was applied).
+    pub counted: bool,
     /// When it was produced.
     pub produced_at: Timestamp,
     /// The digest of what it wrote.
@@ -99,10 +112,16 @@ pub struct DateModel {
     pub changes: u32,
     /// New best runs after the trigger that wrote the same rows (nothing to do).
     pub identical: u32,
+    /// Times the policy was satisfied but a quality check held the trigger back.
+    pub blocked: u32,
+    /// Whether the last decision was held back by a check (to count those that pass later).
+    pub held: bool,
+    /// Generations that fired after a check had held them back.
+    pub passed_after_block: u32,
 }
 
-/// The best run of a processor: the latest successful run (by production time, then run
-/// id); only when none succeeded, the latest failed one. A failure never hides a success.
+/// The best run of a processor: the latest counted run (by production time, then run id);
+/// only when none counts, the latest of the others. A failure never hides a success.
 pub fn best_run(runs: &BTreeMap<String, ModelRun>) -> Option<&ModelRun> {
     fn latest(candidates: Vec<&ModelRun>) -> Option<&ModelRun> {
         let mut best: Option<&ModelRun> = None;
@@ -117,7 +136,7 @@ pub fn best_run(runs: &BTreeMap<String, ModelRun>) -> Option<&ModelRun> {
         }
         best
     }
-    let successes: Vec<&ModelRun> = runs.values().filter(|r| r.succeeded).collect();
+    let successes: Vec<&ModelRun> = runs.values().filter(|r| r.counted).collect();
     if successes.is_empty() {
         latest(runs.values().collect())
     } else {
@@ -135,6 +154,9 @@ impl Default for DateModel {
             fired: BTreeSet::new(),
             changes: 0,
             identical: 0,
+            blocked: 0,
+            held: false,
+            passed_after_block: 0,
         }
     }
 }
@@ -144,7 +166,7 @@ impl DateModel {
     pub fn complete(&self) -> BTreeSet<ProcessorName> {
         self.runs
             .iter()
-            .filter(|(_, runs)| best_run(runs).is_some_and(|r| r.succeeded))
+            .filter(|(_, runs)| best_run(runs).is_some_and(|r| r.counted))
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -160,6 +182,47 @@ pub struct Model {
     pub dates: BTreeMap<Partition, DateModel>,
     /// Runs owed (processor, date) -> when requested (the latest request).
     pub requests: BTreeMap<(ProcessorName, Partition), Timestamp>,
+    /// The rows each table should hold per date: landed raw rows, and what the newest
+    /// accepted write of a processor left.
+    pub tables: BTreeMap<(String, Partition), Vec<Row>>,
+    /// The gate's checks (config values; their meaning is in `check_passes`).
+    checks: Vec<QualityCheck>,
+    /// Per processor: its calendar table, if any.
+    calendars: BTreeMap<ProcessorName, String>,
+    /// Per table: the processor that writes it.
+    writers: BTreeMap<String, ProcessorName>,
+}
+
+/// What a write of `rows` leaves in a table keyed on `primary_key`: the first row of each
+/// key, in order (DESIGN.md G5), written here without `baton_core::dedup`.
+pub fn rows_left(rows: &[Row], primary_key: &[String]) -> Vec<Row> {
+    let mut seen: BTreeSet<Vec<String>> = BTreeSet::new();
+    let mut kept = Vec::new();
+    for row in rows {
+        let key: Vec<String> = primary_key
+            .iter()
+            .map(|c| row.get(c).map(Value::to_string).unwrap_or_default())
+            .collect();
+        if seen.insert(key) {
+            kept.push(row.clone());
+        }
+    }
+    kept
+}
+
+/// A value as a coverage check compares it: text as it is, anything else as JSON; null is
+/// no value.
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// `part` of `whole` is at least `min_percent`% (an empty whole is covered).
+fn at_least(part: usize, whole: usize, min_percent: f64) -> bool {
+    whole == 0 || 100.0 * part as f64 + 1e-6 >= min_percent * whole as f64
 }
 
 fn plain(policy: &baton_core::gate::ModePolicy) -> PlainPolicy {
@@ -181,6 +244,117 @@ impl Model {
             timezone: gate.timezone.clone(),
             dates: BTreeMap::new(),
             requests: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            checks: gate.checks.clone(),
+            calendars: pipeline
+                .processors
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.calendar.clone()?)))
+                .collect(),
+            writers: pipeline
+                .processors
+                .iter()
+                .map(|p| (p.table.name.clone(), p.name.clone()))
+                .collect(),
+        }
+    }
+
+    /// The rows of `table` for `date` as the model knows them.
+    fn rows(&self, table: &str, date: Partition) -> &[Row] {
+        self.tables
+            .get(&(table.to_owned(), date))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Rows landed in a raw table for `date` (an upsert: a key landed again replaces its row).
+    pub fn landed(&mut self, table: &str, primary_key: &[String], date: Partition, rows: &[Row]) {
+        let mut all = rows.to_vec();
+        all.extend(self.rows(table, date).iter().cloned());
+        self.tables
+            .insert((table.to_owned(), date), rows_left(&all, primary_key));
+    }
+
+    /// An accepted write of `rows` (as computed, before dedup) to `table` for `date`: they
+    /// replace the date's rows. Returns what it left.
+    pub fn wrote_rows(
+        &mut self,
+        table: &str,
+        primary_key: &[String],
+        date: Partition,
+        rows: &[Row],
+    ) -> Vec<Row> {
+        let left = rows_left(rows, primary_key);
+        self.tables.insert((table.to_owned(), date), left.clone());
+        left
+    }
+
+    /// Whether `processor` has work on `date`: its calendar table has rows for it.
+    pub fn has_work(&self, processor: &ProcessorName, date: Partition) -> bool {
+        self.calendars
+            .get(processor)
+            .is_some_and(|t| !self.rows(t, date).is_empty())
+    }
+
+    /// Whether every check that applies to `date` at `now` passes: a check applies when the
+    /// mode expects the processor writing its table, and (with `only_when_rows_in`) when
+    /// that table has rows for the date. A warning passes.
+    pub fn checks_pass(&self, date: Partition, now: Timestamp) -> bool {
+        let expected = &self.policy(date, now).expected;
+        self.checks.iter().all(|check| {
+            let applies = self
+                .writers
+                .get(&check.table)
+                .is_none_or(|p| expected.contains(p))
+                && check
+                    .only_when_rows_in
+                    .as_deref()
+                    .is_none_or(|t| !self.rows(t, date).is_empty());
+            !applies || self.check_passes(check, date)
+        })
+    }
+
+    /// The tables the gate's checks read that a processor writes (whose inputs landing
+    /// again can make a failing check pass).
+    pub fn checked_tables(&self) -> BTreeSet<&ProcessorName> {
+        self.checks
+            .iter()
+            .filter_map(|c| self.writers.get(&c.table))
+            .collect()
+    }
+
+    /// One check on the rows the model knows.
+    fn check_passes(&self, check: &QualityCheck, date: Partition) -> bool {
+        let rows = self.rows(&check.table, date);
+        match &check.kind {
+            CheckKind::MinRows { min } => rows.len() as u64 >= *min,
+            CheckKind::NonNullCoverage {
+                column,
+                min_percent,
+                ..
+            } => {
+                let filled = rows
+                    .iter()
+                    .filter(|r| r.get(column).is_some_and(|v| !v.is_null()))
+                    .count();
+                !rows.is_empty() && at_least(filled, rows.len(), *min_percent)
+            }
+            CheckKind::Coverage {
+                column,
+                reference_table,
+                reference_column,
+                min_percent,
+                ..
+            } => {
+                let values = |rows: &[Row], c: &str| -> BTreeSet<String> {
+                    rows.iter()
+                        .filter_map(|r| r.get(c).and_then(value_text))
+                        .collect()
+                };
+                let have = values(rows, column);
+                let want = values(self.rows(reference_table, date), reference_column);
+                let covered = want.intersection(&have).count();
+                at_least(covered, want.len(), *min_percent)
+            }
         }
     }
 
@@ -228,6 +402,11 @@ impl Model {
             .map(|(p, _)| p.clone())
             .collect();
         let policy = self.policy(date, now).clone();
+        let checks_pass = self.checks_pass(date, now);
+        let succeeded = message.status != CompletionStatus::Failed;
+        let counted = succeeded
+            && !(message.status == CompletionStatus::NoData
+                && self.has_work(&message.processor, date));
         let model = self.dates.entry(date).or_default();
         let runs = model.runs.entry(message.processor.clone()).or_default();
         let before = best_run(runs).cloned();
@@ -237,7 +416,8 @@ impl Model {
                 message.run_id.to_string(),
                 ModelRun {
                     run_id: message.run_id.to_string(),
-                    succeeded: message.status != CompletionStatus::Failed,
+                    succeeded,
+                    counted,
                     produced_at: message.produced_at,
                     digest: message.digest.clone(),
                 },
@@ -248,8 +428,8 @@ impl Model {
         // new generation. Without digests baton cannot tell, so nothing changes.
         let changed = match (&before, &after) {
             (Some(b), Some(a)) => {
-                b.succeeded
-                    && a.succeeded
+                b.counted
+                    && a.counted
                     && b.run_id != a.run_id
                     && b.digest.is_some()
                     && a.digest.is_some()
@@ -258,7 +438,7 @@ impl Model {
             _ => false,
         };
         let identical = matches!((&before, &after), (Some(b), Some(a))
-            if b.succeeded && a.succeeded && b.run_id != a.run_id && b.digest.is_some() && b.digest == a.digest);
+            if b.counted && a.counted && b.run_id != a.run_id && b.digest.is_some() && b.digest == a.digest);
         if model.triggered && identical {
             model.identical += 1;
         }
@@ -268,9 +448,8 @@ impl Model {
             model.triggered = false;
             model.changes += 1;
         }
-        // G2: a new successful run asking for reprocessing opens a generation once the
-        // current one has triggered.
-        let succeeded = message.status != CompletionStatus::Failed;
+        // G2: a new run that ended well asking for reprocessing opens a generation once the
+        // current one has triggered (a `no_data` on a date with work too: it asked).
         if model.triggered && is_new && message.force_reprocess && succeeded {
             model.generation += 1;
             model.triggered = false;
@@ -279,6 +458,15 @@ impl Model {
         // settled change).
         let settling = policy.expected.iter().any(|p| in_flight.contains(p));
         if !model.triggered && !settling && policy.satisfied(&model.complete()) {
+            // A failing check holds the trigger back until a later decision finds it passing.
+            if !checks_pass {
+                model.blocked += 1;
+                model.held = true;
+                return;
+            }
+            if std::mem::take(&mut model.held) {
+                model.passed_after_block += 1;
+            }
             model.triggered = true;
             model.fired.insert(model.generation);
         }
