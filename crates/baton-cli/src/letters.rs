@@ -187,7 +187,10 @@ fn list(store: &dyn baton_ports::StateStore, a: &ListArgs) -> Outcome {
     }
     crate::outln!(
         "{} open ({} naming no date), {} replayed, {} retired; `baton dead-letters show ID` shows one whole",
-        counts.open, counts.open_undated, counts.replayed, counts.retired
+        counts.open,
+        counts.open_undated,
+        counts.replayed,
+        counts.retired
     );
     Ok(0)
 }
@@ -224,7 +227,8 @@ fn print_one(v: &View, json: bool) -> Outcome {
         ),
         None => crate::outln!(
             "  payload ({} bytes, not UTF-8; base64):\n{}",
-            v.payload_bytes, v.payload_base64
+            v.payload_bytes,
+            v.payload_base64
         ),
     }
     if let Some(cmd) = &v.replay_with {

@@ -9,10 +9,10 @@
 //! second signal, exit at once with 128 + the signal.
 
 use anyhow::Context;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a stop signal does once the commands' groups are killed.
 #[derive(Debug, Clone)]

@@ -117,7 +117,10 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Outcome {
         if c.open + c.replayed + c.retired > 0 {
             crate::outln!(
                 "dead letters: {} open ({} naming no date), {} replayed, {} retired; see `baton dead-letters list`",
-                c.open, c.open_undated, c.replayed, c.retired
+                c.open,
+                c.open_undated,
+                c.replayed,
+                c.retired
             );
         }
     }

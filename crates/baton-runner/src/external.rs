@@ -99,7 +99,15 @@ pub fn run(
     if let Ok(mut g) = GROUPS.lock() {
         g.insert(group);
     }
-    let supervised = supervise(&mut child, group, program, processor, ttl, limits, renew);
+    let job = Job {
+        group,
+        program,
+        processor,
+        ttl,
+        limits,
+        renew,
+    };
+    let supervised = job.supervise(&mut child);
     // Whatever happened, nothing of the command's group outlives the run.
     kill_group(group);
     let _ = child.wait();
@@ -109,123 +117,130 @@ pub fn run(
     supervised
 }
 
-/// Watches the running command until it exited and its stdout drained, or a limit, the
-/// lease or a signal stops it.
-fn supervise(
-    child: &mut Child,
+/// A running command and what bounds it: the context [`Job::supervise`] and
+/// [`Job::watch`] share.
+struct Job<'a> {
     group: i32,
-    program: &str,
-    processor: &ProcessorName,
+    program: &'a str,
+    processor: &'a ProcessorName,
     ttl: SignedDuration,
-    limits: &ExternalLimits,
-    renew: &Renew<'_>,
-) -> Result<Vec<Row>, String> {
-    let stdout = child.stdout.take().ok_or("invariant: stdout is piped")?;
-    let stderr = child.stderr.take().ok_or("invariant: stderr is piped")?;
-    let (tx, rx) = mpsc::channel();
-    let bounds = *limits;
-    // Detached, not scoped: a process outside the group may hold a pipe open forever, and
-    // the run must not wait for it.
-    std::thread::spawn(move || {
-        let _ = tx.send(read_stdout(stdout, &bounds));
-    });
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let keep = (Arc::clone(&tail), limits.stderr_bytes_max as usize);
-    std::thread::spawn(move || read_stderr_tail(stderr, keep.1, &keep.0));
-    let ended = watch(child, group, program, processor, ttl, limits, renew, &rx);
-    let tail = stderr_tail(&tail);
-    match ended {
-        Err(Stop(why)) => Err(with_tail(why, &tail)),
-        Ok((status, _)) if !status.success() => {
-            Err(format!("`{program}` exited with {status}: {tail}"))
-        }
-        Ok((_, rows)) => rows,
-    }
+    limits: &'a ExternalLimits,
+    renew: &'a Renew<'a>,
 }
 
-/// The supervising loop. Real time, not the runner's clock: the child is a real process,
-/// and a test's manual clock cannot make it finish.
-#[allow(clippy::too_many_arguments)] // the command's context, passed through unchanged
-#[allow(clippy::disallowed_methods)] // see above: a child process runs in real time
-fn watch(
-    child: &mut Child,
-    group: i32,
-    program: &str,
-    processor: &ProcessorName,
-    ttl: SignedDuration,
-    limits: &ExternalLimits,
-    renew: &Renew<'_>,
-    stdout: &mpsc::Receiver<StdoutEnd>,
-) -> Result<(ExitStatus, Result<Vec<Row>, String>), Stop> {
-    let started = Instant::now();
-    let timeout = Duration::try_from(limits.timeout).unwrap_or(Duration::MAX);
-    let renew_every = Duration::try_from(ttl / 3).unwrap_or(Duration::from_secs(60));
-    let mut next_renew = started + renew_every;
-    let mut exited: Option<(ExitStatus, Instant)> = None;
-    let mut rows: Option<Result<Vec<Row>, String>> = None;
-    let mut group_killed = false;
-    loop {
-        match stdout.recv_timeout(TICK) {
-            Ok(StdoutEnd::OverLimit(why)) => {
-                return Err(Stop(format!(
-                    "processor `{processor}`: {why}; killed `{program}` and its process group"
-                )));
+impl Job<'_> {
+    /// Watches the running command until it exited and its stdout drained, or a limit, the
+    /// lease or a signal stops it.
+    fn supervise(&self, child: &mut Child) -> Result<Vec<Row>, String> {
+        let stdout = child.stdout.take().ok_or("invariant: stdout is piped")?;
+        let stderr = child.stderr.take().ok_or("invariant: stderr is piped")?;
+        let (tx, rx) = mpsc::channel();
+        let bounds = *self.limits;
+        // Detached, not scoped: a process outside the group may hold a pipe open forever, and
+        // the run must not wait for it.
+        std::thread::spawn(move || {
+            let _ = tx.send(read_stdout(stdout, &bounds));
+        });
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let keep = (Arc::clone(&tail), self.limits.stderr_bytes_max as usize);
+        std::thread::spawn(move || read_stderr_tail(stderr, keep.1, &keep.0));
+        let ended = self.watch(child, &rx);
+        let tail = stderr_tail(&tail);
+        match ended {
+            Err(Stop(why)) => Err(with_tail(why, &tail)),
+            Ok((status, _)) if !status.success() => {
+                Err(format!("`{}` exited with {status}: {tail}", self.program))
             }
-            Ok(StdoutEnd::Done(parsed)) => rows = Some(parsed),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // Stdout is done (or its reader gone): wait a tick for the exit without a
-                // sleep call, on a channel nobody sends on.
-                rows.get_or_insert_with(|| Err("stdout reader stopped".into()));
-                let (_idle_tx, idle) = mpsc::channel::<()>();
-                let _ = idle.recv_timeout(TICK);
-            }
+            Ok((_, rows)) => rows,
         }
-        let signal = INTERRUPTED.load(Ordering::SeqCst);
-        if signal != 0 {
-            return Err(Stop(format!(
-                "processor `{processor}`: interrupted (baton received signal {signal}); killed `{program}` and its process group"
-            )));
-        }
-        if exited.is_none() {
-            let status = child
-                .try_wait()
-                .map_err(|e| Stop(format!("waiting for `{program}`: {e}")))?;
-            exited = status.map(|s| (s, Instant::now()));
-        }
-        let now = Instant::now();
-        // Stdout closed before the exit: keep watching (timeout, lease, signal) until it.
-        match (exited, rows.take()) {
-            (Some((status, _)), Some(rows)) => return Ok((status, rows)),
-            (None, done) => rows = done,
-            (Some((_, at)), None) if now >= at + DRAIN_GRACE && !group_killed => {
-                tracing::warn!(%processor, program, "stdout still open after the command exited; killing the rest of its process group");
-                kill_group(group);
-                group_killed = true;
-            }
-            (Some((_, at)), None) if now >= at + 2 * DRAIN_GRACE => {
-                return Err(Stop(format!(
-                    "processor `{processor}`: stdout stayed open {}s after `{program}` exited (held by a process outside its group); its output may be incomplete",
-                    (2 * DRAIN_GRACE).as_secs()
-                )));
-            }
-            _ => {}
-        }
-        if now >= started + timeout {
-            return Err(Stop(timed_out(processor, program, limits)));
-        }
-        if now >= next_renew {
-            next_renew = now + renew_every;
-            match renew() {
-                Ok(Ok(())) => {}
-                Ok(Err(refusal)) => {
+    }
+
+    /// The supervising loop. Real time, not the runner's clock: the child is a real process,
+    /// and a test's manual clock cannot make it finish.
+    #[allow(clippy::disallowed_methods)] // see above: a child process runs in real time
+    fn watch(
+        &self,
+        child: &mut Child,
+        stdout: &mpsc::Receiver<StdoutEnd>,
+    ) -> Result<(ExitStatus, Result<Vec<Row>, String>), Stop> {
+        let Job {
+            group,
+            program,
+            processor,
+            ttl,
+            limits,
+            renew,
+        } = *self;
+        let started = Instant::now();
+        let timeout = Duration::try_from(limits.timeout).unwrap_or(Duration::MAX);
+        let renew_every = Duration::try_from(ttl / 3).unwrap_or(Duration::from_secs(60));
+        let mut next_renew = started + renew_every;
+        let mut exited: Option<(ExitStatus, Instant)> = None;
+        let mut rows: Option<Result<Vec<Row>, String>> = None;
+        let mut group_killed = false;
+        loop {
+            match stdout.recv_timeout(TICK) {
+                Ok(StdoutEnd::OverLimit(why)) => {
                     return Err(Stop(format!(
-                        "processor `{processor}`: lease lost while `{program}` ran ({refusal}); killed its process group"
+                        "processor `{processor}`: {why}; killed `{program}` and its process group"
                     )));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease renewal failed; retrying");
-                    next_renew = now + TICK * 20;
+                Ok(StdoutEnd::Done(parsed)) => rows = Some(parsed),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Stdout is done (or its reader gone): wait a tick for the exit without a
+                    // sleep call, on a channel nobody sends on.
+                    rows.get_or_insert_with(|| Err("stdout reader stopped".into()));
+                    let (_idle_tx, idle) = mpsc::channel::<()>();
+                    let _ = idle.recv_timeout(TICK);
+                }
+            }
+            let signal = INTERRUPTED.load(Ordering::SeqCst);
+            if signal != 0 {
+                return Err(Stop(format!(
+                    "processor `{processor}`: interrupted (baton received signal {signal}); killed `{program}` and its process group"
+                )));
+            }
+            if exited.is_none() {
+                let status = child
+                    .try_wait()
+                    .map_err(|e| Stop(format!("waiting for `{program}`: {e}")))?;
+                exited = status.map(|s| (s, Instant::now()));
+            }
+            let now = Instant::now();
+            // Stdout closed before the exit: keep watching (timeout, lease, signal) until it.
+            match (exited, rows.take()) {
+                (Some((status, _)), Some(rows)) => return Ok((status, rows)),
+                (None, done) => rows = done,
+                (Some((_, at)), None) if now >= at + DRAIN_GRACE && !group_killed => {
+                    tracing::warn!(%processor, program, "stdout still open after the command exited; killing the rest of its process group");
+                    kill_group(group);
+                    group_killed = true;
+                }
+                (Some((_, at)), None) if now >= at + 2 * DRAIN_GRACE => {
+                    return Err(Stop(format!(
+                        "processor `{processor}`: stdout stayed open {}s after `{program}` exited (held by a process outside its group); its output may be incomplete",
+                        (2 * DRAIN_GRACE).as_secs()
+                    )));
+                }
+                _ => {}
+            }
+            if now >= started + timeout {
+                return Err(Stop(timed_out(processor, program, limits)));
+            }
+            if now >= next_renew {
+                next_renew = now + renew_every;
+                match renew() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refusal)) => {
+                        return Err(Stop(format!(
+                            "processor `{processor}`: lease lost while `{program}` ran ({refusal}); killed its process group"
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease renewal failed; retrying");
+                        next_renew = now + TICK * 20;
+                    }
                 }
             }
         }
