@@ -7,9 +7,9 @@
 mod bench;
 mod check;
 mod demo;
+mod explain;
 mod ops;
 mod status;
-mod timeline;
 mod watch;
 
 use anyhow::Context;
@@ -95,6 +95,9 @@ enum Command {
     Health(check::HealthArgs),
     /// Show completion documents, runs and leases.
     Status(status::StatusArgs),
+    /// Why a date stands where it does (mode, processors, rules, checks, next schedule),
+    /// with its timeline.
+    Explain(explain::ExplainArgs),
     /// Write the reference pipeline's config to a file to start from.
     Init(ops::InitArgs),
     /// Apply the database schema's pending migrations and create the pipeline's tables.
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
         Command::Run(a) => ops::run(&cli, a),
         Command::Publish(a) => ops::publish(&cli, a),
         Command::Status(a) => status::run(&cli, a),
+        Command::Explain(a) => explain::run(&cli, a),
         Command::Reconcile(a) => check::reconcile(&cli, a),
         Command::Health(a) => check::health(&cli, a),
         Command::Init(a) => ops::init(a),

@@ -17,6 +17,7 @@ pub mod config;
 pub mod cron;
 pub mod dedup;
 pub mod digest;
+pub mod explain;
 pub mod freshness;
 pub mod gate;
 pub mod health;

@@ -17,10 +17,12 @@
 
 pub mod alerting;
 pub mod checks;
+pub mod explain;
 pub mod landings;
 pub mod scheduling;
 pub mod service;
 pub mod status;
+pub mod timeline;
 
 use baton_core::clock::Clock;
 use baton_core::completion::{self, Outcome, Trigger};
