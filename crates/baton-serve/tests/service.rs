@@ -326,6 +326,21 @@ fn the_periodic_reconcile_runs_when_due_and_repairs_a_lost_document() {
         .unwrap();
     assert_eq!(doc.completed_count, 5);
     assert!(doc.triggered, "the repair triggers through the gate's rule");
+    // The repair is recorded for the date's timeline and the report, by this serve.
+    let repairs =
+        baton_serve::timeline::repairs(e.backend.as_ref(), &format!("repair/{}/", e.date)).unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert_eq!(repairs[0].at, e.at(300));
+    assert!(repairs[0].by.starts_with("serve-"), "{:?}", repairs[0]);
+    assert_eq!(repairs[0].changes, repaired[0].changes);
+    let timeline = baton_serve::timeline::build(&e.pipeline, e.backend.as_ref(), e.date).unwrap();
+    assert!(
+        timeline
+            .events
+            .iter()
+            .any(|ev| ev.kind == baton_serve::timeline::EventKind::Repair),
+        "{timeline:?}"
+    );
 }
 
 #[test]
