@@ -9,6 +9,7 @@ mod check;
 mod demo;
 mod explain;
 mod ops;
+mod report;
 mod status;
 mod watch;
 
@@ -98,6 +99,9 @@ enum Command {
     /// Why a date stands where it does (mode, processors, rules, checks, next schedule),
     /// with its timeline.
     Explain(explain::ExplainArgs),
+    /// A reconcile and health summary over a window: findings by code, repairs, lateness
+    /// by job, dead letters.
+    Report(report::ReportArgs),
     /// Write the reference pipeline's config to a file to start from.
     Init(ops::InitArgs),
     /// Apply the database schema's pending migrations and create the pipeline's tables.
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
         Command::Publish(a) => ops::publish(&cli, a),
         Command::Status(a) => status::run(&cli, a),
         Command::Explain(a) => explain::run(&cli, a),
+        Command::Report(a) => report::run(&cli, a),
         Command::Reconcile(a) => check::reconcile(&cli, a),
         Command::Health(a) => check::health(&cli, a),
         Command::Init(a) => ops::init(a),

@@ -179,6 +179,28 @@ fn a_blocked_date_names_the_check_with_its_measure_and_the_repair_shows_in_the_t
         .find(|e| e["kind"] == "repair")
         .unwrap_or_else(|| panic!("a repair event: {}", e["timeline"]));
     assert_eq!(repair["data"]["by"], "cli");
+    // The report over a window that holds the date counts the repair.
+    let out = baton(d)
+        .args([
+            "--config",
+            "relaxed.toml",
+            "report",
+            "--days",
+            "366",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 2024-03-05 is more than 366 days ago: outside the window.
+    assert!(r["repairs"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(r["dates_checked"], 366);
+    assert!(r["lateness"]["nbac_gamebook_scraper"].is_object(), "{r}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod alerting;
 pub mod checks;
 pub mod explain;
 pub mod landings;
+pub mod report;
 pub mod scheduling;
 pub mod service;
 pub mod status;

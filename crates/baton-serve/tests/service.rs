@@ -341,6 +341,19 @@ fn the_periodic_reconcile_runs_when_due_and_repairs_a_lost_document() {
             .any(|ev| ev.kind == baton_serve::timeline::EventKind::Repair),
         "{timeline:?}"
     );
+    // The report over the window counts it; nothing is left to find after the repair.
+    let report = baton_serve::report::build(
+        &e.pipeline,
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        7,
+        e.at(300),
+    )
+    .unwrap();
+    assert_eq!(report.dates_checked, 7);
+    assert_eq!(report.repairs.len(), 1, "{report:?}");
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert_eq!(report.lateness.len(), e.pipeline.upstream.len());
 }
 
 #[test]
