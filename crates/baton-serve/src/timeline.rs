@@ -150,7 +150,10 @@ pub fn build(
     for row in store.outbox_for(OutboxKind::Completion, date)? {
         let published = row
             .published_at
-            .map_or("not yet published".to_owned(), |t| format!("published {t}"));
+            .map_or("not yet published".to_owned(), |t| {
+                let local = t.to_zoned(pipeline.timezone.clone());
+                format!("published {}", local.strftime("%Y-%m-%d %H:%M:%S"))
+            });
         events.push(Event {
             at: row.created_at,
             kind: EventKind::CompletionPublished,
@@ -268,7 +271,7 @@ fn run_event(r: &RunRecord) -> Event {
 fn applied(doc: &Document, events: &mut Vec<Event>, notes: &mut Vec<String>) {
     for (p, entry) in &doc.entries {
         for run in &entry.runs {
-            // A failed run older than the entry's completing run was applied as stale.
+            // A failed run older than the entry's first completing run.
             let stale = run.status == CompletionStatus::Failed
                 && entry
                     .first_completed_at
@@ -276,7 +279,9 @@ fn applied(doc: &Document, events: &mut Vec<Event>, notes: &mut Vec<String>) {
             let how = if run.not_counted {
                 " (no_data on a date with work: not counted)"
             } else if stale {
-                " (stale: older than a success, changes nothing)"
+                // Arrival order is not kept: whether it came before the success (applied)
+                // or after it (answered stale) cannot be told; either way it counts for nothing.
+                " (failed; superseded by a later success, counts for nothing)"
             } else {
                 ""
             };
