@@ -150,7 +150,10 @@ pub fn reconcile(cli: &Cli, args: &ReconcileArgs) -> Outcome {
 }
 
 /// The gate `--gate` names, or every gate.
-fn select_gates<'p>(pipeline: &'p Pipeline, gate: Option<&str>) -> Result<Vec<&'p Gate>, Exit> {
+pub(crate) fn select_gates<'p>(
+    pipeline: &'p Pipeline,
+    gate: Option<&str>,
+) -> Result<Vec<&'p Gate>, Exit> {
     Ok(match gate {
         Some(g) => vec![
             pipeline
@@ -181,7 +184,7 @@ fn reconcile_dates(
     let mut results = Vec::new();
     for gate in gates {
         for &d in dates {
-            results.push(checks::reconcile_date(
+            let r = checks::reconcile_date(
                 pipeline,
                 b.store.as_ref(),
                 b.warehouse.as_ref(),
@@ -189,7 +192,18 @@ fn reconcile_dates(
                 d,
                 now,
                 fix,
-            )?);
+            )?;
+            baton_serve::timeline::record_repair(
+                b.store.as_ref(),
+                &baton_serve::timeline::RepairRecord {
+                    at: now,
+                    gate: r.gate.clone(),
+                    date: d,
+                    changes: r.changes.clone(),
+                    by: "cli".into(),
+                },
+            )?;
+            results.push(r);
             bar.inc(1);
         }
     }

@@ -434,7 +434,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     progress.finish_and_clear();
     let outcome = demo.report(cli, args, &span.dates, &faults, &totals);
     if let (Some(last), false) = (held.last(), args.json) {
-        crate::timeline::print(&demo.pipeline, demo.store.as_ref(), last.date)?;
+        crate::explain::print_date_timeline(&demo.pipeline, demo.store.as_ref(), last.date)?;
     }
     outcome
 }

@@ -88,3 +88,32 @@ pub const DRIFT: &str = "Examples:
 pub const BENCH: &str = "Examples:
   cargo build --release && ./target/release/baton bench --quick
   ./target/release/baton bench --backend postgres --database-url postgres://baton@db/bench --nats-url nats://127.0.0.1:4222";
+
+pub const DEAD_LETTERS: &str = "Examples:
+  baton dead-letters list
+  baton dead-letters show 12
+  baton dead-letters replay 12                 after fixing what made it fail
+  baton dead-letters retire 13 --reason \"test message, nothing to replay\"";
+
+pub const DEAD_LETTERS_LIST: &str = "Examples:
+  baton dead-letters list
+  baton dead-letters list --state all --topic phase3-completions --json
+  baton dead-letters list --undated            letters whose payload names no date";
+
+pub const DEAD_LETTERS_SHOW: &str = "Examples:
+  baton dead-letters show 12
+  baton dead-letters show 12 --json";
+
+pub const DEAD_LETTERS_REPLAY: &str = "Examples:
+  baton dead-letters replay 12";
+
+pub const DEAD_LETTERS_RETIRE: &str = "Examples:
+  baton dead-letters retire 13 --reason \"malformed test message\"";
+
+pub const EXPLAIN: &str = "Examples:
+  baton explain 2024-03-05                     why the date triggered, or what it waits for
+  baton explain 2024-03-05 --gate phase3_to_phase4 --json";
+
+pub const REPORT: &str = "Examples:
+  baton report                                 the last 30 dates
+  baton report --days 7 --json";

@@ -18,13 +18,17 @@ pub struct LettersArgs {
 #[derive(clap::Subcommand, Debug)]
 enum LettersCommand {
     /// List dead letters (open ones unless --state says otherwise), oldest first.
+    #[command(after_help = crate::help::DEAD_LETTERS_LIST)]
     List(ListArgs),
     /// Show one letter whole: reason, topic, payload, and how to replay it.
+    #[command(after_help = crate::help::DEAD_LETTERS_SHOW)]
     Show(IdArgs),
     /// Publish a letter's original payload back to its topic (after fixing its cause) and
     /// mark it replayed.
+    #[command(after_help = crate::help::DEAD_LETTERS_REPLAY)]
     Replay(IdArgs),
     /// Mark a letter retired (nothing to replay), with a reason.
+    #[command(after_help = crate::help::DEAD_LETTERS_RETIRE)]
     Retire(RetireArgs),
 }
 

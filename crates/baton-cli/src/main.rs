@@ -7,14 +7,15 @@
 mod bench;
 mod check;
 mod demo;
+mod explain;
 mod help;
 mod letters;
 mod logs;
 mod ops;
 pub mod out;
+mod report;
 mod signals;
 mod status;
-mod timeline;
 mod watch;
 
 use anyhow::Context;
@@ -107,7 +108,16 @@ enum Command {
     #[command(after_help = help::STATUS)]
     Status(status::StatusArgs),
     /// Dead letters: list, show, replay (after fixing the cause) or retire them.
+    #[command(after_help = help::DEAD_LETTERS)]
     DeadLetters(letters::LettersArgs),
+    /// Why a date stands where it does (mode, processors, rules, checks, next schedule),
+    /// with its timeline.
+    #[command(after_help = help::EXPLAIN)]
+    Explain(explain::ExplainArgs),
+    /// A reconcile and health summary over a window: findings by code, repairs, lateness
+    /// by job, dead letters.
+    #[command(after_help = help::REPORT)]
+    Report(report::ReportArgs),
     /// Write the reference pipeline's config to a file to start from.
     #[command(after_help = help::INIT)]
     Init(ops::InitArgs),
@@ -215,6 +225,8 @@ fn main() -> ExitCode {
         Command::Publish(a) => ops::publish(&cli, a),
         Command::Status(a) => status::run(&cli, a),
         Command::DeadLetters(a) => letters::run(&cli, a),
+        Command::Explain(a) => explain::run(&cli, a),
+        Command::Report(a) => report::run(&cli, a),
         Command::Reconcile(a) => check::reconcile(&cli, a),
         Command::Health(a) => check::health(&cli, a),
         Command::Init(a) => ops::init(a),

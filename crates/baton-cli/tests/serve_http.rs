@@ -225,6 +225,7 @@ fn the_api_answers_and_only_a_token_holder_changes_anything() {
         "/api/v1/dates",
         "/api/v1/dates/{date}",
         "/api/v1/dates/{date}/trigger",
+        "/api/v1/dates/{date}/explain",
         "/api/v1/health",
         "/api/v1/reconcile",
         "/api/v1/landings",
@@ -234,12 +235,25 @@ fn the_api_answers_and_only_a_token_holder_changes_anything() {
         "/api/v1/dead-letters/{id}/retire",
         "/api/v1/push/{topic}",
         "/",
+        "/dates/{date}",
+        "/lateness",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
             "openapi.json documents {path}"
         );
     }
+
+    // Why a date stands where it does: the same explanation `baton explain --json` prints.
+    let (code, body) = get(&format!("{base}/api/v1/dates/2024-03-05/explain"));
+    assert_eq!(code, 200, "{body}");
+    let e = json(&body);
+    assert_eq!(e["gates"][0]["standing"]["verdict"], "triggered", "{e}");
+    assert!(!e["timeline"]["events"].as_array().unwrap().is_empty());
+    let (code, body) = get(&format!("{base}/api/v1/dates/2024-03-05/explain?gate=nope"));
+    assert_eq!((code, json(&body)["field"].as_str()), (400, Some("gate")));
+    let (code, _) = get(&format!("{base}/api/v1/dates/2024-13-05/explain"));
+    assert_eq!(code, 400);
 
     let (code, metrics) = get(&format!("{base}/metrics"));
     assert_eq!(code, 200);
@@ -395,6 +409,62 @@ fn the_dashboard_loads_in_a_real_browser_and_shows_every_cell() {
         "a real screenshot"
     );
     eprintln!("dashboard screenshot for review: {}", png.display());
+    assert!(
+        dom.contains("<a href=\"/dates/2024-03-04\">done</a>"),
+        "a matrix cell leads to its date's page"
+    );
+
+    // The date's page and the lateness view, each loaded and photographed.
+    let date_url = format!("{}/dates/2024-03-04", s.base);
+    let dom = dump_dom(&browser, &common, &date_url);
+    assert!(
+        dom.contains("data-verdict=\"triggered\""),
+        "the date page says why: {dom}"
+    );
+    assert!(dom.contains("data-kind=\"trigger\"") && dom.contains("data-kind=\"run\""));
+    assert!(dom.contains("title=\"2024-03-"), "UTC on hover");
+    screenshot(&browser, &common, &date_url, &shots.join("date.png"));
+    let late_url = format!("{}/lateness?from=2024-03-01&to=2024-03-05", s.base);
+    let dom = dump_dom(&browser, &common, &late_url);
+    assert!(
+        dom.contains("data-date=\"2024-03-03\" data-job=\"nbac_schedule_scraper\""),
+        "the lateness view has a cell per date and job: {dom}"
+    );
+    screenshot(&browser, &common, &late_url, &shots.join("lateness.png"));
+}
+
+fn dump_dom(browser: &Path, common: &dyn Fn(&mut Command), url: &str) -> String {
+    let mut dump = Command::new(browser);
+    common(&mut dump);
+    let out = dump
+        .arg("--dump-dom")
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium ran");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn screenshot(browser: &Path, common: &dyn Fn(&mut Command), url: &str, png: &Path) {
+    let _ = std::fs::remove_file(png);
+    let mut shot = Command::new(browser);
+    common(&mut shot);
+    let status = shot
+        .arg(format!("--screenshot={}", png.display()))
+        .arg("--window-size=1600,1000")
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "a real screenshot of {url}"
+    );
+    eprintln!("screenshot for review: {}", png.display());
 }
 
 #[test]

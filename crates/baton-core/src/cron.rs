@@ -118,6 +118,15 @@ impl CronExpr {
             .ok()
             .map(|z| z.timestamp())
     }
+
+    /// The first time after `now` that the expression names on `tz`'s wall clock: when a
+    /// schedule fires next (`explain`, the report's schedule).
+    pub fn next_after(&self, now: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        self.cron
+            .find_next_occurrence(&now.to_zoned(tz.clone()), false)
+            .ok()
+            .map(|z| z.timestamp())
+    }
 }
 
 /// A validated schedule.
@@ -187,6 +196,22 @@ mod tests {
             processors: vec![ProcessorName::from("upcoming_player_game_context")],
             date: ScheduleDate::Today,
         }
+    }
+
+    #[test]
+    fn next_after_is_the_first_wall_clock_time_strictly_after_now() {
+        let s = schedule("0 9 * * MON");
+        // Tuesday 2024-03-05 10:00 in New York: next Monday 09:00 EDT (DST began on the 10th).
+        let next = s
+            .cron
+            .next_after(at("2024-03-05T15:00:00Z"), &ny())
+            .unwrap();
+        assert_eq!(next, at("2024-03-11T13:00:00Z"));
+        // Exactly at a fire time, the next is a week later.
+        assert_eq!(
+            s.cron.next_after(next, &ny()).unwrap(),
+            at("2024-03-18T13:00:00Z")
+        );
     }
 
     /// Evaluates `s` every minute from `from` to `to` (inclusive) like a service would,

@@ -57,7 +57,8 @@ pub struct ModePolicy {
 }
 
 /// Which mode applies to a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// A date before today.
     Overnight,

@@ -18,6 +18,7 @@ pub mod cron;
 pub mod dead_letter;
 pub mod dedup;
 pub mod digest;
+pub mod explain;
 pub mod freshness;
 pub mod gate;
 pub mod health;

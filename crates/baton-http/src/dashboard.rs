@@ -113,6 +113,10 @@ pub fn render(api: &Api, dates: &[Partition], now: Timestamp) -> Result<String> 
         format!("{}s", now.duration_since(t).as_secs())
     });
     Ok(page(&Sections {
+        today: dates
+            .last()
+            .copied()
+            .unwrap_or_else(|| Partition::new(now.to_zoned(pipeline.timezone.clone()).date())),
         name: escape(&pipeline.name),
         tz: escape(&pipeline.timezone_name),
         now,
@@ -141,6 +145,7 @@ struct Facts {
 
 /// The page's parts, each already rendered (or escaped) for the page template.
 struct Sections {
+    today: Partition,
     name: String,
     tz: String,
     now: Timestamp,
@@ -199,7 +204,7 @@ fn matrix_row(
         .collect();
     let _ = write!(
         rows,
-        "<tr data-date=\"{date}\"><th scope=\"row\">{date}</th>"
+        "<tr data-date=\"{date}\"><th scope=\"row\"><a href=\"/dates/{date}\">{date}</a></th>"
     );
     let landings = api.store.landings(date)?;
     landing_cells(pipeline, date, &landings, rows);
@@ -207,7 +212,7 @@ fn matrix_row(
         let (state, detail) = cell_state(api, &runs, p, date, &owed_here, &landings, now);
         let _ = write!(
             rows,
-            "<td class=\"cell {state}\" data-date=\"{date}\" data-processor=\"{}\" data-state=\"{state}\" title=\"{}\">{state}</td>",
+            "<td class=\"cell {state}\" data-date=\"{date}\" data-processor=\"{}\" data-state=\"{state}\" title=\"{}\"><a href=\"/dates/{date}\">{state}</a></td>",
             escape(p.name.as_str()),
             escape(&detail)
         );
@@ -426,6 +431,7 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; max-width: 9rem; o
 .num.bad {{ background: #fde2e1; font-weight: 600; }} td.landing {{ color: #5b6670; font-size: 12px; white-space: nowrap; }}
 .tiles {{ display: flex; gap: 1rem; }} .tile {{ border: 1px solid #d7dde2; border-radius: 6px; padding: .5rem .9rem; }}
 td.reason, td.how {{ text-align: left; max-width: 28rem; overflow-wrap: anywhere; }} td code {{ font-size: 12px; overflow-wrap: anywhere; }}
+td.cell a {{ color: inherit; text-decoration: none; display: block; }} th a {{ color: inherit; }}
 .tile b {{ display: block; font-size: 1.3rem; }} .alerts li {{ color: #9b1c1c; }} .ok {{ color: #2d6a4f; }}
 </style></head>
 <body>
@@ -444,7 +450,7 @@ td.reason, td.how {{ text-align: left; max-width: 28rem; overflow-wrap: anywhere
 {chart}
 <h2>Dates x processors</h2>
 <table id="matrix"><thead>{head}</thead><tbody>{rows}</tbody></table>
-<p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced; an upstream job's column counts the batches landed for the date, with the first landing and the latest batch ({tz}). JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
+<p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced; an upstream job's column counts the batches landed for the date, with the first landing and the latest batch ({tz}). Each cell and date leads to the <a href="/dates/{today}">date's page</a> (why, and its timeline); <a href="/lateness">upstream lateness</a>; <a href="/dead-letters">dead letters</a>. JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
 </body></html>
 "#,
         name = s.name,
@@ -459,6 +465,7 @@ td.reason, td.how {{ text-align: left; max-width: 28rem; overflow-wrap: anywhere
         chart = s.chart,
         head = s.head,
         rows = s.rows,
+        today = s.today,
     )
 }
 

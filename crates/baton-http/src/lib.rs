@@ -17,6 +17,7 @@
 pub mod dashboard;
 pub mod letters;
 pub mod metrics;
+pub mod pages;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -146,6 +147,8 @@ async fn blocking<T: Send + 'static>(
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/", get(dashboard_page))
+        .route("/dates/{date}", get(date_page))
+        .route("/lateness", get(lateness_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
@@ -153,6 +156,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/dates", get(dates))
         .route("/api/v1/dates/{date}", get(date_detail))
         .route("/api/v1/dates/{date}/trigger", post(force_trigger))
+        .route("/api/v1/dates/{date}/explain", get(explain))
         .route("/api/v1/health", get(health))
         .route("/api/v1/reconcile", post(reconcile))
         .route("/api/v1/landings", post(record_landing))
@@ -492,6 +496,78 @@ async fn date_detail(State(api): State<Shared>, Path(date): Path<String>) -> Api
     Ok(Json(body).into_response())
 }
 
+/// The dashboard's page of one date: `baton_serve::explain` rendered.
+async fn date_page(
+    State(api): State<Shared>,
+    Path(date): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let date = path_date(&date)?;
+    let html = blocking(move || {
+        let gates = gate_param(&api, &params)?;
+        let e = baton_serve::explain::explain(
+            &api.pipeline,
+            api.store.as_ref(),
+            api.warehouse.as_ref(),
+            &gates,
+            date,
+            api.clock.now(),
+        )?;
+        Ok(pages::date_page(&api, &e))
+    })
+    .await?;
+    Ok(Html(html).into_response())
+}
+
+/// The lateness view: each upstream job's expected and actual landings over a range
+/// (default the last 14 dates).
+async fn lateness_page(
+    State(api): State<Shared>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let html = blocking(move || {
+        let now = api.clock.now();
+        let ranged = ["from", "to", "days"]
+            .iter()
+            .any(|k| params.contains_key(*k));
+        let dates = match ranged {
+            true => date_range(&api, &params, now)?,
+            false => {
+                let today = today(&api, now);
+                today.offset(-13).through(today)
+            }
+        };
+        let verdicts =
+            baton_serve::status::lateness(&api.pipeline, api.store.as_ref(), &dates, now)?;
+        Ok(pages::lateness_page(&api, &dates, &verdicts))
+    })
+    .await?;
+    Ok(Html(html).into_response())
+}
+
+/// Why a date stands where it does, with its timeline (`baton_serve::explain`, the same
+/// function `baton explain` and the date page call).
+async fn explain(
+    State(api): State<Shared>,
+    Path(date): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let date = path_date(&date)?;
+    let body = blocking(move || {
+        let gates = gate_param(&api, &params)?;
+        Ok(baton_serve::explain::explain(
+            &api.pipeline,
+            api.store.as_ref(),
+            api.warehouse.as_ref(),
+            &gates,
+            date,
+            api.clock.now(),
+        )?)
+    })
+    .await?;
+    Ok(Json(body).into_response())
+}
+
 async fn health(
     State(api): State<Shared>,
     Query(params): Query<HashMap<String, String>>,
@@ -544,6 +620,16 @@ async fn reconcile(
                     d,
                     now,
                     fix,
+                )?;
+                baton_serve::timeline::record_repair(
+                    api.store.as_ref(),
+                    &baton_serve::timeline::RepairRecord {
+                        at: now,
+                        gate: r.gate.clone(),
+                        date: d,
+                        changes: r.changes.clone(),
+                        by: "api".into(),
+                    },
                 )?;
                 remaining += r.after.findings.len();
                 if !r.before.findings.is_empty() {

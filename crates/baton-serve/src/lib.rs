@@ -18,10 +18,13 @@
 pub mod alerting;
 pub mod checks;
 pub mod dead_letters;
+pub mod explain;
 pub mod landings;
+pub mod report;
 pub mod scheduling;
 pub mod service;
 pub mod status;
+pub mod timeline;
 
 use baton_core::clock::Clock;
 use baton_core::completion::{self, Outcome, Trigger};

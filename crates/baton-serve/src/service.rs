@@ -476,7 +476,8 @@ impl Service {
     }
 
     /// Repairs the last `reconcile_days` dates of every gate; what it changes is logged as
-    /// a warning, because a repair means something upstream of baton lost a message.
+    /// a warning, because a repair means something upstream of baton lost a message, and
+    /// recorded as an operational record (`repair/<date>/...`) for the timeline and report.
     fn reconcile(&self, now: Timestamp) -> Result<Vec<Reconciled>, Error> {
         let pipeline = &self.ports.pipeline;
         // Runs whose process died: marked here for every backend, so run history never
@@ -500,6 +501,17 @@ impl Service {
                 )?;
                 if !r.changes.is_empty() {
                     tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
+                    // Kept for the date's timeline and the report, not only in the log.
+                    crate::timeline::record_repair(
+                        self.ports.store.as_ref(),
+                        &crate::timeline::RepairRecord {
+                            at: now,
+                            gate: gate.id.to_string(),
+                            date,
+                            changes: r.changes.clone(),
+                            by: self.identity.holder(),
+                        },
+                    )?;
                 }
                 for f in r.after.findings.iter().filter(|f| !f.fixable) {
                     tracing::error!(gate = %gate.id, %date, code = f.code, detail = %f.detail, "reconcile finding needs a person");

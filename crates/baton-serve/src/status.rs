@@ -156,3 +156,33 @@ pub struct Heartbeat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<Timestamp>,
 }
+
+/// Every upstream job's landing for each of `dates`, judged at `now` by
+/// [`baton_core::schedule::judge`] (expected time from the job's schedule, actual from the
+/// landings table): the dashboard's lateness view and the report read it.
+pub fn lateness(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    dates: &[Partition],
+    now: Timestamp,
+) -> Result<Vec<baton_core::schedule::LandingVerdict>, baton_ports::Error> {
+    let mut out = Vec::new();
+    for &date in dates {
+        let landed = store.landings(date)?;
+        for job in &pipeline.upstream {
+            let at = landed
+                .iter()
+                .find(|l| l.job == job.name)
+                .map(|l| l.landed_at);
+            out.push(baton_core::schedule::judge(
+                job,
+                date,
+                at,
+                &pipeline.timezone,
+                &pipeline.timezone_name,
+                now,
+            ));
+        }
+    }
+    Ok(out)
+}

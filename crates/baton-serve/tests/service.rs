@@ -329,6 +329,34 @@ fn the_periodic_reconcile_runs_when_due_and_repairs_a_lost_document() {
         .unwrap();
     assert_eq!(doc.completed_count, 5);
     assert!(doc.triggered, "the repair triggers through the gate's rule");
+    // The repair is recorded for the date's timeline and the report, by this serve.
+    let repairs =
+        baton_serve::timeline::repairs(e.backend.as_ref(), &format!("repair/{}/", e.date)).unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert_eq!(repairs[0].at, e.at(300));
+    assert!(repairs[0].by.starts_with("serve-"), "{:?}", repairs[0]);
+    assert_eq!(repairs[0].changes, repaired[0].changes);
+    let timeline = baton_serve::timeline::build(&e.pipeline, e.backend.as_ref(), e.date).unwrap();
+    assert!(
+        timeline
+            .events
+            .iter()
+            .any(|ev| ev.kind == baton_serve::timeline::EventKind::Repair),
+        "{timeline:?}"
+    );
+    // The report over the window counts it; nothing is left to find after the repair.
+    let report = baton_serve::report::build(
+        &e.pipeline,
+        e.backend.as_ref(),
+        e.backend.as_ref(),
+        7,
+        e.at(300),
+    )
+    .unwrap();
+    assert_eq!(report.dates_checked, 7);
+    assert_eq!(report.repairs.len(), 1, "{report:?}");
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert_eq!(report.lateness.len(), e.pipeline.upstream.len());
 }
 
 #[test]
