@@ -33,9 +33,10 @@ pub struct ServeArgs {
     /// The bus is not the source of truth: this repairs whatever it lost.
     #[arg(long, default_value_t = 300)]
     reconcile_every_secs: u64,
-    /// How many dates, ending today, the periodic reconcile covers.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
-    reconcile_days: u32,
+    /// How many dates, ending today, the periodic reconcile covers (default
+    /// `[report] reconcile_days` in the config, 7).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=366))]
+    reconcile_days: Option<u32>,
     /// Serve the HTTP API, /metrics and the dashboard on this address (default: the config's
     /// api.listen; none: no HTTP).
     #[arg(long, env = "BATON_LISTEN")]
@@ -200,7 +201,9 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         phase_runner: !args.no_phase_runner,
         reconcile_every: (args.reconcile_every_secs > 0)
             .then(|| SignedDuration::from_secs(args.reconcile_every_secs as i64)),
-        reconcile_days: args.reconcile_days,
+        reconcile_days: args
+            .reconcile_days
+            .unwrap_or(pipeline.report.reconcile_days),
         alert_every: SignedDuration::from_secs(args.alert_every_secs as i64),
     };
     options.validate().map_err(Exit::usage)?;

@@ -54,6 +54,32 @@ pub struct ApiConfig {
     pub token_file: Option<String>,
 }
 
+/// The report `serve` sends to the notifiers, and its own periodic reconcile (`[report]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportConfig {
+    /// When the report is sent, in the pipeline's time zone (default Monday 09:00).
+    pub schedule: CronExpr,
+    /// How many dates, ending today, it covers (default 30).
+    pub days: u32,
+    /// How many dates, ending today, `serve`'s periodic reconcile covers (default 7;
+    /// `serve --reconcile-days` wins).
+    pub reconcile_days: u32,
+}
+
+/// The report's default schedule: Monday 09:00 in the pipeline's time zone.
+pub const DEFAULT_REPORT_SCHEDULE: &str = "0 9 * * MON";
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            schedule: CronExpr::parse(DEFAULT_REPORT_SCHEDULE)
+                .unwrap_or_else(|e| unreachable!("the default report schedule parses: {e}")),
+            days: 30,
+            reconcile_days: 7,
+        }
+    }
+}
+
 /// How long `run` retries an unavailable backend at its start, unless configured.
 pub const DEFAULT_START_RETRY_SECS: i64 = 30;
 
@@ -215,6 +241,8 @@ pub struct Pipeline {
     pub alerts: Vec<AlertPolicy>,
     /// Schedules: runs started by a cron time rather than a landing.
     pub schedules: Vec<Schedule>,
+    /// The report sent to the notifiers, and the periodic reconcile's window.
+    pub report: ReportConfig,
     /// The topic upstream jobs announce landings on (the original pipeline's Phase 2
     /// completions); `serve` records each as a landing.
     pub raw_landings_topic: String,
@@ -411,6 +439,19 @@ struct RawConfig {
     alerts: Vec<RawAlert>,
     #[serde(default)]
     schedules: Vec<RawSchedule>,
+    #[serde(default)]
+    report: Option<RawReport>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    #[serde(default)]
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    days: Option<Spanned<i64>>,
+    #[serde(default)]
+    reconcile_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -795,6 +836,7 @@ impl Validator<'_> {
         let notifiers = self.notifiers(&raw.notifiers)?;
         let alerts = self.alerts(&raw.alerts, &notifiers)?;
         let schedules = self.schedules(&raw.schedules, &processors)?;
+        let report = self.report(raw.report.as_ref())?;
         Ok(Pipeline {
             name,
             timezone,
@@ -813,8 +855,28 @@ impl Validator<'_> {
             notifiers,
             alerts,
             schedules,
+            report,
             raw_landings_topic,
         })
+    }
+
+    /// `[report]`: a five-field cron schedule and two windows of at most a year.
+    fn report(&self, raw: Option<&RawReport>) -> Result<ReportConfig, Error> {
+        let mut report = ReportConfig::default();
+        let Some(raw) = raw else {
+            return Ok(report);
+        };
+        if let Some(s) = &raw.schedule {
+            report.schedule = CronExpr::parse(s.get_ref())
+                .or_else(|e| self.err("report.schedule", s.span(), e))?;
+        }
+        if let Some(d) = &raw.days {
+            report.days = self.positive("report.days", d, 366)? as u32;
+        }
+        if let Some(d) = &raw.reconcile_days {
+            report.reconcile_days = self.positive("report.reconcile_days", d, 366)? as u32;
+        }
+        Ok(report)
     }
 
     /// `[pipeline]`: the name, the time zone, the time zone's name and the raw-landings
@@ -2663,6 +2725,27 @@ notify = ["slack"]
     }
 
     /// The reference config with a `[[schedules]]` section appended.
+    #[test]
+    fn the_report_section_has_defaults_and_names_its_bad_keys() {
+        let p = Pipeline::from_toml(REFERENCE_TOML).unwrap();
+        assert_eq!(p.report.schedule.as_str(), DEFAULT_REPORT_SCHEDULE);
+        assert_eq!((p.report.days, p.report.reconcile_days), (30, 7));
+        let src = format!(
+            "{REFERENCE_TOML}\n[report]\nschedule = \"0 18 * * FRI\"\ndays = 14\nreconcile_days = 3\n"
+        );
+        let p = Pipeline::from_toml(&src).unwrap();
+        assert_eq!((p.report.days, p.report.reconcile_days), (14, 3));
+        let lines = REFERENCE_TOML.lines().count();
+        let bad = format!("{REFERENCE_TOML}\n[report]\nschedule = \"every monday\"\n");
+        let e = err_of(&bad);
+        assert_eq!(e.key, "report.schedule", "{e}");
+        assert_eq!(e.line, Some(lines + 3), "{e}");
+        let e = err_of(&format!("{REFERENCE_TOML}\n[report]\ndays = 0\n"));
+        assert_eq!(e.key, "report.days", "{e}");
+        let e = err_of(&format!("{REFERENCE_TOML}\n[report]\nweekly = true\n"));
+        assert!(e.to_string().contains("weekly"), "{e}");
+    }
+
     fn with_schedules(schedules: &str) -> String {
         format!("{REFERENCE_TOML}\n{schedules}")
     }

@@ -103,6 +103,8 @@ impl HttpNotifier {
                         ":rotating_light: *baton alert `{}` opened*: {}",
                         incident.policy, incident.summary
                     )
+                } else if notice.kind == "report" {
+                    format!(":bar_chart: {}", incident.summary)
                 } else if notice.kind == "test" {
                     format!(
                         "baton test notice for `{}`: {}",
@@ -467,18 +469,35 @@ pub fn open_incidents(store: &dyn StateStore) -> Result<Vec<Incident>, Error> {
 
 /// Sends a test notice through a notifier, changing no incident.
 pub fn test_notifier(notifier: &dyn Notifier, now: Timestamp) -> Result<(), String> {
+    let summary = "a test notice from `baton alerts test`; nothing is wrong";
+    send_outside_incidents(notifier, "test", summary, now)
+}
+
+/// Sends the periodic report's `text` through a notifier (no incident: a report is news,
+/// not an alert).
+pub fn send_report(notifier: &dyn Notifier, text: &str, now: Timestamp) -> Result<(), String> {
+    send_outside_incidents(notifier, "report", text, now)
+}
+
+/// A notice of `kind` ("test" or "report") with `summary`, outside any incident.
+fn send_outside_incidents(
+    notifier: &dyn Notifier,
+    kind: &str,
+    summary: &str,
+    now: Timestamp,
+) -> Result<(), String> {
     let incident = Incident {
-        policy: "test".into(),
+        policy: kind.into(),
         opened_at: now,
         last_breach_at: now,
         closed_at: None,
         opened_value: 0.0,
         value: 0.0,
-        summary: "a test notice from `baton alerts test`; nothing is wrong".into(),
+        summary: summary.into(),
         notices: Vec::new(),
     };
     let notice = Notice {
-        kind: "test".into(),
+        kind: kind.into(),
         notifier: notifier.name().to_owned(),
         delivered: false,
         attempts: 0,

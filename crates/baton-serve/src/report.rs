@@ -2,11 +2,14 @@
 //! dates checked, reconcile findings by code (report mode, nothing changed), the repairs
 //! recorded in the window (`repair/...` operational records, by `serve`'s periodic
 //! reconcile and by hand), each upstream job's landings judged on time, late or missing,
-//! and the dead letters. Sending it from `serve` on a schedule is not built yet.
+//! and the dead letters. `serve` sends it to the notifiers on `[report] schedule`
+//! ([`send_due`]): once per due time across instances, claimed like a schedule's fire.
 
 use crate::Error;
+use crate::alerting::Notifier;
 use crate::timeline::RepairRecord;
 use baton_core::config::Pipeline;
+use baton_core::cron::{Schedule, ScheduleDate};
 use baton_core::model::Partition;
 use baton_core::schedule::LandingStatus;
 use baton_ports::{StateStore, Warehouse};
@@ -99,4 +102,81 @@ pub fn build(
         dead_letters: letters.len(),
         dead_letters_in_window: in_window,
     })
+}
+
+/// The operational record the report's last send is claimed under.
+pub const RECORD_KEY: &str = "report/last-sent";
+
+/// The report's schedule, as a [`Schedule`] with nothing to request, so it is due and
+/// claimed by the same rules as `[[schedules]]`.
+pub fn schedule(pipeline: &Pipeline) -> Schedule {
+    Schedule {
+        name: "report".into(),
+        cron: pipeline.report.schedule.clone(),
+        processors: Vec::new(),
+        date: ScheduleDate::Today,
+    }
+}
+
+/// The report in a few lines, as a notice carries it.
+pub fn summary(r: &Report) -> String {
+    let findings = if r.findings.is_empty() {
+        "no reconcile findings".to_owned()
+    } else {
+        let by_code: Vec<String> = r
+            .findings
+            .iter()
+            .map(|(c, n)| format!("{c} x{n}"))
+            .collect();
+        format!("reconcile findings: {}", by_code.join(", "))
+    };
+    let late: Vec<String> = r
+        .lateness
+        .iter()
+        .filter(|(_, l)| l.late + l.missing > 0)
+        .map(|(job, l)| format!("{job} late {} missing {}", l.late, l.missing))
+        .collect();
+    format!(
+        "baton report {} to {}: {} gate-dates checked; {findings}; {} repairs recorded; lateness: {}; dead letters: {} ({} for dates in the window)",
+        r.from,
+        r.to,
+        r.dates_checked,
+        r.repairs.len(),
+        if late.is_empty() {
+            "every job on time".to_owned()
+        } else {
+            late.join(", ")
+        },
+        r.dead_letters,
+        r.dead_letters_in_window,
+    )
+}
+
+/// Sends the report through `notifiers` when its schedule is due at `now` and this
+/// caller (`by`) wins the claim; returns the fire time sent for and the last fire time
+/// the store holds. A notifier that fails is logged, not retried: the next report comes
+/// on schedule, and `baton report` prints the same on demand.
+pub fn send_due(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    notifiers: &[Box<dyn Notifier>],
+    by: &str,
+    now: Timestamp,
+) -> Result<(Option<Timestamp>, Option<Timestamp>), Error> {
+    let schedule = schedule(pipeline);
+    let (last, claimed) =
+        crate::scheduling::claim(pipeline, store, RECORD_KEY, &schedule, by, now)?;
+    let Some((fire_time, _)) = claimed else {
+        return Ok((last, None));
+    };
+    let report = build(pipeline, store, warehouse, pipeline.report.days, now)?;
+    let text = summary(&report);
+    for notifier in notifiers {
+        if let Err(e) = crate::alerting::send_report(notifier.as_ref(), &text, now) {
+            tracing::warn!(notifier = notifier.name(), error = %e, "the report could not be delivered");
+        }
+    }
+    tracing::info!(%fire_time, notifiers = notifiers.len(), "report sent");
+    Ok((last, Some(fire_time)))
 }

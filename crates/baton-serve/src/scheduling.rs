@@ -101,8 +101,45 @@ fn fire_one(
     by: &str,
     now: Timestamp,
 ) -> Result<(Option<Timestamp>, Option<Fired>), Error> {
-    let key = schedule.record_key();
-    let record = store.ops_record(&key)?;
+    let (last_fired, claimed) = claim(pipeline, store, &schedule.record_key(), schedule, by, now)?;
+    let Some((fire_time, partition)) = claimed else {
+        return Ok((last_fired, None));
+    };
+    for processor in &schedule.processors {
+        store.record_request(&PendingRequest {
+            processor: processor.clone(),
+            partition,
+            kind: RequestKind::Requested,
+            reason: format!("schedule {}", schedule.name),
+            since: now,
+        })?;
+    }
+    let fired = Fired {
+        schedule: schedule.name.clone(),
+        fire_time,
+        partition,
+        processors: schedule.processors.clone(),
+    };
+    log_fire(&fired);
+    Ok((Some(fire_time), Some(fired)))
+}
+
+/// A fire this caller won: its cron time and the date it is for.
+pub type Won = (Timestamp, Partition);
+
+/// Claims the fire of `schedule` due at `now`, with compare-and-set on the operational
+/// record `key`: the last fire time the store held (if any), and the fire time and its
+/// date when this caller won it. Anything a fire does comes after the claim, so two
+/// `serve` instances do it once (see the module doc).
+pub fn claim(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    key: &str,
+    schedule: &Schedule,
+    by: &str,
+    now: Timestamp,
+) -> Result<(Option<Timestamp>, Option<Won>), Error> {
+    let record = store.ops_record(key)?;
     let last_fired = record.as_ref().and_then(|r| {
         serde_json::from_str::<FireRecord>(&r.body)
             .map_err(|e| tracing::warn!(%key, error = %e, "unreadable schedule record; treated as never fired"))
@@ -121,26 +158,10 @@ fn fire_one(
     };
     let body = serde_json::to_string(&body)
         .map_err(|e| baton_ports::Error::Permanent(format!("encoding a schedule record: {e}")))?;
-    if !store.put_ops_record(&key, &body, record.map(|r| r.version))? {
+    if !store.put_ops_record(key, &body, record.map(|r| r.version))? {
         // Another instance fired it since the read; the next round reads what it wrote.
-        tracing::debug!(schedule = %schedule.name, %fire_time, "schedule fired by another instance");
+        tracing::debug!(schedule = %schedule.name, %fire_time, "fired by another instance");
         return Ok((last_fired, None));
     }
-    for processor in &schedule.processors {
-        store.record_request(&PendingRequest {
-            processor: processor.clone(),
-            partition,
-            kind: RequestKind::Requested,
-            reason: format!("schedule {}", schedule.name),
-            since: now,
-        })?;
-    }
-    let fired = Fired {
-        schedule: schedule.name.clone(),
-        fire_time,
-        partition,
-        processors: schedule.processors.clone(),
-    };
-    log_fire(&fired);
-    Ok((Some(fire_time), Some(fired)))
+    Ok((Some(fire_time), Some((fire_time, partition))))
 }

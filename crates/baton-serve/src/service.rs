@@ -223,6 +223,8 @@ pub struct RoundReport {
     pub alerts: Option<AlertRound>,
     /// The periodic reconcile, when one was due: every (gate, date) it covered.
     pub reconciled: Option<Vec<Reconciled>>,
+    /// The report's scheduled time, when this round sent it to the notifiers.
+    pub report_sent: Option<Timestamp>,
     /// A retryable backend error that cut the round short; it is kept for the next
     /// heartbeat, and [`Service::run`] pauses [`RETRY_PAUSE`] before the next round.
     pub backend_error: Option<String>,
@@ -252,6 +254,8 @@ pub struct Service {
     next_beat: Timestamp,
     next_alerts: Timestamp,
     next_reconcile: Timestamp,
+    /// The report's last send this instance saw, so a round with nothing due reads nothing.
+    report_seen: Option<Timestamp>,
     /// Backend errors retried through in the last hour, reported in the heartbeat (and so
     /// by `health`).
     backend_errors: Vec<Timestamp>,
@@ -300,6 +304,7 @@ impl Service {
             next_beat: now,
             next_alerts: now,
             next_reconcile: now,
+            report_seen: None,
             backend_errors: Vec::new(),
             last_error: None,
         })
@@ -446,6 +451,7 @@ impl Service {
             )?);
             self.next_alerts = now.checked_add(self.options.alert_every).unwrap_or(now);
         }
+        report.report_sent = self.send_report(now)?;
         if let Some(every) = self.options.reconcile_every
             && clock.now() >= self.next_reconcile
         {
@@ -473,6 +479,28 @@ impl Service {
         )?;
         self.next_beat = now.checked_add(heartbeat::INTERVAL).unwrap_or(now);
         Ok(())
+    }
+
+    /// Sends the report when it is due (and there is a notifier to send it to); the store
+    /// is read only when the last send this instance saw leaves a fire due.
+    fn send_report(&mut self, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+        let pipeline = &self.ports.pipeline;
+        let schedule = crate::report::schedule(pipeline);
+        if self.notifiers.is_empty()
+            || baton_core::cron::due(&schedule, self.report_seen, now, &pipeline.timezone).is_none()
+        {
+            return Ok(None);
+        }
+        let (last, sent) = crate::report::send_due(
+            pipeline,
+            self.ports.store.as_ref(),
+            self.ports.warehouse.as_ref(),
+            &self.notifiers,
+            &self.identity.holder(),
+            now,
+        )?;
+        self.report_seen = sent.or(last);
+        Ok(sent)
     }
 
     /// Repairs the last `reconcile_days` dates of every gate; what it changes is logged as

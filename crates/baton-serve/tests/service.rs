@@ -634,3 +634,76 @@ fn a_service_started_long_after_the_cron_time_does_not_fire_it() {
         "2024-06-03T11:00:00Z".parse::<Timestamp>().unwrap()
     );
 }
+
+/// A notifier that keeps what it was sent: (kind, summary).
+struct Recording(Arc<Mutex<Vec<(String, String)>>>);
+
+impl baton_serve::alerting::Notifier for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn send(
+        &self,
+        incident: &baton_core::alert::Incident,
+        notice: &baton_core::alert::Notice,
+    ) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((notice.kind.clone(), incident.summary.clone()));
+        Ok(())
+    }
+}
+
+#[test]
+fn the_report_is_sent_once_per_monday_morning_by_one_of_two_serves() {
+    let e = env();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let recording = || -> Vec<Box<dyn baton_serve::alerting::Notifier>> {
+        vec![Box::new(Recording(sent.clone()))]
+    };
+    let mut a = e.service(quiet()).with_notifiers(recording());
+    let mut b = e.service(quiet()).with_notifiers(recording());
+    // Sunday 08:00 in New York: last Monday's 09:00 is long past, nothing is sent.
+    assert_eq!(a.round().unwrap().report_sent, None);
+    // Monday 2024-03-11 09:00 EDT is 13:00 UTC, 25 hours after t0.
+    e.clock.set(e.at(25 * 3600 + 30));
+    let first = a.round().unwrap().report_sent;
+    assert_eq!(first, Some("2024-03-11T13:00:00Z".parse().unwrap()));
+    assert_eq!(
+        b.round().unwrap().report_sent,
+        None,
+        "the other serve lost the claim"
+    );
+    assert_eq!(a.round().unwrap().report_sent, None, "once per due time");
+    {
+        let sent = sent.lock().unwrap();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, "report");
+        assert!(
+            sent[0].1.contains("2024-02-11 to 2024-03-11")
+                && sent[0].1.contains("gate-dates checked"),
+            "{}",
+            sent[0].1
+        );
+    }
+    // The next Monday, once more.
+    e.clock.set(e.at((25 + 7 * 24) * 3600 + 5));
+    assert!(b.round().unwrap().report_sent.is_some());
+    assert_eq!(a.round().unwrap().report_sent, None);
+    assert_eq!(sent.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn without_a_notifier_no_report_is_claimed() {
+    let e = env();
+    let mut a = e.service(quiet());
+    e.clock.set(e.at(25 * 3600 + 30));
+    assert_eq!(a.round().unwrap().report_sent, None);
+    assert!(
+        e.backend
+            .ops_record(baton_serve::report::RECORD_KEY)
+            .unwrap()
+            .is_none()
+    );
+}
