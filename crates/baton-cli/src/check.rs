@@ -155,11 +155,10 @@ pub(crate) fn select_gates<'p>(
     gate: Option<&str>,
 ) -> Result<Vec<&'p Gate>, Exit> {
     Ok(match gate {
-        Some(g) => vec![
-            pipeline
-                .gate(g)
-                .ok_or_else(|| Exit::usage(anyhow!("unknown gate `{g}`")))?,
-        ],
+        Some(g) => vec![pipeline.gate(g).ok_or_else(|| {
+            let known: Vec<&str> = pipeline.gates.iter().map(|g| g.id.as_str()).collect();
+            Exit::usage(anyhow!("unknown gate `{g}` (known: {})", known.join(", ")))
+        })?],
         None => pipeline.gates.iter().collect(),
     })
 }

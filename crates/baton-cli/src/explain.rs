@@ -3,7 +3,7 @@
 //! time zone or as JSON (UTC), with the date's timeline (`baton_serve::timeline`), which
 //! the demo also prints.
 
-use crate::{Cli, Outcome, load_pipeline, open_existing, parse_date};
+use crate::{Cli, Outcome, load_pipeline, open_existing_read_only, parse_date};
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::Pipeline;
 use baton_core::explain::{GateExplanation, ProcessorState};
@@ -34,7 +34,7 @@ pub struct ExplainArgs {
 pub fn run(cli: &Cli, args: &ExplainArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
     let gates = crate::check::select_gates(&pipeline, args.gate.as_deref())?;
-    let b = open_existing(cli, &pipeline)?;
+    let b = open_existing_read_only(cli, &pipeline)?;
     let e = baton_serve::explain::explain(
         &pipeline,
         b.store.as_ref(),

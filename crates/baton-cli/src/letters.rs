@@ -2,7 +2,7 @@
 //! and what to do with a letter once its cause is fixed. The logic is
 //! `baton_serve::dead_letters`, shared with the HTTP API and the dashboard.
 
-use crate::{Cli, Exit, Outcome, load_pipeline, open_existing};
+use crate::{Cli, Exit, Outcome, load_pipeline, open_existing, open_existing_read_only};
 use anyhow::anyhow;
 use baton_core::dead_letter::{FIELD_CAP_BYTES, LetterState, clip};
 use baton_serve::dead_letters::{self, Error, Filter, View};
@@ -93,7 +93,13 @@ fn exit(e: Error) -> Exit {
 
 pub fn run(cli: &Cli, args: &LettersArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
-    let b = open_existing(cli, &pipeline)?;
+    // Listing and showing only read: a user who may only read the database can do them.
+    let reads_only = matches!(args.what, LettersCommand::List(_) | LettersCommand::Show(_));
+    let b = if reads_only {
+        open_existing_read_only(cli, &pipeline)?
+    } else {
+        open_existing(cli, &pipeline)?
+    };
     let store = b.store.as_ref();
     match &args.what {
         LettersCommand::List(a) => list(store, a),

@@ -1,7 +1,7 @@
 //! `baton report [--days N] [--json]`: the reconcile and health summary over a window
 //! (built by `baton_serve::report`).
 
-use crate::{Cli, Outcome, load_pipeline, open_existing};
+use crate::{Cli, Outcome, load_pipeline, open_existing_read_only};
 use baton_core::clock::{Clock, SystemClock};
 use clap::Args;
 
@@ -20,7 +20,7 @@ pub struct ReportArgs {
 /// Runs `baton report`; exit 0 (a summary, not a check: `health` is the check).
 pub fn run(cli: &Cli, args: &ReportArgs) -> Outcome {
     let pipeline = load_pipeline(cli)?;
-    let b = open_existing(cli, &pipeline)?;
+    let b = open_existing_read_only(cli, &pipeline)?;
     let r = baton_serve::report::build(
         &pipeline,
         b.store.as_ref(),

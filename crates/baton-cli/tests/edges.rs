@@ -247,6 +247,9 @@ fn read_only_commands_work_on_a_database_the_user_may_only_read() {
             &["status", "--date", "2024-03-05"][..],
             &["health", "--date", "2024-03-05"],
             &["reconcile", "--date", "2024-03-05"],
+            &["explain", "2024-03-05"],
+            &["report", "--days", "7"],
+            &["dead-letters", "list"],
         ] {
             let out = as_reader(dir.path(), args);
             assert_eq!(
