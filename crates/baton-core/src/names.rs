@@ -16,6 +16,7 @@ pub const BATON_RELATIONS: &[&str] = &[
     "bus_messages",
     "bus_messages_published",
     "dead_letters",
+    "dead_letters_state",
     "documents",
     "fences",
     "landings",
