@@ -799,3 +799,44 @@ fn api_fuzz_findings_stay_fixed() {
         "int64"
     );
 }
+
+/// The local links (`href="/..."`) of an HTML page, without their fragment.
+fn local_links(html: &str) -> Vec<String> {
+    let mut links: Vec<String> = html
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|l| l.starts_with('/'))
+        .map(|l| l.split('#').next().unwrap_or(l).replace("&amp;", "&"))
+        .collect();
+    links.sort();
+    links.dedup();
+    links
+}
+
+#[test]
+fn every_link_of_the_dashboard_and_its_pages_leads_somewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let s = serve(dir.path(), None);
+    let mut pages = vec!["/".to_owned(), "/lateness".to_owned()];
+    let (_, home) = get(&format!("{}/", s.base));
+    pages.extend(
+        local_links(&home)
+            .into_iter()
+            .filter(|l| l.starts_with("/dates/"))
+            .take(1),
+    );
+    let mut broken = Vec::new();
+    for page in &pages {
+        let (status, html) = get(&format!("{}{page}", s.base));
+        assert_eq!(status, 200, "{page}");
+        for link in local_links(&html) {
+            let (status, _) = get(&format!("{}{link}", s.base));
+            if status != 200 {
+                broken.push(format!("{page} -> {link}: {status}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links: {broken:?}");
+}

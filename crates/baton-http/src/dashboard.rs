@@ -444,13 +444,13 @@ td.cell a {{ color: inherit; text-decoration: none; display: block; }} th a {{ c
 </div>
 <h2>Open alerts</h2>
 {alerts_html}
-<h2>Dead letters</h2>
+<h2 id="dead-letter-list">Dead letters</h2>
 {letters_html}
 <h2>Completion accuracy</h2>
 {chart}
 <h2>Dates x processors</h2>
 <table id="matrix"><thead>{head}</thead><tbody>{rows}</tbody></table>
-<p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced; an upstream job's column counts the batches landed for the date, with the first landing and the latest batch ({tz}). Each cell and date leads to the <a href="/dates/{today}">date's page</a> (why, and its timeline); <a href="/lateness">upstream lateness</a>; <a href="/dead-letters">dead letters</a>. JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
+<p class="meta">done = succeeded (or found no data), partial = ran without a late input and is owed a rerun, waiting = deferred for an input, late = an upstream input is past due, failed = failed or fenced; an upstream job's column counts the batches landed for the date, with the first landing and the latest batch ({tz}). Each cell and date leads to the <a href="/dates/{today}">date's page</a> (why, and its timeline); <a href="/lateness">upstream lateness</a>; <a href="/#dead-letter-list">dead letters</a>. JSON: <a href="/api/v1/dates">/api/v1/dates</a>, <a href="/api/v1/health">/api/v1/health</a>, <a href="/metrics">/metrics</a>.</p>
 </body></html>
 "#,
         name = s.name,

@@ -38,7 +38,7 @@ th {{ background: #f3f5f7; font-weight: 600; font-size: 12px; }}
 .summary {{ font-size: 1.05rem; }}
 </style></head>
 <body>
-<p class="meta"><a href="/">dashboard</a> · <a href="/lateness">lateness</a> · <a href="/dead-letters">dead letters</a></p>
+<p class="meta"><a href="/">dashboard</a> · <a href="/lateness">lateness</a> · <a href="/#dead-letter-list">dead letters</a></p>
 {body}
 <p class="meta">Times in {tz}; hover a time for UTC.</p>
 </body></html>
