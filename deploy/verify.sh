@@ -2,8 +2,9 @@
 # Checks the systemd units with `systemd-analyze verify`, against a given baton binary
 # (systemd requires the ExecStart program to exist). Usage: deploy/verify.sh [BATON_BIN]
 set -euo pipefail
+# The binary's path is taken from where the script was called, before moving to deploy/.
+bin=$(realpath -m "${1:-$(dirname "$0")/../target/debug/baton}")
 cd "$(dirname "$0")"
-bin=$(realpath "${1:-../target/debug/baton}")
 [ -x "$bin" ] || { echo "deploy/verify.sh: no baton binary at $bin (build it first)" >&2; exit 2; }
 command -v systemd-analyze >/dev/null || { echo "deploy/verify.sh: systemd-analyze is not installed; skipped" >&2; exit 0; }
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
