@@ -382,6 +382,17 @@ mod tests {
         t.parse().unwrap()
     }
 
+    /// The reference gate's document with the critical processor and two more complete:
+    /// the critical-plus-majority rule is met.
+    fn three_done(gate: &Gate, date: Partition, now: Timestamp) -> Document {
+        let done = [
+            "player_game_summary",
+            "upcoming_player_game_context",
+            "team_defense_game_summary",
+        ];
+        document(gate, date, &done, now)
+    }
+
     /// A document of the reference gate with these processors complete, applied through
     /// the real step.
     fn document(gate: &Gate, date: Partition, done: &[&str], now: Timestamp) -> Document {
@@ -464,16 +475,7 @@ mod tests {
         let g = &p.gates[0];
         let now = at("2024-03-05T12:00:00Z");
         let date = Partition::parse("2024-03-04").unwrap();
-        let mut doc = document(
-            g,
-            date,
-            &[
-                "player_game_summary",
-                "upcoming_player_game_context",
-                "team_defense_game_summary",
-            ],
-            now,
-        );
+        let mut doc = three_done(g, date, now);
         // As if a check had blocked it: not triggered.
         doc.triggered = false;
         let facts = Facts {
@@ -553,16 +555,7 @@ mod tests {
         let g = &p.gates[0];
         let now = at("2024-03-05T12:00:00Z");
         let date = Partition::parse("2024-03-04").unwrap();
-        let mut doc = document(
-            g,
-            date,
-            &[
-                "player_game_summary",
-                "upcoming_player_game_context",
-                "team_defense_game_summary",
-            ],
-            now,
-        );
+        let mut doc = three_done(g, date, now);
         doc.triggered = false;
         let mut facts = Facts {
             document: Some(doc),

@@ -429,29 +429,44 @@ async fn dashboard_page(
 ) -> ApiResult {
     let html = blocking(move || {
         let now = api.clock.now();
-        let ranged = ["from", "to", "days"]
-            .iter()
-            .any(|k| params.contains_key(*k));
-        let days = match ranged {
-            true => date_range(&api, &params, now)?,
-            false => {
-                let today = today(&api, now);
-                today.offset(-13).through(today)
-            }
-        };
-        // The page renders every date's row: a decade took 16 s (found by schemathesis).
-        if days.len() > DASHBOARD_DATES_MAX {
-            return Err(ApiError::BadRequest {
-                field: if params.contains_key("days") { "days" } else { "from" },
-                message: format!(
-                    "the dashboard shows at most {DASHBOARD_DATES_MAX} dates; use /api/v1/dates for more"
-                ),
-            });
-        }
+        let days = page_dates(&api, &params, now)?;
         Ok(dashboard::render(&api, &days, now)?)
     })
     .await?;
     Ok(Html(html).into_response())
+}
+
+/// The dates an HTML page shows: the range asked for (`from`, `to`, `days`), or the last
+/// 14 dates, at most [`DASHBOARD_DATES_MAX`]: a page renders a row per date, and a decade
+/// took 16 s (found by schemathesis).
+fn page_dates(
+    api: &Api,
+    params: &HashMap<String, String>,
+    now: Timestamp,
+) -> Result<Vec<Partition>, ApiError> {
+    let ranged = ["from", "to", "days"]
+        .iter()
+        .any(|k| params.contains_key(*k));
+    let dates = match ranged {
+        true => date_range(api, params, now)?,
+        false => {
+            let today = today(api, now);
+            today.offset(-13).through(today)
+        }
+    };
+    if dates.len() > DASHBOARD_DATES_MAX {
+        return Err(ApiError::BadRequest {
+            field: if params.contains_key("days") {
+                "days"
+            } else {
+                "from"
+            },
+            message: format!(
+                "a page shows at most {DASHBOARD_DATES_MAX} dates; use /api/v1/dates for more"
+            ),
+        });
+    }
+    Ok(dates)
 }
 
 async fn dates(
@@ -527,16 +542,7 @@ async fn lateness_page(
 ) -> ApiResult {
     let html = blocking(move || {
         let now = api.clock.now();
-        let ranged = ["from", "to", "days"]
-            .iter()
-            .any(|k| params.contains_key(*k));
-        let dates = match ranged {
-            true => date_range(&api, &params, now)?,
-            false => {
-                let today = today(&api, now);
-                today.offset(-13).through(today)
-            }
-        };
+        let dates = page_dates(&api, &params, now)?;
         let verdicts =
             baton_serve::status::lateness(&api.pipeline, api.store.as_ref(), &dates, now)?;
         Ok(pages::lateness_page(&api, &dates, &verdicts))

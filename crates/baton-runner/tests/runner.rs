@@ -736,6 +736,14 @@ fn external_command(command: &str, limits: &str) -> String {
     )
 }
 
+/// Runs `external_one` (the command with these limits) once for the test date.
+fn run_external(command: &str, limits: &str) -> baton_runner::RunReport {
+    let e = env_with(&external_command(command, limits));
+    e.runner
+        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap()
+}
+
 /// Whether the process is gone (or a zombie waiting to be reaped), waiting a bounded time:
 /// a SIGKILL is delivered asynchronously.
 fn dead(pid: &str) -> bool {
@@ -785,14 +793,10 @@ fn issue_10_a_hung_external_command_times_out_and_its_grandchild_dies() {
 fn issue_10_endless_output_is_refused_at_the_byte_limit() {
     let script =
         "import json, sys\nwhile True:\n    print(json.dumps({'game_date': sys.argv[1], 'k': 1}))";
-    let e = env_with(&external_command(
+    let r = run_external(
         &format!("[\"python3\", \"-c\", {script:?}, \"{{date}}\"]"),
         "stdout_bytes_max = 100000",
-    ));
-    let r = e
-        .runner
-        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
-        .unwrap();
+    );
     assert_eq!(r.attempts[0].status, RunStatus::Failed);
     let error = r.attempts[0].error.as_deref().unwrap();
     assert!(
@@ -805,14 +809,10 @@ fn issue_10_endless_output_is_refused_at_the_byte_limit() {
 #[test]
 fn issue_10_too_many_rows_are_refused_at_the_row_limit() {
     let script = "import json, sys\nfor k in range(10):\n    print(json.dumps({'game_date': sys.argv[1], 'k': k}))";
-    let e = env_with(&external_command(
+    let r = run_external(
         &format!("[\"python3\", \"-c\", {script:?}, \"{{date}}\"]"),
         "rows_max = 3",
-    ));
-    let r = e
-        .runner
-        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
-        .unwrap();
+    );
     let error = r.attempts[0].error.as_deref().unwrap();
     assert!(error.contains("rows_max (3 rows)"), "{error}");
 }
@@ -825,14 +825,10 @@ fn issue_10_a_grandchild_holding_stdout_open_does_not_block_the_run() {
         "echo \"{{\\\"game_date\\\": \\\"$BATON_DATE\\\", \\\"k\\\": 1}}\"; sleep 600 & echo $! > {}; exit 0",
         pidfile.display()
     );
-    let e = env_with(&external_command(
+    let r = run_external(
         &format!("[\"sh\", \"-c\", {script:?}]"),
         "timeout_secs = 3600",
-    ));
-    let r = e
-        .runner
-        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
-        .unwrap();
+    );
     assert!(r.succeeded(), "{r:?}");
     assert_eq!(r.attempts[0].rows_written, 1);
     let grandchild = std::fs::read_to_string(&pidfile).unwrap();
@@ -842,14 +838,10 @@ fn issue_10_a_grandchild_holding_stdout_open_does_not_block_the_run() {
 #[test]
 fn issue_10_stderr_in_the_error_is_a_bounded_escaped_tail() {
     let script = "import sys\nsys.stderr.write('x' * 100000 + '\\nboom\\x1b[2J\\n')\nsys.exit(4)";
-    let e = env_with(&external_command(
+    let r = run_external(
         &format!("[\"python3\", \"-c\", {script:?}]"),
         "stderr_bytes_max = 1024",
-    ));
-    let r = e
-        .runner
-        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
-        .unwrap();
+    );
     let error = r.attempts[0].error.clone().unwrap();
     assert!(error.contains("exit status: 4"), "{error}");
     assert!(error.ends_with("boom\\u{1b}[2J"), "{error}");
@@ -859,14 +851,7 @@ fn issue_10_stderr_in_the_error_is_a_bounded_escaped_tail() {
 #[test]
 fn issue_10_a_command_that_closes_stdout_and_hangs_still_times_out() {
     let script = "exec >&-; sleep 600";
-    let e = env_with(&external_command(
-        &format!("[\"sh\", \"-c\", {script:?}]"),
-        "timeout_secs = 1",
-    ));
-    let r = e
-        .runner
-        .run("external_one", e.date, &RunOptions::new("x"), &NoHooks)
-        .unwrap();
+    let r = run_external(&format!("[\"sh\", \"-c\", {script:?}]"), "timeout_secs = 1");
     let error = r.attempts[0].error.as_deref().unwrap();
     assert!(error.contains("timeout_secs = 1"), "{error}");
 }
