@@ -18,7 +18,7 @@ use baton_core::model::{
 use baton_ports::{
     Acquired, Bus, FencedWrite, GroupSettings, NewDeadLetter, NewOutboxRow, OnHeld, OutboxKind,
     PendingRequest, Published, Released, RequestKind, RunEnd, RunRecord, RunStatus, StateStore,
-    Warehouse, Work, WriteOutcome,
+    Warehouse, Work, WriteOutcome, engine,
 };
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
@@ -328,6 +328,8 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     assert!(store.pending_requests().unwrap().is_empty());
     exercise_abandoned_runs(&store, &clock);
     exercise_landings(&store, &clock);
+    exercise_landing_history_bound(&store, &clock);
+    exercise_receipts(&store, &clock, &pipeline);
 }
 
 /// A run whose process died stays `running` until its lease stops covering it; then
@@ -463,6 +465,14 @@ fn exercise_landings<S: StateStore>(store: &S, clock: &ManualClock) {
         (hours_after_start(1), clock.now_ts(), 2),
         "lateness keeps the first landing, staleness the time the latest was recorded"
     );
+    let history: Vec<(u32, Timestamp)> = (store.landing_batches(d).unwrap().iter())
+        .map(|b| (b.batch, b.landed_at))
+        .collect();
+    assert_eq!(
+        history,
+        [(1, hours_after_start(1)), (2, hours_after_start(2))],
+        "each batch is in the landing's history"
+    );
     let pending = store.pending_requests().unwrap();
     let owed: Vec<(&str, Timestamp)> = pending
         .iter()
@@ -490,6 +500,123 @@ fn exercise_landings<S: StateStore>(store: &S, clock: &ManualClock) {
         .clear_request(&defense, d, hours_after_start(3))
         .unwrap();
     assert!(store.pending_requests().unwrap().is_empty());
+}
+
+/// A landing's batch history keeps the newest [`engine::LANDING_BATCHES_KEPT`] batches of
+/// each (job, date), trimmed in the landing's transaction; the landing keeps counting.
+fn exercise_landing_history_bound<S: StateStore>(store: &S, clock: &ManualClock) {
+    let d = day("2024-02-20");
+    let total = engine::LANDING_BATCHES_KEPT + 3;
+    for _ in 0..total {
+        store
+            .record_landing("busy", d, clock.now_ts(), &[])
+            .unwrap();
+        clock.advance(SignedDuration::from_secs(1));
+    }
+    store
+        .record_landing("quiet", d, clock.now_ts(), &[])
+        .unwrap();
+    let batches = store.landing_batches(d).unwrap();
+    let busy: Vec<u32> = (batches.iter())
+        .filter(|b| b.job == "busy")
+        .map(|b| b.batch)
+        .collect();
+    assert_eq!(busy, (4..=total).collect::<Vec<_>>(), "the newest batches");
+    let quiet: Vec<&baton_ports::LandingBatch> =
+        batches.iter().filter(|b| b.job == "quiet").collect();
+    assert_eq!(quiet.len(), 1, "another job's history is its own");
+    assert_eq!(quiet[0].recorded_at, clock.now_ts(), "by the store's clock");
+    let landings = store.landings(d).unwrap();
+    assert_eq!(landings[0].batches, total, "the landing counts every batch");
+    assert!(store.landing_batches(day("2024-02-21")).unwrap().is_empty());
+}
+
+/// Every completion applied to a document leaves a receipt with the step's verdict (none
+/// for a rejected one: that is a dead letter), in the order applied, in the same
+/// transaction; the newest [`engine::RECEIPTS_KEPT`] per (gate, date) are kept.
+fn exercise_receipts<S: StateStore>(store: &S, clock: &ManualClock, pipeline: &Pipeline) {
+    let gate = &pipeline.gates[0];
+    let d = "2024-02-10";
+    let now = clock.now_ts();
+    let tog = ProcessorName::from("team_offense_game_summary");
+    let facts = completion::StepFacts {
+        in_flight: BTreeSet::new(),
+        has_work: BTreeSet::from([tog.clone()]),
+    };
+    let mut step = |doc: Option<completion::Document>, _: &GateId, m: &CompletionMessage| {
+        completion::step_settling(doc, m, gate, now, &[], &facts)
+    };
+    let work = |m: CompletionMessage| Work::Completion {
+        gate: gate.id.clone(),
+        message: m,
+    };
+    let mut conflicting = completion("player_game_summary", "r1", d);
+    conflicting.record_count += 1;
+    let mut stale = completion("player_game_summary", "r0", d);
+    stale.status = CompletionStatus::Failed;
+    stale.produced_at = hours_after_start(-1);
+    let stale_id = stale.message_id.clone();
+    let mut no_data = completion(tog.as_str(), "r1", d);
+    no_data.status = CompletionStatus::NoData;
+    let batch = [
+        work(completion("player_game_summary", "r1", d)),
+        work(completion("player_game_summary", "r1", d)),
+        work(conflicting),
+        work(stale),
+        work(completion("player_daily_cache", "r1", d)),
+        work(no_data),
+    ];
+    store.apply(&batch, &mut step).unwrap();
+    let receipts = store.receipts(day(d)).unwrap();
+    let seen: Vec<(&str, &str, Outcome, bool)> = (receipts.iter())
+        .map(|r| {
+            let p = r.processor.as_str();
+            (p, r.run_id.as_str(), r.verdict.clone(), r.not_counted)
+        })
+        .collect();
+    let conflict = Outcome::ConflictingDuplicate {
+        field: "record_count".into(),
+    };
+    let pgs = "player_game_summary";
+    assert_eq!(
+        seen,
+        [
+            (pgs, "r1", Outcome::Applied, false),
+            (pgs, "r1", Outcome::Duplicate, false),
+            (pgs, "r1", conflict, false),
+            (pgs, "r0", Outcome::Stale, false),
+            (tog.as_str(), "r1", Outcome::Applied, true),
+        ],
+        "one receipt per message applied, with its verdict, in order"
+    );
+    let r = &receipts[3];
+    assert_eq!(
+        (r.gate.clone(), r.status, r.produced_at, r.applied_at),
+        (
+            gate.id.clone(),
+            CompletionStatus::Failed,
+            hours_after_start(-1),
+            now
+        )
+    );
+    assert_eq!(r.message_id, stale_id);
+    // Bound: resent many times, the date keeps its newest receipts.
+    let resends: Vec<Work> = (0..engine::RECEIPTS_KEPT)
+        .map(|i| {
+            let mut m = completion("player_game_summary", "r1", d);
+            m.message_id = format!("resend-{i}");
+            work(m)
+        })
+        .collect();
+    store.apply(&resends, &mut step).unwrap();
+    let receipts = store.receipts(day(d)).unwrap();
+    assert_eq!(receipts.len(), engine::RECEIPTS_KEPT as usize);
+    assert_eq!(
+        receipts[0].message_id, "resend-0",
+        "the oldest are forgotten"
+    );
+    assert!(receipts.iter().all(|r| r.verdict == Outcome::Duplicate));
+    assert!(store.receipts(day("2024-02-11")).unwrap().is_empty());
 }
 
 fn exercise_leases<S: StateStore>(store: &S, clock: &ManualClock) {

@@ -14,8 +14,8 @@
 //! what differs between databases, and it stays in the adapters.
 
 use crate::{
-    Error, FencedWrite, NewDeadLetter, NewOutboxRow, PendingRequest, Result, RunEnd, RunRecord,
-    RunStatus, Work, WriteOutcome,
+    CompletionReceipt, Error, FencedWrite, LandingBatch, NewDeadLetter, NewOutboxRow,
+    PendingRequest, Result, RunEnd, RunRecord, RunStatus, Work, WriteOutcome,
 };
 use baton_core::completion::{Document, Effect, Outcome, StepOutput, Trigger};
 use baton_core::config::TableSpec;
@@ -24,6 +24,15 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
+
+/// How many batches the landing-batch history keeps per (job, partition): a date landed
+/// again and again keeps its newest batches, and the landing's count says how many more
+/// there were (nothing grows without bound for a date rerun many times).
+pub const LANDING_BATCHES_KEPT: u32 = 200;
+
+/// How many completion receipts the receipt history keeps per (gate, partition), newest
+/// first; the document's message counts say how many more there were.
+pub const RECEIPTS_KEPT: u32 = 200;
 
 /// The orchestrator step as the engine calls it (`baton_core::completion::step` with the
 /// pipeline and quality measurements bound by the caller).
@@ -110,6 +119,12 @@ pub trait Transaction {
         at: Timestamp,
         recorded_at: Timestamp,
     ) -> Result<u32>;
+    /// Adds a batch to the landing-batch history, then forgets the batches of its (job,
+    /// partition) numbered `keep` or more below it.
+    fn add_landing_batch(&mut self, batch: &LandingBatch, keep: u32) -> Result<()>;
+    /// Adds receipts of one (gate, partition) to the receipt history in their order, then
+    /// forgets all but the newest `keep` of that (gate, partition).
+    fn add_receipts(&mut self, receipts: &[CompletionReceipt], keep: u32) -> Result<()>;
     /// Records the run owed for a (processor, date), as `StateStore::record_request` says.
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()>;
     /// Removes the partition's rows stamped with a token older than `token` (rows an earlier
@@ -138,18 +153,19 @@ pub trait Transaction {
     ) -> Result<bool>;
 }
 
-/// A document of an `apply` batch: its state so far, the version it was read at, and whether
-/// a step changed it.
+/// A document of an `apply` batch: its state so far, the version it was read at, whether
+/// a step changed it, and the receipts of the messages applied to it.
 struct Slot {
     document: Option<Document>,
     read_version: Option<u64>,
     dirty: bool,
+    receipts: Vec<CompletionReceipt>,
 }
 
 /// Applies a batch: reads each document once (in key order), steps it through every message
 /// for it in batch order, carries out each step's effects, and writes each changed document
-/// once at the end (group commit: the version moves on once per batch). Returns one outcome
-/// per item.
+/// once at the end (group commit: the version moves on once per batch) with the receipts of
+/// its messages. Returns one outcome per item.
 pub fn apply(
     tx: &mut dyn Transaction,
     batch: &[Work],
@@ -170,6 +186,13 @@ pub fn apply(
                     .get_mut(&(gate.clone(), message.partition))
                     .ok_or_else(|| Error::Permanent("invariant: batch document read".into()))?;
                 let out = step(slot.document.clone(), gate, message);
+                slot.receipts.extend(receipt(
+                    &out.document,
+                    &out.outcome,
+                    gate,
+                    message,
+                    tx.now(),
+                ));
                 if !matches!(out.outcome, Outcome::Rejected { .. })
                     && slot.document.as_ref() != Some(&out.document)
                 {
@@ -181,12 +204,46 @@ pub fn apply(
             }
         }
     }
-    for slot in slots.into_values().filter(|s| s.dirty) {
-        if let Some(doc) = slot.document {
+    for slot in slots.into_values() {
+        if let Some(doc) = slot.document.filter(|_| slot.dirty) {
             store_document(tx, doc, slot.read_version)?;
+        }
+        if !slot.receipts.is_empty() {
+            tx.add_receipts(&slot.receipts, RECEIPTS_KEPT)?;
         }
     }
     Ok(outcomes)
+}
+
+/// The receipt of `message` as the step judged it (`document` is the step's result); none
+/// for a rejected message, which is a dead letter instead.
+fn receipt(
+    document: &Document,
+    outcome: &Outcome,
+    gate: &GateId,
+    message: &CompletionMessage,
+    applied_at: Timestamp,
+) -> Option<CompletionReceipt> {
+    if matches!(outcome, Outcome::Rejected { .. }) {
+        return None;
+    }
+    let run = document
+        .entries
+        .get(&message.processor)
+        .and_then(|e| e.runs.iter().find(|r| r.run_id == message.run_id));
+    Some(CompletionReceipt {
+        gate: gate.clone(),
+        partition: message.partition,
+        message_id: message.message_id.clone(),
+        processor: message.processor.clone(),
+        run_id: message.run_id.clone(),
+        status: message.status,
+        record_count: message.record_count,
+        produced_at: message.produced_at,
+        verdict: outcome.clone(),
+        not_counted: run.is_some_and(|r| r.not_counted),
+        applied_at,
+    })
 }
 
 fn read_batch_documents(
@@ -210,6 +267,7 @@ fn read_batch_documents(
             document,
             read_version,
             dirty: false,
+            receipts: Vec::new(),
         };
         slots.insert((gate, partition), slot);
     }
@@ -309,8 +367,9 @@ pub fn fenced_write(tx: &mut dyn Transaction, write: &FencedWrite<'_>) -> Result
     })
 }
 
-/// Records a landing batch and the runs it requests in one transaction (G9: a landing is an
-/// event that starts its readers, and neither half can be lost without the other).
+/// Records a landing batch, its line in the landing-batch history, and the runs it requests
+/// in one transaction (G9: a landing is an event that starts its readers, and neither half
+/// can be lost without the other).
 pub fn record_landing(
     tx: &mut dyn Transaction,
     job: &str,
@@ -322,6 +381,14 @@ pub fn record_landing(
     // the landing time a scraper reports may be in another clock, or in the future.
     let recorded_at = tx.now();
     let batch = tx.land(job, partition, at, recorded_at)?;
+    let line = LandingBatch {
+        job: job.to_owned(),
+        partition,
+        batch,
+        landed_at: at,
+        recorded_at,
+    };
+    tx.add_landing_batch(&line, LANDING_BATCHES_KEPT)?;
     for request in requests {
         tx.owe_run(request)?;
     }

@@ -1,6 +1,7 @@
 //! baton-ports: the seams between baton's logic and its backends.
 //!
-//! [`StateStore`] (completion documents, leases, runs, outbox, dead letters, landings),
+//! [`StateStore`] (completion documents, leases, runs, outbox, dead letters, landings and
+//! the bounded histories of landing batches and completion receipts),
 //! [`Warehouse`] (tables with primary keys, fenced upserts) and [`Bus`] (topics, consumer
 //! groups, acks, redelivery, dead-lettering). Every backend implements them and passes
 //! `baton-conformance`; the simulator's in-memory fakes implement the same traits.
@@ -19,7 +20,9 @@ use baton_core::config::TableSpec;
 use baton_core::dead_letter::{self as letters, LetterState, REASON_CAP_BYTES, clip};
 use baton_core::lease::{Lease, Refusal};
 use baton_core::message::CompletionMessage;
-use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_core::model::{
+    CompletionStatus, FenceToken, GateId, Partition, ProcessorName, Row, RunId,
+};
 use jiff::{SignedDuration, Timestamp};
 pub use kinds::{OutboxKind, RequestKind, RunStatus};
 use serde::{Deserialize, Serialize};
@@ -296,6 +299,52 @@ pub struct Landing {
     pub batches: u32,
 }
 
+/// One batch of an upstream job's landing for a partition, as its history keeps it (the
+/// newest [`engine::LANDING_BATCHES_KEPT`] per (job, partition)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandingBatch {
+    /// The job.
+    pub job: String,
+    /// The partition.
+    pub partition: Partition,
+    /// Its sequence number (1 for the first).
+    pub batch: u32,
+    /// When it landed, as the job reported it.
+    pub landed_at: Timestamp,
+    /// When baton recorded it, by the store's clock.
+    pub recorded_at: Timestamp,
+}
+
+/// A completion message the consumer applied to a (gate, partition)'s document, with the
+/// step's verdict on it, as the receipt history keeps it (the newest
+/// [`engine::RECEIPTS_KEPT`] per (gate, partition)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionReceipt {
+    /// The gate.
+    pub gate: GateId,
+    /// The partition.
+    pub partition: Partition,
+    /// The message's id.
+    pub message_id: String,
+    /// The processor that reported.
+    pub processor: ProcessorName,
+    /// Its run.
+    pub run_id: RunId,
+    /// The status it reported.
+    pub status: CompletionStatus,
+    /// The rows it reported.
+    pub record_count: u64,
+    /// When the run produced it.
+    pub produced_at: Timestamp,
+    /// What the step made of it (never `Rejected`: a rejected message is a dead letter).
+    pub verdict: Outcome,
+    /// The run is a `no_data` on a date its processor has work for: recorded, not counted.
+    #[serde(default)]
+    pub not_counted: bool,
+    /// When the consumer applied it, by the store's clock.
+    pub applied_at: Timestamp,
+}
+
 /// A run owed for a (processor, date): deferred until its inputs land, or a partial run to
 /// redo when they land.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,6 +529,11 @@ pub trait StateStore: engine::Transact + Send + Sync {
     }
     /// Landings for a partition, one per job: first and latest batch, and how many.
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>>;
+    /// The landing batches a partition's history keeps, every job's, by job then batch.
+    fn landing_batches(&self, partition: Partition) -> Result<Vec<LandingBatch>>;
+    /// The completion receipts a partition's history keeps, every gate's, in the order
+    /// they were applied.
+    fn receipts(&self, partition: Partition) -> Result<Vec<CompletionReceipt>>;
 }
 
 /// A fenced write: the rows of one (processor, partition), the token they were computed

@@ -36,6 +36,16 @@ pub fn kind_of<T>(text: &str, parse: fn(&str) -> Option<T>, what: &str) -> Resul
     parse(text).ok_or_else(|| corrupt(what, format!("unknown value `{text}`")))
 }
 
+/// A completion receipt as every backend stores it: its JSON, in `body`.
+pub fn receipt_body(receipt: &crate::CompletionReceipt) -> Result<String> {
+    serde_json::to_string(receipt).map_err(|e| Error::Permanent(e.to_string()))
+}
+
+/// A stored completion receipt.
+pub fn receipt_of(body: &str) -> Result<crate::CompletionReceipt> {
+    serde_json::from_str(body).map_err(|e| corrupt("completion receipt", e))
+}
+
 /// A dead-letter row as every backend stores it, before decoding.
 pub struct LetterRow {
     /// `id`.

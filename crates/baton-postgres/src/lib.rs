@@ -25,12 +25,13 @@ use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId
 use baton_core::rng::SplitMix64;
 use baton_ports::engine;
 use baton_ports::stored::{
-    LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, settle_decision,
+    LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, receipt_body,
+    receipt_of, settle_decision,
 };
 use baton_ports::{
-    Acquired, Backlog, DeadLetter, Error, FencedWrite, Landing, NewDeadLetter, NewOutboxRow,
-    OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result, RunEnd, RunRecord, Settled,
-    StateStore, Warehouse, WriteOutcome,
+    Acquired, Backlog, CompletionReceipt, DeadLetter, Error, FencedWrite, Landing, LandingBatch,
+    NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Released, Result,
+    RunEnd, RunRecord, Settled, StateStore, Warehouse, WriteOutcome,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -137,6 +138,8 @@ impl PgBackend {
                     "outbox",
                     "dead_letters",
                     "landings",
+                    "landing_batches",
+                    "completion_receipts",
                     "ops_records",
                     "baton_schema_migrations",
                 ]
@@ -554,6 +557,45 @@ impl engine::Transaction for PgTxn<'_, '_> {
             .map_err(|e| pg_err(&e))?;
         Ok(row.get::<_, i32>(0) as u32)
     }
+    fn add_landing_batch(&mut self, batch: &LandingBatch, keep: u32) -> Result<()> {
+        let (day, job) = (batch.partition.to_string(), batch.job.as_str());
+        self.tx
+            .execute(
+                "INSERT INTO landing_batches (partition, job, batch, landed_at, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&day, &job, &(batch.batch as i32), &micros(batch.landed_at), &micros(batch.recorded_at)],
+            )
+            .map_err(|e| pg_err(&e))?;
+        let below = batch.batch.saturating_sub(keep) as i32;
+        self.tx
+            .execute(
+                "DELETE FROM landing_batches WHERE partition = $1 AND job = $2 AND batch <= $3",
+                &[&day, &job, &below],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(())
+    }
+    fn add_receipts(&mut self, receipts: &[CompletionReceipt], keep: u32) -> Result<()> {
+        let Some(first) = receipts.first() else {
+            return Ok(());
+        };
+        let (day, gate) = (first.partition.to_string(), first.gate.as_str());
+        for r in receipts {
+            self.tx
+                .execute(
+                    "INSERT INTO completion_receipts (partition, gate, body) VALUES ($1, $2, $3)",
+                    &[&day, &gate, &receipt_body(r)?],
+                )
+                .map_err(|e| pg_err(&e))?;
+        }
+        self.tx
+            .execute(
+                "DELETE FROM completion_receipts WHERE partition = $1 AND gate = $2 AND id <= (
+                   SELECT id FROM completion_receipts WHERE partition = $1 AND gate = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
+                &[&day, &gate, &i64::from(keep)],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(())
+    }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
         self.tx
             .execute(
@@ -970,6 +1012,40 @@ impl StateStore for PgBackend {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn landing_batches(&self, partition: Partition) -> Result<Vec<LandingBatch>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT job, batch, landed_at, recorded_at FROM landing_batches WHERE partition = $1 ORDER BY job, batch",
+                    &[&partition.to_string()],
+                )
+                .map_err(|e| pg_err(&e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(LandingBatch {
+                        job: r.get(0),
+                        partition,
+                        batch: r.get::<_, i32>(1) as u32,
+                        landed_at: from_micros(r.get(2))?,
+                        recorded_at: from_micros(r.get(3))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn receipts(&self, partition: Partition) -> Result<Vec<CompletionReceipt>> {
+        self.txn(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT body FROM completion_receipts WHERE partition = $1 ORDER BY id",
+                    &[&partition.to_string()],
+                )
+                .map_err(|e| pg_err(&e))?;
+            rows.iter().map(|r| receipt_of(r.get(0))).collect()
         })
     }
 }

@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/002_ops_records.sql")),
     (3, include_str!("../migrations/003_landing_batches.sql")),
     (4, include_str!("../migrations/004_dead_letter_bytes.sql")),
+    (5, include_str!("../migrations/005_history.sql")),
 ];
 
 /// Applies what is missing; returns how many were applied.

@@ -1,19 +1,22 @@
 //! A date's timeline: every event the store keeps about it, oldest first, built once for
-//! `baton explain`, the demo, the API and the dashboard's date page. Landings (the first
-//! batch and the latest), runs (holder, token, status, rows, dedup, duration), owed runs,
-//! completions published and applied (with the duplicates and stale runs the document
-//! counted), triggers with their generations, the next phase, dead letters naming the
-//! date, and reconcile repairs (operational records under `repair/<date>/`).
+//! `baton explain`, the demo, the API and the dashboard's date page. Landings (each batch),
+//! runs (holder, token, status, rows, dedup, duration), owed runs, completions published
+//! and each one received (with the step's verdict: applied, duplicate, conflicting
+//! duplicate, stale, not counted), triggers with their generations, the next phase, dead
+//! letters naming the date, and reconcile repairs (operational records under
+//! `repair/<date>/`).
 //!
-//! What the store does not keep is said in [`Timeline::notes`], not invented: a landing
-//! keeps its first and latest batch and a count, not every batch; a document counts a
-//! processor's messages and keeps the last arrival, not each duplicate's time.
+//! The store's histories are bounded ([`baton_ports::engine::LANDING_BATCHES_KEPT`] batches
+//! per job and date, [`baton_ports::engine::RECEIPTS_KEPT`] receipts per gate and date):
+//! what they no longer keep is counted from the landing's and the document's own counts
+//! and said in [`Timeline::notes`], not invented.
 
 use crate::Error;
-use baton_core::completion::{Document, Trigger};
+use baton_core::completion::{Document, Outcome, Trigger};
 use baton_core::config::Pipeline;
 use baton_core::model::{CompletionStatus, Partition};
-use baton_ports::{OutboxKind, RunRecord, StateStore};
+use baton_ports::engine::{LANDING_BATCHES_KEPT, RECEIPTS_KEPT};
+use baton_ports::{CompletionReceipt, LandingBatch, OutboxKind, RunRecord, StateStore};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub enum EventKind {
     /// An upstream job's first batch for the date.
     Landing,
-    /// Its latest batch, when more than one landed.
+    /// A later batch of it.
     LandingBatch,
     /// A run of a processor (at its start; its duration in the detail).
     Run,
@@ -31,10 +34,15 @@ pub enum EventKind {
     OwedRun,
     /// A completion written to the outbox (at its creation; published time in the data).
     CompletionPublished,
-    /// A distinct run the completion document applied (at its production time).
+    /// A completion received that recorded a new run (counted, or a `no_data` on a date with
+    /// work: recorded, not counted); for a date from before receipts were kept, a run the
+    /// document recorded (at its production time).
     CompletionApplied,
-    /// Messages the document counted as duplicates of runs already seen.
-    Duplicates,
+    /// A completion of a run the document already had: a duplicate, or a conflicting one
+    /// (the first report is kept).
+    CompletionDuplicate,
+    /// A failed run older than the processor's completing run: recorded, changes nothing.
+    CompletionStale,
     /// A trigger of the next phase, with its generation.
     Trigger,
     /// The next phase ran for a generation.
@@ -43,6 +51,17 @@ pub enum EventKind {
     DeadLetter,
     /// A reconcile repair.
     Repair,
+}
+
+impl EventKind {
+    /// Where events of one instant go: by kind, except that the completions received keep
+    /// the order they were applied in, whatever their verdict.
+    fn order(self) -> Self {
+        match self {
+            Self::CompletionDuplicate | Self::CompletionStale => Self::CompletionApplied,
+            kind => kind,
+        }
+    }
 }
 
 /// One event.
@@ -60,14 +79,15 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
-/// A date's events and what the store does not keep.
+/// A date's events and what the store no longer keeps of them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Timeline {
     /// The date.
     pub date: Partition,
     /// Oldest first.
     pub events: Vec<Event>,
-    /// What the timeline cannot show, because the store does not keep it.
+    /// What the timeline cannot show, because the store's bounded histories no longer keep
+    /// it (or never kept it, for dates from before them).
     pub notes: Vec<String>,
 }
 
@@ -130,7 +150,7 @@ pub fn build(
 ) -> Result<Timeline, Error> {
     let mut events = Vec::new();
     let mut notes = Vec::new();
-    landings(store, date, &mut events, &mut notes)?;
+    landings(pipeline, store, date, &mut events, &mut notes)?;
     for r in store.runs(date)? {
         events.push(run_event(&r));
     }
@@ -151,8 +171,7 @@ pub fn build(
         let published = row
             .published_at
             .map_or("not yet published".to_owned(), |t| {
-                let local = t.to_zoned(pipeline.timezone.clone());
-                format!("published {}", local.strftime("%Y-%m-%d %H:%M:%S"))
+                format!("published {}", local(pipeline, t))
             });
         events.push(Event {
             at: row.created_at,
@@ -165,10 +184,11 @@ pub fn build(
             data: data(&row),
         });
     }
+    let receipts = store.receipts(date)?;
     for gate in &pipeline.gates {
-        if let Some(doc) = store.document(&gate.id, date)? {
-            applied(&doc, &mut events, &mut notes);
-        }
+        let doc = store.document(&gate.id, date)?;
+        let kept: Vec<&CompletionReceipt> = receipts.iter().filter(|r| r.gate == gate.id).collect();
+        received(pipeline, doc.as_ref(), &kept, &mut events, &mut notes);
         next_phase(store, gate, date, &mut events)?;
     }
     triggers(store, date, &mut events)?;
@@ -196,7 +216,7 @@ pub fn build(
             data: data(&r),
         });
     }
-    events.sort_by_key(|e| (e.at, e.kind));
+    events.sort_by_key(|e| (e.at, e.kind.order()));
     Ok(Timeline {
         date,
         events,
@@ -204,37 +224,73 @@ pub fn build(
     })
 }
 
+/// The date's local time of `t`, as the timeline's details say it.
+fn local(pipeline: &Pipeline, t: Timestamp) -> String {
+    t.to_zoned(pipeline.timezone.clone())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// Each landing batch kept; the first batch's time and the latest's come from the landing
+/// itself when its history no longer has them (or a landing from before it was kept).
 fn landings(
+    pipeline: &Pipeline,
     store: &dyn StateStore,
     date: Partition,
     events: &mut Vec<Event>,
     notes: &mut Vec<String>,
 ) -> Result<(), Error> {
+    let history = store.landing_batches(date)?;
     for l in store.landings(date)? {
-        events.push(Event {
-            at: l.landed_at,
-            kind: EventKind::Landing,
-            subject: l.job.clone(),
-            detail: format!("first batch landed ({} batch(es) in all)", l.batches),
-            data: data(&l),
-        });
-        if l.batches > 1 {
+        let kept: Vec<&LandingBatch> = history.iter().filter(|b| b.job == l.job).collect();
+        let mut from_landing = vec![(1, l.landed_at)];
+        if kept.is_empty() && l.batches > 1 {
+            from_landing.push((l.batches, l.latest_at));
+        }
+        from_landing.retain(|(n, _)| !kept.iter().any(|b| b.batch == *n));
+        for (n, at) in &from_landing {
+            let mut record = data(&l);
+            record["batch"] = (*n).into();
             events.push(Event {
-                at: l.latest_at,
-                kind: EventKind::LandingBatch,
+                at: *at,
+                kind: batch_kind(*n),
                 subject: l.job.clone(),
-                detail: format!("batch {} recorded (the latest)", l.batches),
-                data: data(&l),
+                detail: format!("batch {n} of {} landed (kept on the landing)", l.batches),
+                data: record,
             });
+        }
+        for b in &kept {
+            events.push(Event {
+                at: b.landed_at,
+                kind: batch_kind(b.batch),
+                subject: l.job.clone(),
+                detail: format!(
+                    "batch {} of {} landed; recorded {}",
+                    b.batch,
+                    l.batches,
+                    local(pipeline, b.recorded_at)
+                ),
+                data: data(b),
+            });
+        }
+        let missing =
+            l.batches as usize - (kept.len() + from_landing.len()).min(l.batches as usize);
+        if missing > 0 {
             notes.push(format!(
-                "{}: {} batches landed; the store keeps the first and the latest, not the times of the {} between",
-                l.job,
-                l.batches,
-                l.batches - 2
+                "{}: {missing} of its {} batches not kept (the store keeps the newest {LANDING_BATCHES_KEPT} per date, and the first's time)",
+                l.job, l.batches
             ));
         }
     }
     Ok(())
+}
+
+fn batch_kind(batch: u32) -> EventKind {
+    if batch == 1 {
+        EventKind::Landing
+    } else {
+        EventKind::LandingBatch
+    }
 }
 
 fn run_event(r: &RunRecord) -> Event {
@@ -267,8 +323,83 @@ fn run_event(r: &RunRecord) -> Event {
     }
 }
 
-/// The distinct runs a document applied, and the duplicates it counted.
-fn applied(doc: &Document, events: &mut Vec<Event>, notes: &mut Vec<String>) {
+/// The completions one gate's document received: each receipt kept, and how many its
+/// history no longer keeps (from the document's message counts). A document written before
+/// receipts were kept shows the distinct runs it recorded instead.
+fn received(
+    pipeline: &Pipeline,
+    doc: Option<&Document>,
+    kept: &[&CompletionReceipt],
+    events: &mut Vec<Event>,
+    notes: &mut Vec<String>,
+) {
+    events.extend(kept.iter().map(|r| receipt_event(pipeline, r)));
+    let Some(doc) = doc else {
+        return;
+    };
+    let seen: u64 = doc.entries.values().map(|e| e.messages_seen).sum();
+    let missing = seen.saturating_sub(kept.len() as u64);
+    if missing == 0 {
+        return;
+    }
+    if kept.is_empty() {
+        recorded_runs(doc, events);
+        notes.push(format!(
+            "gate {}: the {missing} completion(s) it received came before baton kept receipts; the distinct runs its document recorded are shown",
+            doc.gate
+        ));
+    } else {
+        notes.push(format!(
+            "gate {}: {missing} earlier completion receipt(s) not kept (the store keeps the newest {RECEIPTS_KEPT} per date)",
+            doc.gate
+        ));
+    }
+}
+
+/// One completion received, with the step's verdict on it.
+fn receipt_event(pipeline: &Pipeline, r: &CompletionReceipt) -> Event {
+    let (kind, verdict) = match &r.verdict {
+        Outcome::Applied if r.not_counted => (
+            EventKind::CompletionApplied,
+            "applied, a new run, not counted: no_data on a date its processor has work for".into(),
+        ),
+        Outcome::Applied => (EventKind::CompletionApplied, "applied, a new run".into()),
+        Outcome::Duplicate => (
+            EventKind::CompletionDuplicate,
+            "a duplicate of a run already recorded, changes nothing".into(),
+        ),
+        Outcome::ConflictingDuplicate { field } => (
+            EventKind::CompletionDuplicate,
+            format!(
+                "a conflicting duplicate: its {field} differs from the run already recorded, which is kept"
+            ),
+        ),
+        Outcome::Stale => (
+            EventKind::CompletionStale,
+            "stale: a failed run older than the processor's completing run, changes nothing".into(),
+        ),
+        // Not stored (a rejected message is a dead letter); said as it is if it ever were.
+        Outcome::Rejected { reason } => (EventKind::DeadLetter, format!("rejected: {reason}")),
+    };
+    Event {
+        at: r.applied_at,
+        kind,
+        subject: r.processor.to_string(),
+        detail: format!(
+            "completion {} of run {} ({}, {} rows, produced {}) received for gate {}: {verdict}",
+            r.message_id,
+            r.run_id,
+            r.status,
+            r.record_count,
+            local(pipeline, r.produced_at),
+            r.gate
+        ),
+        data: data(r),
+    }
+}
+
+/// The distinct runs a document recorded (for a date from before receipts were kept).
+fn recorded_runs(doc: &Document, events: &mut Vec<Event>) {
     for (p, entry) in &doc.entries {
         for run in &entry.runs {
             // A failed run older than the entry's first completing run.
@@ -279,8 +410,6 @@ fn applied(doc: &Document, events: &mut Vec<Event>, notes: &mut Vec<String>) {
             let how = if run.not_counted {
                 " (no_data on a date with work: not counted)"
             } else if stale {
-                // Arrival order is not kept: whether it came before the success (applied)
-                // or after it (answered stale) cannot be told; either way it counts for nothing.
                 " (failed; superseded by a later success, counts for nothing)"
             } else {
                 ""
@@ -290,27 +419,11 @@ fn applied(doc: &Document, events: &mut Vec<Event>, notes: &mut Vec<String>) {
                 kind: EventKind::CompletionApplied,
                 subject: p.to_string(),
                 detail: format!(
-                    "completion of run {} applied to gate {}: {}, {} rows{how}",
+                    "run {} recorded by gate {}: {}, {} rows{how}",
                     run.run_id, doc.gate, run.status, run.record_count
                 ),
                 data: data(run),
             });
-        }
-        let dups = entry.messages_seen.saturating_sub(entry.runs.len() as u64);
-        if dups > 0 {
-            events.push(Event {
-                at: entry.last_seen_at,
-                kind: EventKind::Duplicates,
-                subject: p.to_string(),
-                detail: format!(
-                    "{dups} duplicate message(s) of runs already seen, of {} received; the last arrived now",
-                    entry.messages_seen
-                ),
-                data: serde_json::json!({"gate": doc.gate, "messages_seen": entry.messages_seen, "distinct_runs": entry.runs.len(), "last_seen_at": entry.last_seen_at}),
-            });
-            notes.push(format!(
-                "{p}: the document counts duplicates ({dups}) and keeps the last arrival; the time of each duplicate is not kept"
-            ));
         }
     }
 }

@@ -22,13 +22,13 @@ use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId
 use baton_ports::RequestKind;
 use baton_ports::engine;
 use baton_ports::{
-    Acquired, Backlog, Bus, DeadLetter, Delivery, Error, FencedWrite, GroupSettings, Landing,
-    NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxKind, OutboxRow, PendingRequest,
-    Published, Released, Result, RunEnd, RunRecord, Settled, StateStore, Warehouse, Work,
-    WriteOutcome,
+    Acquired, Backlog, Bus, CompletionReceipt, DeadLetter, Delivery, Error, FencedWrite,
+    GroupSettings, Landing, LandingBatch, NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord,
+    OutboxKind, OutboxRow, PendingRequest, Published, Released, Result, RunEnd, RunRecord, Settled,
+    StateStore, Warehouse, Work, WriteOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Deliberate bugs, for proving the simulator catches them.
@@ -110,6 +110,12 @@ struct State {
     dead_letters: Vec<DeadLetter>,
     /// (job, date) -> (first, latest, batches).
     landings: BTreeMap<(String, Partition), (Timestamp, Timestamp, u32)>,
+    /// (date, job, batch) -> the batch, as the landing-batch history keeps it.
+    landing_batches: BTreeMap<(Partition, String, u32), LandingBatch>,
+    /// (date, gate) -> its receipt history, oldest first, numbered in the order applied.
+    receipts: BTreeMap<(Partition, GateId), VecDeque<(u64, CompletionReceipt)>>,
+    /// The number of the last receipt added.
+    receipt_seq: u64,
     tables: BTreeMap<String, TableData>,
     messages: Vec<(String, Delivery, Timestamp)>,
     requests: BTreeMap<(ProcessorName, Partition), PendingRequest>,
@@ -355,6 +361,28 @@ impl engine::Transaction for MemTxn<'_> {
         entry.1 = entry.1.max(recorded_at);
         entry.2 += 1;
         Ok(entry.2)
+    }
+    fn add_landing_batch(&mut self, batch: &LandingBatch, keep: u32) -> Result<()> {
+        let key = (batch.partition, batch.job.clone(), batch.batch);
+        self.state.landing_batches.insert(key, batch.clone());
+        let below = batch.batch.saturating_sub(keep);
+        self.state
+            .landing_batches
+            .retain(|(d, job, n), _| !(*d == batch.partition && *job == batch.job && *n <= below));
+        Ok(())
+    }
+    fn add_receipts(&mut self, receipts: &[CompletionReceipt], keep: u32) -> Result<()> {
+        for r in receipts {
+            self.state.receipt_seq += 1;
+            let kept = (self.state.receipts)
+                .entry((r.partition, r.gate.clone()))
+                .or_default();
+            kept.push_back((self.state.receipt_seq, r.clone()));
+            while kept.len() > keep as usize {
+                kept.pop_front();
+            }
+        }
+        Ok(())
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
         let key = (request.processor.clone(), request.partition);
@@ -753,6 +781,27 @@ impl StateStore for MemBackend {
                 batches: *batches,
             })
             .collect())
+    }
+
+    fn landing_batches(&self, partition: Partition) -> Result<Vec<LandingBatch>> {
+        Ok(self
+            .lock()
+            .landing_batches
+            .range((partition, String::new(), 0)..)
+            .take_while(|((d, _, _), _)| *d == partition)
+            .map(|(_, b)| b.clone())
+            .collect())
+    }
+
+    fn receipts(&self, partition: Partition) -> Result<Vec<CompletionReceipt>> {
+        let state = self.lock();
+        let mut out: Vec<&(u64, CompletionReceipt)> = (state.receipts)
+            .range((partition, GateId::from(""))..)
+            .take_while(|((d, _), _)| *d == partition)
+            .flat_map(|(_, kept)| kept.iter())
+            .collect();
+        out.sort_by_key(|(seq, _)| *seq);
+        Ok(out.into_iter().map(|(_, r)| r.clone()).collect())
     }
 }
 

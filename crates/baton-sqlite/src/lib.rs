@@ -18,12 +18,13 @@ use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::engine;
 use baton_ports::stored::{
-    LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, settle_decision,
+    LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, receipt_body,
+    receipt_of, settle_decision,
 };
 use baton_ports::{
-    Acquired, Backlog, Bus, DeadLetter, Delivery, Error, GroupSettings, Landing, NewDeadLetter,
-    NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released, Result,
-    RunEnd, RunRecord, Settled, StateStore, Warehouse,
+    Acquired, Backlog, Bus, CompletionReceipt, DeadLetter, Delivery, Error, GroupSettings, Landing,
+    LandingBatch, NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest,
+    Published, Released, Result, RunEnd, RunRecord, Settled, StateStore, Warehouse,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -449,6 +450,44 @@ impl engine::Transaction for SqliteTxn<'_> {
             )
             .map_err(map_err)?;
         Ok(batches as u32)
+    }
+    fn add_landing_batch(&mut self, batch: &LandingBatch, keep: u32) -> Result<()> {
+        let (day, job) = (batch.partition.to_string(), batch.job.as_str());
+        self.conn
+            .execute(
+                "INSERT INTO landing_batches (partition, job, batch, landed_at, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![day, job, batch.batch, micros(batch.landed_at), micros(batch.recorded_at)],
+            )
+            .map_err(map_err)?;
+        self.conn
+            .execute(
+                "DELETE FROM landing_batches WHERE partition = ?1 AND job = ?2 AND batch <= ?3",
+                params![day, job, batch.batch.saturating_sub(keep)],
+            )
+            .map_err(map_err)?;
+        Ok(())
+    }
+    fn add_receipts(&mut self, receipts: &[CompletionReceipt], keep: u32) -> Result<()> {
+        let Some(first) = receipts.first() else {
+            return Ok(());
+        };
+        let (day, gate) = (first.partition.to_string(), first.gate.as_str());
+        for r in receipts {
+            self.conn
+                .execute(
+                    "INSERT INTO completion_receipts (partition, gate, body) VALUES (?1, ?2, ?3)",
+                    params![day, gate, receipt_body(r)?],
+                )
+                .map_err(map_err)?;
+        }
+        self.conn
+            .execute(
+                "DELETE FROM completion_receipts WHERE partition = ?1 AND gate = ?2 AND id <= (
+                   SELECT id FROM completion_receipts WHERE partition = ?1 AND gate = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+                params![day, gate, keep],
+            )
+            .map_err(map_err)?;
+        Ok(())
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
         self.conn
@@ -884,6 +923,47 @@ impl StateStore for SqliteBackend {
             })
         })
         .collect()
+    }
+
+    fn landing_batches(&self, partition: Partition) -> Result<Vec<LandingBatch>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT job, batch, landed_at, recorded_at FROM landing_batches WHERE partition = ?1 ORDER BY job, batch")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(params![partition.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (job, batch, landed_at, recorded_at) = row.map_err(map_err)?;
+            Ok(LandingBatch {
+                job,
+                partition,
+                batch,
+                landed_at: from_micros(landed_at)?,
+                recorded_at: from_micros(recorded_at)?,
+            })
+        })
+        .collect()
+    }
+
+    fn receipts(&self, partition: Partition) -> Result<Vec<CompletionReceipt>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM completion_receipts WHERE partition = ?1 ORDER BY id")
+            .map_err(map_err)?;
+        let bodies = stmt
+            .query_map(params![partition.to_string()], |r| r.get::<_, String>(0))
+            .map_err(map_err)?;
+        bodies
+            .map(|body| receipt_of(&body.map_err(map_err)?))
+            .collect()
     }
 }
 

@@ -72,6 +72,16 @@ DROP TABLE dead_letters;
 ALTER TABLE dead_letters_v2 RENAME TO dead_letters;
 CREATE INDEX dead_letters_state ON dead_letters (state, id);
 "#,
+    // The timeline's histories: every landing batch and every completion receipt, the newest
+    // few hundred per date (the engine trims them in the transaction that adds one).
+    r#"
+CREATE TABLE landing_batches (
+    partition TEXT NOT NULL, job TEXT NOT NULL, batch INTEGER NOT NULL, landed_at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL, PRIMARY KEY (partition, job, batch));
+CREATE TABLE completion_receipts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, partition TEXT NOT NULL, gate TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX completion_receipts_date ON completion_receipts (partition, gate, id);
+"#,
 ];
 
 /// Why a database opened read-only cannot be used.
