@@ -4,8 +4,9 @@
 //! COMMITTED with row locks and retries, the in-memory store under its lock) and hands it to
 //! these functions as a [`Transaction`]: a few primitive reads and writes. What happens in
 //! the transaction — carrying out a step's effects, the pair assertion on the derived count,
-//! the fence check, the completion's outbox row, replacing a run's rows — is decided here,
-//! so no backend can drift from another.
+//! the fence check, the completion's outbox row, replacing a run's rows, the receipt and
+//! landing-batch histories and their bound — is decided here, so no backend can drift from
+//! another.
 //!
 //! Invariant: an engine function either returns `Ok` with every write done, or an error after
 //! which the backend rolls the transaction back; it never commits.

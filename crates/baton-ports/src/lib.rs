@@ -388,9 +388,9 @@ pub struct OpsRecord {
 /// Durable orchestrator state.
 pub trait StateStore: engine::Transact + Send + Sync {
     /// Applies a batch in one transaction through [`engine::apply`]: for each completion,
-    /// loads its document, runs `step`, writes the document (version + 1) and the step's
-    /// effects (trigger outbox rows, dead letters); records each dead letter. Returns one
-    /// outcome per item.
+    /// loads its document, runs `step`, writes the document (version + 1), the step's
+    /// effects (trigger outbox rows, dead letters) and the message's receipt; records each
+    /// dead letter. Returns one outcome per item.
     fn apply(&self, batch: &[Work], step: &mut engine::StepFn<'_>) -> Result<Vec<Outcome>> {
         engine::run(self, |tx| engine::apply(tx, batch, step))
     }
@@ -513,8 +513,8 @@ pub trait StateStore: engine::Transact + Send + Sync {
     /// The operational records whose key starts with `prefix`, by key.
     fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>>;
 
-    /// Records a batch of an upstream job's landing for a partition, and the runs it
-    /// requests, in one transaction (a landing can no more be lost than a completion);
+    /// Records a batch of an upstream job's landing for a partition (its count and its line
+    /// in the batch history), and the runs it requests, in one transaction (a landing can no more be lost than a completion);
     /// returns the batch's sequence number (1 for the first).
     fn record_landing(
         &self,
