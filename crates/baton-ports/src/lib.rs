@@ -514,8 +514,9 @@ pub trait StateStore: engine::Transact + Send + Sync {
     fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>>;
 
     /// Records a batch of an upstream job's landing for a partition (its count and its line
-    /// in the batch history), and the runs it requests, in one transaction (a landing can no more be lost than a completion);
-    /// returns the batch's sequence number (1 for the first).
+    /// in the batch history), and the runs it requests, in one transaction (a landing can
+    /// no more be lost than a completion); returns the batch's sequence number (1 for the
+    /// first).
     fn record_landing(
         &self,
         job: &str,

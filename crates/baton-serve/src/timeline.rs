@@ -255,7 +255,10 @@ fn landings(
                 at: *at,
                 kind: batch_kind(*n),
                 subject: l.job.clone(),
-                detail: format!("batch {n} of {} landed (kept on the landing)", l.batches),
+                detail: format!(
+                    "batch {n} of {} landed (from the landing's record)",
+                    l.batches
+                ),
                 data: record,
             });
         }
@@ -273,8 +276,7 @@ fn landings(
                 data: data(b),
             });
         }
-        let missing =
-            l.batches as usize - (kept.len() + from_landing.len()).min(l.batches as usize);
+        let missing = (l.batches as usize).saturating_sub(kept.len() + from_landing.len());
         if missing > 0 {
             notes.push(format!(
                 "{}: {missing} of its {} batches not kept (the store keeps the newest {LANDING_BATCHES_KEPT} per date, and the first's time)",
@@ -386,8 +388,7 @@ fn receipt_event(pipeline: &Pipeline, r: &CompletionReceipt) -> Event {
         kind,
         subject: r.processor.to_string(),
         detail: format!(
-            "completion {} of run {} ({}, {} rows, produced {}) received for gate {}: {verdict}",
-            r.message_id,
+            "run {} ({}, {} rows, produced {}) received by gate {}: {verdict}",
             r.run_id,
             r.status,
             r.record_count,

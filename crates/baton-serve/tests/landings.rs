@@ -5,59 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use baton_core::clock::{Clock, ManualClock};
-use baton_core::config::Pipeline;
-use baton_core::model::Partition;
+use baton_core::clock::Clock;
 use baton_ports::{Bus, RequestKind, StateStore};
 use baton_serve::landings::LANDINGS_GROUP;
-use baton_serve::service::{Identity, Ports, ServeOptions, Service};
-use baton_sim::mem::MemBackend;
 use jiff::SignedDuration;
-use std::sync::Arc;
 
-struct Env {
-    pipeline: Arc<Pipeline>,
-    clock: Arc<ManualClock>,
-    backend: Arc<MemBackend>,
-    date: Partition,
-}
+mod common;
 
-fn env() -> Env {
-    let clock = Arc::new(ManualClock::new("2024-03-10T12:00:00Z".parse().unwrap()));
-    Env {
-        pipeline: Arc::new(Pipeline::reference().unwrap()),
-        backend: Arc::new(MemBackend::new(clock.clone())),
-        clock,
-        date: Partition::parse("2024-03-09").unwrap(),
-    }
-}
+use common::env;
 
-impl Env {
-    /// A service that records landings and leaves the requested runs owed (no phase
-    /// runner), so the test sees what was requested.
-    fn service(&self) -> Service {
-        let ports = Ports {
-            pipeline: self.pipeline.clone(),
-            store: self.backend.clone(),
-            warehouse: self.backend.clone(),
-            bus: self.backend.clone(),
-            clock: self.clock.clone(),
-        };
-        let identity = Identity {
-            role: "serve".into(),
-            host: "h1".into(),
-            pid: 7,
-            version: "0.1.0".into(),
-            commit: "abc".into(),
-        };
-        let options = ServeOptions {
-            phase_runner: false,
-            reconcile_every: None,
-            ..ServeOptions::default()
-        };
-        Service::new(options, ports, identity).unwrap()
-    }
-
+impl common::Env {
     fn publish(&self, message_id: &str, payload: &str) {
         self.backend
             .publish("raw-landings", message_id, payload.as_bytes())

@@ -5,61 +5,23 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use baton_core::clock::{Clock, ManualClock};
-use baton_core::config::Pipeline;
+use baton_core::clock::Clock;
 use baton_core::message::CompletionMessage;
-use baton_core::model::{CompletionStatus, Partition, ProcessorName, RunId};
+use baton_core::model::{CompletionStatus, ProcessorName, RunId};
 use baton_ports::{Bus, StateStore};
-use baton_serve::service::{Identity, Ports, ServeOptions, Service};
 use baton_serve::timeline::{self, Event, Timeline};
-use baton_sim::mem::MemBackend;
 use jiff::SignedDuration;
-use std::sync::Arc;
 
 const GAMEBOOK: &str = "nbac_gamebook_scraper";
 const PGS: &str = "player_game_summary";
 
-struct Env {
-    pipeline: Arc<Pipeline>,
-    clock: Arc<ManualClock>,
-    backend: Arc<MemBackend>,
-    date: Partition,
-}
+mod common;
 
-fn env() -> Env {
-    // 08:00 in New York on 2024-03-10; the date is the day before.
-    let clock = Arc::new(ManualClock::new("2024-03-10T12:00:00Z".parse().unwrap()));
-    Env {
-        pipeline: Arc::new(Pipeline::reference().unwrap()),
-        backend: Arc::new(MemBackend::new(clock.clone())),
-        clock,
-        date: Partition::parse("2024-03-09").unwrap(),
-    }
-}
+use common::env;
 
-impl Env {
+impl common::Env {
     fn serve_until_idle(&self) {
-        let ports = Ports {
-            pipeline: self.pipeline.clone(),
-            store: self.backend.clone(),
-            warehouse: self.backend.clone(),
-            bus: self.backend.clone(),
-            clock: self.clock.clone(),
-        };
-        let identity = Identity {
-            role: "serve".into(),
-            host: "h1".into(),
-            pid: 7,
-            version: "0.1.0".into(),
-            commit: "abc".into(),
-        };
-        let options = ServeOptions {
-            phase_runner: false,
-            reconcile_every: None,
-            ..ServeOptions::default()
-        };
-        let service = Service::new(options, ports, identity).unwrap();
-        service.until_idle().unwrap();
+        self.service().until_idle().unwrap();
     }
 
     fn minutes_later(&self, minutes: i64) {
