@@ -204,7 +204,7 @@ def measure_dagster(args) -> dict:
                 print("dagster: completion ingest", file=sys.stderr)
                 out["ingest_per_s"] = ingest(args.reports)
             print(f"dagster: trigger latency ({label})", file=sys.stderr)
-            timeout = 120 if interval is None else 30
+            timeout = 300 if interval is None else 60
             out[f"latency_{label}"] = latencies(instance, latest, args.samples, timeout)
             if label == "default":
                 print("dagster: a duplicate completion after a trigger", file=sys.stderr)
