@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// How time and memory grow with dates, processors per gate and rows per run instead
+    /// (SQLite; a few minutes, or seconds with --quick).
+    #[arg(long)]
+    scale: bool,
 }
 
 /// One line of the result.
@@ -159,6 +163,9 @@ fn completion(
 /// `baton bench`: every figure on a fresh database (or a reset PostgreSQL and NATS), printed
 /// as a table or JSON.
 pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
+    if args.scale {
+        return crate::bench_scale::run(cli, args.quick, args.json);
+    }
     let pipeline = load_pipeline(cli)?;
     let distributed = crate::backend_kind(cli, &pipeline) == crate::BackendKind::Postgres;
     let sizes = Sizes::new(args.quick, distributed);
@@ -432,12 +439,13 @@ fn trigger_latency(
     ])
 }
 
-/// Rows on a three-column primary key; every tenth row repeats an earlier key.
+/// Rows on a three-column primary key; every tenth row repeats the key of the row five
+/// before it (never itself a repeat), so a tenth of the rows are duplicates.
 fn bench_rows(n: usize, partition: Partition) -> Vec<Row> {
     let date = partition.to_string();
     (0..n)
         .map(|i| {
-            let k = if i % 10 == 9 { i / 2 } else { i };
+            let k = if i % 10 == 9 { i - 5 } else { i };
             let mut row = Row::new();
             row.insert("game_id".into(), format!("g{}", k % 1_230).into());
             row.insert("team".into(), format!("t{}", (k / 1_230) % 30).into());
@@ -447,6 +455,52 @@ fn bench_rows(n: usize, partition: Partition) -> Vec<Row> {
             row
         })
         .collect()
+}
+
+/// The rows of the dedup figures as generated: how many, and how many distinct keys. The
+/// labels and every rate are computed from these counts, so they say what was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RowCounts {
+    /// Rows generated (the input of dedup, duplicates included).
+    generated: usize,
+    /// Rows left after dedup (the rows written).
+    unique: usize,
+}
+
+impl RowCounts {
+    /// The share of generated rows that repeat an earlier key, in percent.
+    fn duplicate_percent(&self) -> f64 {
+        if self.generated == 0 {
+            return 0.0;
+        }
+        (self.generated - self.unique) as f64 * 100.0 / self.generated as f64
+    }
+
+    /// What the write figures measure.
+    fn write_label(&self) -> String {
+        format!(
+            "dedup + fenced upsert ({} rows in, {:.1}% duplicates, {} written, 3-column key)",
+            self.generated,
+            self.duplicate_percent(),
+            self.unique
+        )
+    }
+
+    /// Rows written per second: baton's write and the plain insert both write the unique
+    /// rows, so both rates are per unique row (baton's time includes its dedup).
+    fn written_per_sec(&self, secs: f64) -> f64 {
+        self.unique as f64 / secs
+    }
+
+    /// What the in-memory dedup figures measure (both rates are per generated row: dedup
+    /// and polars' `unique` read every row).
+    fn dedup_label(&self) -> String {
+        format!(
+            "in-memory dedup alone ({} rows in, {:.1}% duplicates)",
+            self.generated,
+            self.duplicate_percent()
+        )
+    }
 }
 
 /// Dedup plus the fenced upsert against a plain insert of the unique rows, and dedup alone
@@ -467,46 +521,46 @@ fn dedup_and_write(b: &Backends, n: usize, dir: &Path) -> Result<Vec<Figure>, Ex
         .map_err(|e| Exit::usage(anyhow!("bench rows: {e}")))?;
     let dedup_rate = n as f64 / elapsed(start);
     let unique = deduped.rows.clone();
+    let counts = RowCounts {
+        generated: n,
+        unique: unique.len(),
+    };
 
     bar.set_message("dedup + fenced upsert");
-    let write_rate = fenced_upsert_rate(b, &table, partition, rows)?;
+    let write_secs = fenced_upsert_secs(b, &table, partition, rows)?;
+    let write_rate = counts.written_per_sec(write_secs);
     bar.set_message("plain insert baseline");
     let start = SystemClock.now();
     let plain = b
         .admin
         .baselines()
         .plain_insert(&table, &unique)?
-        .then(|| unique.len() as f64 / elapsed(start));
-    let upsert = Figure::measured(
-        format!("dedup + fenced upsert ({n} rows, 10% duplicates, 3-column key)"),
-        write_rate,
-        "rows/s",
-    )
-    .against(plain, "plain INSERT of the unique rows")
-    .target(
-        if plain.is_some() {
-            ">= 50% of baseline"
-        } else {
-            ""
-        },
-        plain.map(|p| write_rate >= 0.5 * p),
-    );
+        .then(|| counts.written_per_sec(elapsed(start)));
+    let upsert = Figure::measured(counts.write_label(), write_rate, "rows written/s")
+        .against(plain, "plain INSERT of the same unique rows")
+        .target(
+            if plain.is_some() {
+                ">= 50% of baseline"
+            } else {
+                ""
+            },
+            plain.map(|p| write_rate >= 0.5 * p),
+        );
 
     bar.set_message("polars baseline");
-    let polars = polars_dedup(&unique_source(n, partition), dir);
+    let polars = polars_dedup(&rows_csv(n, partition), dir);
     bar.finish_and_clear();
-    Ok(vec![upsert, dedup_figure(n, dedup_rate, polars)])
+    Ok(vec![upsert, dedup_figure(&counts, dedup_rate, polars)])
 }
 
-/// Rows per second through dedup and the fenced upsert (with its completion's outbox row)
-/// under a lease the bench takes for itself.
-fn fenced_upsert_rate(
+/// Seconds through dedup and the fenced upsert (with its completion's outbox row) under a
+/// lease the bench takes for itself.
+fn fenced_upsert_secs(
     b: &Backends,
     table: &TableSpec,
     partition: Partition,
     rows: Vec<Row>,
 ) -> Result<f64, Exit> {
-    let n = rows.len();
     let processor = ProcessorName::from("bench_writer");
     let token = match b.store.acquire_lease(
         &processor,
@@ -536,38 +590,37 @@ fn fenced_upsert_rate(
         rows: &deduped.rows,
         completion: &outbox,
     })?;
-    let write_rate = n as f64 / elapsed(start);
+    let secs = elapsed(start);
     if !matches!(outcome, WriteOutcome::Written { .. }) {
         return Err(Exit::backend(anyhow!(
             "the bench write was fenced: {outcome:?}"
         )));
     }
-    Ok(write_rate)
+    Ok(secs)
 }
 
-/// Dedup alone beside polars' rate (or why polars was skipped).
-fn dedup_figure(n: usize, dedup_rate: f64, polars: Result<f64, String>) -> Figure {
+/// Dedup alone beside polars' rate (or why polars was skipped); both per generated row.
+fn dedup_figure(counts: &RowCounts, dedup_rate: f64, polars: Result<f64, String>) -> Figure {
     let (baseline, note) = match &polars {
-        Ok(rate) => (Some(*rate), "polars unique(subset, keep=first)".to_owned()),
+        Ok(rate) => (
+            Some(*rate),
+            "polars unique(subset, keep=first) of the same rows".to_owned(),
+        ),
         Err(why) => {
             eprintln!("baton bench: polars baseline skipped: {why}");
             (None, format!("polars skipped: {why}"))
         }
     };
-    Figure::measured(
-        format!("in-memory dedup alone ({n} rows)"),
-        dedup_rate,
-        "rows/s",
-    )
-    .against(baseline, note)
-    .target(
-        "at least as fast as polars",
-        baseline.map(|p| dedup_rate >= p),
-    )
+    Figure::measured(counts.dedup_label(), dedup_rate, "rows in/s")
+        .against(baseline, note)
+        .target(
+            "at least as fast as polars",
+            baseline.map(|p| dedup_rate >= p),
+        )
 }
 
-/// The same rows as CSV, for the polars script.
-fn unique_source(n: usize, partition: Partition) -> String {
+/// The same generated rows (duplicates included) as CSV, for the polars script.
+fn rows_csv(n: usize, partition: Partition) -> String {
     let mut out = String::from("game_id,team,player,game_date,points\n");
     for row in bench_rows(n, partition) {
         let f = |k: &str| {
@@ -675,7 +728,7 @@ fn year(
     let dates: Vec<Partition> = (0..days).map(|i| first.offset(i as i32)).collect();
     for &d in &dates {
         for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
-            record_run(b, gate, p, d, now)?;
+            record_run(b, gate, p, d, now, 10)?;
         }
         bar.inc(1);
     }
@@ -723,15 +776,16 @@ fn year(
     ])
 }
 
-/// One successful run of `p` for date `d`, as a worker records it: lease, run start, ten
+/// One successful run of `p` for date `d`, as a worker records it: lease, run start, `rows`
 /// rows and the completion's outbox row through the fenced write, run finish, release. A
 /// lease already held skips the run.
-fn record_run(
+pub(crate) fn record_run(
     b: &Backends,
     gate: &baton_core::gate::Gate,
     p: &baton_core::config::Processor,
     d: Partition,
     now: Timestamp,
+    rows: usize,
 ) -> Result<(), Exit> {
     let token = match b.store.acquire_lease(
         &p.name,
@@ -758,7 +812,7 @@ fn record_run(
         error: None,
     };
     b.store.start_run(&run)?;
-    let rows: Vec<Row> = (0..10)
+    let rows: Vec<Row> = (0..rows)
         .map(|i| {
             let mut row = Row::new();
             for k in &p.table.primary_key {
@@ -788,7 +842,7 @@ fn record_run(
         &run_id,
         &RunEnd {
             status: baton_ports::RunStatus::Success,
-            rows_written: 10,
+            rows_written: rows.len() as u64,
             duplicates_dropped: 0,
             error: None,
         },
@@ -865,7 +919,9 @@ fn rss_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// `serve`'s resident memory idle, and its peak while it consumes a backlog.
+/// `serve`'s resident memory idle, and its peak while it consumes a backlog: the same
+/// command line both times (`serve --no-phase-runner`, no periodic reconcile), the second
+/// with `--until-idle` so it stops once the backlog is consumed.
 fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<Figure>, Exit> {
     let exe = std::env::current_exe()?;
     let serve_cmd = |extra: &[&str]| {
@@ -884,9 +940,7 @@ fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<F
         } else {
             c.arg("--db").arg(db);
         }
-        c.arg("serve")
-            .args(["--reconcile-every-secs", "0"])
-            .args(extra);
+        c.arg("serve").args(SERVE_MEMORY_ARGS).args(extra);
         c.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         c
@@ -907,7 +961,7 @@ fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<F
     for i in 0..dates {
         publish_completions(&b, gate, day(300_000 + i), now, &[])?;
     }
-    let mut busy = serve_cmd(&["--until-idle", "--no-phase-runner"]).spawn()?;
+    let mut busy = serve_cmd(&["--until-idle"]).spawn()?;
     let mut peak = 0;
     loop {
         if let Some(v) = rss_kib(busy.id(), "VmHWM:") {
@@ -920,13 +974,72 @@ fn memory(cli: &Cli, db: &Path, distributed: bool, dates: usize) -> Result<Vec<F
     }
     bar.finish_and_clear();
     let mib = |k: u64| k as f64 / 1024.0;
+    let config = SERVE_MEMORY_ARGS.join(" ");
     Ok(vec![
-        Figure::measured("serve resident memory, idle", mib(idle_kib), "MiB")
-            .target("< 30 MB", Some(mib(idle_kib) < 30.0 * 1e6 / 1_048_576.0)),
         Figure::measured(
-            format!("serve peak memory consuming {} messages", dates * 5),
+            format!("serve resident memory, idle (serve {config})"),
+            mib(idle_kib),
+            "MiB",
+        )
+        .target("< 30 MB", Some(mib(idle_kib) < 30.0 * 1e6 / 1_048_576.0)),
+        Figure::measured(
+            format!(
+                "serve peak resident memory consuming {} messages (serve {config} --until-idle)",
+                dates * 5
+            ),
             mib(peak),
             "MiB",
         ),
     ])
+}
+
+/// The flags of both `serve` memory figures: no Phase 4 runner (the backlog's triggers would
+/// start processors on dates without data) and no periodic reconcile.
+const SERVE_MEMORY_ARGS: &[&str] = &["--no-phase-runner", "--reconcile-every-secs", "0"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_rows_hold_the_duplicate_share_their_label_says() {
+        let n = 10_000;
+        let rows = bench_rows(n, day(0));
+        let keys = ["game_id".to_owned(), "team".to_owned(), "player".to_owned()];
+        let unique = baton_core::dedup::dedup(rows, &keys).unwrap().rows.len();
+        let counts = RowCounts {
+            generated: n,
+            unique,
+        };
+        assert_eq!(unique, 9_000);
+        assert!((counts.duplicate_percent() - 10.0).abs() < 1e-9);
+        assert!(
+            counts
+                .write_label()
+                .contains("10000 rows in, 10.0% duplicates, 9000 written")
+        );
+        assert!(
+            counts
+                .dedup_label()
+                .contains("10000 rows in, 10.0% duplicates")
+        );
+    }
+
+    #[test]
+    fn write_rates_divide_the_rows_written_for_baton_and_the_baseline_alike() {
+        let counts = RowCounts {
+            generated: 1_000,
+            unique: 900,
+        };
+        // Same time, same rows written: the same rate, whatever the input held.
+        assert_eq!(counts.written_per_sec(2.0), 450.0);
+        let baton = counts.written_per_sec(3.0);
+        let baseline = counts.written_per_sec(1.5);
+        assert_eq!(baton / baseline, 0.5);
+        let empty = RowCounts {
+            generated: 0,
+            unique: 0,
+        };
+        assert_eq!(empty.duplicate_percent(), 0.0);
+    }
 }

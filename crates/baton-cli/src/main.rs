@@ -5,6 +5,7 @@
 //! config or input; 3 backend error (database unreadable, busy past its timeout).
 
 mod bench;
+mod bench_scale;
 mod check;
 mod demo;
 mod explain;

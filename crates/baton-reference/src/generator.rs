@@ -144,22 +144,52 @@ fn split_minutes(weights: &[f64], total: i64) -> Vec<i64> {
 
 /// Generates the raw tables for `dates`.
 pub fn generate(seed: u64, dates: &[Partition]) -> RawData {
-    let league = league(seed);
-    let mut data: RawData = BTreeMap::new();
-    for name in [
+    let season = Season::new(seed);
+    let mut data = empty_tables();
+    for &date in dates {
+        generate_date(seed, &season.league, date, &mut data);
+    }
+    data
+}
+
+/// The season of one seed, generating one date at a time: a caller that lands dates one
+/// by one holds a day's rows, not the whole range's (each date's rows depend only on the
+/// seed and the date, so a date is the same whatever range it is generated in).
+pub struct Season {
+    seed: u64,
+    league: League,
+}
+
+impl Season {
+    /// The teams and rosters of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            league: league(seed),
+        }
+    }
+
+    /// The raw tables of one date (every row of them has that date).
+    pub fn date(&self, date: Partition) -> RawData {
+        let mut data = empty_tables();
+        generate_date(self.seed, &self.league, date, &mut data);
+        data
+    }
+}
+
+/// Every raw table, empty.
+fn empty_tables() -> RawData {
+    [
         "nbac_schedule",
         "nbac_gamebook_player_stats",
         "nbac_team_boxscore",
         "nbac_injury_report",
         "odds_api_player_points_props",
         "odds_api_game_lines",
-    ] {
-        data.insert(name.to_owned(), Vec::new());
-    }
-    for &date in dates {
-        generate_date(seed, &league, date, &mut data);
-    }
-    data
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), Vec::new()))
+    .collect()
 }
 
 fn push(data: &mut RawData, table: &str, row: Row) {
@@ -403,6 +433,29 @@ mod tests {
             generate(8, &dates())["nbac_team_boxscore"],
             a["nbac_team_boxscore"]
         );
+    }
+
+    #[test]
+    fn a_season_date_is_that_date_of_the_range() {
+        let all = generate(7, &dates());
+        let season = Season::new(7);
+        let mut compared = 0;
+        for date in dates() {
+            let day = date.to_string();
+            let one = season.date(date);
+            for (table, rows) in &all {
+                let column = if table == "nbac_injury_report" {
+                    "report_date"
+                } else {
+                    "game_date"
+                };
+                let expected: Vec<&Row> = rows.iter().filter(|r| r.s(column) == day).collect();
+                let got: Vec<&Row> = one[table].iter().collect();
+                assert_eq!(got, expected, "{table} on {day}");
+                compared += got.len();
+            }
+        }
+        assert_eq!(compared, all.values().map(Vec::len).sum::<usize>());
     }
 
     #[test]

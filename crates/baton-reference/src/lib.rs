@@ -12,6 +12,6 @@ mod generator;
 mod processors;
 mod rows;
 
-pub use generator::{RawData, TEAMS, generate};
+pub use generator::{RawData, Season, TEAMS, generate};
 pub use processors::{compute, is_builtin};
 pub use rows::{RowExt, obj};
