@@ -9,6 +9,7 @@
 //! loss; throughput comes from group commit (a consumer batch is one transaction).
 
 mod schema;
+mod wake;
 
 use baton_core::clock::Clock;
 use baton_core::completion::Document;
@@ -46,6 +47,9 @@ pub enum Durability {
 pub struct SqliteBackend {
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
+    /// The wake signal: raised by this process's commits that create work, and by the
+    /// file watch for other processes' commits.
+    watch: wake::Watch,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -73,7 +77,9 @@ impl SqliteBackend {
     pub fn open(path: &Path, durability: Durability, clock: Arc<dyn Clock>) -> Result<Self> {
         let conn = Connection::open(path)
             .map_err(|e| Error::Permanent(format!("cannot open {}: {e}", path.display())))?;
-        Self::setup(conn, durability, clock)
+        let mut backend = Self::setup(conn, durability, clock)?;
+        backend.watch = wake::Watch::new(Some(path));
+        Ok(backend)
     }
 
     /// Opens an existing database for reading only (`status`, `health`, `reconcile`
@@ -101,6 +107,7 @@ impl SqliteBackend {
         Ok(Self {
             conn: Mutex::new(conn),
             clock,
+            watch: wake::Watch::new(Some(path)),
         })
     }
 
@@ -131,6 +138,7 @@ impl SqliteBackend {
         Ok(Self {
             conn: Mutex::new(conn),
             clock,
+            watch: wake::Watch::new(None),
         })
     }
 
@@ -328,6 +336,9 @@ fn save_lease(tx: &Connection, lease: &Lease) -> Result<()> {
 struct SqliteTxn<'a> {
     conn: &'a Connection,
     now: Timestamp,
+    /// Raised by a write that creates work; the waiter reads only after the commit, since
+    /// it needs the connection this transaction holds.
+    watch: &'a wake::Watch,
 }
 
 impl engine::Transaction for SqliteTxn<'_> {
@@ -385,6 +396,7 @@ impl engine::Transaction for SqliteTxn<'_> {
         write_document(self.conn, doc, body, expected, self.now)
     }
     fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        self.watch.raise();
         insert_outbox(self.conn, row, self.now)
     }
     fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()> {
@@ -448,9 +460,11 @@ impl engine::Transaction for SqliteTxn<'_> {
                 |r| r.get(0),
             )
             .map_err(map_err)?;
+        self.watch.raise();
         Ok(batches as u32)
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
+        self.watch.raise();
         self.conn
             .execute(
                 "INSERT INTO requests (processor, partition, kind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -485,7 +499,14 @@ impl engine::Transact for SqliteBackend {
         work: &mut dyn FnMut(&mut dyn engine::Transaction) -> Result<()>,
     ) -> Result<()> {
         let now = self.now();
-        self.write_txn(|tx| work(&mut SqliteTxn { conn: tx, now }))
+        let watch = &self.watch;
+        self.write_txn(|tx| {
+            work(&mut SqliteTxn {
+                conn: tx,
+                now,
+                watch,
+            })
+        })
     }
 }
 
@@ -718,6 +739,7 @@ impl StateStore for SqliteBackend {
 
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
         let now = self.now();
+        self.watch.raise();
         self.write_txn(|tx| insert_outbox(tx, row, now))
     }
 
@@ -1158,6 +1180,39 @@ impl Warehouse for SqliteBackend {
     }
 }
 
+/// In process, the commits that create work raise the signal; another process's commit is
+/// seen by the file watch and confirmed by `PRAGMA data_version` (see [`wake`]).
+impl baton_ports::Wake for SqliteBackend {
+    fn wait(&self, timeout: SignedDuration) -> Result<bool> {
+        use baton_ports::wake::{LOCAL, deadline, std_duration};
+        let deadline = deadline(std_duration(timeout));
+        if self.watch.ensure_started() && !self.watch.has_baseline() {
+            // The version later waits compare with.
+            self.watch.changed(self.data_version()?);
+        }
+        loop {
+            let raised = self.watch.signal.take_by(deadline);
+            if raised == 0 {
+                return Ok(false);
+            }
+            if raised & LOCAL != 0 || self.watch.changed(self.data_version()?) {
+                return Ok(true);
+            }
+            // Only this process's own commits touched the file: wait on.
+        }
+    }
+}
+
+impl SqliteBackend {
+    /// `PRAGMA data_version` of this backend's connection: it changes when another
+    /// connection (another process) commits.
+    fn data_version(&self) -> Result<i64> {
+        self.lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(map_err)
+    }
+}
+
 impl Bus for SqliteBackend {
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
         let now = self.now();
@@ -1169,6 +1224,11 @@ impl Bus for SqliteBackend {
                 )
                 .map_err(map_err)?;
             Ok(if n == 1 { Published::New } else { Published::Duplicate })
+        })
+        .inspect(|p| {
+            if *p == Published::New {
+                self.watch.raise();
+            }
         })
     }
 
