@@ -9,6 +9,7 @@
 use baton_core::clock::{Clock, SystemClock};
 use baton_ports::wake::{Signal, Source};
 use jiff::SignedDuration;
+use postgres::fallible_iterator::FallibleIterator;
 use std::sync::{Arc, Weak};
 
 /// The channel every baton process notifies and `serve` listens on.

@@ -466,6 +466,7 @@ impl TriggerConsumer {
             report.already_handled += 1;
             return Ok(());
         }
+        tracing::info!(gate = %gate.id, date = %trigger.partition, generation = trigger.generation, phase = gate.next_phase, "trigger received: running the next phase");
         let mut all_ok = true;
         for processor in self.pipeline.phase(gate.next_phase) {
             let options = RunOptions::new(self.holder.clone());
