@@ -234,7 +234,8 @@ fn trigger_latency(
     let target = if distributed { 50.0 } else { 20.0 };
     Ok(quantiles(
         &mut samples,
-        "trigger latency end to end: last completion published -> next phase's run started, real serve at defaults",
+        "trigger latency end to end",
+        "last completion published -> next phase's run started, real serve at defaults",
         target,
     ))
 }
@@ -256,10 +257,10 @@ fn publish_one(
     Ok(())
 }
 
-/// For each date: every upstream job's rows are landed in the warehouse, then their landings
-/// are recorded (as `baton publish raw` does), which requests the Phase 3 runs; the sample
-/// is from just before the last landing is recorded to the end of the Phase 4 run `serve`
-/// starts once Phase 3's gate triggers.
+/// For each date: every upstream job's rows are landed in the warehouse with the history its
+/// processors read, and each landing is recorded (as `baton publish raw` does), which
+/// requests the Phase 3 runs; the sample is from the return of the last landing's record
+/// to the end of the Phase 4 run `serve` starts once Phase 3's gate triggers.
 fn landing_to_phase4(
     pipeline: &Arc<Pipeline>,
     b: &Backends,
@@ -274,24 +275,31 @@ fn landing_to_phase4(
         clock.clone(),
     );
     let bar = super::spinner("landing to Phase 4 written through serve");
+    let history = pipeline
+        .processors
+        .iter()
+        .map(|p| p.history_days)
+        .max()
+        .unwrap_or(0) as i32;
     let mut samples = Vec::with_capacity(dates);
     for i in 0..dates {
-        let date = day(250_000 + i);
-        let day_text = date.to_string();
-        let raw = baton_reference::generate(2024 + i as u64, &[date]);
-        for job in &pipeline.upstream {
-            for (spec, rows) in crate::demo::job_rows(pipeline, &raw, job, &day_text) {
-                b.warehouse.land(&spec, &rows)?;
-            }
-        }
-        let Some((last, rest)) = pipeline.upstream.split_last() else {
-            return Err(Exit::usage(anyhow!("the pipeline has no upstream job")));
-        };
-        for job in rest {
-            runner.record_landing(&job.name, date, clock.now())?;
-        }
+        // Dates far apart: each sample lands its own history, as `baton generate` does.
+        let date = day(250_000 + i * (history as usize + 10));
+        let landed_dates = date.offset(-history).through(date);
+        // Lands every job's rows and records each landing (the date's last, with the runs
+        // it requests, is its last step), as `baton publish raw` after the job's load.
+        crate::demo::land_reference(
+            pipeline,
+            &runner,
+            b.warehouse.as_ref(),
+            &landed_dates,
+            &[date],
+            2024 + i as u64,
+            &[],
+            clock.now(),
+            &|| (),
+        )?;
         let landed = clock.now();
-        runner.record_landing(&last.name, date, landed)?;
         let run = run_of(b, &phase4, date, |r| {
             r.finished_at.is_some() && r.status.completes()
         })?;
@@ -305,18 +313,20 @@ fn landing_to_phase4(
     bar.finish_and_clear();
     Ok(quantiles(
         &mut samples,
-        "landing to Phase 4 written end to end: last upstream landing recorded -> Phase 4 run finished, real serve at defaults",
+        "landing to Phase 4 written",
+        "last upstream landing recorded -> Phase 4 run finished, real serve at defaults",
         f64::INFINITY,
     ))
 }
 
-/// p50, p99 and max of `samples` (ms) under `label`; p99 held to `p99_target` when finite.
-fn quantiles(samples: &mut [f64], label: &str, p99_target: f64) -> Vec<Figure> {
+/// p50, p99 and max of `samples` (ms), named `label` and saying `what` they measure; p99
+/// held to `p99_target` when finite.
+fn quantiles(samples: &mut [f64], label: &str, what: &str, p99_target: f64) -> Vec<Figure> {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     let pick = |q: f64| samples[((n.saturating_sub(1)) as f64 * q).round() as usize];
     let fig =
-        |name: &str, v: f64| Figure::measured(format!("{label}, {name} ({n} dates)"), v, "ms");
+        |q: &str, v: f64| Figure::measured(format!("{label} {q} ({n} dates; {what})"), v, "ms");
     let p99 = fig("p99", pick(0.99));
     let p99 = if p99_target.is_finite() {
         let met = pick(0.99) < p99_target;

@@ -305,7 +305,7 @@ impl LateBatches {
 }
 
 /// The rows a job lands for one day, by table.
-pub(crate) fn job_rows(
+fn job_rows(
     pipeline: &baton_core::Pipeline,
     raw: &BTreeMap<String, Vec<Row>>,
     job: &baton_core::config::UpstreamJob,

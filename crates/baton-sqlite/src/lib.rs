@@ -739,8 +739,10 @@ impl StateStore for SqliteBackend {
 
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
         let now = self.now();
+        self.write_txn(|tx| insert_outbox(tx, row, now))?;
+        // After the commit: a waiter woken earlier could look before the row is there.
         self.watch.raise();
-        self.write_txn(|tx| insert_outbox(tx, row, now))
+        Ok(())
     }
 
     fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>> {
