@@ -1187,20 +1187,37 @@ impl Warehouse for SqliteBackend {
 impl baton_ports::Wake for SqliteBackend {
     fn wait(&self, timeout: SignedDuration) -> Result<bool> {
         use baton_ports::wake::{LOCAL, deadline, std_duration};
-        let deadline = deadline(std_duration(timeout));
+        use std::time::Duration;
+        let end = deadline(std_duration(timeout));
         if self.watch.ensure_started() && !self.watch.has_baseline() {
             // The version later waits compare with.
             self.watch.changed(self.data_version()?);
         }
+        // The file changes when a commit's frames are written, a moment before the commit
+        // is visible: after a change with no new version yet, look again every 10 ms for
+        // half a second (this process's own commits cost that much, and nothing when idle).
+        let mut recheck_until = None;
         loop {
-            let raised = self.watch.signal.take_by(deadline);
-            if raised == 0 {
-                return Ok(false);
-            }
-            if raised & LOCAL != 0 || self.watch.changed(self.data_version()?) {
+            let next = match recheck_until {
+                Some(_) => end.min(deadline(Duration::from_millis(10))),
+                None => end,
+            };
+            let raised = self.watch.signal.take_by(next);
+            if raised & LOCAL != 0 {
                 return Ok(true);
             }
-            // Only this process's own commits touched the file: wait on.
+            if (raised != 0 || recheck_until.is_some()) && self.watch.changed(self.data_version()?)
+            {
+                return Ok(true);
+            }
+            if raised != 0 {
+                recheck_until = Some(deadline(Duration::from_millis(500)));
+            } else if recheck_until.is_some_and(|until| deadline(Duration::ZERO) >= until) {
+                recheck_until = None;
+            }
+            if deadline(Duration::ZERO) >= end {
+                return Ok(false);
+            }
         }
     }
 }
