@@ -13,7 +13,8 @@ pub mod baselines;
 pub use baselines::Baselines;
 use baton_core::clock::Clock;
 use baton_nats::LazyNatsBus;
-use baton_ports::{Bus, Result, StateStore, Warehouse};
+use baton_ports::wake::Signal;
+use baton_ports::{Bus, Result, StateStore, Wake, Warehouse};
 use baton_postgres::{PgBackend, TimeSource};
 use baton_sqlite::{Durability, SqliteBackend};
 use jiff::SignedDuration;
@@ -78,6 +79,9 @@ pub trait Admin: Send + Sync {
     fn reset(&self, tables: &[String], topics: &[String]) -> Result<bool>;
     /// The bench's baselines on this backend.
     fn baselines(&self) -> &dyn Baselines;
+    /// Starts the backend's wake signal for a `serve` loop ([`baton_ports::Wake`]): what
+    /// tells it new work arrived, from this process or another.
+    fn start_wake(&self) -> Result<Arc<dyn Wake>>;
 }
 
 /// The three ports of one backend, and its administration.
@@ -162,6 +166,7 @@ fn open_postgres(settings: &Settings) -> std::result::Result<Backends, Error> {
     let admin = Arc::new(PgAdmin {
         pg: pg.clone(),
         nats: bus.clone(),
+        url: db,
     });
     Ok(Backends {
         store: pg.clone(),
@@ -189,11 +194,17 @@ impl Admin for SqliteAdmin {
     fn baselines(&self) -> &dyn Baselines {
         self.backend.as_ref()
     }
+    /// Its own commits in process, a file watch for other processes' commits.
+    fn start_wake(&self) -> Result<Arc<dyn Wake>> {
+        Ok(self.backend.clone())
+    }
 }
 
 struct PgAdmin {
     pg: Arc<PgBackend>,
     nats: Arc<LazyNatsBus>,
+    /// The database URL, for the wake signal's own `LISTEN` connection.
+    url: String,
 }
 
 impl Admin for PgAdmin {
@@ -213,5 +224,13 @@ impl Admin for PgAdmin {
     }
     fn baselines(&self) -> &dyn Baselines {
         self.pg.as_ref()
+    }
+    /// One signal raised by PostgreSQL's `NOTIFY` (outbox rows, landings, owed runs) and by
+    /// NATS (any publish on baton's subjects).
+    fn start_wake(&self) -> Result<Arc<dyn Wake>> {
+        let signal = Arc::new(Signal::default());
+        baton_postgres::listen(&self.url, &signal)?;
+        self.nats.forward_wakes(&signal);
+        Ok(signal)
     }
 }

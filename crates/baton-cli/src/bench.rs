@@ -10,9 +10,7 @@ use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::{Pipeline, TableSpec};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{CompletionStatus, Partition, ProcessorName, Row, RunId};
-use baton_ports::{
-    Acquired, FencedWrite, GroupSettings, NewOutboxRow, OnHeld, RunEnd, RunRecord, WriteOutcome,
-};
+use baton_ports::{Acquired, FencedWrite, NewOutboxRow, OnHeld, RunEnd, RunRecord, WriteOutcome};
 use baton_serve::{Consumer, NoFaults, relay_once};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -21,6 +19,9 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
+
+#[path = "bench_e2e.rs"]
+mod e2e;
 
 /// `baton bench`.
 #[derive(Args, Debug)]
@@ -112,7 +113,6 @@ fn publish_completions(
 
 struct Sizes {
     dates: usize,
-    latency_dates: usize,
     rows: usize,
     lease_ops: usize,
     year: usize,
@@ -204,12 +204,14 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
         sizes.dates,
         distributed,
     )?);
-    figures.extend(trigger_latency(
+    // Trigger latency end to end through a real `serve` (bench_e2e.rs).
+    figures.extend(e2e::figures(
+        cli,
         &pipeline,
         &b,
-        &clock,
-        sizes.latency_dates,
+        &db,
         distributed,
+        &e2e::Sizes::new(args.quick),
     )?);
     figures.extend(dedup_and_write(&b, sizes.rows, dir.path())?);
     figures.extend(leases(&b, sizes.lease_ops)?);
@@ -239,7 +241,6 @@ impl Sizes {
         if quick {
             Sizes {
                 dates: 1_000,
-                latency_dates: 200,
                 rows: 100_000,
                 lease_ops: 500,
                 year: 60,
@@ -247,7 +248,6 @@ impl Sizes {
         } else if distributed {
             Sizes {
                 dates: 2_000,
-                latency_dates: 1_000,
                 rows: 200_000,
                 lease_ops: 1_000,
                 year: 365,
@@ -255,7 +255,6 @@ impl Sizes {
         } else {
             Sizes {
                 dates: 10_000,
-                latency_dates: 1_000,
                 rows: 1_000_000,
                 lease_ops: 2_000,
                 year: 365,
@@ -356,87 +355,6 @@ fn orchestrator(
         format!(">= 50% of baseline and >= {floor:.0} msg/s"),
         Some(rate >= 0.5 * baseline && rate >= floor),
     ))
-}
-
-/// From the commit of a date's last completion to the trigger's delivery to the Phase 4
-/// consumer (relay and fetch included; `serve`'s idle poll interval is not).
-fn trigger_latency(
-    pipeline: &Arc<Pipeline>,
-    b: &Backends,
-    clock: &Arc<dyn Clock>,
-    dates: usize,
-    distributed: bool,
-) -> Result<Vec<Figure>, Exit> {
-    let gate = &pipeline.gates[0];
-    let consumer = Consumer::new(
-        pipeline.clone(),
-        b.store.clone(),
-        b.warehouse.clone(),
-        b.bus.clone(),
-        clock.clone(),
-    );
-    let group = baton_serve::phase_group(gate.next_phase);
-    let settings = GroupSettings {
-        ack_wait: pipeline.ack_wait,
-    };
-    // Drain what the throughput run left.
-    while relay_once(b.store.as_ref(), b.bus.as_ref(), 512, &mut NoFaults)? > 0 {}
-    loop {
-        let got = b.bus.fetch(&gate.trigger_topic, &group, 512, settings)?;
-        if got.is_empty() {
-            break;
-        }
-        let seqs: Vec<i64> = got.iter().map(|d| d.seq).collect();
-        b.bus.ack(&gate.trigger_topic, &group, &seqs)?;
-    }
-    let bar = ProgressBar::new(dates as u64);
-    bar.set_message("trigger latency");
-    let now = clock.now();
-    let mut samples = Vec::with_capacity(dates);
-    for i in 0..dates {
-        publish_completions(b, gate, day(100_000 + i), now, &[])?;
-        let mut triggered = 0;
-        let mut polls = 0;
-        while triggered == 0 && polls < 100 {
-            triggered = consumer.poll_once(&mut NoFaults)?.triggers;
-            polls += 1;
-        }
-        let committed = clock.now();
-        relay_once(b.store.as_ref(), b.bus.as_ref(), 512, &mut NoFaults)?;
-        let mut delivered = None;
-        for _ in 0..1000 {
-            let got = b.bus.fetch(&gate.trigger_topic, &group, 16, settings)?;
-            if !got.is_empty() {
-                delivered = Some(clock.now());
-                let seqs: Vec<i64> = got.iter().map(|d| d.seq).collect();
-                b.bus.ack(&gate.trigger_topic, &group, &seqs)?;
-                break;
-            }
-        }
-        if let Some(at) = delivered {
-            samples.push(at.duration_since(committed).as_secs_f64() * 1000.0);
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    if samples.is_empty() {
-        return Err(Exit::backend(anyhow!("no trigger was delivered")));
-    }
-    samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    let p99_target = if distributed { 50.0 } else { 10.0 };
-    let fig = |name: &str, v: f64| {
-        Figure::measured(
-            format!("trigger latency {name} ({} dates)", samples.len()),
-            v,
-            "ms",
-        )
-    };
-    Ok(vec![
-        fig("p50", pick(0.5)),
-        fig("p99", pick(0.99)).target(format!("< {p99_target} ms"), Some(pick(0.99) < p99_target)),
-        fig("max", pick(1.0)),
-    ])
 }
 
 /// Rows on a three-column primary key; every tenth row repeats the key of the row five

@@ -23,7 +23,11 @@ pub struct ServeArgs {
     /// Drain what is pending (outbox, completions, triggers) and exit, for scripts.
     #[arg(long)]
     until_idle: bool,
-    /// Pause between polls when idle, in milliseconds.
+    /// The fallback poll, in milliseconds: the longest idle wait while deliveries are in
+    /// flight or runs are owed (they wait on time, which nothing signals). New work wakes
+    /// `serve` at once without it (a commit in this process, `NOTIFY` on PostgreSQL, a
+    /// publish on NATS, a commit by another process on SQLite); `--until-idle` waits this
+    /// long between its passes.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     poll_ms: u64,
     /// Do not run the phases that triggers start (another process runs them).
@@ -241,8 +245,10 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         }
         None => None,
     };
+    let wake = backend.admin.start_wake()?;
     tracing::info!(db = %cli.db.display(), "serving; SIGTERM or Ctrl-C stops after the current round (every step is transactional, so stopping at any point is safe)");
     service
+        .with_wake(wake)
         .with_notifiers(notifiers)
         .with_observer(Box::new(move |report| metrics.observe_drain(report)))
         .run(&|| stop.load(std::sync::atomic::Ordering::Relaxed))?;

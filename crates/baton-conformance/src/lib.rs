@@ -1064,3 +1064,52 @@ fn exercise_dead_letter_settling(store: &dyn StateStore, letters: &[baton_ports:
         .collect();
     assert_eq!(states, [LetterState::Replayed, LetterState::Retired]);
 }
+
+/// The wake signal ([`baton_ports::Wake`]) of a backend whose store is `store` and whose bus
+/// is `bus`: each kind of commit that creates work (an outbox row, a publish, a landing
+/// with the runs it requests, an owed run) ends a wait of a minute with a signal, not by
+/// timing out. A wake may be spurious, so nothing here asserts a wait that times out.
+pub fn exercise_wake(store: &dyn StateStore, bus: &dyn Bus, wake: &dyn baton_ports::Wake) {
+    let minute = SignedDuration::from_secs(60);
+    let settle = || while wake.wait(SignedDuration::from_millis(200)).unwrap() {};
+    let request = PendingRequest {
+        processor: ProcessorName::from("player_daily_cache"),
+        partition: day("2024-03-01"),
+        kind: RequestKind::Requested,
+        reason: "wake".into(),
+        since: start_time(),
+    };
+    let steps: [(&str, &dyn Fn()); 4] = [
+        ("an outbox row", &|| {
+            store
+                .enqueue(&NewOutboxRow::for_completion(
+                    "phase3-completions".into(),
+                    &completion("team_offense_game_summary", "wake", "2024-03-01"),
+                ))
+                .unwrap()
+        }),
+        ("a publish", &|| {
+            bus.publish("wake-topic", "wake-1", b"{}").unwrap();
+        }),
+        ("a landing", &|| {
+            store
+                .record_landing(
+                    "nbac_gamebook_scraper",
+                    day("2024-03-01"),
+                    start_time(),
+                    std::slice::from_ref(&request),
+                )
+                .map(|_| ())
+                .unwrap()
+        }),
+        ("an owed run", &|| store.record_request(&request).unwrap()),
+    ];
+    for (what, commit) in steps {
+        settle();
+        commit();
+        assert!(
+            wake.wait(minute).unwrap(),
+            "{what} committed in this process wakes a waiter"
+        );
+    }
+}

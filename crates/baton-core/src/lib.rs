@@ -29,6 +29,7 @@ pub mod lease;
 pub mod message;
 pub mod model;
 pub mod names;
+pub mod pacing;
 pub mod push;
 pub mod quality;
 pub mod reconcile;

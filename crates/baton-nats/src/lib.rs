@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
+use baton_ports::wake::{Signal, Source};
 use baton_ports::{Bus, Delivery, Error, GroupSettings, Published, Result};
 use futures_util::StreamExt;
 use jiff::Timestamp;
@@ -24,6 +25,9 @@ use std::time::Duration;
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The stream's duplicate window: replays of a message id inside it are dropped.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// What raised a wake signal: a message published on one of baton's subjects.
+pub const NATS: Source = 8;
 
 /// The JetStream bus.
 pub struct NatsBus {
@@ -113,6 +117,32 @@ impl NatsBus {
     /// The server URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Raises `signal` whenever a message is published on any of baton's subjects (by any
+    /// process), through a core-NATS subscription on `baton.>`: the wake signal of a
+    /// waiting `serve`. A subscription rather than a pull that waits: one subscription
+    /// covers every topic and group at once, and it takes nothing from the streams, so
+    /// deliveries, acks and redelivery stay exactly as the consumers see them. The client
+    /// resubscribes by itself after a reconnect; the task ends when the signal is dropped.
+    pub fn forward_wakes(&self, signal: &Arc<Signal>) -> Result<()> {
+        let client = self.js.client();
+        let mut sub = self.block("subscribe", async {
+            client
+                .subscribe("baton.>")
+                .await
+                .map_err(|e| retryable("subscribe", e))
+        })?;
+        let signal = Arc::downgrade(signal);
+        self.runtime.spawn(async move {
+            while sub.next().await.is_some() {
+                match signal.upgrade() {
+                    Some(s) => s.raise(NATS),
+                    None => break,
+                }
+            }
+        });
+        Ok(())
     }
 
     fn block<T>(&self, what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -373,6 +403,8 @@ impl Bus for NatsBus {
 pub struct LazyNatsBus {
     url: String,
     bus: Mutex<Option<Arc<NatsBus>>>,
+    /// The wake signal to forward to, once connected ([`NatsBus::forward_wakes`]).
+    wakes: Mutex<Option<Arc<Signal>>>,
 }
 
 impl LazyNatsBus {
@@ -381,6 +413,7 @@ impl LazyNatsBus {
         Self {
             url: url.to_owned(),
             bus: Mutex::new(None),
+            wakes: Mutex::new(None),
         }
     }
 
@@ -396,8 +429,28 @@ impl LazyNatsBus {
             return Ok(b.clone());
         }
         let connected = Arc::new(NatsBus::connect(&self.url)?);
+        let wakes = self.wakes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(signal) = wakes {
+            connected.forward_wakes(&signal)?;
+            // Whatever was published before the subscription: one round finds it.
+            signal.raise(NATS);
+        }
         *bus = Some(connected.clone());
         Ok(connected)
+    }
+
+    /// Raises `signal` for every message published on baton's subjects, from now if
+    /// connected (or connectable), else from the connection the next operation makes.
+    pub fn forward_wakes(&self, signal: &Arc<Signal>) {
+        *self.wakes.lock().unwrap_or_else(|e| e.into_inner()) = Some(signal.clone());
+        let connected = self.bus.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let outcome = match connected {
+            Some(bus) => bus.forward_wakes(signal),
+            None => self.get().map(|_| ()),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "no NATS wake signal yet: serve polls the bus until it connects");
+        }
     }
 
     /// The server URL.

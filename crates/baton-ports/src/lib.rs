@@ -14,6 +14,7 @@
 pub mod engine;
 pub mod kinds;
 pub mod stored;
+pub mod wake;
 
 use baton_core::completion::{Document, Outcome};
 use baton_core::config::TableSpec;
@@ -27,6 +28,7 @@ use jiff::{SignedDuration, Timestamp};
 pub use kinds::{OutboxKind, RequestKind, RunStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+pub use wake::Wake;
 
 /// A backend failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,7 @@
 //! takeover cannot commit between the check and the write.
 #![deny(missing_docs)]
 
+mod listen;
 mod pool;
 mod schema;
 
@@ -40,6 +41,7 @@ use postgres::error::SqlState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+pub use listen::{CHANNEL, POSTGRES, listen};
 pub use pool::redact;
 pub use schema::MIGRATIONS;
 
@@ -427,6 +429,16 @@ fn outbox_from(r: &postgres::Row) -> Result<OutboxRow> {
 struct PgTxn<'a, 'b> {
     tx: &'a mut Tx<'b>,
     now: Timestamp,
+    /// Whether it created work (an outbox row, a landing, an owed run): it notifies
+    /// [`CHANNEL`] before its commit, which delivers the notification.
+    created_work: bool,
+}
+
+/// Notifies the `serve` processes listening ([`listen`]) that work was created; delivered
+/// at the transaction's commit, not at all on rollback.
+fn notify_work(tx: &mut Tx<'_>) -> Result<()> {
+    tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+        .map_err(|e| pg_err(&e))
 }
 
 impl engine::Transaction for PgTxn<'_, '_> {
@@ -491,6 +503,7 @@ impl engine::Transaction for PgTxn<'_, '_> {
         write_document(self.tx, doc, body, expected, self.now)
     }
     fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        self.created_work = true;
         insert_outbox(self.tx, row, self.now)
     }
     fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()> {
@@ -555,6 +568,7 @@ impl engine::Transaction for PgTxn<'_, '_> {
                 &[&job, &partition.to_string(), &micros(at), &micros(recorded_at)],
             )
             .map_err(|e| pg_err(&e))?;
+        self.created_work = true;
         Ok(row.get::<_, i32>(0) as u32)
     }
     fn add_landing_batch(&mut self, batch: &LandingBatch, keep: u32) -> Result<()> {
@@ -597,6 +611,7 @@ impl engine::Transaction for PgTxn<'_, '_> {
         Ok(())
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
+        self.created_work = true;
         self.tx
             .execute(
                 "INSERT INTO requests (processor, partition, kind, reason, since) VALUES ($1, $2, $3, $4, $5)
@@ -633,7 +648,16 @@ impl engine::Transact for PgBackend {
     ) -> Result<()> {
         self.txn(|tx| {
             let now = self.now(tx)?;
-            work(&mut PgTxn { tx, now })
+            let mut txn = PgTxn {
+                tx,
+                now,
+                created_work: false,
+            };
+            work(&mut txn)?;
+            if txn.created_work {
+                notify_work(txn.tx)?;
+            }
+            Ok(())
         })
     }
 }
@@ -852,7 +876,8 @@ impl StateStore for PgBackend {
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
         self.txn(|tx| {
             let now = self.now(tx)?;
-            insert_outbox(tx, row, now)
+            insert_outbox(tx, row, now)?;
+            notify_work(tx)
         })
     }
 

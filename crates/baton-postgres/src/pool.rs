@@ -55,7 +55,7 @@ impl Pool {
     }
 }
 
-fn connect(url: &str) -> Result<Client> {
+pub(crate) fn connect(url: &str) -> Result<Client> {
     Client::connect(url, NoTls).map_err(|e| {
         let why = match e.as_db_error() {
             Some(db) => db.message().to_owned(),

@@ -466,6 +466,7 @@ impl TriggerConsumer {
             report.already_handled += 1;
             return Ok(());
         }
+        tracing::info!(gate = %gate.id, date = %trigger.partition, generation = trigger.generation, phase = gate.next_phase, "trigger received: running the next phase");
         let mut all_ok = true;
         for processor in self.pipeline.phase(gate.next_phase) {
             let options = RunOptions::new(self.holder.clone());
@@ -544,6 +545,11 @@ pub struct DrainReport {
     pub landings: usize,
     /// Landing notices dead-lettered (unreadable, unknown job or table, failed).
     pub landings_dead_lettered: usize,
+    /// Whether its last pass moved anything (fetched, relayed, ran): more may be waiting.
+    pub progressed: bool,
+    /// Whether it stopped with messages unacked or outbox rows unpublished that did not
+    /// move (deliveries in flight until their ack wait passes): only time releases them.
+    pub in_flight: bool,
 }
 
 /// Everything a drain drives.
@@ -581,10 +587,12 @@ pub fn drain(
         let bus_part = drain_bus_once(services, consumer_faults, relay_faults, hooks, &mut total);
         let owed_progressed = run_owed(services, hooks, &mut total)?;
         let progressed = bus_part? | owed_progressed;
+        total.progressed = progressed;
         if progressed {
             continue;
         }
-        if pending(services)? == 0 && services.store.backlog()?.pending == 0 {
+        total.in_flight = pending(services)? > 0 || services.store.backlog()?.pending > 0;
+        if !total.in_flight {
             return Ok(total);
         }
         wait();

@@ -9,8 +9,15 @@
 //! error is kept for the next heartbeat (and so for `health`), and the loop pauses and
 //! retries. Any other error ends [`Service::run`].
 //!
-//! All waiting goes through the injected [`Clock`], so a manual clock drives the loop in
-//! tests without sleeping.
+//! Pacing ([`baton_core::pacing`]): a round that moved anything is followed by the next at
+//! once; an idle loop waits for the backend's wake signal ([`Wake`], when the binary gave
+//! one) until the earliest of its own deadlines (heartbeat, alerts, reconcile, schedules,
+//! report), and polls every [`ServeOptions::poll`] only for what cannot signal (a backend
+//! without a wake, deliveries in flight, owed runs waiting for a deadline).
+//!
+//! Every wait without a wake signal goes through the injected [`Clock`], so a manual clock
+//! drives the loop in tests without sleeping; a wake signal is a real wait, bounded by a
+//! duration computed from the clock.
 
 use crate::alerting::{AlertRound, Notifier};
 use crate::checks::Reconciled;
@@ -22,18 +29,23 @@ use baton_core::clock::Clock;
 use baton_core::config::Pipeline;
 use baton_core::heartbeat;
 use baton_core::model::Partition;
-use baton_ports::{Bus, StateStore, Warehouse};
+use baton_core::pacing::{self, Facts, Pause};
+use baton_ports::{Bus, StateStore, Wake, Warehouse};
 use baton_runner::{NoHooks, Runner};
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
 
 /// The pause after a round that hit a retryable backend error, before the next try.
 pub const RETRY_PAUSE: SignedDuration = SignedDuration::from_secs(1);
+/// The longest stretch a wait for the wake signal goes without checking for a stop request.
+pub const STOP_CHECK: SignedDuration = SignedDuration::from_secs(1);
 
 /// How a [`Service`] runs; [`ServeOptions::default`] is what `baton serve` does unasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
-    /// The pause between rounds (and, inside a round, while deliveries are in flight).
+    /// The fallback poll: the longest wait between idle rounds when the backend cannot
+    /// signal new work (no wake), or while deliveries are in flight or runs are owed;
+    /// with a wake signal an idle loop waits for it (or its next deadline) instead.
     pub poll: SignedDuration,
     /// Whether this process runs the phases that triggers start (else another one does).
     pub phase_runner: bool,
@@ -246,6 +258,7 @@ pub struct Service {
     identity: Identity,
     notifiers: Vec<Box<dyn Notifier>>,
     observer: Option<DrainObserver>,
+    wake: Option<Arc<dyn Wake>>,
     consumer: Consumer,
     triggers: TriggerConsumer,
     landings: LandingConsumer,
@@ -296,6 +309,7 @@ impl Service {
             identity,
             notifiers: Vec::new(),
             observer: None,
+            wake: None,
             consumer,
             triggers,
             landings,
@@ -319,6 +333,12 @@ impl Service {
     /// Tells `observer` what every round's drain did.
     pub fn with_observer(mut self, observer: DrainObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Waits for `wake` between idle rounds instead of polling the backend for new work.
+    pub fn with_wake(mut self, wake: Arc<dyn Wake>) -> Self {
+        self.wake = Some(wake);
         self
     }
 
@@ -388,14 +408,82 @@ impl Service {
     pub fn run(mut self, shutdown: &dyn Fn() -> bool) -> Result<(), Error> {
         while !shutdown() {
             let report = self.round()?;
-            let pause = if report.backend_error.is_some() {
-                RETRY_PAUSE
-            } else {
-                self.options.poll
-            };
-            self.ports.clock.sleep(pause);
+            match self.pause(&report) {
+                Pause::None => {}
+                Pause::Sleep(d) => self.ports.clock.sleep(d),
+                Pause::Wait(d) => self.wait(d, shutdown)?,
+            }
         }
         self.stopped()
+    }
+
+    /// What to do before the next round, after `report` ([`pacing::next_pause`]).
+    pub fn pause(&self, report: &RoundReport) -> Pause {
+        let now = self.ports.clock.now();
+        let progressed = report.drain.progressed || !report.fired.is_empty();
+        let facts = Facts {
+            progressed,
+            backend_error: report.backend_error.is_some(),
+            in_flight: report.drain.in_flight || (!progressed && self.runs_owed()),
+            can_wake: self.wake.is_some(),
+            deadlines: self.deadlines(now),
+        };
+        pacing::next_pause(&facts, now, self.options.poll, RETRY_PAUSE)
+    }
+
+    /// Whether runs are owed that this process would run: their readiness can depend on
+    /// time alone (a lease that may have expired, a wait deadline), which no backend signals.
+    /// A store that cannot say counts as owing (the loop polls).
+    fn runs_owed(&self) -> bool {
+        self.options.phase_runner
+            && self
+                .ports
+                .store
+                .pending_requests()
+                .map_or(true, |r| !r.is_empty())
+    }
+
+    /// When each periodic task is due next: heartbeat, alerts, reconcile, schedules, report.
+    fn deadlines(&self, now: Timestamp) -> Vec<Timestamp> {
+        let pipeline = &self.ports.pipeline;
+        let mut out = vec![self.next_beat];
+        if !pipeline.alerts.is_empty() {
+            out.push(self.next_alerts);
+        }
+        if self.options.reconcile_every.is_some() {
+            out.push(self.next_reconcile);
+        }
+        let tz = &pipeline.timezone;
+        out.extend((pipeline.schedules.iter()).filter_map(|s| s.cron.next_after(now, tz)));
+        if !self.notifiers.is_empty() {
+            out.extend(crate::report::schedule(pipeline).cron.next_after(now, tz));
+        }
+        out
+    }
+
+    /// Waits up to `timeout` for the wake signal (in stretches of [`STOP_CHECK`], so a stop
+    /// request is seen), or sleeps it on the clock without one. A wake that fails for a
+    /// passing reason (a lost connection) falls back to the poll.
+    fn wait(&self, timeout: SignedDuration, shutdown: &dyn Fn() -> bool) -> Result<(), Error> {
+        let Some(wake) = &self.wake else {
+            self.ports.clock.sleep(timeout);
+            return Ok(());
+        };
+        let mut left = timeout;
+        while left.is_positive() && !shutdown() {
+            let stretch = left.min(STOP_CHECK);
+            match wake.wait(stretch) {
+                Ok(true) => return Ok(()),
+                Ok(false) => left -= stretch,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "wake signal unavailable; polling");
+                    self.ports.clock.sleep(left.min(self.options.poll));
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// The last heartbeat of a `serve` stopped on request, so that it is not reported as
@@ -422,14 +510,13 @@ impl Service {
             &self.identity.holder(),
             clock.now(),
         )?;
-        let pause = self.options.poll;
-        let mut wait = || clock.sleep(pause);
+        // One pass: the loop, not the drain, decides whether and how long to wait.
         report.drain = drain(
             &self.services(),
             &mut NoFaults,
             &mut NoFaults,
             &NoHooks,
-            &mut wait,
+            &mut || {},
             1,
         )?;
         if let Some(observe) = &self.observer {

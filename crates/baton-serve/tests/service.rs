@@ -707,3 +707,120 @@ fn without_a_notifier_no_report_is_claimed() {
             .is_none()
     );
 }
+
+impl Env {
+    /// A completion of `processor` for `date` under its own run id.
+    fn publish_completion_for(&self, processor: &str, date: Partition, run: usize) {
+        let m = CompletionMessage::new(
+            ProcessorName::from(processor),
+            date,
+            RunId::from(format!("run-{run}").as_str()),
+            CompletionStatus::Success,
+            10,
+            self.clock.now(),
+        );
+        self.backend
+            .publish(
+                "phase3-completions",
+                &m.message_id,
+                m.to_json().to_string().as_bytes(),
+            )
+            .unwrap();
+    }
+
+    fn orchestrator_pending(&self) -> u64 {
+        self.backend
+            .pending("phase3-completions", baton_serve::ORCHESTRATOR_GROUP)
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_backlog_larger_than_a_batch_is_drained_without_waiting_between_rounds() {
+    let e = env();
+    let backlog = baton_serve::BATCH_MAX * 2 + 100;
+    for i in 0..backlog {
+        let date = e.date.offset(-((i / PHASE3.len()) as i32));
+        e.publish_completion_for(PHASE3[i % PHASE3.len()], date, i);
+    }
+    let backend = e.backend.clone();
+    let service = e.service(quiet());
+    // Stops as soon as the orchestrator has taken everything (or after a day of the manual
+    // clock, so a loop that keeps waiting ends the test instead of hanging it).
+    let clock = e.clock.clone();
+    let end = e.at(86_400);
+    service
+        .run(&|| {
+            clock.now() >= end
+                || backend
+                    .pending("phase3-completions", baton_serve::ORCHESTRATOR_GROUP)
+                    .unwrap()
+                    == 0
+        })
+        .unwrap();
+    assert_eq!(e.orchestrator_pending(), 0);
+    assert_eq!(
+        e.clock.now(),
+        e.t0,
+        "the loop went from batch to batch without asking the clock to wait"
+    );
+}
+
+#[test]
+fn an_idle_loop_with_a_wake_waits_until_its_next_deadline_not_the_poll() {
+    let e = env();
+    let mut service = e.service(quiet()).with_wake(e.backend.clone());
+    let report = service.round().unwrap();
+    // Nothing pending, the heartbeat just written: the next thing due is the next beat.
+    assert_eq!(
+        service.pause(&report),
+        baton_core::pacing::Pause::Wait(baton_core::heartbeat::INTERVAL)
+    );
+    // Without a wake, the same loop polls.
+    let mut polling = e.service(quiet());
+    let report = polling.round().unwrap();
+    assert_eq!(
+        polling.pause(&report),
+        baton_core::pacing::Pause::Wait(ServeOptions::default().poll)
+    );
+}
+
+#[test]
+fn a_publish_in_process_wakes_a_waiting_loop() {
+    let e = env();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let options = ServeOptions {
+        // A fallback poll far longer than the test's patience: only the wake can end it.
+        poll: SignedDuration::from_secs(60),
+        ..quiet()
+    };
+    let service = e
+        .service(options)
+        .with_wake(e.backend.clone())
+        .with_observer(Box::new(move |r| tx.send(r.clone()).unwrap_or_default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = std::thread::spawn(move || {
+        service.run(&|| stopped.load(std::sync::atomic::Ordering::SeqCst))
+    });
+    let patience = std::time::Duration::from_secs(60);
+    // The first round finds nothing; the loop then waits (a 30 s heartbeat away).
+    let first = rx.recv_timeout(patience).unwrap();
+    assert!(first.outcomes.is_empty(), "{first:?}");
+    for p in PHASE3 {
+        e.publish_completion(p);
+    }
+    let mut applied = 0;
+    while applied < PHASE3.len() {
+        let r = rx
+            .recv_timeout(patience)
+            .expect("the publish woke the loop");
+        applied += r.outcomes.get("applied").copied().unwrap_or(0);
+    }
+    assert!(e.gate_triggered());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Another publish wakes it to see the stop.
+    e.publish_completion_for(PHASE3[0], e.date.offset(-1), 99);
+    handle.join().unwrap().unwrap();
+    assert_eq!(e.clock.now(), e.t0, "no wait went through the manual clock");
+}

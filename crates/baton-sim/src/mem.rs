@@ -21,6 +21,7 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::RequestKind;
 use baton_ports::engine;
+use baton_ports::wake::{self, Signal, Wake};
 use baton_ports::{
     Acquired, Backlog, Bus, CompletionReceipt, DeadLetter, Delivery, Error, FencedWrite,
     GroupSettings, Landing, LandingBatch, NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord,
@@ -134,6 +135,8 @@ pub struct MemBackend {
     canary: Canary,
     /// The pipeline whose gates the step canaries bend (absent: no step canary can fire).
     pipeline: Option<Arc<Pipeline>>,
+    /// Raised by every write that creates work (the wake port).
+    signal: Signal,
 }
 
 impl MemBackend {
@@ -148,6 +151,7 @@ impl MemBackend {
             clock,
             canary,
             pipeline: None,
+            signal: Signal::default(),
         }
     }
     /// A backend with a deliberate bug that may bend the step of `pipeline`'s gates.
@@ -222,6 +226,7 @@ struct MemTxn<'a> {
     state: &'a mut State,
     now: Timestamp,
     canary: Canary,
+    signal: &'a Signal,
 }
 
 impl engine::Transaction for MemTxn<'_> {
@@ -297,6 +302,7 @@ impl engine::Transaction for MemTxn<'_> {
         Ok(true)
     }
     fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        self.signal.raise(wake::LOCAL);
         if self.canary == Canary::CompletionWithoutOutbox && row.kind == OutboxKind::Completion {
             // The canary: the completion written with data is lost in the transaction
             // (the original pipeline published it after the commit, and a crash lost it).
@@ -360,6 +366,7 @@ impl engine::Transaction for MemTxn<'_> {
             .or_insert((at, recorded_at, 0));
         entry.1 = entry.1.max(recorded_at);
         entry.2 += 1;
+        self.signal.raise(wake::LOCAL);
         Ok(entry.2)
     }
     fn add_landing_batch(&mut self, batch: &LandingBatch, keep: u32) -> Result<()> {
@@ -396,6 +403,7 @@ impl engine::Transaction for MemTxn<'_> {
             ..request.clone()
         };
         self.state.requests.insert(key, request);
+        self.signal.raise(wake::LOCAL);
         Ok(())
     }
     fn remove_rows_before(
@@ -424,6 +432,7 @@ impl engine::Transact for MemBackend {
             state: &mut state,
             now,
             canary: self.canary,
+            signal: &self.signal,
         })
     }
 }
@@ -632,6 +641,7 @@ impl StateStore for MemBackend {
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
         let now = self.clock.now();
         push_outbox(&mut self.lock(), row, now);
+        self.signal.raise(wake::LOCAL);
         Ok(())
     }
 
@@ -963,6 +973,13 @@ impl Warehouse for MemBackend {
     }
 }
 
+/// In memory every writer is in this process: the signal its writes raise is all there is.
+impl Wake for MemBackend {
+    fn wait(&self, timeout: SignedDuration) -> Result<bool> {
+        self.signal.wait(timeout)
+    }
+}
+
 impl Bus for MemBackend {
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
         let mut s = self.lock();
@@ -980,6 +997,7 @@ impl Bus for MemBackend {
             },
             self.clock.now(),
         ));
+        self.signal.raise(wake::LOCAL);
         Ok(Published::New)
     }
 

@@ -181,3 +181,11 @@ fn every_canary_has_a_command_line_name_that_parses_back() {
     }
     assert_eq!(Canary::parse("no-such-canary"), None);
 }
+
+#[test]
+fn the_in_memory_wake_conforms() {
+    let backend = MemBackend::new(std::sync::Arc::new(baton_core::ManualClock::new(
+        baton_conformance::start_time(),
+    )));
+    baton_conformance::exercise_wake(&backend, &backend, &backend);
+}

@@ -9,6 +9,7 @@
 //! loss; throughput comes from group commit (a consumer batch is one transaction).
 
 mod schema;
+mod wake;
 
 use baton_core::clock::Clock;
 use baton_core::completion::Document;
@@ -47,6 +48,9 @@ pub enum Durability {
 pub struct SqliteBackend {
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
+    /// The wake signal: raised by this process's commits that create work, and by the
+    /// file watch for other processes' commits.
+    watch: wake::Watch,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -74,7 +78,9 @@ impl SqliteBackend {
     pub fn open(path: &Path, durability: Durability, clock: Arc<dyn Clock>) -> Result<Self> {
         let conn = Connection::open(path)
             .map_err(|e| Error::Permanent(format!("cannot open {}: {e}", path.display())))?;
-        Self::setup(conn, durability, clock)
+        let mut backend = Self::setup(conn, durability, clock)?;
+        backend.watch = wake::Watch::new(Some(path));
+        Ok(backend)
     }
 
     /// Opens an existing database for reading only (`status`, `health`, `reconcile`
@@ -102,6 +108,7 @@ impl SqliteBackend {
         Ok(Self {
             conn: Mutex::new(conn),
             clock,
+            watch: wake::Watch::new(Some(path)),
         })
     }
 
@@ -132,6 +139,7 @@ impl SqliteBackend {
         Ok(Self {
             conn: Mutex::new(conn),
             clock,
+            watch: wake::Watch::new(None),
         })
     }
 
@@ -329,6 +337,9 @@ fn save_lease(tx: &Connection, lease: &Lease) -> Result<()> {
 struct SqliteTxn<'a> {
     conn: &'a Connection,
     now: Timestamp,
+    /// Raised by a write that creates work; the waiter reads only after the commit, since
+    /// it needs the connection this transaction holds.
+    watch: &'a wake::Watch,
 }
 
 impl engine::Transaction for SqliteTxn<'_> {
@@ -386,6 +397,7 @@ impl engine::Transaction for SqliteTxn<'_> {
         write_document(self.conn, doc, body, expected, self.now)
     }
     fn insert_outbox(&mut self, row: &NewOutboxRow) -> Result<()> {
+        self.watch.raise();
         insert_outbox(self.conn, row, self.now)
     }
     fn insert_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<()> {
@@ -449,6 +461,7 @@ impl engine::Transaction for SqliteTxn<'_> {
                 |r| r.get(0),
             )
             .map_err(map_err)?;
+        self.watch.raise();
         Ok(batches as u32)
     }
     fn add_landing_batch(&mut self, batch: &LandingBatch, keep: u32) -> Result<()> {
@@ -490,6 +503,7 @@ impl engine::Transaction for SqliteTxn<'_> {
         Ok(())
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
+        self.watch.raise();
         self.conn
             .execute(
                 "INSERT INTO requests (processor, partition, kind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -524,7 +538,14 @@ impl engine::Transact for SqliteBackend {
         work: &mut dyn FnMut(&mut dyn engine::Transaction) -> Result<()>,
     ) -> Result<()> {
         let now = self.now();
-        self.write_txn(|tx| work(&mut SqliteTxn { conn: tx, now }))
+        let watch = &self.watch;
+        self.write_txn(|tx| {
+            work(&mut SqliteTxn {
+                conn: tx,
+                now,
+                watch,
+            })
+        })
     }
 }
 
@@ -757,7 +778,10 @@ impl StateStore for SqliteBackend {
 
     fn enqueue(&self, row: &NewOutboxRow) -> Result<()> {
         let now = self.now();
-        self.write_txn(|tx| insert_outbox(tx, row, now))
+        self.write_txn(|tx| insert_outbox(tx, row, now))?;
+        // After the commit: a waiter woken earlier could look before the row is there.
+        self.watch.raise();
+        Ok(())
     }
 
     fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>> {
@@ -1238,6 +1262,56 @@ impl Warehouse for SqliteBackend {
     }
 }
 
+/// In process, the commits that create work raise the signal; another process's commit is
+/// seen by the file watch and confirmed by `PRAGMA data_version` (see [`wake`]).
+impl baton_ports::Wake for SqliteBackend {
+    fn wait(&self, timeout: SignedDuration) -> Result<bool> {
+        use baton_ports::wake::{LOCAL, deadline, std_duration};
+        use std::time::Duration;
+        let end = deadline(std_duration(timeout));
+        if self.watch.ensure_started() && !self.watch.has_baseline() {
+            // The version later waits compare with.
+            self.watch.changed(self.data_version()?);
+        }
+        // The file changes when a commit's frames are written, a moment before the commit
+        // is visible: after a change with no new version yet, look again every 10 ms for
+        // half a second (this process's own commits cost that much, and nothing when idle).
+        let mut recheck_until = None;
+        loop {
+            let next = match recheck_until {
+                Some(_) => end.min(deadline(Duration::from_millis(10))),
+                None => end,
+            };
+            let raised = self.watch.signal.take_by(next);
+            if raised & LOCAL != 0 {
+                return Ok(true);
+            }
+            if (raised != 0 || recheck_until.is_some()) && self.watch.changed(self.data_version()?)
+            {
+                return Ok(true);
+            }
+            if raised != 0 {
+                recheck_until = Some(deadline(Duration::from_millis(500)));
+            } else if recheck_until.is_some_and(|until| deadline(Duration::ZERO) >= until) {
+                recheck_until = None;
+            }
+            if deadline(Duration::ZERO) >= end {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+impl SqliteBackend {
+    /// `PRAGMA data_version` of this backend's connection: it changes when another
+    /// connection (another process) commits.
+    fn data_version(&self) -> Result<i64> {
+        self.lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(map_err)
+    }
+}
+
 impl Bus for SqliteBackend {
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
         let now = self.now();
@@ -1249,6 +1323,11 @@ impl Bus for SqliteBackend {
                 )
                 .map_err(map_err)?;
             Ok(if n == 1 { Published::New } else { Published::Duplicate })
+        })
+        .inspect(|p| {
+            if *p == Published::New {
+                self.watch.raise();
+            }
         })
     }
 

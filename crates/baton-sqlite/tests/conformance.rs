@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+use baton_core::ManualClock;
 use baton_sqlite::{Durability, SqliteBackend};
+use jiff::SignedDuration;
 use std::sync::Arc;
 
 fn on_file(clock: Arc<baton_core::ManualClock>) -> SqliteBackend {
@@ -11,6 +13,12 @@ fn on_file(clock: Arc<baton_core::ManualClock>) -> SqliteBackend {
     // Keep the directory for the test's lifetime: the backend outlives this function.
     std::mem::forget(dir);
     SqliteBackend::open(&path, Durability::Full, clock).expect("open sqlite")
+}
+
+/// The backend on `dir`'s `baton.db` (several may share it, as processes do).
+fn on_file_in(dir: &std::path::Path, clock: ManualClock) -> SqliteBackend {
+    SqliteBackend::open(&dir.join("baton.db"), Durability::Full, Arc::new(clock))
+        .expect("open sqlite")
 }
 
 #[test]
@@ -56,4 +64,49 @@ fn dead_letters_stored_as_text_survive_the_migration_to_bytes() {
     assert_eq!(letters[0].letter.payload, br#"{"date":"2024-03-01"}"#);
     assert_eq!(letters[0].letter.reason, "not JSON");
     assert_eq!(letters[0].state, baton_core::dead_letter::LetterState::Open);
+}
+
+#[test]
+fn sqlite_wake_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = on_file_in(
+        dir.path(),
+        ManualClock::new(baton_conformance::start_time()),
+    );
+    baton_conformance::exercise_wake(&backend, &backend, &backend);
+}
+
+/// Another connection (another process: `baton publish`, a worker) committing to the file
+/// wakes a waiter through the file watch; this connection's own writes that create no
+/// work for it (a heartbeat) do not.
+#[test]
+fn another_connections_commit_wakes_a_waiter_and_its_own_writes_do_not() {
+    use baton_ports::{Bus, StateStore, Wake};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(baton_conformance::start_time());
+    let serve = on_file_in(dir.path(), clock);
+    let other = on_file_in(
+        dir.path(),
+        ManualClock::new(baton_conformance::start_time()),
+    );
+    let short = SignedDuration::from_millis(300);
+    // The first wait starts the watch and takes whatever opening the file raised.
+    while serve.wait(short).unwrap() {}
+    serve
+        .put_ops_record("instance/serve/h/1", "{}", None)
+        .unwrap();
+    assert!(
+        !serve.wait(short).unwrap(),
+        "its own heartbeat does not wake it"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(serve.wait(SignedDuration::from_secs(60)).unwrap()));
+        other.publish("phase3-completions", "m-1", b"{}").unwrap();
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(60)),
+            Ok(true),
+            "another connection's publish woke the waiter"
+        );
+    });
 }
