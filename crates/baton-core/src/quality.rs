@@ -502,4 +502,16 @@ mod tests {
         assert_eq!(at(84), Outcome::Warn);
         assert_eq!(at(85), Outcome::Pass);
     }
+
+    #[test]
+    fn only_a_non_null_check_names_the_column_whose_non_null_rows_are_counted() {
+        // The adapters measure `non_null` of this column; None counts every row.
+        assert_eq!(coverage(80.0).column(), Some("minutes"));
+        assert_eq!(game_coverage().column(), None);
+        let rows = QualityCheck {
+            kind: CheckKind::MinRows { min: 1 },
+            ..coverage(80.0)
+        };
+        assert_eq!(rows.column(), None);
+    }
 }
