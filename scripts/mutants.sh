@@ -79,7 +79,7 @@ print("^(" + "|".join(loose(n) for n in killed) + ")$")' scripts/mutants-disposi
   rm -rf "$OUT/confirm"; mkdir -p "$OUT/confirm"
   echo "== confirmation: the survivors new tests kill, against the unit tests" >&2
   nice -n 10 cargo mutants -p baton-core -f 'crates/baton-core/src/*.rs' --re "$re" --profile mutants \
-    -j "$JOBS" --minimum-test-timeout 60 --output "$OUT/confirm" -- --lib || rc=$?
+    -j "$JOBS" --minimum-test-timeout 180 --output "$OUT/confirm" -- --lib || rc=$?
   tolerate "$rc" || { echo "mutants.sh: cargo mutants (confirmation) failed ($rc)" >&2; exit 3; }
 }
 
