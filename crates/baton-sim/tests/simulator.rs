@@ -41,7 +41,8 @@ fn a_seed_replays_exactly() {
     );
 }
 
-/// Seeds a canary must be caught within: each is caught by seed 0 today (see ARCHITECTURE.md);
+/// Seeds a canary must be caught within: each is caught by seed 16 at the latest today (see
+/// ARCHITECTURE.md);
 /// the margin keeps a workload change from making a canary flaky, and costs little, since a
 /// run stops at the first violation.
 const CANARY_SEEDS: u64 = 60;
@@ -81,7 +82,10 @@ fn canary_all_complete_with_one_missing_is_caught_by_the_model() {
     // generations the product then opens (forced reruns of a triggered date) are seen
     // first as a generation the model never opened.
     assert!(v.guarantee == "G2" || v.guarantee == "G9", "{v}");
-    assert!(v.detail.contains("the model fired"), "{v}");
+    assert!(
+        v.detail.contains("the model fired") || v.detail.contains("the model at"),
+        "{v}"
+    );
 }
 
 #[test]
