@@ -514,4 +514,24 @@ mod tests {
         };
         assert_eq!(rows.column(), None);
     }
+
+    #[test]
+    fn the_evidence_adds_an_ellipsis_only_when_more_games_are_missing_than_it_names() {
+        let scheduled = games(0..10);
+        let end = |have: u32| {
+            let e = covered(&games(0..have), &scheduled).evidence;
+            e[e.find("; missing").unwrap()..].to_owned()
+        };
+        assert_eq!(end(9), "; missing g09");
+        assert_eq!(
+            end(7),
+            "; missing g07, g08, g09",
+            "all three missing are named"
+        );
+        assert_eq!(
+            end(6),
+            "; missing g06, g07, g08, ...",
+            "four missing, three named"
+        );
+    }
 }
