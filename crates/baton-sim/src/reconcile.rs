@@ -72,12 +72,15 @@ impl History {
         if let Some(same_day) = &gate.same_day {
             watched.extend(same_day.expected.iter().cloned());
         }
-        let of = |p: &&baton_core::config::Processor| p.name.clone();
         let ps = || pipeline.processors.iter();
         Self {
-            upstream: ps().map(|p| (of(&p), p.upstream.clone())).collect(),
-            depends_on: ps().map(|p| (of(&p), p.depends_on.clone())).collect(),
-            table: ps().map(|p| (of(&p), p.table.name.clone())).collect(),
+            upstream: ps().map(|p| (p.name.clone(), p.upstream.clone())).collect(),
+            depends_on: ps()
+                .map(|p| (p.name.clone(), p.depends_on.clone()))
+                .collect(),
+            table: ps()
+                .map(|p| (p.name.clone(), p.table.name.clone()))
+                .collect(),
             watched,
             ..Self::default()
         }
