@@ -11,6 +11,9 @@
 #   BATON_MUTANTS_OUT        where cargo-mutants writes its outcomes (default target/mutants-run)
 #   BATON_MUTANTS_JOBS       mutants built and tested at once (default 1)
 #   BATON_MUTANTS_PASS2=0    skip pass 2 (the simulator)
+#   BATON_MUTANTS_PASS1=0    skip pass 1 and run pass 2 on the survivors a previous run's pass 1
+#                            left in BATON_MUTANTS_OUT (for the MODULEs named; the other
+#                            modules' outcomes are kept, and the report names both commits)
 #   BATON_MUTANTS_CONFIRM=1  instead of the passes, re-run only the survivors that
 #                            scripts/mutants-dispositions.txt says a new test kills, against the
 #                            unit tests, and rewrite the report from the last run's outcomes
@@ -29,6 +32,7 @@ OUT=${BATON_MUTANTS_OUT:-target/mutants-run}
 SEEDS=${BATON_MUTANTS_SIM_SEEDS:-200}
 JOBS=${BATON_MUTANTS_JOBS:-1}
 PASS2=${BATON_MUTANTS_PASS2:-1}
+PASS1=${BATON_MUTANTS_PASS1:-1}
 CONFIRM=${BATON_MUTANTS_CONFIRM:-0}
 
 command -v cargo-mutants >/dev/null 2>&1 || cargo install cargo-mutants --locked
@@ -42,13 +46,17 @@ done
 if [ "$JOBS" -eq 1 ]; then export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}; else unset CARGO_TARGET_DIR; fi
 mkdir -p "$OUT"
 # notes.txt, written by hand beside the outcomes, is copied into the report (why a run stopped).
-[ "$CONFIRM" = 1 ] || rm -rf "$OUT/modules.txt" "$OUT/notes.txt" "$OUT/confirm" "$OUT/confirm-commit.txt"
+if [ "$CONFIRM" != 1 ] && [ "$PASS1" = 1 ]; then
+  rm -rf "$OUT/modules.txt" "$OUT/notes.txt" "$OUT/confirm" "$OUT/confirm-commit.txt" "$OUT/sim-commit.txt"
+fi
 # The commit the passes ran on is kept with their outcomes; a confirmation run notes its own.
 COMMIT=$(git rev-parse HEAD)
 DIRTY=$(git status --porcelain -- crates Cargo.toml Cargo.lock | grep -c . || true)
 STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
 if [ "$CONFIRM" = 1 ]; then
   echo "$COMMIT $DIRTY $STARTED" >"$OUT/confirm-commit.txt"
+elif [ "$PASS1" != 1 ]; then
+  echo "$COMMIT $DIRTY $STARTED" >"$OUT/sim-commit.txt"
 else
   echo "$COMMIT $DIRTY $STARTED" >"$OUT/commit.txt"
 fi
@@ -71,7 +79,7 @@ print("^(" + "|".join(loose(n) for n in killed) + ")$")' scripts/mutants-disposi
   rm -rf "$OUT/confirm"; mkdir -p "$OUT/confirm"
   echo "== confirmation: the survivors new tests kill, against the unit tests" >&2
   nice -n 10 cargo mutants -p baton-core -f 'crates/baton-core/src/*.rs' --re "$re" --profile mutants \
-    -j "$JOBS" --minimum-test-timeout 60 --output "$OUT/confirm" -- --lib || rc=$?
+    -j "$JOBS" --minimum-test-timeout 180 --output "$OUT/confirm" -- --lib || rc=$?
   tolerate "$rc" || { echo "mutants.sh: cargo mutants (confirmation) failed ($rc)" >&2; exit 3; }
 }
 
@@ -82,13 +90,18 @@ fi
 
 for m in "${MODULES[@]}"; do
   file="crates/baton-core/src/$m.rs"
-  echo "== $m: pass 1, baton-core unit tests" >&2
-  rm -rf "$OUT/$m"; mkdir -p "$OUT/$m/unit" "$OUT/$m/sim"
-  rc=0
-  nice -n 10 cargo mutants -p baton-core -f "$file" --profile mutants -j "$JOBS" \
-    --minimum-test-timeout 60 --output "$OUT/$m/unit" -- --lib || rc=$?
-  tolerate "$rc" || { echo "mutants.sh: cargo mutants failed ($rc) on $m" >&2; exit 3; }
   missed="$OUT/$m/unit/mutants.out/missed.txt"
+  if [ "$PASS1" = 1 ]; then
+    echo "== $m: pass 1, baton-core unit tests" >&2
+    rm -rf "$OUT/$m"; mkdir -p "$OUT/$m/unit" "$OUT/$m/sim"
+    rc=0
+    nice -n 10 cargo mutants -p baton-core -f "$file" --profile mutants -j "$JOBS" \
+      --minimum-test-timeout 60 --output "$OUT/$m/unit" -- --lib || rc=$?
+    tolerate "$rc" || { echo "mutants.sh: cargo mutants failed ($rc) on $m" >&2; exit 3; }
+  else
+    [ -f "$missed" ] || { echo "mutants.sh: no pass 1 outcomes for $m in $OUT" >&2; exit 2; }
+    rm -rf "$OUT/$m/sim"; mkdir -p "$OUT/$m/sim"
+  fi
   if [ "$PASS2" = 1 ] && [ -s "$missed" ]; then
     echo "== $m: pass 2, $(wc -l <"$missed") survivors against the simulator ($SEEDS seeds)" >&2
     re=$(python3 -c 'import re,sys; print("^(" + "|".join(re.escape(l.rstrip("\n")) for l in open(sys.argv[1]) if l.strip()) + ")$")' "$missed")
@@ -100,7 +113,7 @@ for m in "${MODULES[@]}"; do
       --build-timeout 3600 --timeout 1800 --output "$OUT/$m/sim" -- --test simulator || rc=$?
     tolerate "$rc" || { echo "mutants.sh: cargo mutants (simulator) failed ($rc) on $m" >&2; exit 3; }
   fi
-  echo "$m" >>"$OUT/modules.txt"
+  grep -qx "$m" "$OUT/modules.txt" 2>/dev/null || echo "$m" >>"$OUT/modules.txt"
 done
 
 python3 scripts/mutants_report.py --out "$OUT" \

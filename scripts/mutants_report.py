@@ -79,6 +79,11 @@ def main():
         c, d, when = confirm_commit[0].split()
         d = "" if d == "0" else f" (plus {d} uncommitted changed files)"
         print(f"- the survivors killed by new tests were re-run on commit `{c}`{d}, started {when}")
+    sim_commit = lines(os.path.join(args.out, "sim-commit.txt"))
+    if sim_commit:
+        c, d, when = sim_commit[0].split()
+        d = "" if d == "0" else f" (plus {d} uncommitted changed files)"
+        print(f"- pass 2 (the simulator) ran on commit `{c}`{d}, started {when}")
     print(f"- modules run: {', '.join(ran) or 'none'}")
     print(f"- modules not run: {', '.join(not_run) or 'none'}")
     print("- pass 1: every mutant of a module against baton-core's unit tests "

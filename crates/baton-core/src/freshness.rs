@@ -169,4 +169,43 @@ mod tests {
         doc.triggered = false;
         assert_eq!(next_phase_behind(&doc, None, later), None);
     }
+
+    #[test]
+    fn an_input_at_the_instant_the_run_started_is_not_newer_and_the_grace_ends_on_time() {
+        let started = at("2024-03-02T12:00:00Z");
+        let f = InputFacts {
+            latest_landing: Some(("nbac_gamebook_scraper".into(), started)),
+            newest_dependency: Some(("team_offense_game_summary".into(), started)),
+            ..Default::default()
+        };
+        assert_eq!(stale_because(&f, started), None, "the run read them");
+        let f = InputFacts {
+            newest_dependency: Some((
+                "team_offense_game_summary".into(),
+                at("2024-03-02T12:00:01Z"),
+            )),
+            ..f
+        };
+        assert_eq!(
+            stale_because(&f, started).as_deref(),
+            Some(
+                "its latest run started at 2024-03-02T12:00:00Z, before team_offense_game_summary's newer run finished at 2024-03-02T12:00:01Z"
+            )
+        );
+        let mut doc = Document::new(
+            "g".into(),
+            crate::model::Partition::parse("2024-03-01").unwrap(),
+        );
+        doc.triggered = true;
+        doc.trigger_generation = 1;
+        doc.triggered_at = Some(started);
+        let due = started.checked_add(NEXT_PHASE_GRACE).unwrap();
+        assert_eq!(
+            next_phase_behind(&doc, None, due).as_deref(),
+            Some("generation 1 triggered at 2024-03-02T12:00:00Z, and the next phase never ran"),
+            "behind once the grace has passed, to the second"
+        );
+        let before = due.checked_sub(SignedDuration::from_secs(1)).unwrap();
+        assert_eq!(next_phase_behind(&doc, None, before), None);
+    }
 }

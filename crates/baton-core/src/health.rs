@@ -791,6 +791,10 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(h(&system).level, Level::Pass);
+        assert_eq!(
+            h(&system).evidence,
+            "1 serve instances alive, no backend errors in the last hour"
+        );
         let retrying = ServeFact {
             backend_errors_last_hour: 14,
             last_error: Some("cannot connect to PostgreSQL at postgres://db/baton: refused".into()),
@@ -818,5 +822,298 @@ mod tests {
             "{}",
             c.evidence
         );
+    }
+
+    /// A landing verdict of a job for 2024-03-01, as `schedule::judge` words it.
+    fn landing(job: &str, status: LandingStatus, evidence: &str) -> LandingVerdict {
+        LandingVerdict {
+            job: job.into(),
+            partition: crate::model::Partition::new(jiff::civil::date(2024, 3, 1)),
+            expected_at: now(),
+            landed_at: None,
+            status,
+            evidence: evidence.into(),
+        }
+    }
+
+    fn blocked(check: &str, evidence: &str) -> Blocked {
+        Blocked {
+            check: check.into(),
+            evidence: evidence.into(),
+            at: now(),
+        }
+    }
+
+    fn by_code(r: &Report, code: &str) -> (Level, String, Vec<String>) {
+        let c = r.checks.iter().find(|c| c.code == code).unwrap();
+        (c.level, c.evidence.clone(), c.details.clone())
+    }
+
+    #[test]
+    fn each_date_check_warns_or_fails_on_its_facts_and_passes_without_them() {
+        let mut d = date("2024-03-01", 5, 5);
+        d.stored_text = "count 4/5 (entries 5/5), triggered".into();
+        d.mismatched = true;
+        d.duplicate_rows = vec![("player_game_summary".into(), 3), ("other".into(), 0)];
+        d.landings = vec![
+            landing("a", LandingStatus::Late, "a: late by 2h"),
+            landing("b", LandingStatus::Missing, "b: not landed"),
+            landing("c", LandingStatus::OnTime, "c: on time"),
+            landing("e", LandingStatus::NotDue, "e: not due"),
+        ];
+        d.blocked = Some(blocked("games", "2/3 games"));
+        d.warnings = vec![blocked("minutes", "90% filled")];
+        d.inputs = vec!["x is stale".into()];
+        let r = evaluate(
+            &[d.clone()],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H001"),
+            (
+                Level::Fail,
+                "0.0% (0/1 dates exact); wrong: 2024-03-01 stored count 4/5 (entries 5/5), triggered; actual 5/5".into(),
+                vec!["2024-03-01: stored count 4/5 (entries 5/5), triggered; actual 5/5".into()]
+            )
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H002"),
+            (
+                Level::Fail,
+                "2024-03-01 player_game_summary: 3 duplicate rows".into(),
+                vec![]
+            )
+        );
+        let (level, evidence, details) = by_code(&r, "BATON-H003");
+        assert_eq!(
+            (level, evidence.as_str()),
+            (Level::Warn, "2024-03-01 a: late by 2h")
+        );
+        assert_eq!(
+            details.len(),
+            4,
+            "every judged landing is listed: {details:?}"
+        );
+        assert_eq!(details[2], "2024-03-01 c: on time");
+        assert_eq!(
+            by_code(&r, "BATON-H004"),
+            (Level::Fail, "2024-03-01 b: not landed".into(), vec![])
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H010"),
+            (
+                Level::Fail,
+                "trigger blocked: 2024-03-01: `games` 2/3 games; below a warning threshold: 2024-03-01: `minutes` 90% filled".into(),
+                vec![
+                    "FAIL 2024-03-01: `games` 2/3 games".into(),
+                    "WARN 2024-03-01: `minutes` 90% filled".into()
+                ]
+            )
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H012"),
+            (
+                Level::Fail,
+                "1 problem(s): 2024-03-01: x is stale (`baton reconcile --fix` requests the runs)"
+                    .into(),
+                vec!["2024-03-01: x is stale".into()]
+            )
+        );
+        assert_eq!(r.failures, 5);
+        assert_eq!(r.warnings, 1);
+
+        // A warning alone warns; landings on time or not due pass, and are counted.
+        d.blocked = None;
+        d.landings.drain(..2);
+        d.duplicate_rows = vec![("other".into(), 0)];
+        let r = evaluate(
+            &[d.clone()],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H010"),
+            (
+                Level::Warn,
+                "below a warning threshold: 2024-03-01: `minutes` 90% filled".into(),
+                vec!["WARN 2024-03-01: `minutes` 90% filled".into()]
+            )
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H002"),
+            (
+                Level::Pass,
+                "0 duplicate rows by primary key".into(),
+                vec![]
+            )
+        );
+        assert_eq!(by_code(&r, "BATON-H003").0, Level::Pass);
+        assert_eq!(by_code(&r, "BATON-H003").1, "1 landings on time");
+        assert_eq!(
+            by_code(&r, "BATON-H004"),
+            (Level::Pass, "none missing (1 not due yet)".into(), vec![])
+        );
+
+        // Nothing found: every date check passes with its own words.
+        let clear = date("2024-03-01", 5, 5);
+        let r = evaluate(&[clear], &SystemFacts::default(), now(), Limits::default());
+        assert_eq!(
+            by_code(&r, "BATON-H010"),
+            (Level::Pass, "no trigger blocked".into(), vec![])
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H012"),
+            (
+                Level::Pass,
+                "every output is current with its inputs".into(),
+                vec![]
+            )
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H001").2,
+            vec!["2024-03-01: stored 5/5; actual 5/5"]
+        );
+    }
+
+    #[test]
+    fn dates_nothing_ran_for_are_not_judged_for_accuracy() {
+        let r = evaluate(
+            &[
+                date("2024-03-01", 0, 0),
+                date("2024-03-02", 5, 5),
+                date("2024-03-03", 0, 2),
+            ],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H001").1,
+            "50.0% (1/2 dates exact); wrong: 2024-03-03 stored 0/5; actual 2/5"
+        );
+        let mut mismatched = date("2024-03-04", 0, 0);
+        mismatched.mismatched = true;
+        let r = evaluate(
+            &[mismatched],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        assert_eq!(by_code(&r, "BATON-H001").0, Level::Fail);
+        let r = evaluate(&[], &SystemFacts::default(), now(), Limits::default());
+        assert_eq!(by_code(&r, "BATON-H001").1, "100.0% (0/0 dates exact)");
+    }
+
+    #[test]
+    fn system_checks_warn_and_fail_at_their_thresholds() {
+        let ago = |mins: i64| now().checked_sub(SignedDuration::from_mins(mins)).unwrap();
+        let system = SystemFacts {
+            stale_leases: vec![(
+                "player_game_summary".into(),
+                "2024-03-01".into(),
+                "host-a".into(),
+                ago(90),
+            )],
+            dead_letters: (3, 2),
+            messages_last_hour: 1,
+            runs_last_hour: (4, 2),
+            outbox: (1, Some(ago(5))),
+            serves: Vec::new(),
+        };
+        let r = evaluate(&[], &system, now(), Limits::default());
+        assert_eq!(
+            by_code(&r, "BATON-H005"),
+            (
+                Level::Warn,
+                "player_game_summary 2024-03-01 held by host-a, expired 1h30m ago".into(),
+                vec![]
+            )
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H006"),
+            (
+                Level::Warn,
+                "3 open in the dead-letter queue (2 recorded in the last hour); see `baton dead-letters list`".into(),
+                vec![]
+            )
+        );
+        // Two dead letters of one message received: never over 100%.
+        assert_eq!(
+            by_code(&r, "BATON-H007"),
+            (
+                Level::Fail,
+                "2 of 2 messages dead-lettered in the last hour (100.0%)".into(),
+                vec![]
+            )
+        );
+        // Half the runs failed: at the limit, a failure.
+        assert_eq!(
+            by_code(&r, "BATON-H008"),
+            (
+                Level::Fail,
+                "2 of 4 runs failed in the last hour (50.0%)".into(),
+                vec![]
+            )
+        );
+        // Exactly the warning age.
+        assert_eq!(
+            by_code(&r, "BATON-H009"),
+            (Level::Warn, "1 rows waiting, oldest 5m".into(), vec![])
+        );
+        assert_eq!(
+            by_code(&r, "BATON-H011"),
+            (
+                Level::Pass,
+                "no serve has heartbeated in the last day".into(),
+                vec![]
+            )
+        );
+
+        let quiet = SystemFacts {
+            messages_last_hour: 10,
+            runs_last_hour: (10, 0),
+            outbox: (0, Some(ago(4))),
+            ..Default::default()
+        };
+        let r = evaluate(&[], &quiet, now(), Limits::default());
+        assert_eq!(by_code(&r, "BATON-H005").0, Level::Pass);
+        assert_eq!(
+            by_code(&r, "BATON-H005").1,
+            "no expired lease left unreleased"
+        );
+        assert_eq!(by_code(&r, "BATON-H006").0, Level::Pass);
+        assert_eq!(
+            by_code(&r, "BATON-H007"),
+            (
+                Level::Pass,
+                "0 of 10 messages dead-lettered in the last hour (0.0%)".into(),
+                vec![]
+            )
+        );
+        assert_eq!(by_code(&r, "BATON-H008").0, Level::Pass);
+        assert_eq!(
+            by_code(&r, "BATON-H009"),
+            (Level::Pass, "empty".into(), vec![])
+        );
+
+        // One failure in ten runs warns; an outbox an hour old fails.
+        let some = SystemFacts {
+            runs_last_hour: (10, 1),
+            dead_letters: (1, 1),
+            messages_last_hour: 10,
+            outbox: (2, Some(ago(60))),
+            ..Default::default()
+        };
+        let r = evaluate(&[], &some, now(), Limits::default());
+        assert_eq!(by_code(&r, "BATON-H007").0, Level::Warn);
+        assert_eq!(by_code(&r, "BATON-H008").0, Level::Warn);
+        assert_eq!(
+            by_code(&r, "BATON-H008").1,
+            "1 of 10 runs failed in the last hour (10.0%)"
+        );
+        assert_eq!(by_code(&r, "BATON-H009").0, Level::Fail);
     }
 }

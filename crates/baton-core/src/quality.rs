@@ -502,4 +502,36 @@ mod tests {
         assert_eq!(at(84), Outcome::Warn);
         assert_eq!(at(85), Outcome::Pass);
     }
+
+    #[test]
+    fn only_a_non_null_check_names_the_column_whose_non_null_rows_are_counted() {
+        // The adapters measure `non_null` of this column; None counts every row.
+        assert_eq!(coverage(80.0).column(), Some("minutes"));
+        assert_eq!(game_coverage().column(), None);
+        let rows = QualityCheck {
+            kind: CheckKind::MinRows { min: 1 },
+            ..coverage(80.0)
+        };
+        assert_eq!(rows.column(), None);
+    }
+
+    #[test]
+    fn the_evidence_adds_an_ellipsis_only_when_more_games_are_missing_than_it_names() {
+        let scheduled = games(0..10);
+        let end = |have: u32| {
+            let e = covered(&games(0..have), &scheduled).evidence;
+            e[e.find("; missing").unwrap()..].to_owned()
+        };
+        assert_eq!(end(9), "; missing g09");
+        assert_eq!(
+            end(7),
+            "; missing g07, g08, g09",
+            "all three missing are named"
+        );
+        assert_eq!(
+            end(6),
+            "; missing g06, g07, g08, ...",
+            "four missing, three named"
+        );
+    }
 }

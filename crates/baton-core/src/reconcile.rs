@@ -704,4 +704,93 @@ mod tests {
             "nothing ran, nothing to say"
         );
     }
+
+    #[test]
+    fn no_data_is_complete_in_truth_only_on_a_date_without_work_and_a_success_needs_rows() {
+        let t = |status, rows, has_work| ProcessorTruth {
+            run: Some(RunFact {
+                run_id: RunId::from("r1"),
+                status,
+                rows_written: rows,
+                started_at: now(),
+                finished_at: now(),
+            }),
+            rows,
+            inputs: InputFacts::default(),
+            has_work,
+        };
+        assert!(t(CompletionStatus::NoData, 0, false).is_complete());
+        assert!(!t(CompletionStatus::NoData, 0, true).is_complete());
+        assert!(t(CompletionStatus::NoData, 3, true).is_complete());
+        assert!(!t(CompletionStatus::Success, 0, false).is_complete());
+        assert!(t(CompletionStatus::Success, 1, true).is_complete());
+        let no_run = ProcessorTruth {
+            rows: 5,
+            ..ProcessorTruth::default()
+        };
+        assert!(!no_run.is_complete(), "rows without a successful run");
+        // A run that left no rows is not recorded by a repair either.
+        let p = Pipeline::reference().unwrap();
+        let gate = &p.gates[0];
+        let mut empty = truth(&ALL);
+        let first = ProcessorName::from(ALL[0]);
+        empty.processors.get_mut(&first).unwrap().rows = 0;
+        let fix = repair(gate, None, &empty, now(), &[]).unwrap();
+        assert!(
+            !fix.document.entries.contains_key(&first),
+            "{:?}",
+            fix.changes
+        );
+        assert_eq!(fix.document.completed_count, 4);
+    }
+
+    #[test]
+    fn a_repair_waits_for_a_rerun_in_flight_and_reports_a_block_once() {
+        let p = Pipeline::reference().unwrap();
+        let gate = &p.gates[0];
+        let mut t = truth(&ALL);
+        t.in_flight.insert(ProcessorName::from(ALL[4]));
+        // A rerun of an expected processor is on its way: nothing is missing a trigger yet.
+        assert_eq!(
+            codes(&check(gate, None, &t, now())),
+            ["BATON-R001"; 1]
+                .into_iter()
+                .chain(["BATON-R002"; 5])
+                .collect::<Vec<_>>()
+        );
+        let fix = repair(gate, None, &t, now(), &[]).unwrap();
+        assert_eq!(fix.document.completed_count, 5);
+        assert!(fix.triggers.is_empty(), "{:?}", fix.changes);
+        assert!(!fix.document.triggered);
+        // The rerun done, a failing check holds the trigger back: said once, and repairing
+        // again says nothing.
+        let t = truth(&ALL);
+        let failing = [CheckResult {
+            check: "game_coverage".into(),
+            outcome: crate::quality::Outcome::Fail,
+            evidence: "2 of 3 games".into(),
+        }];
+        let held = repair(gate, Some(fix.document), &t, now(), &failing).unwrap();
+        assert!(held.triggers.is_empty());
+        assert_eq!(
+            held.changes,
+            ["trigger blocked by quality check `game_coverage`: 2 of 3 games"]
+        );
+        assert!(repair(gate, Some(held.document), &t, now(), &failing).is_none());
+    }
+
+    #[test]
+    fn a_date_is_short_only_once_it_is_past_in_the_pipeline_time_zone() {
+        let p = Pipeline::reference().unwrap();
+        let gate = &p.gates[0];
+        let mut t = truth(&ALL[..4]);
+        // 2024-03-05 is today at 12:00 UTC (07:00 in New York): not short, whatever is missing.
+        let today: Timestamp = "2024-03-05T12:00:00Z".parse().unwrap();
+        assert!(!codes(&check(gate, None, &t, today)).contains(&"BATON-R009"));
+        let tomorrow: Timestamp = "2024-03-06T12:00:00Z".parse().unwrap();
+        assert!(codes(&check(gate, None, &t, tomorrow)).contains(&"BATON-R009"));
+        // A date nothing ran for is never short.
+        t.begun = false;
+        assert!(!codes(&check(gate, None, &t, tomorrow)).contains(&"BATON-R009"));
+    }
 }

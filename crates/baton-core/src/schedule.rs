@@ -199,4 +199,31 @@ mod tests {
         assert_eq!(human(SignedDuration::from_mins(0)), "0m");
         assert_eq!(human(SignedDuration::from_hours(49)), "2d1h");
     }
+
+    #[test]
+    fn at_the_deadline_itself_a_landing_is_on_time_and_an_absence_not_yet_missing() {
+        let (job, tz) = gamebook();
+        let date = Partition::parse("2024-01-09").unwrap();
+        // Expected 06:00 ET (11:00 UTC) on the 10th, with two hours of tolerance.
+        let deadline: Timestamp = "2024-01-10T13:00:00Z".parse().unwrap();
+        let v = judge(&job, date, Some(deadline), &tz, "ET", deadline);
+        assert_eq!(v.status, LandingStatus::OnTime);
+        assert_eq!(
+            v.evidence,
+            "nbac_gamebook_scraper: expected 06:00 ET, landed 08:00"
+        );
+        let v = judge(&job, date, None, &tz, "ET", deadline);
+        assert_eq!(v.status, LandingStatus::NotDue);
+        assert_eq!(
+            v.evidence,
+            "nbac_gamebook_scraper: expected 06:00 ET, not due yet"
+        );
+        let later = deadline.checked_add(SignedDuration::from_secs(1)).unwrap();
+        let v = judge(&job, date, Some(later), &tz, "ET", later);
+        assert_eq!(v.status, LandingStatus::Late);
+        assert_eq!(
+            judge(&job, date, None, &tz, "ET", later).status,
+            LandingStatus::Missing
+        );
+    }
 }

@@ -8,7 +8,7 @@
 //! have decided differently.
 
 use crate::mem::Canary;
-use baton_core::completion::{self, Document, Effect, Entry, StepOutput};
+use baton_core::completion::{self, Document, Effect, Entry, StepOutput, Trigger};
 use baton_core::gate::{Gate, Rule};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{GateId, ProcessorName, Row};
@@ -60,9 +60,26 @@ impl Bend<'_> {
 
     /// Fires the current generation when the wrong rule says so and the right one did not.
     fn fire_by_wrong_rule(&self, out: &mut StepOutput) {
-        let doc = &mut out.document;
+        if let Some(trigger) = self.wrong_trigger(&mut out.document) {
+            out.effects.push(Effect::PublishTrigger(trigger));
+        }
+    }
+
+    /// A reconcile repair bent as the step is: the wrong rule is baton-core's, so the
+    /// repair, which decides the trigger through the same rule, fires by it too.
+    pub(crate) fn repair(&self, document: &mut Document, triggers: &mut Vec<Trigger>) {
+        if matches!(
+            self.canary,
+            Canary::CriticalIgnored | Canary::AllButOneIsAll
+        ) {
+            triggers.extend(self.wrong_trigger(document));
+        }
+    }
+
+    /// The trigger the wrong rule fires on `doc`, if it fires one.
+    fn wrong_trigger(&self, doc: &mut Document) -> Option<Trigger> {
         if doc.triggered {
-            return;
+            return None;
         }
         let (_, policy) = self.gate.policy_for(doc.partition, self.now);
         let waiting = self.owed.iter().any(|r| {
@@ -83,10 +100,7 @@ impl Bend<'_> {
             }
             _ => false,
         });
-        if wrong && !waiting {
-            let trigger = completion::force_trigger(doc, self.gate, self.now, "canary");
-            out.effects.push(Effect::PublishTrigger(trigger));
-        }
+        (wrong && !waiting).then(|| completion::force_trigger(doc, self.gate, self.now, "canary"))
     }
 }
 

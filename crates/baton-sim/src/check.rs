@@ -299,12 +299,27 @@ impl World {
             .map(|r| ((r.processor, r.partition), r.since))
             .collect();
         if stored != self.model.requests {
+            // The first pair that differs, with when each side says it was requested.
+            let differs = stored
+                .keys()
+                .chain(self.model.requests.keys())
+                .find(|k| stored.get(*k) != self.model.requests.get(*k));
+            let detail = differs.map(|k| {
+                format!(
+                    "; {} {}: owed since {:?}, requested since {:?}",
+                    k.0,
+                    k.1,
+                    stored.get(k),
+                    self.model.requests.get(k)
+                )
+            });
             return Err(self.violation(
                 "G9",
                 format!(
-                    "runs owed {:?}, requested and not yet done {:?}",
+                    "runs owed {:?}, requested and not yet done {:?}{}",
                     stored.keys().collect::<Vec<_>>(),
-                    self.model.requests.keys().collect::<Vec<_>>()
+                    self.model.requests.keys().collect::<Vec<_>>(),
+                    detail.unwrap_or_default()
                 ),
             ));
         }

@@ -19,8 +19,10 @@
 //! generations are exactly the model's, each written once and each run by the next phase
 //! once. A failure names the seed, and `--seed N` replays it exactly.
 //!
-//! Not driven: `reconcile --fix` (the simulated workers keep no run history, which
-//! reconcile's truth is read from).
+//! The periodic `reconcile --fix` of `serve` is a step among the others (and runs once
+//! more when the drain has quiesced): the simulated workers record their runs in run
+//! history as the runner does, which is what reconcile's truth is read from, and the model
+//! says what each repair must record, trigger and request (`reconcile.rs`).
 //!
 //! Invariant: the in-memory backend is the only fake, behind the same traits as the real
 //! backends, and passes the same conformance suite.
@@ -30,6 +32,7 @@ mod canary;
 mod check;
 pub mod mem;
 pub mod model;
+pub mod reconcile;
 
 use baton_core::clock::{Clock, ManualClock};
 use baton_core::config::{Pipeline, Processor, TableSpec};
@@ -40,7 +43,7 @@ use baton_core::model::{CompletionStatus, Partition, ProcessorName, Row, RunId};
 use baton_core::rng::SplitMix64;
 use baton_ports::{
     Acquired, Bus, Delivery, FencedWrite, NewOutboxRow, OnHeld, PendingRequest, Released,
-    RequestKind, StateStore, Warehouse, WriteOutcome,
+    RequestKind, RunEnd, RunRecord, RunStatus, StateStore, Warehouse, WriteOutcome,
 };
 use baton_runner::{NoHooks, Runner};
 use baton_serve::{Consumer, ConsumerFaults, RelayFaults, TriggerConsumer, relay_once};
@@ -147,6 +150,8 @@ struct Worker {
     /// scheduler starts another run that takes the lease over, then the hung one wakes and
     /// tries to write and release.
     hung: bool,
+    /// The run it holds the lease for, as run history records it (from its acquire).
+    run: Option<RunId>,
 }
 
 struct World {
@@ -180,6 +185,8 @@ struct World {
     /// Whether the trigger consumer polled since the last check.
     next_phase_ran: std::cell::Cell<bool>,
     draining: bool,
+    /// Whether the drain ran its reconcile pass once it had quiesced.
+    reconciled_in_drain: bool,
     /// Dates the drain landed corrected data for (once each).
     corrected: BTreeSet<Partition>,
     seed: u64,
@@ -374,6 +381,7 @@ impl World {
             wrote_to: Default::default(),
             next_phase_ran: std::cell::Cell::new(true),
             draining: false,
+            reconciled_in_drain: false,
             corrected: BTreeSet::new(),
             seed: options.seed,
             step: 0,
@@ -410,6 +418,7 @@ impl World {
             phase: Phase::Acquire,
             skew,
             hung,
+            run: None,
         });
     }
 
@@ -458,12 +467,67 @@ impl World {
             )
             .map_err(|e| self.backend_error(e))?;
         Ok(match acquired {
-            Acquired::Granted(l) => Phase::Compute(l, self.clock.now()),
+            Acquired::Granted(l) => {
+                let started = self.clock.now();
+                self.start_run(w, proc, &l, started)?;
+                Phase::Compute(l, started)
+            }
             Acquired::Held { .. } => {
                 self.event("requests coalesced");
                 Phase::Done
             }
         })
+    }
+
+    /// Records the start of the run worker `w` holds `lease` for, as the runner does.
+    fn start_run(
+        &mut self,
+        w: &Worker,
+        proc: &Processor,
+        lease: &Lease,
+        started_at: Timestamp,
+    ) -> Result<(), Violation> {
+        let run_id = RunId::new(format!("{}-{}", w.name, self.step));
+        self.backend
+            .start_run(&RunRecord {
+                run_id: run_id.clone(),
+                processor: proc.name.clone(),
+                partition: w.partition,
+                holder: w.name.clone(),
+                token: lease.token,
+                started_at,
+                finished_at: None,
+                status: RunStatus::Running,
+                rows_written: 0,
+                duplicates_dropped: 0,
+                error: None,
+            })
+            .map_err(|e| self.backend_error(e))?;
+        self.model.run_started(w.partition);
+        if let Some(i) = self.workers.iter().position(|x| x.name == w.name) {
+            self.workers[i].run = Some(run_id);
+        }
+        Ok(())
+    }
+
+    /// The run id worker `w` records its run under.
+    fn run_id(&self, w: &Worker) -> RunId {
+        w.run
+            .clone()
+            .unwrap_or_else(|| RunId::new(format!("{}-{}", w.name, self.step)))
+    }
+
+    /// Records how the worker's run ended.
+    fn finish_run(&self, run_id: &RunId, status: RunStatus, rows: u64) -> Result<(), Violation> {
+        let end = RunEnd {
+            status,
+            rows_written: rows,
+            duplicates_dropped: 0,
+            error: None,
+        };
+        self.backend
+            .finish_run(run_id, &end)
+            .map_err(|e| self.backend_error(e))
     }
 
     fn release(&mut self, w: &Worker, proc: &Processor, lease: Lease) -> Result<Phase, Violation> {
@@ -574,7 +638,8 @@ impl World {
     /// A failed run: nothing written, the failure published (as the runner does); the
     /// run it was asked for is still owed.
     fn fail_run(&mut self, w: &Worker, proc: &Processor) -> Result<(), Violation> {
-        let run_id = RunId::new(format!("{}-{}", w.name, self.step));
+        let run_id = self.run_id(w);
+        self.finish_run(&run_id, RunStatus::Failed, 0)?;
         let message = CompletionMessage::new(
             proc.name.clone(),
             w.partition,
@@ -608,11 +673,11 @@ impl World {
                 .advance(self.ttl() + SignedDuration::from_secs(1));
             self.event("holders paused past their lease");
         }
-        let run_id = RunId::new(format!("{}-{}", w.name, self.step));
+        let run_id = self.run_id(w);
         let message = CompletionMessage::new(
             proc.name.clone(),
             w.partition,
-            run_id,
+            run_id.clone(),
             output.status,
             output.rows.len() as u64,
             self.clock.now(),
@@ -650,9 +715,22 @@ impl World {
                         ),
                     ));
                 }
+                let rows = output.rows.len() as u64;
+                self.finish_run(&run_id, output.status.into(), rows)?;
+                let written = reconcile::WrittenRun {
+                    run_id,
+                    status: output.status,
+                    rows,
+                    started_at: started,
+                    finished_at: self.clock.now(),
+                };
+                self.model.run_written(&proc.name, w.partition, written);
                 self.accepted(w, proc, lease, started, output, message)?;
             }
-            WriteOutcome::Fenced(_) => self.event("writes fenced"),
+            WriteOutcome::Fenced(_) => {
+                self.finish_run(&run_id, RunStatus::Fenced, 0)?;
+                self.event("writes fenced");
+            }
         }
         Ok(())
     }
@@ -758,6 +836,7 @@ impl World {
         self.backend
             .record_landing(job, date, at, &requests)
             .map_err(|e| self.backend_error(e))?;
+        self.model.landed_batch(job, date, at);
         self.event(if changes {
             "landings that change inputs"
         } else {
@@ -899,6 +978,7 @@ impl World {
             55..=69 => self.relay(),
             70..=85 => self.consume(),
             86..=89 => self.start_next_phase(),
+            90..=91 => self.reconcile(),
             _ => {
                 let secs = if self.rng.chance(0.1) {
                     self.rng.range(60, 900)
@@ -977,7 +1057,14 @@ impl World {
                     )
                     .unwrap_or(0);
             if pending == 0 && backend.backlog().map(|b| b.pending).unwrap_or(0) == 0 {
-                return self.final_check();
+                if std::mem::replace(&mut self.reconciled_in_drain, true) {
+                    return self.final_check();
+                }
+                // Quiet: what a periodic reconcile finds now must already be right, or its
+                // repair is drained like any other work.
+                self.reconcile()?;
+                self.check()?;
+                continue;
             }
             self.clock
                 .advance(self.pipeline.ack_wait + SignedDuration::from_secs(1));

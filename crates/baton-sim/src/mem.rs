@@ -59,11 +59,13 @@ pub enum Canary {
     /// The generation the next phase ran for is never kept, so a trigger delivered again
     /// runs the next phase again (G10).
     NextPhaseForgotten,
+    /// A reconcile repair writes its document but not the trigger rows it fired (G2).
+    RepairWithoutTriggers,
 }
 
 impl Canary {
     /// Every canary with its command-line name (`baton-sim --canary NAME`).
-    pub const ALL: [(&'static str, Canary); 10] = [
+    pub const ALL: [(&'static str, Canary); 11] = [
         ("count-per-message", Canary::CountPerMessage),
         ("no-fence", Canary::NoFence),
         ("trigger-written-twice", Canary::TriggerWrittenTwice),
@@ -74,6 +76,7 @@ impl Canary {
         ("completion-without-outbox", Canary::CompletionWithoutOutbox),
         ("duplicate-key-kept", Canary::DuplicateKeyKept),
         ("next-phase-forgotten", Canary::NextPhaseForgotten),
+        ("repair-without-triggers", Canary::RepairWithoutTriggers),
     ];
     /// The canary named `name`.
     pub fn parse(name: &str) -> Option<Canary> {
@@ -483,6 +486,38 @@ impl StateStore for MemBackend {
         })?;
         self.lock().applied.extend(log);
         Ok(outcomes)
+    }
+
+    fn edit_document(
+        &self,
+        gate: &GateId,
+        partition: Partition,
+        edit: &mut engine::EditFn<'_>,
+    ) -> Result<Option<Document>> {
+        let owed: Vec<PendingRequest> = self.lock().requests.values().cloned().collect();
+        let now = self.clock.now();
+        let pipeline = self.pipeline.clone();
+        let Some(g) = pipeline.as_ref().and_then(|p| p.gate(gate.as_str())) else {
+            return engine::run(self, |tx| engine::edit_document(tx, gate, partition, edit));
+        };
+        let bend = crate::canary::Bend {
+            canary: self.canary,
+            gate: g,
+            owed: &owed,
+            now,
+        };
+        let mut bent = |doc: Option<Document>| {
+            let (mut document, mut triggers) = edit(doc)?;
+            if self.canary == Canary::RepairWithoutTriggers {
+                // The bug: the edited document is written, its triggers are dropped.
+                triggers.clear();
+            }
+            bend.repair(&mut document, &mut triggers);
+            Some((document, triggers))
+        };
+        engine::run(self, |tx| {
+            engine::edit_document(tx, gate, partition, &mut bent)
+        })
     }
 
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {

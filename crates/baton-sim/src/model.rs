@@ -118,6 +118,8 @@ pub struct DateModel {
     pub held: bool,
     /// Generations that fired after a check had held them back.
     pub passed_after_block: u32,
+    /// When the current generation triggered (what reconcile's next-phase check reads).
+    pub triggered_at: Option<Timestamp>,
 }
 
 /// The best run of a processor: the latest counted run (by production time, then run id);
@@ -157,11 +159,19 @@ impl Default for DateModel {
             blocked: 0,
             held: false,
             passed_after_block: 0,
+            triggered_at: None,
         }
     }
 }
 
 impl DateModel {
+    /// The current generation triggers at `now`.
+    pub fn fire(&mut self, now: Timestamp) {
+        self.triggered = true;
+        self.triggered_at = Some(now);
+        self.fired.insert(self.generation);
+    }
+
     /// The processors whose best run succeeded.
     pub fn complete(&self) -> BTreeSet<ProcessorName> {
         self.runs
@@ -177,7 +187,7 @@ pub struct Model {
     gate_id: String,
     overnight: PlainPolicy,
     same_day: Option<PlainPolicy>,
-    timezone: TimeZone,
+    pub(crate) timezone: TimeZone,
     /// Per date.
     pub dates: BTreeMap<Partition, DateModel>,
     /// Runs owed (processor, date) -> when requested (the latest request).
@@ -190,7 +200,9 @@ pub struct Model {
     /// Per processor: its calendar table, if any.
     calendars: BTreeMap<ProcessorName, String>,
     /// Per table: the processor that writes it.
-    writers: BTreeMap<String, ProcessorName>,
+    pub(crate) writers: BTreeMap<String, ProcessorName>,
+    /// What reconcile's truth is read from: run history, landings, config (`reconcile.rs`).
+    pub(crate) history: crate::reconcile::History,
 }
 
 /// What a write of `rows` leaves in a table keyed on `primary_key`: the first row of each
@@ -256,11 +268,12 @@ impl Model {
                 .iter()
                 .map(|p| (p.table.name.clone(), p.name.clone()))
                 .collect(),
+            history: crate::reconcile::History::new(pipeline, gate),
         }
     }
 
     /// The rows of `table` for `date` as the model knows them.
-    fn rows(&self, table: &str, date: Partition) -> &[Row] {
+    pub(crate) fn rows(&self, table: &str, date: Partition) -> &[Row] {
         self.tables
             .get(&(table.to_owned(), date))
             .map_or(&[], Vec::as_slice)
@@ -395,14 +408,7 @@ impl Model {
     /// The consumer applied `message` at `now`.
     pub fn apply(&mut self, message: &CompletionMessage, now: Timestamp) {
         let date = message.partition;
-        let in_flight: BTreeSet<ProcessorName> = self
-            .requests
-            .keys()
-            .filter(|(_, d)| *d == date)
-            .map(|(p, _)| p.clone())
-            .collect();
         let policy = self.policy(date, now).clone();
-        let checks_pass = self.checks_pass(date, now);
         let succeeded = message.status != CompletionStatus::Failed;
         let counted = succeeded
             && !(message.status == CompletionStatus::NoData
@@ -454,9 +460,26 @@ impl Model {
             model.generation += 1;
             model.triggered = false;
         }
-        // The gate waits while an expected processor has a run owed (one trigger per
-        // settled change).
-        let settling = policy.expected.iter().any(|p| in_flight.contains(p));
+        self.decide(date, now);
+    }
+
+    /// Whether an expected processor of `date` has a run owed at `now`: the gate waits for
+    /// it (one trigger per settled change).
+    pub fn settling(&self, date: Partition, now: Timestamp) -> bool {
+        let policy = self.policy(date, now);
+        self.requests
+            .keys()
+            .any(|(p, d)| *d == date && policy.expected.contains(p))
+    }
+
+    /// The trigger decision for `date` at `now`, after a completion (or a reconcile repair):
+    /// the current generation triggers once its mode's policy is satisfied, nothing is owed,
+    /// and the checks pass.
+    pub fn decide(&mut self, date: Partition, now: Timestamp) {
+        let settling = self.settling(date, now);
+        let checks_pass = self.checks_pass(date, now);
+        let policy = self.policy(date, now).clone();
+        let model = self.dates.entry(date).or_default();
         if !model.triggered && !settling && policy.satisfied(&model.complete()) {
             // A failing check holds the trigger back until a later decision finds it passing.
             if !checks_pass {
@@ -467,8 +490,7 @@ impl Model {
             if std::mem::take(&mut model.held) {
                 model.passed_after_block += 1;
             }
-            model.triggered = true;
-            model.fired.insert(model.generation);
+            model.fire(now);
         }
     }
 }

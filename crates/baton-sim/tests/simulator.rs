@@ -41,7 +41,8 @@ fn a_seed_replays_exactly() {
     );
 }
 
-/// Seeds a canary must be caught within: each is caught by seed 0 today (see ARCHITECTURE.md);
+/// Seeds a canary must be caught within: each is caught by seed 16 at the latest today (see
+/// ARCHITECTURE.md);
 /// the margin keeps a workload change from making a canary flaky, and costs little, since a
 /// run stops at the first violation.
 const CANARY_SEEDS: u64 = 60;
@@ -77,8 +78,14 @@ fn canary_critical_plus_majority_ignoring_the_critical_is_caught_by_the_model() 
 #[test]
 fn canary_all_complete_with_one_missing_is_caught_by_the_model() {
     let v = caught(Canary::AllButOneIsAll);
-    assert_eq!(v.guarantee, "G2", "{v}");
-    assert!(v.detail.contains("the model fired"), "{v}");
+    // Where one consumer poll applies several completions after the premature trigger, the
+    // generations the product then opens (forced reruns of a triggered date) are seen
+    // first as a generation the model never opened.
+    assert!(v.guarantee == "G2" || v.guarantee == "G9", "{v}");
+    assert!(
+        v.detail.contains("the model fired") || v.detail.contains("the model at"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -121,6 +128,9 @@ fn the_workload_covers_late_data_and_both_modes() {
         "triggers after a quality check passed later",
         "triggers delivered to the next phase",
         "triggers of a generation already handled",
+        "reconcile passes",
+        "dates reconcile repaired",
+        "completions reconcile recorded before their message",
     ] {
         assert!(
             events.get(name).copied().unwrap_or(0) > 0,
@@ -172,6 +182,13 @@ fn canary_the_next_phase_run_again_for_a_handled_generation_is_caught() {
         v.to_string().contains("--canary next-phase-forgotten"),
         "a canary's replay names it: {v}"
     );
+}
+
+#[test]
+fn canary_a_reconcile_repair_that_loses_its_trigger_is_caught() {
+    let v = caught(Canary::RepairWithoutTriggers);
+    assert_eq!(v.guarantee, "G2", "{v}");
+    assert!(v.detail.contains("the model fired"), "{v}");
 }
 
 #[test]
