@@ -1269,7 +1269,11 @@ impl baton_ports::Wake for SqliteBackend {
         use baton_ports::wake::{LOCAL, deadline, std_duration};
         use std::time::Duration;
         let end = deadline(std_duration(timeout));
-        if self.watch.ensure_started() && !self.watch.has_baseline() {
+        let watching = self.watch.ensure_started();
+        // Without a file watch, another process's commit is looked for by polling the
+        // version (a read of shared memory), not left to the service's next deadline.
+        let polling = !watching && self.watch.is_file();
+        if (watching || polling) && !self.watch.has_baseline() {
             // The version later waits compare with.
             self.watch.changed(self.data_version()?);
         }
@@ -1280,13 +1284,15 @@ impl baton_ports::Wake for SqliteBackend {
         loop {
             let next = match recheck_until {
                 Some(_) => end.min(deadline(Duration::from_millis(10))),
+                None if polling => end.min(deadline(wake::POLL_WITHOUT_WATCH)),
                 None => end,
             };
             let raised = self.watch.signal.take_by(next);
             if raised & LOCAL != 0 {
                 return Ok(true);
             }
-            if (raised != 0 || recheck_until.is_some()) && self.watch.changed(self.data_version()?)
+            if (raised != 0 || recheck_until.is_some() || polling)
+                && self.watch.changed(self.data_version()?)
             {
                 return Ok(true);
             }

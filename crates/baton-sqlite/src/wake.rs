@@ -6,12 +6,17 @@
 //! commits touch the file too, and must not wake it.
 //!
 //! Idle, nothing runs: the watch thread blocks in `read` and the waiter on a condition
-//! variable. Where inotify is missing (not Linux, or no watch left), the wait is the
-//! timeout, the service's fallback poll.
+//! variable. Where inotify is missing (not Linux, or no watch left), the wait checks
+//! `PRAGMA data_version` every [`POLL_WITHOUT_WATCH`] instead, so another process's work is
+//! still seen promptly (at the cost of a cheap read ten times a second).
 
 use baton_ports::wake::{LOCAL, Signal, Source};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// How often a wait without a file watch checks `PRAGMA data_version` for another
+/// process's commit.
+pub(crate) const POLL_WITHOUT_WATCH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Raised by the watch thread: the database's files changed.
 pub(crate) const FILE: Source = 2;
@@ -47,6 +52,11 @@ impl Watch {
             Some(path) => start(path, Arc::downgrade(&self.signal)),
             None => false,
         })
+    }
+
+    /// Whether the database is a file another process may write (not in memory).
+    pub(crate) fn is_file(&self) -> bool {
+        self.path.is_some()
     }
 
     /// Whether a `PRAGMA data_version` was recorded to compare with.
