@@ -10,6 +10,7 @@
 //! `baton-core`, passed in as the step function.
 #![deny(missing_docs)]
 
+pub mod consume;
 pub mod engine;
 pub mod kinds;
 pub mod stored;
@@ -480,6 +481,19 @@ pub trait StateStore: engine::Transact + Send + Sync {
     }
     /// Landings for a partition, one per job: first and latest batch, and how many.
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>>;
+
+    /// The orchestrator's consume ([`consume`]): takes up to `take.max` deliveries of the
+    /// group, has `handler` sort them into work, applies the work (one transaction) and acks
+    /// what the handler said to. The default fetches, applies, then acks
+    /// ([`consume::consume_apart`]); a store whose database holds `take.bus` does all of it
+    /// in one transaction.
+    fn consume(
+        &self,
+        take: &consume::Take<'_>,
+        handler: &mut dyn consume::ConsumeHandler,
+    ) -> Result<consume::Consumed> {
+        consume::consume_apart(self, take, handler)
+    }
 }
 
 /// A fenced write: the rows of one (processor, partition), the token they were computed
@@ -569,6 +583,17 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
+/// A message to publish, for [`Bus::publish_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The message id (a replay of it is dropped).
+    pub message_id: &'a str,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
 /// Whether a publish was new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -589,6 +614,16 @@ pub struct GroupSettings {
 pub trait Bus: Send + Sync {
     /// Publishes; a message id already on the topic is dropped.
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published>;
+    /// Publishes several messages, in order, each as [`Bus::publish`] would (the relay's
+    /// batch); a backend may write them in one transaction or have them in flight together.
+    /// On an error, any prefix of them may have been published (a retry republishes the
+    /// same ids, which the bus drops).
+    fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<Vec<Published>> {
+        messages
+            .iter()
+            .map(|m| self.publish(m.topic, m.message_id, m.payload))
+            .collect()
+    }
     /// Up to `max` messages for the group, oldest first: new ones, and ones whose ack wait
     /// passed (with `attempt` counting deliveries). The consumer dead-letters a message
     /// past its max deliveries; the bus only redelivers.

@@ -8,6 +8,7 @@
 //! Durability: `synchronous=FULL` by default, so an acknowledged completion survives power
 //! loss; throughput comes from group commit (a consumer batch is one transaction).
 
+mod consume;
 mod schema;
 
 use baton_core::clock::Clock;
@@ -16,14 +17,15 @@ use baton_core::config::TableSpec;
 use baton_core::dead_letter::LetterState;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_ports::consume::{ConsumeHandler, Consumed, Take, consume_apart, is_same};
 use baton_ports::engine;
 use baton_ports::stored::{
     LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, settle_decision,
 };
 use baton_ports::{
     Acquired, Backlog, Bus, DeadLetter, Delivery, Error, GroupSettings, Landing, NewDeadLetter,
-    NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest, Published, Released, Result,
-    RunEnd, RunRecord, Settled, StateStore, Warehouse,
+    NewOutboxRow, OnHeld, OpsRecord, OutboxRow, Outgoing, PendingRequest, Published, Released,
+    Result, RunEnd, RunRecord, Settled, StateStore, Warehouse,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -858,6 +860,14 @@ impl StateStore for SqliteBackend {
         .collect()
     }
 
+    fn consume(&self, take: &Take<'_>, handler: &mut dyn ConsumeHandler) -> Result<Consumed> {
+        if is_same(take.bus, self) {
+            self.consume_here(take, handler)
+        } else {
+            consume_apart(self, take, handler)
+        }
+    }
+
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
         let conn = self.lock();
         let mut stmt = conn
@@ -1169,6 +1179,25 @@ impl Bus for SqliteBackend {
                 )
                 .map_err(map_err)?;
             Ok(if n == 1 { Published::New } else { Published::Duplicate })
+        })
+    }
+
+    fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<Vec<Published>> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                let n = stmt
+                    .execute(params![m.topic, m.message_id, m.payload, micros(now)])
+                    .map_err(map_err)?;
+                out.push(if n == 1 { Published::New } else { Published::Duplicate });
+            }
+            Ok(out)
         })
     }
 
