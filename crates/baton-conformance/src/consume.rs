@@ -176,3 +176,44 @@ pub fn exercise_consume<S: StateStore>(
         "acked deliveries stay acked"
     );
 }
+
+/// The relay ([`StateStore::relay`]) from `store`'s outbox onto `bus`: every unpublished row
+/// once, with the copies asked for, then nothing left.
+pub fn exercise_relay<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> (Arc<S>, Arc<dyn Bus>)) {
+    let (store, bus) = make(clock());
+    for run in ["r1", "r2", "r3"] {
+        store.enqueue(&crate::outbox_row(run)).unwrap();
+    }
+    let topic = crate::outbox_row("r1").topic;
+    let claim = SignedDuration::from_secs(30);
+    let mut copies = |row: &baton_ports::OutboxRow| {
+        if row.row.message_id.contains("r2") {
+            vec![format!("{}#copy1", row.row.message_id)]
+        } else {
+            Vec::new()
+        }
+    };
+    assert_eq!(store.relay(bus.as_ref(), 2, claim, &mut copies).unwrap(), 2);
+    assert_eq!(store.backlog().unwrap().pending, 1, "the limit holds");
+    assert_eq!(
+        store.relay(bus.as_ref(), 10, claim, &mut copies).unwrap(),
+        1
+    );
+    assert_eq!(
+        store.relay(bus.as_ref(), 10, claim, &mut copies).unwrap(),
+        0
+    );
+    assert_eq!(store.backlog().unwrap().pending, 0);
+    let ids: Vec<String> = bus
+        .messages(&topic)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.message_id)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        4,
+        "each row once, and the copy asked for: {ids:?}"
+    );
+    assert!(ids.iter().any(|id| id.ends_with("#copy1")));
+}

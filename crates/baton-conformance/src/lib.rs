@@ -22,7 +22,7 @@ use baton_ports::{
     PendingRequest, Published, Released, RequestKind, RunEnd, RunRecord, RunStatus, StateStore,
     Warehouse, Work, WriteOutcome,
 };
-pub use consume::exercise_consume;
+pub use consume::{exercise_consume, exercise_relay};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
 use std::sync::Arc;

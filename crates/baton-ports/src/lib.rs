@@ -441,6 +441,21 @@ pub trait StateStore: engine::Transact + Send + Sync {
     fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>>;
     /// Marks rows published.
     fn mark_published(&self, ids: &[i64]) -> Result<()>;
+    /// The relay's step: claims up to `limit` unpublished rows (as
+    /// [`StateStore::claim_unpublished`] with `claim_for`), publishes each on `bus` under its
+    /// message id and under every extra id `extra_ids` gives for it (a fault: an
+    /// at-least-once producer's copies), and marks them published; returns how many rows.
+    /// The default does the three in turn (a crash in between republishes the same ids,
+    /// which the bus drops); a store whose database holds `bus` does them in one transaction.
+    fn relay(
+        &self,
+        bus: &dyn Bus,
+        limit: usize,
+        claim_for: SignedDuration,
+        extra_ids: &mut dyn FnMut(&OutboxRow) -> Vec<String>,
+    ) -> Result<usize> {
+        relay_apart(self, bus, limit, claim_for, extra_ids)
+    }
     /// Outbox rows of a kind for a partition (published or not), oldest first.
     fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>>;
     /// What is waiting in the outbox.
@@ -592,6 +607,42 @@ pub struct Outgoing<'a> {
     pub message_id: &'a str,
     /// The payload.
     pub payload: &'a [u8],
+}
+
+/// The relay of a store whose bus is another system: claim, publish, mark (the default of
+/// [`StateStore::relay`]).
+pub fn relay_apart<S: StateStore + ?Sized>(
+    store: &S,
+    bus: &dyn Bus,
+    limit: usize,
+    claim_for: SignedDuration,
+    extra_ids: &mut dyn FnMut(&OutboxRow) -> Vec<String>,
+) -> Result<usize> {
+    let rows = store.claim_unpublished(limit, claim_for)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let extra: Vec<Vec<String>> = rows.iter().map(|r| extra_ids(r)).collect();
+    bus.publish_batch(&outgoing(&rows, &extra))?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    store.mark_published(&ids)?;
+    Ok(rows.len())
+}
+
+/// The messages that publish `rows`, each followed by its copies under the ids `extra`
+/// gives for it (one list per row).
+pub fn outgoing<'a>(rows: &'a [OutboxRow], extra: &'a [Vec<String>]) -> Vec<Outgoing<'a>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (row, ids) in rows.iter().zip(extra) {
+        let message = |message_id| Outgoing {
+            topic: &row.row.topic,
+            message_id,
+            payload: row.row.payload.as_bytes(),
+        };
+        out.push(message(&row.row.message_id));
+        out.extend(ids.iter().map(|id| message(id)));
+    }
+    out
 }
 
 /// Whether a publish was new.

@@ -35,9 +35,7 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::GateId;
 use baton_core::quality::CheckResult;
 use baton_ports::consume::{ConsumeHandler, Sorted, Take};
-use baton_ports::{
-    Bus, Delivery, GroupSettings, NewDeadLetter, Outgoing, StateStore, Warehouse, Work,
-};
+use baton_ports::{Bus, Delivery, GroupSettings, NewDeadLetter, StateStore, Warehouse, Work};
 use baton_runner::{RunHooks, RunOptions, Runner};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
@@ -445,33 +443,13 @@ pub fn relay_once(
     limit: usize,
     faults: &mut dyn RelayFaults,
 ) -> Result<usize, Error> {
-    let rows = store.claim_unpublished(limit, RELAY_CLAIM)?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let copies: Vec<(usize, String)> = rows
-        .iter()
-        .enumerate()
-        .flat_map(|(i, row)| {
-            let n = faults.extra_copies(&row.row.message_id);
-            (1..=n).map(move |copy| (i, format!("{}#copy{copy}", row.row.message_id)))
-        })
-        .collect();
-    let mut outgoing: Vec<Outgoing<'_>> = Vec::with_capacity(rows.len() + copies.len());
-    for (i, row) in rows.iter().enumerate() {
-        let message = |message_id| Outgoing {
-            topic: &row.row.topic,
-            message_id,
-            payload: row.row.payload.as_bytes(),
-        };
-        outgoing.push(message(&row.row.message_id));
-        outgoing.extend(copies.iter().filter(|c| c.0 == i).map(|c| message(&c.1)));
-    }
-    // One batch: a transaction on the embedded bus, publishes in flight together on NATS.
-    bus.publish_batch(&outgoing)?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    store.mark_published(&ids)?;
-    Ok(rows.len())
+    let relayed = store.relay(bus, limit, RELAY_CLAIM, &mut |row| {
+        let copies = faults.extra_copies(&row.row.message_id);
+        (1..=copies)
+            .map(|copy| format!("{}#copy{copy}", row.row.message_id))
+            .collect()
+    })?;
+    Ok(relayed)
 }
 
 /// The consumer group that runs a gate's next phase.

@@ -25,6 +25,10 @@ fn memory_backend_conforms() {
         },
         &|clock, d| clock.advance(d),
     );
+    baton_conformance::exercise_relay(|c| {
+        let b = std::sync::Arc::new(MemBackend::new(c));
+        (b.clone(), b as std::sync::Arc<dyn baton_ports::Bus>)
+    });
 }
 
 #[test]

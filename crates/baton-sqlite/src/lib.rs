@@ -757,6 +757,45 @@ impl StateStore for SqliteBackend {
         })
     }
 
+    fn relay(
+        &self,
+        bus: &dyn Bus,
+        limit: usize,
+        claim_for: SignedDuration,
+        extra_ids: &mut dyn FnMut(&OutboxRow) -> Vec<String>,
+    ) -> Result<usize> {
+        if !is_same(bus, self) {
+            return baton_ports::relay_apart(self, bus, limit, claim_for, extra_ids);
+        }
+        // The outbox and the bus share the file: claim, publish and mark in one commit.
+        let now = self.now();
+        self.write_txn(|tx| {
+            let rows = query_outbox(
+                tx,
+                "WHERE published_at IS NULL AND claimed_until <= ?1 ORDER BY id LIMIT ?2",
+                params![micros(now), limit as i64],
+            )?;
+            let extra: Vec<Vec<String>> = rows.iter().map(|r| extra_ids(r)).collect();
+            let mut publish = tx
+                .prepare_cached(
+                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )
+                .map_err(map_err)?;
+            for m in baton_ports::outgoing(&rows, &extra) {
+                publish
+                    .execute(params![m.topic, m.message_id, m.payload, micros(now)])
+                    .map_err(map_err)?;
+            }
+            let mut mark = tx
+                .prepare_cached("UPDATE outbox SET published_at = ?2 WHERE id = ?1")
+                .map_err(map_err)?;
+            for r in &rows {
+                mark.execute(params![r.id, micros(now)]).map_err(map_err)?;
+            }
+            Ok(rows.len())
+        })
+    }
+
     fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>> {
         let conn = self.lock();
         query_outbox(

@@ -40,6 +40,19 @@ fn sqlite_consume_conforms() {
     );
 }
 
+/// The relay onto the backend's own bus (one transaction) and onto another database's.
+#[test]
+fn sqlite_relay_conforms() {
+    baton_conformance::exercise_relay(|c| {
+        let b = Arc::new(on_file(c));
+        (b.clone(), b as Arc<dyn baton_ports::Bus>)
+    });
+    baton_conformance::exercise_relay(|c| {
+        let bus: Arc<dyn baton_ports::Bus> = Arc::new(on_file(c.clone()));
+        (Arc::new(on_file(c)), bus)
+    });
+}
+
 /// The consume from a bus in another database: fetch, apply, ack (the default).
 #[test]
 fn sqlite_consume_from_another_bus_conforms() {
