@@ -128,7 +128,7 @@ pub fn exercise_consume<S: StateStore>(
         .document(&gate.id, day("2024-03-01"))
         .unwrap()
         .unwrap();
-    assert_eq!(doc.completed_count as usize, n, "nothing was lost");
+    assert_eq!(doc.completed_count, n, "nothing was lost");
     let triggers = store
         .outbox_for(OutboxKind::Trigger, day("2024-03-01"))
         .unwrap();

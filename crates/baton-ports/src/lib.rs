@@ -622,7 +622,7 @@ pub fn relay_apart<S: StateStore + ?Sized>(
     if rows.is_empty() {
         return Ok(0);
     }
-    let extra: Vec<Vec<String>> = rows.iter().map(|r| extra_ids(r)).collect();
+    let extra: Vec<Vec<String>> = rows.iter().map(extra_ids).collect();
     bus.publish_batch(&outgoing(&rows, &extra))?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     store.mark_published(&ids)?;

@@ -775,7 +775,7 @@ impl StateStore for SqliteBackend {
                 "WHERE published_at IS NULL AND claimed_until <= ?1 ORDER BY id LIMIT ?2",
                 params![micros(now), limit as i64],
             )?;
-            let extra: Vec<Vec<String>> = rows.iter().map(|r| extra_ids(r)).collect();
+            let extra: Vec<Vec<String>> = rows.iter().map(extra_ids).collect();
             let mut publish = tx
                 .prepare_cached(
                     "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
