@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 #[path = "bench_e2e.rs"]
 mod e2e;
+#[path = "bench_orchestrator.rs"]
+mod orchestrator;
+use orchestrator::orchestrator;
 
 /// `baton bench`.
 #[derive(Args, Debug)]
@@ -113,6 +116,8 @@ fn publish_completions(
 
 struct Sizes {
     dates: usize,
+    /// Dates of the orchestrator's backlog (x 5 processors x 2 copies).
+    orchestrator_dates: usize,
     rows: usize,
     lease_ops: usize,
     year: usize,
@@ -201,7 +206,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
         &pipeline,
         &b,
         &clock,
-        sizes.dates,
+        sizes.orchestrator_dates,
         distributed,
     )?);
     // Trigger latency end to end through a real `serve` (bench_e2e.rs).
@@ -241,6 +246,7 @@ impl Sizes {
         if quick {
             Sizes {
                 dates: 1_000,
+                orchestrator_dates: 1_000,
                 rows: 100_000,
                 lease_ops: 500,
                 year: 60,
@@ -248,6 +254,7 @@ impl Sizes {
         } else if distributed {
             Sizes {
                 dates: 2_000,
+                orchestrator_dates: 10_000,
                 rows: 200_000,
                 lease_ops: 1_000,
                 year: 365,
@@ -255,6 +262,7 @@ impl Sizes {
         } else {
             Sizes {
                 dates: 10_000,
+                orchestrator_dates: 10_000,
                 rows: 1_000_000,
                 lease_ops: 2_000,
                 year: 365,
@@ -296,65 +304,6 @@ fn human(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
-}
-
-/// Completion messages per second through bus, step, commit and ack, half of them
-/// duplicates (the same run delivered twice under different bus ids, as a replaying
-/// publisher would).
-fn orchestrator(
-    pipeline: &Arc<Pipeline>,
-    b: &Backends,
-    clock: &Arc<dyn Clock>,
-    dates: usize,
-    distributed: bool,
-) -> Result<Figure, Exit> {
-    let gate = &pipeline.gates[0];
-    let now = clock.now();
-    let bar = spinner("orchestrator throughput: publishing");
-    let mut total = 0usize;
-    for i in 0..dates {
-        total += publish_completions(b, gate, day(i), now, &["dup"])?;
-    }
-    bar.set_message("orchestrator throughput: consuming");
-    let consumer = Consumer::new(
-        pipeline.clone(),
-        b.store.clone(),
-        b.warehouse.clone(),
-        b.bus.clone(),
-        clock.clone(),
-    );
-    let start = clock.now();
-    let mut consumed = 0;
-    let mut idle = 0;
-    while consumed < total && idle < 50 {
-        let r = consumer.poll_once(&mut NoFaults)?;
-        consumed += r.fetched;
-        idle = if r.fetched == 0 { idle + 1 } else { 0 };
-    }
-    let secs = elapsed(start);
-    let rate = consumed as f64 / secs;
-    bar.set_message("orchestrator throughput: baseline");
-    let start = clock.now();
-    b.admin.baselines().upserts(total, baton_serve::BATCH_MAX)?;
-    let baseline = total as f64 / elapsed(start);
-    bar.finish_and_clear();
-    let floor = if distributed { 5_000.0 } else { 20_000.0 };
-    Ok(Figure::measured(
-        format!("orchestrator throughput ({total} messages, half duplicates)"),
-        rate,
-        "msg/s",
-    )
-    .against(
-        Some(baseline),
-        format!(
-            "single-row upserts, {} per transaction",
-            baton_serve::BATCH_MAX
-        ),
-    )
-    .target(
-        format!(">= 50% of baseline and >= {floor:.0} msg/s"),
-        Some(rate >= 0.5 * baseline && rate >= floor),
-    ))
 }
 
 /// Rows on a three-column primary key; every tenth row repeats the key of the row five

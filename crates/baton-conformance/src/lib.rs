@@ -7,6 +7,8 @@
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used)] // a test suite: a failed unwrap is a failed conformance check
 
+mod consume;
+
 use baton_core::ManualClock;
 use baton_core::completion::{self, Outcome};
 use baton_core::config::{Pipeline, TableSpec};
@@ -20,6 +22,7 @@ use baton_ports::{
     PendingRequest, Published, Released, RequestKind, RunEnd, RunRecord, RunStatus, StateStore,
     Warehouse, Work, WriteOutcome, engine,
 };
+pub use consume::{exercise_consume, exercise_relay};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -14,15 +14,28 @@
 
 use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
 use baton_ports::wake::{Signal, Source};
-use baton_ports::{Bus, Delivery, Error, GroupSettings, Published, Result};
+use baton_ports::{Bus, Delivery, Error, GroupSettings, Outgoing, Published, Result};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long one bus operation may take before it fails as retryable.
+/// How long one attempt of a bus operation may take before it is abandoned.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a bus operation may take in all: an attempt that times out is tried again while
+/// a whole attempt still fits in this budget, then the operation fails as retryable, naming
+/// itself and how often it timed out.
+pub const OP_BUDGET: Duration = Duration::from_secs(20);
+/// Messages a relay batch has in flight at once (each publish still awaits its ack).
+const PUBLISH_WINDOW: usize = 256;
+
+/// Whether an operation whose attempt just timed out, with `elapsed` spent on its attempts
+/// so far, is tried again: only while another whole attempt of `attempt_timeout` fits in
+/// `budget` (a slow server gets more attempts, a dead one fails within the budget).
+pub fn retry_after_timeout(elapsed: Duration, budget: Duration, attempt_timeout: Duration) -> bool {
+    elapsed.saturating_add(attempt_timeout) <= budget
+}
 /// The stream's duplicate window: replays of a message id inside it are dropped.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -97,7 +110,7 @@ impl NatsBus {
     /// Deletes the streams of these topics (and their consumers): the demo's fresh start.
     pub fn delete_topics(&self, topics: &[String]) -> Result<()> {
         for topic in topics {
-            self.block("delete stream", async {
+            self.block("delete stream", || async move {
                 // A stream that does not exist is already deleted.
                 let _ = self.js.delete_stream(stream_name(topic)).await;
                 Ok(())
@@ -127,11 +140,14 @@ impl NatsBus {
     /// resubscribes by itself after a reconnect; the task ends when the signal is dropped.
     pub fn forward_wakes(&self, signal: &Arc<Signal>) -> Result<()> {
         let client = self.js.client();
-        let mut sub = self.block("subscribe", async {
-            client
-                .subscribe("baton.>")
-                .await
-                .map_err(|e| retryable("subscribe", e))
+        let mut sub = self.block("subscribe", || {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe("baton.>")
+                    .await
+                    .map_err(|e| retryable("subscribe", e))
+            }
         })?;
         let signal = Arc::downgrade(signal);
         self.runtime.spawn(async move {
@@ -145,10 +161,33 @@ impl NatsBus {
         Ok(())
     }
 
-    fn block<T>(&self, what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        self.runtime
-            .block_on(async { tokio::time::timeout(OP_TIMEOUT, f).await })
-            .map_err(|_| Error::Retryable(format!("NATS {what}: timed out after {OP_TIMEOUT:?}")))?
+    /// Runs `op` on the runtime, each attempt bounded by [`OP_TIMEOUT`], trying again after a
+    /// timeout within [`OP_BUDGET`] ([`retry_after_timeout`]). Every operation is safe to
+    /// repeat: publishes carry their message id, acks and reads change nothing twice, and a
+    /// fetch abandoned mid-way leaves its messages to be redelivered after the ack wait.
+    fn block<T, F>(&self, what: &str, op: impl Fn() -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        // Only timeouts are retried, so the time spent is the attempts times the timeout.
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let attempt = self
+                .runtime
+                .block_on(async { tokio::time::timeout(OP_TIMEOUT, op()).await });
+            match attempt {
+                Ok(result) => return result,
+                Err(_) if retry_after_timeout(OP_TIMEOUT * attempts, OP_BUDGET, OP_TIMEOUT) => {
+                    tracing::warn!(operation = what, attempt = attempts, timeout = ?OP_TIMEOUT, "NATS operation timed out; trying again");
+                }
+                Err(_) => {
+                    return Err(Error::Retryable(format!(
+                        "NATS {what}: timed out {attempts} times ({OP_TIMEOUT:?} each, budget {OP_BUDGET:?}): the server is unreachable or too slow"
+                    )));
+                }
+            }
+        }
     }
 
     fn ensure_stream(&self, topic: &str) -> Result<()> {
@@ -167,9 +206,9 @@ impl NatsBus {
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
         };
-        self.block("create stream", async {
+        self.block("create stream", || async {
             self.js
-                .get_or_create_stream(config)
+                .get_or_create_stream(config.clone())
                 .await
                 .map(|_| ())
                 .map_err(|e| retryable("create stream", e))
@@ -194,7 +233,7 @@ impl NatsBus {
         self.ensure_stream(topic)?;
         let ack_wait =
             std::time::Duration::try_from(settings.ack_wait).unwrap_or(Duration::from_secs(30));
-        let consumer: PullConsumer = self.block("create consumer", async {
+        let consumer: PullConsumer = self.block("create consumer", || async move {
             let stream = self
                 .js
                 .get_stream(stream_name(topic))
@@ -223,7 +262,7 @@ impl NatsBus {
 
     fn stream_messages(&self, topic: &str) -> Result<Vec<StoredMessage>> {
         self.ensure_stream(topic)?;
-        self.block("read stream", async {
+        self.block("read stream", || async move {
             let mut stream = self
                 .js
                 .get_stream(stream_name(topic))
@@ -260,7 +299,7 @@ impl NatsBus {
 impl Bus for NatsBus {
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
         self.ensure_stream(topic)?;
-        let ack = self.block("publish", async {
+        let ack = self.block("publish", || async move {
             let message = PublishMessage::build()
                 .message_id(message_id)
                 .payload(payload.to_vec().into());
@@ -278,6 +317,47 @@ impl Bus for NatsBus {
         })
     }
 
+    fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<Vec<Published>> {
+        let mut topics: Vec<&str> = messages.iter().map(|m| m.topic).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        for topic in topics {
+            self.ensure_stream(topic)?;
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        for window in messages.chunks(PUBLISH_WINDOW) {
+            // The window's publishes are sent back to back (in order, on one connection),
+            // then their acks awaited: one round trip per window, not per message.
+            let acks = self.block("publish", || async move {
+                let mut pending = Vec::with_capacity(window.len());
+                for m in window {
+                    let message = PublishMessage::build()
+                        .message_id(m.message_id)
+                        .payload(m.payload.to_vec().into());
+                    let ack = self
+                        .js
+                        .send_publish(subject(m.topic), message)
+                        .await
+                        .map_err(|e| retryable("publish", e))?;
+                    pending.push(ack);
+                }
+                let mut acks = Vec::with_capacity(pending.len());
+                for ack in pending {
+                    acks.push(ack.await.map_err(|e| retryable("publish ack", e))?);
+                }
+                Ok(acks)
+            })?;
+            out.extend(acks.into_iter().map(|a| {
+                if a.duplicate {
+                    Published::Duplicate
+                } else {
+                    Published::New
+                }
+            }));
+        }
+        Ok(out)
+    }
+
     fn fetch(
         &self,
         topic: &str,
@@ -286,7 +366,8 @@ impl Bus for NatsBus {
         settings: GroupSettings,
     ) -> Result<Vec<Delivery>> {
         let consumer = self.consumer(topic, group, settings)?;
-        let messages: Vec<jetstream::Message> = self.block("fetch", async {
+        let consumer = &consumer;
+        let messages: Vec<jetstream::Message> = self.block("fetch", || async move {
             let mut batch = consumer.fetch().max_messages(max.max(1)).messages().await.map_err(|e| retryable("fetch", e))?;
             let mut out = Vec::new();
             while let Some(m) = batch.next().await {
@@ -327,7 +408,8 @@ impl Bus for NatsBus {
                 .filter_map(|s| inflight.remove(&(topic.to_owned(), group.to_owned(), *s)))
                 .collect()
         };
-        self.block("ack", async {
+        let messages = &messages;
+        self.block("ack", || async move {
             // double_ack waits for the server to confirm, so `pending` agrees right after;
             // a batch's acks are in flight together, not one round trip each.
             let acks =
@@ -341,7 +423,7 @@ impl Bus for NatsBus {
 
     fn pending(&self, topic: &str, group: &str) -> Result<u64> {
         self.ensure_stream(topic)?;
-        self.block("consumer info", async {
+        self.block("consumer info", || async move {
             let mut stream = self
                 .js
                 .get_stream(stream_name(topic))
@@ -371,11 +453,42 @@ impl Bus for NatsBus {
     }
 
     fn published_since(&self, topic: &str, since: Timestamp) -> Result<u64> {
-        Ok(self
-            .stream_messages(topic)?
-            .iter()
-            .filter(|(_, _, _, at)| *at >= since)
-            .count() as u64)
+        self.ensure_stream(topic)?;
+        let start_time = async_nats::datetime::from_nanos(since.as_nanosecond())
+            .map_err(|e| Error::Permanent(format!("NATS published since {since}: {e}")))?;
+        // An ephemeral consumer starting at `since` knows how many messages it would deliver:
+        // one round trip, where reading the stream costs one per message.
+        self.block("count messages since", || async move {
+            let mut stream = self
+                .js
+                .get_stream(stream_name(topic))
+                .await
+                .map_err(|e| retryable("get stream", e))?;
+            let state = &stream
+                .info()
+                .await
+                .map_err(|e| retryable("stream info", e))?
+                .state;
+            // A start time past the newest message would start the consumer at the next one
+            // to come (and count the stream's whole tail on some servers).
+            if state.messages == 0 || state.last_timestamp < start_time {
+                return Ok(0);
+            }
+            let consumer: PullConsumer = stream
+                .create_consumer(jetstream::consumer::pull::Config {
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
+                    ack_policy: jetstream::consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(5),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| retryable("create counting consumer", e))?;
+            let info = consumer.cached_info();
+            let pending = info.num_pending;
+            // Left alone, the server removes it after its inactive threshold.
+            let _ = stream.delete_consumer(&info.name).await;
+            Ok(pending)
+        })
     }
 
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
@@ -468,6 +581,9 @@ impl Bus for LazyNatsBus {
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
         self.get()?.publish(topic, message_id, payload)
     }
+    fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<Vec<Published>> {
+        self.get()?.publish_batch(messages)
+    }
     fn fetch(
         &self,
         topic: &str,
@@ -488,5 +604,38 @@ impl Bus for LazyNatsBus {
     }
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
         self.get()?.messages(topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_operation_is_retried_while_a_whole_attempt_fits_in_its_budget() {
+        let (budget, attempt) = (Duration::from_secs(20), Duration::from_secs(5));
+        // Timed out after 1, 2 and 3 attempts: 5, 10 and 15 s spent, another 5 s fits.
+        for spent in [5, 10, 15] {
+            assert!(retry_after_timeout(
+                Duration::from_secs(spent),
+                budget,
+                attempt
+            ));
+        }
+        // A fourth timeout uses the budget up; a slow attempt past it is not repeated.
+        assert!(!retry_after_timeout(
+            Duration::from_secs(20),
+            budget,
+            attempt
+        ));
+        assert!(!retry_after_timeout(
+            Duration::from_millis(15_001),
+            budget,
+            attempt
+        ));
+        assert!(
+            retry_after_timeout(OP_TIMEOUT, OP_BUDGET, OP_TIMEOUT),
+            "the bus's own budget allows a retry after one timeout"
+        );
     }
 }

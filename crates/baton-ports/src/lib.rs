@@ -11,6 +11,7 @@
 //! `baton-core`, passed in as the step function.
 #![deny(missing_docs)]
 
+pub mod consume;
 pub mod engine;
 pub mod kinds;
 pub mod stored;
@@ -491,6 +492,21 @@ pub trait StateStore: engine::Transact + Send + Sync {
     fn claim_unpublished(&self, limit: usize, claim_for: SignedDuration) -> Result<Vec<OutboxRow>>;
     /// Marks rows published.
     fn mark_published(&self, ids: &[i64]) -> Result<()>;
+    /// The relay's step: claims up to `limit` unpublished rows (as
+    /// [`StateStore::claim_unpublished`] with `claim_for`), publishes each on `bus` under its
+    /// message id and under every extra id `extra_ids` gives for it (a fault: an
+    /// at-least-once producer's copies), and marks them published; returns how many rows.
+    /// The default does the three in turn (a crash in between republishes the same ids,
+    /// which the bus drops); a store whose database holds `bus` does them in one transaction.
+    fn relay(
+        &self,
+        bus: &dyn Bus,
+        limit: usize,
+        claim_for: SignedDuration,
+        extra_ids: &mut dyn FnMut(&OutboxRow) -> Vec<String>,
+    ) -> Result<usize> {
+        relay_apart(self, bus, limit, claim_for, extra_ids)
+    }
     /// Outbox rows of a kind for a partition (published or not), oldest first.
     fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>>;
     /// What is waiting in the outbox.
@@ -537,6 +553,19 @@ pub trait StateStore: engine::Transact + Send + Sync {
     /// The completion receipts a partition's history keeps, every gate's, in the order
     /// they were applied.
     fn receipts(&self, partition: Partition) -> Result<Vec<CompletionReceipt>>;
+
+    /// The orchestrator's consume ([`consume`]): takes up to `take.max` deliveries of the
+    /// group, has `handler` sort them into work, applies the work (one transaction) and acks
+    /// what the handler said to. The default fetches, applies, then acks
+    /// ([`consume::consume_apart`]); a store whose database holds `take.bus` does all of it
+    /// in one transaction.
+    fn consume(
+        &self,
+        take: &consume::Take<'_>,
+        handler: &mut dyn consume::ConsumeHandler,
+    ) -> Result<consume::Consumed> {
+        consume::consume_apart(self, take, handler)
+    }
 }
 
 /// A fenced write: the rows of one (processor, partition), the token they were computed
@@ -626,6 +655,53 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
+/// A message to publish, for [`Bus::publish_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The message id (a replay of it is dropped).
+    pub message_id: &'a str,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// The relay of a store whose bus is another system: claim, publish, mark (the default of
+/// [`StateStore::relay`]).
+pub fn relay_apart<S: StateStore + ?Sized>(
+    store: &S,
+    bus: &dyn Bus,
+    limit: usize,
+    claim_for: SignedDuration,
+    extra_ids: &mut dyn FnMut(&OutboxRow) -> Vec<String>,
+) -> Result<usize> {
+    let rows = store.claim_unpublished(limit, claim_for)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let extra: Vec<Vec<String>> = rows.iter().map(extra_ids).collect();
+    bus.publish_batch(&outgoing(&rows, &extra))?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    store.mark_published(&ids)?;
+    Ok(rows.len())
+}
+
+/// The messages that publish `rows`, each followed by its copies under the ids `extra`
+/// gives for it (one list per row).
+pub fn outgoing<'a>(rows: &'a [OutboxRow], extra: &'a [Vec<String>]) -> Vec<Outgoing<'a>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (row, ids) in rows.iter().zip(extra) {
+        let message = |message_id| Outgoing {
+            topic: &row.row.topic,
+            message_id,
+            payload: row.row.payload.as_bytes(),
+        };
+        out.push(message(&row.row.message_id));
+        out.extend(ids.iter().map(|id| message(id)));
+    }
+    out
+}
+
 /// Whether a publish was new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -646,6 +722,16 @@ pub struct GroupSettings {
 pub trait Bus: Send + Sync {
     /// Publishes; a message id already on the topic is dropped.
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published>;
+    /// Publishes several messages, in order, each as [`Bus::publish`] would (the relay's
+    /// batch); a backend may write them in one transaction or have them in flight together.
+    /// On an error, any prefix of them may have been published (a retry republishes the
+    /// same ids, which the bus drops).
+    fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<Vec<Published>> {
+        messages
+            .iter()
+            .map(|m| self.publish(m.topic, m.message_id, m.payload))
+            .collect()
+    }
     /// Up to `max` messages for the group, oldest first: new ones, and ones whose ack wait
     /// passed (with `attempt` counting deliveries). The consumer dead-letters a message
     /// past its max deliveries; the bus only redelivers.

@@ -32,6 +32,31 @@ fn postgres_warehouse_conforms() {
     baton_conformance::exercise_warehouse(fresh);
 }
 
+/// The orchestrator's consume on PostgreSQL from NATS: fetch, apply, ack.
+#[test]
+fn postgres_consume_from_nats_conforms() {
+    let nats = baton_testkit::Nats::start()
+        .expect("nats-server must be installed (./test.sh installs it)");
+    baton_conformance::exercise_consume(
+        |clock| {
+            let bus: Arc<dyn baton_ports::Bus> =
+                Arc::new(baton_nats::NatsBus::connect(&nats.url()).unwrap());
+            (Arc::new(fresh(clock)), bus)
+        },
+        // JetStream's ack wait runs on the server's clock: wait for it (the store's clock
+        // moves along, so the step sees the time pass too).
+        &|clock, d| {
+            baton_core::Clock::sleep(&baton_core::SystemClock, d);
+            clock.advance(d);
+        },
+    );
+    baton_conformance::exercise_relay(|clock| {
+        let bus: Arc<dyn baton_ports::Bus> =
+            Arc::new(baton_nats::NatsBus::connect(&nats.url()).unwrap());
+        (Arc::new(fresh(clock)), bus)
+    });
+}
+
 #[test]
 fn migrations_apply_once() {
     let url = server().create_database("migrations_once").unwrap();

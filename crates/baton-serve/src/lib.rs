@@ -28,10 +28,13 @@ pub mod timeline;
 
 use baton_core::clock::Clock;
 use baton_core::completion::{self, Outcome, Trigger};
+use baton_core::completion::{Document, StepOutput};
 use baton_core::config::Pipeline;
 use baton_core::dead_letter::{FIELD_CAP_BYTES, clip};
 use baton_core::message::CompletionMessage;
+use baton_core::model::GateId;
 use baton_core::quality::CheckResult;
+use baton_ports::consume::{ConsumeHandler, Sorted, Take};
 use baton_ports::{Bus, Delivery, GroupSettings, NewDeadLetter, StateStore, Warehouse, Work};
 use baton_runner::{RunHooks, RunOptions, Runner};
 use jiff::Timestamp;
@@ -191,8 +194,9 @@ impl Consumer {
         Ok(report)
     }
 
-    /// One gate's batch: fetched, sorted into work, applied, then acked (only after the
-    /// transaction committed, so a crash in between redelivers it).
+    /// One gate's batch, through [`StateStore::consume`]: taken, sorted into work, applied,
+    /// and acked only with (or after) the transaction that applied it, so a crash in
+    /// between redelivers it.
     fn poll_gate(
         &self,
         gate: &baton_core::gate::Gate,
@@ -200,21 +204,31 @@ impl Consumer {
         faults: &mut dyn ConsumerFaults,
         report: &mut ConsumeReport,
     ) -> Result<(), Error> {
-        let topic = &gate.completion_topic;
-        let mut batch = self
-            .bus
-            .fetch(topic, ORCHESTRATOR_GROUP, BATCH_MAX, settings)?;
-        report.fetched += batch.len();
-        faults.reorder(&mut batch);
-        let (work, seqs) = self.sort_batch(topic, gate, batch, faults, report);
-        if work.is_empty() {
-            self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
-            return Ok(());
-        }
-        let now = self.clock.now();
-        let quality = self.measure_batch(&work, now)?;
-        let (outcomes, triggers) = self.apply_batch(gate, &work, now, &quality)?;
-        for (w, o) in work.iter().zip(&outcomes) {
+        let take = Take {
+            bus: self.bus.as_ref(),
+            topic: &gate.completion_topic,
+            group: ORCHESTRATOR_GROUP,
+            max: BATCH_MAX,
+            settings,
+        };
+        let mut batch = GateBatch {
+            consumer: self,
+            gate,
+            faults,
+            report,
+            now: self.clock.now(),
+            quality: QualityByDate::new(),
+            triggers: 0,
+            failure: None,
+        };
+        let consumed = match self.store.consume(&take, &mut batch) {
+            Ok(c) => c,
+            Err(e) => return Err(batch.failure.take().unwrap_or(Error::Backend(e))),
+        };
+        let triggers = batch.triggers;
+        report.fetched += consumed.fetched;
+        report.triggers += triggers;
+        for (w, o) in consumed.work.iter().zip(&consumed.outcomes) {
             if let Work::Completion { gate, message } = w {
                 tracing::debug!(gate = %gate, date = %message.partition, processor = %message.processor, message_id = %message.message_id, outcome = outcome_name(o), "completion applied");
             }
@@ -223,11 +237,6 @@ impl Consumer {
                 .entry(outcome_name(o).to_owned())
                 .or_default() += 1;
         }
-        report.triggers += triggers;
-        if faults.crash_before_ack() {
-            return Err(Error::InjectedCrash("after commit, before ack"));
-        }
-        self.bus.ack(topic, ORCHESTRATOR_GROUP, &seqs)?;
         Ok(())
     }
 
@@ -294,43 +303,6 @@ impl Consumer {
         Ok(quality)
     }
 
-    /// Applies the batch in one transaction through the completion step; the outcomes and
-    /// how many triggers it wrote to the outbox.
-    fn apply_batch(
-        &self,
-        gate: &baton_core::gate::Gate,
-        work: &[Work],
-        now: Timestamp,
-        quality: &QualityByDate,
-    ) -> Result<(Vec<Outcome>, usize), Error> {
-        let pipeline = &self.pipeline;
-        let mut triggers = 0;
-        let outcomes = self.store.apply(work, &mut |doc, gate_id, message| {
-            let gate = pipeline.gate(gate_id.as_str()).unwrap_or(gate);
-            let (results, facts) = match quality.get(&(gate_id.to_string(), message.partition)) {
-                Some((r, f)) => (r.as_slice(), f.clone()),
-                None => (&[][..], Default::default()),
-            };
-            let out = completion::step_settling(doc, message, gate, now, results, &facts);
-            if let Some(b) = out.document.blocked.as_ref().filter(|_| !out.document.triggered) {
-                tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
-            }
-            let fired = out
-                .effects
-                .iter()
-                .filter(|e| matches!(e, completion::Effect::PublishTrigger(_)))
-                .count();
-            if fired > 0 {
-                for w in &out.document.warnings {
-                    tracing::warn!(gate = %gate.id, date = %message.partition, check = %w.check, evidence = %w.evidence, "quality check warned: triggered with a warning");
-                }
-            }
-            triggers += fired;
-            out
-        })?;
-        Ok((outcomes, triggers))
-    }
-
     fn classify(&self, topic: &str, gate: &baton_core::gate::Gate, delivery: &Delivery) -> Work {
         let letter = |reason: String| {
             let (date, processor) = payload_fields(&delivery.payload);
@@ -364,6 +336,93 @@ impl Consumer {
     }
 }
 
+/// One gate's batch as the store's consume sees the consumer: sorting (with the injected
+/// faults and the quality measurements, before the transaction) and the completion step.
+struct GateBatch<'a> {
+    consumer: &'a Consumer,
+    gate: &'a baton_core::gate::Gate,
+    faults: &'a mut dyn ConsumerFaults,
+    report: &'a mut ConsumeReport,
+    now: Timestamp,
+    quality: QualityByDate,
+    /// Triggers the step fired (counted only if the consume commits).
+    triggers: usize,
+    /// The consumer's own error behind a backend error this handler returned.
+    failure: Option<Error>,
+}
+
+impl GateBatch<'_> {
+    /// The backend error to hand the store for `e`, keeping `e` to return in its place.
+    fn stash(&mut self, e: Error) -> baton_ports::Error {
+        match e {
+            Error::Backend(b) => b,
+            other => {
+                let kept = baton_ports::Error::Permanent(other.to_string());
+                self.failure = Some(other);
+                kept
+            }
+        }
+    }
+}
+
+impl ConsumeHandler for GateBatch<'_> {
+    fn sort(&mut self, mut batch: Vec<Delivery>) -> baton_ports::Result<Sorted> {
+        self.faults.reorder(&mut batch);
+        let topic = &self.gate.completion_topic;
+        let (work, ack) =
+            self.consumer
+                .sort_batch(topic, self.gate, batch, &mut *self.faults, self.report);
+        self.now = self.consumer.clock.now();
+        match self.consumer.measure_batch(&work, self.now) {
+            Ok(q) => self.quality = q,
+            Err(e) => return Err(self.stash(e)),
+        }
+        Ok(Sorted { work, ack })
+    }
+
+    fn step(
+        &mut self,
+        doc: Option<Document>,
+        gate_id: &GateId,
+        message: &CompletionMessage,
+    ) -> StepOutput {
+        let pipeline = &self.consumer.pipeline;
+        let gate = pipeline.gate(gate_id.as_str()).unwrap_or(self.gate);
+        let (results, facts) = match self.quality.get(&(gate_id.to_string(), message.partition)) {
+            Some((r, f)) => (r.as_slice(), f.clone()),
+            None => (&[][..], Default::default()),
+        };
+        let out = completion::step_settling(doc, message, gate, self.now, results, &facts);
+        if let Some(b) = out
+            .document
+            .blocked
+            .as_ref()
+            .filter(|_| !out.document.triggered)
+        {
+            tracing::error!(gate = %gate.id, date = %message.partition, processor = %message.processor, message_id = %message.message_id, check = %b.check, evidence = %b.evidence, "quality check failed: trigger blocked");
+        }
+        let fired = out
+            .effects
+            .iter()
+            .filter(|e| matches!(e, completion::Effect::PublishTrigger(_)))
+            .count();
+        if fired > 0 {
+            for w in &out.document.warnings {
+                tracing::warn!(gate = %gate.id, date = %message.partition, check = %w.check, evidence = %w.evidence, "quality check warned: triggered with a warning");
+            }
+        }
+        self.triggers += fired;
+        out
+    }
+
+    fn before_ack(&mut self) -> baton_ports::Result<()> {
+        if self.faults.crash_before_ack() {
+            return Err(self.stash(Error::InjectedCrash("after apply, before ack")));
+        }
+        Ok(())
+    }
+}
+
 /// Faults the relay can be asked to suffer.
 pub trait RelayFaults {
     /// Extra copies to publish of a row, each under a distinct bus id (an at-least-once
@@ -384,25 +443,13 @@ pub fn relay_once(
     limit: usize,
     faults: &mut dyn RelayFaults,
 ) -> Result<usize, Error> {
-    let rows = store.claim_unpublished(limit, RELAY_CLAIM)?;
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in &rows {
-        bus.publish(
-            &row.row.topic,
-            &row.row.message_id,
-            row.row.payload.as_bytes(),
-        )?;
-        for copy in 1..=faults.extra_copies(&row.row.message_id) {
-            bus.publish(
-                &row.row.topic,
-                &format!("{}#copy{copy}", row.row.message_id),
-                row.row.payload.as_bytes(),
-            )?;
-        }
-        ids.push(row.id);
-    }
-    store.mark_published(&ids)?;
-    Ok(rows.len())
+    let relayed = store.relay(bus, limit, RELAY_CLAIM, &mut |row| {
+        let copies = faults.extra_copies(&row.row.message_id);
+        (1..=copies)
+            .map(|copy| format!("{}#copy{copy}", row.row.message_id))
+            .collect()
+    })?;
+    Ok(relayed)
 }
 
 /// The consumer group that runs a gate's next phase.

@@ -166,8 +166,11 @@ impl ConsumerFaults for CrashOnce {
     }
 }
 
+/// On the embedded backend the batch is applied and acked in one transaction: a crash
+/// before the ack rolls the apply back too, and the batch comes back after the ack wait and
+/// is applied once.
 #[test]
-fn a_crash_between_commit_and_ack_redelivers_harmlessly() {
+fn a_crash_between_apply_and_ack_redelivers_and_applies_once() {
     let e = env();
     for p in ALL {
         publish(
@@ -180,16 +183,32 @@ fn a_crash_between_commit_and_ack_redelivers_harmlessly() {
         e.consumer.poll_once(&mut CrashOnce(true)).is_err(),
         "the injected crash surfaces"
     );
-    assert_eq!(triggers(&e), 1, "the commit happened before the crash");
+    assert_eq!(
+        triggers(&e),
+        0,
+        "the crash rolled the apply back with the ack"
+    );
+    assert!(
+        e.backend
+            .document(&e.pipeline.gates[0].id, e.date)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        e.consumer.poll_once(&mut NoFaults).unwrap().fetched,
+        0,
+        "the batch is in flight until its ack wait passes"
+    );
     e.clock
         .advance(e.pipeline.ack_wait + SignedDuration::from_secs(1));
     let report = e.consumer.poll_once(&mut NoFaults).unwrap();
     assert_eq!(
-        report.outcomes.get("duplicate"),
+        report.outcomes.get("applied"),
         Some(&5),
-        "redelivered after the ack wait"
+        "redelivered after the ack wait, and applied then"
     );
     assert_eq!(triggers(&e), 1);
+    assert!(doc(&e).entries.values().all(|x| x.messages_seen == 1));
     assert_eq!(
         e.backend
             .pending("phase3-completions", ORCHESTRATOR_GROUP)

@@ -18,6 +18,17 @@ fn memory_backend_conforms() {
     baton_conformance::exercise_state_store(|c| MemBackend::new(c));
     baton_conformance::exercise_warehouse(|c| MemBackend::new(c));
     baton_conformance::exercise_bus(|c| MemBackend::new(c), &|clock, d| clock.advance(d));
+    baton_conformance::exercise_consume(
+        |c| {
+            let b = std::sync::Arc::new(MemBackend::new(c));
+            (b.clone(), b as std::sync::Arc<dyn baton_ports::Bus>)
+        },
+        &|clock, d| clock.advance(d),
+    );
+    baton_conformance::exercise_relay(|c| {
+        let b = std::sync::Arc::new(MemBackend::new(c));
+        (b.clone(), b as std::sync::Arc<dyn baton_ports::Bus>)
+    });
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! Durability: `synchronous=FULL` by default, so an acknowledged completion survives power
 //! loss; throughput comes from group commit (a consumer batch is one transaction).
 
+mod consume;
 mod schema;
 mod wake;
 
@@ -17,6 +18,7 @@ use baton_core::config::TableSpec;
 use baton_core::dead_letter::LetterState;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
+use baton_ports::consume::{ConsumeHandler, Consumed, Take, consume_apart, is_same};
 use baton_ports::engine;
 use baton_ports::stored::{
     LetterRow, corrupt, from_micros, kind_of, micros, partition_of, quote, receipt_body,
@@ -24,8 +26,8 @@ use baton_ports::stored::{
 };
 use baton_ports::{
     Acquired, Backlog, Bus, CompletionReceipt, DeadLetter, Delivery, Error, GroupSettings, Landing,
-    LandingBatch, NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, PendingRequest,
-    Published, Released, Result, RunEnd, RunRecord, Settled, StateStore, Warehouse,
+    LandingBatch, NewDeadLetter, NewOutboxRow, OnHeld, OpsRecord, OutboxRow, Outgoing,
+    PendingRequest, Published, Released, Result, RunEnd, RunRecord, Settled, StateStore, Warehouse,
 };
 use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
@@ -818,6 +820,51 @@ impl StateStore for SqliteBackend {
         })
     }
 
+    fn relay(
+        &self,
+        bus: &dyn Bus,
+        limit: usize,
+        claim_for: SignedDuration,
+        extra_ids: &mut dyn FnMut(&OutboxRow) -> Vec<String>,
+    ) -> Result<usize> {
+        if !is_same(bus, self) {
+            return baton_ports::relay_apart(self, bus, limit, claim_for, extra_ids);
+        }
+        // The outbox and the bus share the file: claim, publish and mark in one commit.
+        let now = self.now();
+        self.write_txn(|tx| {
+            let rows = query_outbox(
+                tx,
+                "WHERE published_at IS NULL AND claimed_until <= ?1 ORDER BY id LIMIT ?2",
+                params![micros(now), limit as i64],
+            )?;
+            let extra: Vec<Vec<String>> = rows.iter().map(extra_ids).collect();
+            let mut publish = tx
+                .prepare_cached(
+                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )
+                .map_err(map_err)?;
+            for m in baton_ports::outgoing(&rows, &extra) {
+                publish
+                    .execute(params![m.topic, m.message_id, m.payload, micros(now)])
+                    .map_err(map_err)?;
+            }
+            let mut mark = tx
+                .prepare_cached("UPDATE outbox SET published_at = ?2 WHERE id = ?1")
+                .map_err(map_err)?;
+            for r in &rows {
+                mark.execute(params![r.id, micros(now)]).map_err(map_err)?;
+            }
+            Ok(rows.len())
+        })
+        .inspect(|n| {
+            // New messages on the bus: the consumers of this process have work.
+            if *n > 0 {
+                self.watch.raise();
+            }
+        })
+    }
+
     fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>> {
         let conn = self.lock();
         query_outbox(
@@ -919,6 +966,14 @@ impl StateStore for SqliteBackend {
             })
         })
         .collect()
+    }
+
+    fn consume(&self, take: &Take<'_>, handler: &mut dyn ConsumeHandler) -> Result<Consumed> {
+        if is_same(take.bus, self) {
+            self.consume_here(take, handler)
+        } else {
+            consume_apart(self, take, handler)
+        }
     }
 
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
@@ -1332,6 +1387,30 @@ impl Bus for SqliteBackend {
         })
         .inspect(|p| {
             if *p == Published::New {
+                self.watch.raise();
+            }
+        })
+    }
+
+    fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<Vec<Published>> {
+        let now = self.now();
+        self.write_txn(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                let n = stmt
+                    .execute(params![m.topic, m.message_id, m.payload, micros(now)])
+                    .map_err(map_err)?;
+                out.push(if n == 1 { Published::New } else { Published::Duplicate });
+            }
+            Ok(out)
+        })
+        .inspect(|out| {
+            if out.contains(&Published::New) {
                 self.watch.raise();
             }
         })

@@ -36,6 +36,43 @@ fn sqlite_bus_conforms() {
     baton_conformance::exercise_bus(on_file, &|clock, d| clock.advance(d));
 }
 
+/// The orchestrator's consume from the backend's own bus: one transaction per batch.
+#[test]
+fn sqlite_consume_conforms() {
+    baton_conformance::exercise_consume(
+        |c| {
+            let b = Arc::new(on_file(c));
+            (b.clone(), b as Arc<dyn baton_ports::Bus>)
+        },
+        &|clock, d| clock.advance(d),
+    );
+}
+
+/// The relay onto the backend's own bus (one transaction) and onto another database's.
+#[test]
+fn sqlite_relay_conforms() {
+    baton_conformance::exercise_relay(|c| {
+        let b = Arc::new(on_file(c));
+        (b.clone(), b as Arc<dyn baton_ports::Bus>)
+    });
+    baton_conformance::exercise_relay(|c| {
+        let bus: Arc<dyn baton_ports::Bus> = Arc::new(on_file(c.clone()));
+        (Arc::new(on_file(c)), bus)
+    });
+}
+
+/// The consume from a bus in another database: fetch, apply, ack (the default).
+#[test]
+fn sqlite_consume_from_another_bus_conforms() {
+    baton_conformance::exercise_consume(
+        |c| {
+            let bus: Arc<dyn baton_ports::Bus> = Arc::new(on_file(c.clone()));
+            (Arc::new(on_file(c)), bus)
+        },
+        &|clock, d| clock.advance(d),
+    );
+}
+
 /// A database whose dead letters were stored as text (schema version 5) keeps them across
 /// the migration to byte payloads, open and with their reasons.
 #[test]
