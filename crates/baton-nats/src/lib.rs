@@ -341,11 +341,32 @@ impl Bus for NatsBus {
     }
 
     fn published_since(&self, topic: &str, since: Timestamp) -> Result<u64> {
-        Ok(self
-            .stream_messages(topic)?
-            .iter()
-            .filter(|(_, _, _, at)| *at >= since)
-            .count() as u64)
+        self.ensure_stream(topic)?;
+        let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(since.as_nanosecond())
+            .map_err(|e| Error::Permanent(format!("NATS published_since: {e}")))?;
+        // One round trip, not one per message: a consumer starting at `since` is told at its
+        // creation how many messages lie ahead of it; it is deleted at once (and would expire
+        // by itself).
+        self.block("count messages since", async {
+            let stream = self
+                .js
+                .get_stream(stream_name(topic))
+                .await
+                .map_err(|e| retryable("get stream", e))?;
+            let consumer: PullConsumer = stream
+                .create_consumer(jetstream::consumer::pull::Config {
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime { start_time },
+                    ack_policy: jetstream::consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(30),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| retryable("create counting consumer", e))?;
+            let info = consumer.cached_info();
+            let pending = info.num_pending;
+            let _ = stream.delete_consumer(&info.name).await;
+            Ok(pending)
+        })
     }
 
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
