@@ -605,17 +605,15 @@ fn year(
     bar.finish_and_clear();
     let bar = spinner("reconcile over the year");
     let start = SystemClock.now();
-    for &d in &dates {
-        baton_serve::checks::reconcile_date(
-            pipeline,
-            b.store.as_ref(),
-            b.warehouse.as_ref(),
-            gate,
-            d,
-            SystemClock.now(),
-            false,
-        )?;
-    }
+    baton_serve::checks::reconcile_dates(
+        pipeline,
+        b.store.as_ref(),
+        b.warehouse.as_ref(),
+        gate,
+        &dates,
+        SystemClock.now(),
+        false,
+    )?;
     let reconcile = elapsed(start);
     bar.set_message("health over the year");
     let start = SystemClock.now();

@@ -182,29 +182,31 @@ fn reconcile_dates(
     bar.set_message(if fix { "reconcile --fix" } else { "reconcile" });
     let mut results = Vec::new();
     for gate in gates {
-        for &d in dates {
-            let r = checks::reconcile_date(
-                pipeline,
-                b.store.as_ref(),
-                b.warehouse.as_ref(),
-                gate,
-                d,
-                now,
-                fix,
-            )?;
+        // Each gate's range is read at once; with --fix, each date is repaired in its own
+        // transaction.
+        let reconciled = checks::reconcile_dates(
+            pipeline,
+            b.store.as_ref(),
+            b.warehouse.as_ref(),
+            gate,
+            dates,
+            now,
+            fix,
+        )?;
+        for r in reconciled {
             baton_serve::timeline::record_repair(
                 b.store.as_ref(),
                 &baton_serve::timeline::RepairRecord {
                     at: now,
                     gate: r.gate.clone(),
-                    date: d,
+                    date: r.before.date,
                     changes: r.changes.clone(),
                     by: "cli".into(),
                 },
             )?;
             results.push(r);
-            bar.inc(1);
         }
+        bar.inc(dates.len() as u64);
     }
     bar.finish_and_clear();
     Ok(results)

@@ -333,6 +333,76 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     exercise_landings(&store, &clock);
     exercise_landing_history_bound(&store, &clock);
     exercise_receipts(&store, &clock, &pipeline);
+    exercise_range_reads(&store, &clock);
+}
+
+/// The range reads health and reconcile use answer what the per-date reads answer, date
+/// by date, in the same order: runs by partition and then start order (a later date's run
+/// that started first still comes after), landings by partition and then job; dates
+/// outside the range are left out.
+fn exercise_range_reads<S: StateStore>(store: &S, clock: &ManualClock) {
+    let run = |id: &str, processor: &str, date: &str| {
+        store
+            .start_run(&RunRecord {
+                run_id: RunId::from(id),
+                processor: ProcessorName::from(processor),
+                partition: day(date),
+                holder: "w".into(),
+                token: FenceToken::ZERO,
+                started_at: clock.now_ts(),
+                finished_at: None,
+                status: RunStatus::Running,
+                rows_written: 0,
+                duplicates_dropped: 0,
+                error: None,
+            })
+            .unwrap();
+        clock.advance(SignedDuration::from_secs(1));
+    };
+    run("range-late-date-first", "b_proc", "2024-03-05");
+    run("range-a", "b_proc", "2024-03-03");
+    run("range-b", "a_proc", "2024-03-03");
+    run("range-outside", "a_proc", "2024-03-07");
+    run("range-before", "a_proc", "2024-01-31");
+    for (job, date) in [
+        ("z_job", "2024-03-03"),
+        ("a_job", "2024-03-03"),
+        ("a_job", "2024-03-05"),
+        ("a_job", "2024-03-07"),
+        ("a_job", "2024-01-31"),
+    ] {
+        store
+            .record_landing(job, day(date), clock.now_ts(), &[])
+            .unwrap();
+    }
+    let (from, to) = (day("2024-02-01"), day("2024-03-05"));
+    let dates = from.through(to);
+    let runs: Vec<RunRecord> = dates.iter().flat_map(|&d| store.runs(d).unwrap()).collect();
+    assert_eq!(
+        store.runs_between(from, to).unwrap(),
+        runs,
+        "runs_between is runs of each date, in order"
+    );
+    assert!(
+        runs.iter()
+            .any(|r| r.run_id.as_str() == "range-late-date-first")
+            && !runs.iter().any(|r| r.run_id.as_str().contains("outside")),
+        "the range's bounds are inclusive, dates past them are left out"
+    );
+    let landings: Vec<baton_ports::Landing> = dates
+        .iter()
+        .flat_map(|&d| store.landings(d).unwrap())
+        .collect();
+    assert_eq!(
+        store.landings_between(from, to).unwrap(),
+        landings,
+        "landings_between is landings of each date, in order"
+    );
+    assert_eq!(landings.len(), 4, "{landings:?}");
+    assert!(
+        store.runs_between(to, from).unwrap().is_empty(),
+        "an empty range"
+    );
 }
 
 /// A run whose process died stays `running` until its lease stops covering it; then
@@ -872,6 +942,58 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
         1
     );
     exercise_distinct_values(&w);
+    exercise_partition_counts(&w, &t, &raw);
+}
+
+/// Row counts and duplicate rows over a range answer what the per-date reads answer: a
+/// date with none is absent from the map and 0 by the per-date read.
+fn exercise_partition_counts<W: Warehouse>(w: &W, t: &TableSpec, raw: &TableSpec) {
+    let r = |id: &str, date: &str| {
+        serde_json::json!({"game_id": id, "game_date": date})
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    w.land(
+        raw,
+        &[
+            r("g3", "2024-03-02"),
+            r("g4", "2024-03-04"),
+            r("g5", "2024-02-28"),
+            r("g6", "2024-03-09"),
+        ],
+    )
+    .unwrap();
+    let (from, to) = (day("2024-02-29"), day("2024-03-08"));
+    for table in [t, raw] {
+        let counts = w.row_counts(table, from, to).unwrap();
+        let duplicates = w.duplicate_rows_between(table, from, to).unwrap();
+        for d in from.through(to) {
+            assert_eq!(
+                counts.get(&d).copied().unwrap_or(0),
+                w.row_count(table, d).unwrap(),
+                "row_counts of {} on {d}",
+                table.name
+            );
+            assert_eq!(
+                duplicates.get(&d).copied().unwrap_or(0),
+                w.duplicate_rows(table, d).unwrap(),
+                "duplicate_rows_between of {} on {d}",
+                table.name
+            );
+        }
+        assert!(counts.values().all(|&n| n > 0), "{counts:?}");
+        assert!(counts.keys().all(|d| (from..=to).contains(d)), "{counts:?}");
+    }
+    let counts = w.row_counts(raw, from, to).unwrap();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [
+            (day("2024-03-01"), 1),
+            (day("2024-03-02"), 2),
+            (day("2024-03-04"), 1)
+        ]
+    );
 }
 
 /// Distinct values of a column for a partition, as coverage checks read them: strings as

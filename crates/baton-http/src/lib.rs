@@ -617,16 +617,17 @@ async fn reconcile(
         let mut mismatched = Vec::new();
         let mut remaining = 0;
         for gate in gates {
-            for &d in &dates {
-                let r = baton_serve::checks::reconcile_date(
-                    &api.pipeline,
-                    api.store.as_ref(),
-                    api.warehouse.as_ref(),
-                    gate,
-                    d,
-                    now,
-                    fix,
-                )?;
+            let reconciled = baton_serve::checks::reconcile_dates(
+                &api.pipeline,
+                api.store.as_ref(),
+                api.warehouse.as_ref(),
+                gate,
+                &dates,
+                now,
+                fix,
+            )?;
+            for r in reconciled {
+                let d = r.before.date;
                 baton_serve::timeline::record_repair(
                     api.store.as_ref(),
                     &baton_serve::timeline::RepairRecord {

@@ -28,7 +28,7 @@ use baton_core::model::{
 use jiff::{SignedDuration, Timestamp};
 pub use kinds::{OutboxKind, RequestKind, RunStatus};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 pub use wake::Wake;
 
 /// A backend failure.
@@ -446,6 +446,10 @@ pub trait StateStore: engine::Transact + Send + Sync {
     fn finish_run(&self, run_id: &RunId, end: &RunEnd) -> Result<()>;
     /// Runs of a partition (all processors), in start order.
     fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>>;
+    /// Runs of the partitions in `[from, to]`, by partition and, within one, in start
+    /// order: [`StateStore::runs`] of each date in one read (health and reconcile read a
+    /// range at once).
+    fn runs_between(&self, from: Partition, to: Partition) -> Result<Vec<RunRecord>>;
     /// Runs that finished at or after `since`, of every partition.
     fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>>;
     /// Marks `abandoned` every run still `running` whose lease no longer covers it (its
@@ -566,6 +570,9 @@ pub trait StateStore: engine::Transact + Send + Sync {
     ) -> Result<consume::Consumed> {
         consume::consume_apart(self, take, handler)
     }
+    /// Landings of the partitions in `[from, to]`, by partition and then job:
+    /// [`StateStore::landings`] of each date in one read.
+    fn landings_between(&self, from: Partition, to: Partition) -> Result<Vec<Landing>>;
 }
 
 /// A fenced write: the rows of one (processor, partition), the token they were computed
@@ -640,6 +647,22 @@ pub trait Warehouse: engine::Transact + Send + Sync {
     ) -> Result<BTreeSet<String>>;
     /// Rows for one partition beyond the first per primary key (0 when the key holds).
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64>;
+    /// [`Warehouse::row_count`] of every partition in `[from, to]` in one read (`GROUP BY`
+    /// the partition); a partition without rows is absent.
+    fn row_counts(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>>;
+    /// [`Warehouse::duplicate_rows`] of every partition in `[from, to]` in one read; a
+    /// partition without duplicates is absent.
+    fn duplicate_rows_between(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>>;
 }
 
 /// A message handed to a consumer.

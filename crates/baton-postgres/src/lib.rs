@@ -821,6 +821,19 @@ impl StateStore for PgBackend {
         })
     }
 
+    fn runs_between(&self, from: Partition, to: Partition) -> Result<Vec<RunRecord>> {
+        self.txn(|tx| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE partition BETWEEN $1 AND $2 ORDER BY partition, started_at, seq"
+            );
+            tx.query(sql.as_str(), &[&from.to_string(), &to.to_string()])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(run_from)
+                .collect()
+        })
+    }
+
     fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>> {
         self.txn(|tx| {
             let sql = format!(
@@ -1020,22 +1033,12 @@ impl StateStore for PgBackend {
 
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
         self.txn(|tx| {
-            let rows = tx
-                .query(
-                    "SELECT job, landed_at, latest_at, batches FROM landings WHERE partition = $1 ORDER BY job",
-                    &[&partition.to_string()],
-                )
-                .map_err(|e| pg_err(&e))?;
-            rows.iter()
-                .map(|r| {
-                    Ok(Landing {
-                        job: r.get(0),
-                        partition,
-                        landed_at: from_micros(r.get(1))?,
-                        latest_at: from_micros(r.get(2))?,
-                        batches: r.get::<_, i32>(3) as u32,
-                    })
-                })
+            let sql =
+                format!("SELECT {LANDING_COLUMNS} FROM landings WHERE partition = $1 ORDER BY job");
+            tx.query(sql.as_str(), &[&partition.to_string()])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(landing_from)
                 .collect()
         })
     }
@@ -1073,6 +1076,30 @@ impl StateStore for PgBackend {
             rows.iter().map(|r| receipt_of(r.get(0))).collect()
         })
     }
+    fn landings_between(&self, from: Partition, to: Partition) -> Result<Vec<Landing>> {
+        self.txn(|tx| {
+            let sql = format!(
+                "SELECT {LANDING_COLUMNS} FROM landings WHERE partition BETWEEN $1 AND $2 ORDER BY partition, job"
+            );
+            tx.query(sql.as_str(), &[&from.to_string(), &to.to_string()])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(landing_from)
+                .collect()
+        })
+    }
+}
+
+const LANDING_COLUMNS: &str = "job, partition, landed_at, latest_at, batches";
+
+fn landing_from(r: &postgres::Row) -> Result<Landing> {
+    Ok(Landing {
+        job: r.get(0),
+        partition: partition_of(r.get(1))?,
+        landed_at: from_micros(r.get(2))?,
+        latest_at: from_micros(r.get(3))?,
+        batches: r.get::<_, i32>(4) as u32,
+    })
 }
 
 /// A primary-key value as text: strings as they are, other scalars in their JSON form (the
@@ -1278,6 +1305,52 @@ impl Warehouse for PgBackend {
                 cols.join(", ")
             );
             Ok(tx.query_one(sql.as_str(), &[&partition.to_string()]).map_err(|e| pg_err(&e))?.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn row_counts(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>> {
+        let sql = format!(
+            "SELECT _partition, count(*) FROM {} WHERE _partition BETWEEN $1 AND $2 GROUP BY _partition",
+            quote(&table.name)
+        );
+        self.partition_counts(&sql, from, to)
+    }
+
+    fn duplicate_rows_between(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>> {
+        let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+        let sql = format!(
+            "SELECT _partition, sum(n - 1)::bigint FROM (SELECT _partition, count(*) AS n FROM {} WHERE _partition BETWEEN $1 AND $2 GROUP BY _partition, {} HAVING count(*) > 1) d GROUP BY _partition",
+            quote(&table.name),
+            cols.join(", ")
+        );
+        self.partition_counts(&sql, from, to)
+    }
+}
+
+impl PgBackend {
+    /// A `(partition, count)` query over `[from, to]` as a map.
+    fn partition_counts(
+        &self,
+        sql: &str,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>> {
+        self.txn(|tx| {
+            tx.query(sql, &[&from.to_string(), &to.to_string()])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(|r| Ok((partition_of(r.get(0))?, r.get::<_, i64>(1) as u64)))
+                .collect()
         })
     }
 }

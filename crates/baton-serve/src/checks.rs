@@ -3,6 +3,7 @@
 //! the consumer, `reconcile`, `health` and (later) the HTTP API, so they agree.
 
 use crate::Error;
+use crate::range::{Extent, RangeFacts};
 use baton_core::completion::{self, Document};
 use baton_core::config::{Pipeline, Processor, TableSpec};
 use baton_core::freshness::InputFacts;
@@ -18,6 +19,7 @@ use baton_ports::{
 use baton_runner::calendar_has_rows;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 
 /// Measures the gate's checks that apply to `partition` at `now`.
 pub fn measure(
@@ -95,52 +97,68 @@ pub fn truth(
     gate: &Gate,
     partition: Partition,
 ) -> Result<Truth, Error> {
-    let runs = store.runs(partition)?;
-    let landings = store.landings(partition)?;
-    let pending = store.pending_requests()?;
-    let owed: BTreeSet<ProcessorName> = pending
+    let facts = RangeFacts::read(
+        pipeline,
+        store,
+        warehouse,
+        &[gate],
+        &[partition],
+        Extent::Truth,
+    )?;
+    Ok(truth_of(pipeline, &facts, gate, partition))
+}
+
+/// [`truth`] judged from the facts of a range read.
+pub fn truth_of(
+    pipeline: &Pipeline,
+    facts: &RangeFacts,
+    gate: &Gate,
+    partition: Partition,
+) -> Truth {
+    let runs = facts.runs(partition);
+    let landings = facts.landings(partition);
+    let owed: BTreeSet<ProcessorName> = facts
+        .pending()
         .iter()
         .filter(|r| r.partition == partition)
         .map(|r| r.processor.clone())
         .collect();
-    let with = with_work(pipeline, warehouse, gate, partition)?;
+    let Ok(with) = with_work(pipeline, gate, |calendar| {
+        Ok::<_, Infallible>(
+            facts.calendar_has_rows(pipeline, Some(calendar), partition) == Some(true),
+        )
+    });
     let mut processors = BTreeMap::new();
     for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
-        let run = latest_success(&runs, &p.name);
-        let rows = warehouse.row_count(&p.table, partition)?;
-        let inputs = input_facts(p, &runs, &landings, owed.contains(&p.name));
-        let has_work = with.contains(&p.name);
-        processors.insert(
-            p.name.clone(),
-            ProcessorTruth {
-                run,
-                rows,
-                inputs,
-                has_work,
-            },
-        );
+        let truth = ProcessorTruth {
+            run: latest_success(runs, &p.name),
+            rows: facts.rows(&p.table.name, partition),
+            inputs: input_facts(p, runs, landings, owed.contains(&p.name)),
+            has_work: with.contains(&p.name),
+        };
+        processors.insert(p.name.clone(), truth);
     }
-    Ok(Truth {
+    Truth {
         partition,
         processors,
-        next_phase_generation: next_phase_generation(store, gate, partition)?,
+        next_phase_generation: facts.next_phase_generation(&gate.id, partition),
         // A date is judged short once something ran for it: landings recorded without
         // requesting runs (history backfilled by `generate` or the demo) do not make a date
         // one baton was asked to complete.
         begun: !runs.is_empty(),
-        in_flight: in_flight(&pending, partition),
-    })
+        in_flight: in_flight(facts.pending(), partition),
+    }
 }
 
 /// The processors the gate watches that have work on the date by their calendar (then
-/// `no_data` does not complete them; without a calendar it always does). Each calendar
-/// table is counted once, however many processors share it.
-fn with_work(
+/// `no_data` does not complete them; without a calendar it always does), `has_rows` saying
+/// whether a calendar table has rows on the date. Each calendar table is asked once,
+/// however many processors share it.
+fn with_work<E>(
     pipeline: &Pipeline,
-    warehouse: &dyn Warehouse,
     gate: &Gate,
-    partition: Partition,
-) -> Result<BTreeSet<ProcessorName>, Error> {
+    mut has_rows: impl FnMut(&str) -> Result<bool, E>,
+) -> Result<BTreeSet<ProcessorName>, E> {
     let mut counted: BTreeMap<&str, bool> = BTreeMap::new();
     let mut with = BTreeSet::new();
     for p in pipeline.processors.iter().filter(|p| gate.watches(&p.name)) {
@@ -150,8 +168,7 @@ fn with_work(
         let has = match counted.get(calendar) {
             Some(h) => *h,
             None => {
-                let h = calendar_has_rows(pipeline, warehouse, Some(calendar), partition)?
-                    == Some(true);
+                let h = has_rows(calendar)?;
                 counted.insert(calendar, h);
                 h
             }
@@ -172,9 +189,14 @@ pub fn step_facts(
     gate: &Gate,
     partition: Partition,
 ) -> Result<completion::StepFacts, Error> {
+    let has_work = with_work(pipeline, gate, |calendar| {
+        Ok::<_, Error>(
+            calendar_has_rows(pipeline, warehouse, Some(calendar), partition)? == Some(true),
+        )
+    })?;
     Ok(completion::StepFacts {
         in_flight: in_flight(owed, partition),
-        has_work: with_work(pipeline, warehouse, gate, partition)?,
+        has_work,
     })
 }
 
@@ -298,6 +320,39 @@ pub struct Reconciled {
     pub after: DateReport,
 }
 
+/// Reconciles `dates` of one gate, reading the range once; with `fix`, each date with a
+/// fixable finding is repaired by [`reconcile_date`] (which reads that date again, just
+/// before its transaction, so the repair plans on what is stored now).
+pub fn reconcile_dates(
+    pipeline: &Pipeline,
+    store: &dyn StateStore,
+    warehouse: &dyn Warehouse,
+    gate: &Gate,
+    dates: &[Partition],
+    now: Timestamp,
+    fix: bool,
+) -> Result<Vec<Reconciled>, Error> {
+    let facts = RangeFacts::read(pipeline, store, warehouse, &[gate], dates, Extent::Truth)?;
+    let mut out = Vec::with_capacity(dates.len());
+    for &d in dates {
+        let truth = truth_of(pipeline, &facts, gate, d);
+        let before = reconcile::check(gate, facts.document(&gate.id, d), &truth, now);
+        if fix && before.findings.iter().any(|f| f.fixable) {
+            out.push(reconcile_date(
+                pipeline, store, warehouse, gate, d, now, true,
+            )?);
+        } else {
+            out.push(Reconciled {
+                gate: gate.id.to_string(),
+                after: before.clone(),
+                before,
+                changes: Vec::new(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Reconciles one date of one gate; with `fix`, repairs it in one transaction and re-checks.
 pub fn reconcile_date(
     pipeline: &Pipeline,
@@ -354,7 +409,8 @@ pub fn reconcile_date(
     })
 }
 
-/// Gathers what health judges for a range of dates.
+/// Gathers what health judges for a range of dates: the range is read once
+/// ([`RangeFacts`]), then each date is judged from it.
 pub fn health_facts(
     pipeline: &Pipeline,
     store: &dyn StateStore,
@@ -363,14 +419,16 @@ pub fn health_facts(
     dates: &[Partition],
     now: Timestamp,
 ) -> Result<(Vec<DateFacts>, SystemFacts), Error> {
-    let mut facts = Vec::new();
+    let gates: Vec<&Gate> = pipeline.gates.iter().collect();
+    let facts = RangeFacts::read(pipeline, store, warehouse, &gates, dates, Extent::Health)?;
     let leases = store.leases()?;
+    let mut out = Vec::with_capacity(dates.len());
     for &d in dates {
-        let mut date = date_facts(pipeline, store, warehouse, d, now)?;
-        date.abandoned = abandoned_runs(&store.runs(d)?, &leases, now);
-        facts.push(date);
+        let mut date = date_facts(pipeline, &facts, d, now);
+        date.abandoned = abandoned_runs(facts.runs(d), &leases, now);
+        out.push(date);
     }
-    Ok((facts, system_facts(pipeline, store, bus, now)?))
+    Ok((out, system_facts(pipeline, store, bus, &leases, now)?))
 }
 
 /// The runs of a date whose process died before finishing them (marked, or `running` with
@@ -395,14 +453,8 @@ fn abandoned_runs(
 }
 
 /// One date's facts: its landings, duplicate rows per table, and every gate's completions.
-fn date_facts(
-    pipeline: &Pipeline,
-    store: &dyn StateStore,
-    warehouse: &dyn Warehouse,
-    d: Partition,
-    now: Timestamp,
-) -> Result<DateFacts, Error> {
-    let landed = store.landings(d)?;
+fn date_facts(pipeline: &Pipeline, facts: &RangeFacts, d: Partition, now: Timestamp) -> DateFacts {
+    let landed = facts.landings(d);
     let mut landings = Vec::new();
     for job in &pipeline.upstream {
         let at = landed
@@ -410,7 +462,7 @@ fn date_facts(
             .find(|l| l.job == job.name)
             .map(|l| l.landed_at);
         // A job that does not run on a date without work (no games) is not late or missing.
-        let expected = calendar_has_rows(pipeline, warehouse, job.calendar.as_deref(), d)?;
+        let expected = facts.calendar_has_rows(pipeline, job.calendar.as_deref(), d);
         if at.is_none() && expected == Some(false) {
             continue;
         }
@@ -423,10 +475,11 @@ fn date_facts(
             now,
         ));
     }
-    let mut duplicate_rows = Vec::new();
-    for p in &pipeline.processors {
-        duplicate_rows.push((p.table.name.clone(), warehouse.duplicate_rows(&p.table, d)?));
-    }
+    let duplicate_rows = pipeline
+        .processors
+        .iter()
+        .map(|p| (p.table.name.clone(), facts.duplicate_rows(&p.table.name, d)))
+        .collect();
     let mut date = DateFacts {
         date: d.to_string(),
         landings,
@@ -434,25 +487,24 @@ fn date_facts(
         ..Default::default()
     };
     for gate in &pipeline.gates {
-        add_gate_completions(pipeline, store, warehouse, gate, d, now, &mut date)?;
+        add_gate_completions(pipeline, facts, gate, d, now, &mut date);
     }
-    Ok(date)
+    date
 }
 
 /// Adds one gate's completion counts for a date (stored, actual, expected), whether its
 /// document disagrees with the truth, and why it is blocked.
 fn add_gate_completions(
     pipeline: &Pipeline,
-    store: &dyn StateStore,
-    warehouse: &dyn Warehouse,
+    facts: &RangeFacts,
     gate: &Gate,
     d: Partition,
     now: Timestamp,
     date: &mut DateFacts,
-) -> Result<(), Error> {
-    let truth = truth(pipeline, store, warehouse, gate, d)?;
-    let doc = store.document(&gate.id, d)?;
-    let report = reconcile::check(gate, doc.as_ref(), &truth, now);
+) {
+    let truth = truth_of(pipeline, facts, gate, d);
+    let doc = facts.document(&gate.id, d);
+    let report = reconcile::check(gate, doc, &truth, now);
     date.stored += report.stored;
     let text = if pipeline.gates.len() > 1 {
         format!("{} {}", gate.id, report.stored_text())
@@ -473,21 +525,16 @@ fn add_gate_completions(
     // not as a mismatch.
     date.mismatched |= stored
         .iter()
-        .any(|f| f.code != "BATON-R006" || doc.as_ref().is_none_or(|d| d.blocked.is_none()));
+        .any(|f| f.code != "BATON-R006" || doc.is_none_or(|d| d.blocked.is_none()));
     // Stale output, a short and silent date, a next phase behind: judged by BATON-H012.
     date.inputs
         .extend(inputs.iter().map(|f| format!("{} {}", f.code, f.detail)));
-    if let Some(b) = doc
-        .as_ref()
-        .filter(|d| !d.triggered)
-        .and_then(|d| d.blocked.clone())
-    {
+    if let Some(b) = doc.filter(|d| !d.triggered).and_then(|d| d.blocked.clone()) {
         date.blocked = Some(b);
     }
-    if let Some(d) = &doc {
+    if let Some(d) = doc {
         date.warnings.extend(d.warnings.iter().cloned());
     }
-    Ok(())
 }
 
 /// The system-wide facts: stale leases, dead letters, the last hour's messages and runs,
@@ -496,20 +543,20 @@ fn system_facts(
     pipeline: &Pipeline,
     store: &dyn StateStore,
     bus: &dyn Bus,
+    leases: &[baton_core::lease::Lease],
     now: Timestamp,
 ) -> Result<SystemFacts, Error> {
     let hour_ago = now
         .checked_sub(SignedDuration::from_hours(1))
         .unwrap_or(now);
-    let stale_leases = store
-        .leases()?
-        .into_iter()
+    let stale_leases = leases
+        .iter()
         .filter(|l| !l.released && l.expires_at <= now)
         .map(|l| {
             (
                 l.processor.to_string(),
                 l.partition.to_string(),
-                l.holder,
+                l.holder.clone(),
                 l.expires_at,
             )
         })
@@ -602,11 +649,11 @@ pub fn accuracy(
     dates: &[Partition],
     now: Timestamp,
 ) -> Result<(usize, usize), Error> {
+    let facts = RangeFacts::read(pipeline, store, warehouse, &[gate], dates, Extent::Truth)?;
     let (mut stored, mut actual) = (0, 0);
     for &d in dates {
-        let truth = truth(pipeline, store, warehouse, gate, d)?;
-        let doc = store.document(&gate.id, d)?;
-        let report = reconcile::check(gate, doc.as_ref(), &truth, now);
+        let truth = truth_of(pipeline, &facts, gate, d);
+        let report = reconcile::check(gate, facts.document(&gate.id, d), &truth, now);
         stored += report.stored.min(report.actual);
         actual += report.actual;
     }

@@ -20,6 +20,7 @@ pub mod checks;
 pub mod dead_letters;
 pub mod explain;
 pub mod landings;
+pub mod range;
 pub mod report;
 pub mod scheduling;
 pub mod service;

@@ -65,8 +65,9 @@ pub fn build(
     let mut findings = BTreeMap::new();
     let mut checked = 0;
     for gate in &pipeline.gates {
-        for &d in &dates {
-            let r = crate::checks::reconcile_date(pipeline, store, warehouse, gate, d, now, false)?;
+        for r in
+            crate::checks::reconcile_dates(pipeline, store, warehouse, gate, &dates, now, false)?
+        {
             checked += 1;
             for f in &r.before.findings {
                 *findings.entry(f.code.to_owned()).or_insert(0) += 1;

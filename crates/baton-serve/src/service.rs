@@ -603,17 +603,19 @@ impl Service {
         let today = Partition::new(now.to_zoned(pipeline.timezone.clone()).date());
         let first = today.offset(1 - self.options.reconcile_days as i32);
         let mut out = Vec::new();
+        let dates = first.through(today);
         for gate in &pipeline.gates {
-            for date in first.through(today) {
-                let r = crate::checks::reconcile_date(
-                    pipeline,
-                    self.ports.store.as_ref(),
-                    self.ports.warehouse.as_ref(),
-                    gate,
-                    date,
-                    now,
-                    true,
-                )?;
+            let reconciled = crate::checks::reconcile_dates(
+                pipeline,
+                self.ports.store.as_ref(),
+                self.ports.warehouse.as_ref(),
+                gate,
+                &dates,
+                now,
+                true,
+            )?;
+            for r in reconciled {
+                let date = r.before.date;
                 if !r.changes.is_empty() {
                     tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
                     // Kept for the date's timeline and the report, not only in the log.

@@ -16,7 +16,7 @@ use baton_ports::{
 use baton_serve::service::{Identity, Ports, ServeOptions, Service};
 use baton_sim::mem::MemBackend;
 use jiff::{SignedDuration, Timestamp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -130,6 +130,22 @@ impl Warehouse for FlakyWarehouse {
     }
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> baton_ports::Result<u64> {
         self.inner.duplicate_rows(table, partition)
+    }
+    fn row_counts(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<BTreeMap<Partition, u64>> {
+        self.inner.row_counts(table, from, to)
+    }
+    fn duplicate_rows_between(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<BTreeMap<Partition, u64>> {
+        self.inner.duplicate_rows_between(table, from, to)
     }
 }
 

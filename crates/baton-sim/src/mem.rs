@@ -21,6 +21,7 @@ use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
 use baton_ports::RequestKind;
 use baton_ports::engine;
+use baton_ports::stored::partition_of;
 use baton_ports::wake::{self, Signal, Wake};
 use baton_ports::{
     Acquired, Backlog, Bus, CompletionReceipt, DeadLetter, Delivery, Error, FencedWrite,
@@ -635,6 +636,19 @@ impl StateStore for MemBackend {
             .collect())
     }
 
+    fn runs_between(&self, from: Partition, to: Partition) -> Result<Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| r.partition >= from && r.partition <= to)
+            .cloned()
+            .collect();
+        // Stable: within a date, the order `runs` gives.
+        runs.sort_by_key(|r| r.partition);
+        Ok(runs)
+    }
+
     fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>> {
         let mut runs: Vec<RunRecord> = self
             .lock()
@@ -813,11 +827,15 @@ impl StateStore for MemBackend {
     }
 
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
-        Ok(self
+        self.landings_between(partition, partition)
+    }
+
+    fn landings_between(&self, from: Partition, to: Partition) -> Result<Vec<Landing>> {
+        let mut out: Vec<Landing> = self
             .lock()
             .landings
             .iter()
-            .filter(|((_, p), _)| *p == partition)
+            .filter(|((_, p), _)| *p >= from && *p <= to)
             .map(|((job, p), (first, latest, batches))| Landing {
                 job: job.clone(),
                 partition: *p,
@@ -825,7 +843,10 @@ impl StateStore for MemBackend {
                 latest_at: *latest,
                 batches: *batches,
             })
-            .collect())
+            .collect();
+        // Stable: within a date, by job (the map's order).
+        out.sort_by_key(|l| l.partition);
+        Ok(out)
     }
 
     fn landing_batches(&self, partition: Partition) -> Result<Vec<LandingBatch>> {
@@ -996,15 +1017,56 @@ impl Warehouse for MemBackend {
     }
 
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
+        Ok(self
+            .duplicate_rows_between(table, partition, partition)?
+            .get(&partition)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn row_counts(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>> {
+        self.partition_counts(table, from, to, |_| true)
+    }
+
+    fn duplicate_rows_between(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>> {
         // Rows are keyed by primary key: a map holds a key twice only under the
         // duplicate-key canary, which stores the repeat under a marked key.
-        let day = partition.to_string();
-        Ok(self.lock().tables.get(&table.name).map_or(0, |t| {
-            t.rows
-                .iter()
-                .filter(|(k, (p, _, _))| *p == day && k.contains("#repeat"))
-                .count() as u64
-        }))
+        self.partition_counts(table, from, to, |key| key.contains("#repeat"))
+    }
+}
+
+impl MemBackend {
+    /// The rows of a table in `[from, to]` whose key passes `counted`, by partition (a
+    /// partition with none is absent, as a `GROUP BY` leaves it out).
+    fn partition_counts(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+        counted: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<Partition, u64>> {
+        let (from, to) = (from.to_string(), to.to_string());
+        let s = self.lock();
+        let mut out = BTreeMap::new();
+        let Some(t) = s.tables.get(&table.name) else {
+            return Ok(out);
+        };
+        for (key, (p, _, _)) in &t.rows {
+            if *p >= from && *p <= to && counted(key) {
+                *out.entry(partition_of(p)?).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
     }
 }
 

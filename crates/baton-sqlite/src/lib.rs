@@ -33,7 +33,7 @@ use baton_ports::{OutboxKind, RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -721,6 +721,14 @@ impl StateStore for SqliteBackend {
         )
     }
 
+    fn runs_between(&self, from: Partition, to: Partition) -> Result<Vec<RunRecord>> {
+        query_runs(
+            &self.lock(),
+            "WHERE partition BETWEEN ?1 AND ?2 ORDER BY partition, started_at, rowid",
+            params![from.to_string(), to.to_string()],
+        )
+    }
+
     fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>> {
         query_runs(
             &self.lock(),
@@ -977,31 +985,11 @@ impl StateStore for SqliteBackend {
     }
 
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached("SELECT job, landed_at, latest_at, batches FROM landings WHERE partition = ?1 ORDER BY job")
-            .map_err(map_err)?;
-        let rows = stmt
-            .query_map(params![partition.to_string()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(map_err)?;
-        rows.map(|row| {
-            let (job, first, latest, batches) = row.map_err(map_err)?;
-            Ok(Landing {
-                job,
-                partition,
-                landed_at: from_micros(first)?,
-                latest_at: from_micros(latest)?,
-                batches: batches as u32,
-            })
-        })
-        .collect()
+        query_landings(
+            &self.lock(),
+            "WHERE partition = ?1 ORDER BY job",
+            params![partition.to_string()],
+        )
     }
 
     fn landing_batches(&self, partition: Partition) -> Result<Vec<LandingBatch>> {
@@ -1044,6 +1032,44 @@ impl StateStore for SqliteBackend {
             .map(|body| receipt_of(&body.map_err(map_err)?))
             .collect()
     }
+    fn landings_between(&self, from: Partition, to: Partition) -> Result<Vec<Landing>> {
+        query_landings(
+            &self.lock(),
+            "WHERE partition BETWEEN ?1 AND ?2 ORDER BY partition, job",
+            params![from.to_string(), to.to_string()],
+        )
+    }
+}
+
+fn query_landings(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Landing>> {
+    let sql = format!("SELECT job, partition, landed_at, latest_at, batches FROM landings {tail}");
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(map_err)?;
+    rows.map(|row| {
+        let (job, partition, first, latest, batches) = row.map_err(map_err)?;
+        Ok(Landing {
+            job,
+            partition: partition_of(&partition)?,
+            landed_at: from_micros(first)?,
+            latest_at: from_micros(latest)?,
+            batches: batches as u32,
+        })
+    })
+    .collect()
 }
 
 fn query_runs(
@@ -1315,6 +1341,54 @@ impl Warehouse for SqliteBackend {
             .map(|n| n as u64)
             .map_err(map_err)
     }
+
+    fn row_counts(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>> {
+        let sql = format!(
+            "SELECT _partition, count(*) FROM {} WHERE _partition BETWEEN ?1 AND ?2 GROUP BY _partition",
+            quote(&table.name)
+        );
+        partition_counts(&self.lock(), &sql, from, to)
+    }
+
+    fn duplicate_rows_between(
+        &self,
+        table: &TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> Result<BTreeMap<Partition, u64>> {
+        let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+        let sql = format!(
+            "SELECT _partition, sum(n - 1) FROM (SELECT _partition, count(*) AS n FROM {} WHERE _partition BETWEEN ?1 AND ?2 GROUP BY _partition, {} HAVING count(*) > 1) GROUP BY _partition",
+            quote(&table.name),
+            cols.join(", ")
+        );
+        partition_counts(&self.lock(), &sql, from, to)
+    }
+}
+
+/// A `(partition, count)` query over `[from, to]` as a map.
+fn partition_counts(
+    conn: &Connection,
+    sql: &str,
+    from: Partition,
+    to: Partition,
+) -> Result<BTreeMap<Partition, u64>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    let rows = stmt
+        .query_map(params![from.to_string(), to.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(map_err)?;
+    rows.map(|row| {
+        let (partition, n) = row.map_err(map_err)?;
+        Ok((partition_of(&partition)?, n as u64))
+    })
+    .collect()
 }
 
 /// In process, the commits that create work raise the signal; another process's commit is
