@@ -203,17 +203,24 @@ fn trigger_latency(
 ) -> Result<Vec<Figure>, Exit> {
     let gate = &pipeline.gates[0];
     let phase4 = next_phase_processor(pipeline)?;
-    let (last, rest) = gate
-        .overnight
-        .expected
-        .split_last()
+    // The last completion must be the one the gate waits for: a critical processor when
+    // the mode has one (a critical-plus-majority rule is met by all but a non-critical
+    // one), else any.
+    let mode = &gate.overnight;
+    let last = mode
+        .critical
+        .iter()
+        .rev()
+        .find(|c| mode.expected.contains(c))
+        .or(mode.expected.last())
         .ok_or_else(|| Exit::usage(anyhow!("the first gate expects no processor")))?;
+    let rest: Vec<_> = mode.expected.iter().filter(|p| *p != last).collect();
     let bar = super::spinner("end-to-end trigger latency through serve");
     let clock = SystemClock;
     let mut samples = Vec::with_capacity(dates);
     for i in 0..dates {
         let date = day(200_000 + i);
-        for p in rest {
+        for p in &rest {
             publish_one(b, gate, p, date, clock.now())?;
         }
         // Let serve apply them: the sample is the last completion's path alone.
