@@ -1407,12 +1407,12 @@ impl baton_ports::Wake for SqliteBackend {
             self.watch.changed(self.data_version()?);
         }
         // The file changes when a commit's frames are written, a moment before the commit
-        // is visible: after a change with no new version yet, look again every 10 ms for
+        // is visible: after a change with no new version yet, look again every 2 ms for
         // half a second (this process's own commits cost that much, and nothing when idle).
         let mut recheck_until = None;
         loop {
             let next = match recheck_until {
-                Some(_) => end.min(deadline(Duration::from_millis(10))),
+                Some(_) => end.min(deadline(Duration::from_millis(2))),
                 None if polling => end.min(deadline(wake::POLL_WITHOUT_WATCH)),
                 None => end,
             };
