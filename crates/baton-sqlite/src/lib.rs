@@ -847,16 +847,7 @@ impl StateStore for SqliteBackend {
                 params![micros(now), limit as i64],
             )?;
             let extra: Vec<Vec<String>> = rows.iter().map(extra_ids).collect();
-            let mut publish = tx
-                .prepare_cached(
-                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                )
-                .map_err(map_err)?;
-            for m in baton_ports::outgoing(&rows, &extra) {
-                publish
-                    .execute(params![m.topic, m.message_id, m.payload, micros(now)])
-                    .map_err(map_err)?;
-            }
+            insert_messages(tx, &baton_ports::outgoing(&rows, &extra), now)?;
             let mut mark = tx
                 .prepare_cached("UPDATE outbox SET published_at = ?2 WHERE id = ?1")
                 .map_err(map_err)?;
@@ -1447,47 +1438,56 @@ impl SqliteBackend {
     }
 }
 
+/// Appends messages to the bus's log in the caller's transaction; a message id already on
+/// its topic is dropped. One statement for `publish`, `publish_batch` and the relay.
+fn insert_messages(
+    tx: &Connection,
+    messages: &[Outgoing<'_>],
+    now: Timestamp,
+) -> Result<Vec<Published>> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )
+        .map_err(map_err)?;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        let n = stmt
+            .execute(params![m.topic, m.message_id, m.payload, micros(now)])
+            .map_err(map_err)?;
+        out.push(if n == 1 {
+            Published::New
+        } else {
+            Published::Duplicate
+        });
+    }
+    Ok(out)
+}
+
 impl Bus for SqliteBackend {
     fn publish(&self, topic: &str, message_id: &str, payload: &[u8]) -> Result<Published> {
         let now = self.now();
-        self.write_txn(|tx| {
-            let n = tx
-                .execute(
-                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                    params![topic, message_id, payload, micros(now)],
-                )
-                .map_err(map_err)?;
-            Ok(if n == 1 { Published::New } else { Published::Duplicate })
-        })
-        .inspect(|p| {
-            if *p == Published::New {
-                self.watch.raise();
-            }
-        })
+        let message = Outgoing {
+            topic,
+            message_id,
+            payload,
+        };
+        self.write_txn(|tx| Ok(insert_messages(tx, &[message], now)?[0]))
+            .inspect(|p| {
+                if *p == Published::New {
+                    self.watch.raise();
+                }
+            })
     }
 
     fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<Vec<Published>> {
         let now = self.now();
-        self.write_txn(|tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO bus_messages (topic, message_id, payload, published_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                )
-                .map_err(map_err)?;
-            let mut out = Vec::with_capacity(messages.len());
-            for m in messages {
-                let n = stmt
-                    .execute(params![m.topic, m.message_id, m.payload, micros(now)])
-                    .map_err(map_err)?;
-                out.push(if n == 1 { Published::New } else { Published::Duplicate });
-            }
-            Ok(out)
-        })
-        .inspect(|out| {
-            if out.contains(&Published::New) {
-                self.watch.raise();
-            }
-        })
+        self.write_txn(|tx| insert_messages(tx, messages, now))
+            .inspect(|out| {
+                if out.contains(&Published::New) {
+                    self.watch.raise();
+                }
+            })
     }
 
     fn fetch(
