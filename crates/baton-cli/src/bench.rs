@@ -24,6 +24,7 @@ use std::sync::Arc;
 mod e2e;
 #[path = "bench_orchestrator.rs"]
 mod orchestrator;
+pub(crate) use orchestrator::drain_backlog;
 use orchestrator::orchestrator;
 
 /// `baton bench`.

@@ -11,7 +11,7 @@ use anyhow::anyhow;
 use baton_core::clock::Clock;
 use baton_core::config::Pipeline;
 use baton_runner::NoHooks;
-use baton_serve::{Consumer, NoFaults, Services, drain};
+use baton_serve::{Consumer, DrainReport, NoFaults, Services, drain};
 use std::sync::Arc;
 
 /// Completions per second applied by `serve`'s loop, with their triggers relayed, over a
@@ -32,32 +32,10 @@ pub(super) fn orchestrator(
         total += publish_completions(b, gate, super::day(i), now, &["dup"])?;
     }
     bar.set_message("orchestrator throughput: serve's loop draining it");
-    let consumer = Consumer::new(
-        pipeline.clone(),
-        b.store.clone(),
-        b.warehouse.clone(),
-        b.bus.clone(),
-        clock.clone(),
-    );
-    let services = Services {
-        pipeline,
-        store: b.store.as_ref(),
-        bus: b.bus.as_ref(),
-        consumer: &consumer,
-        triggers: None,
-        landings: None,
-    };
     let start = clock.now();
     // Nothing is left in flight on a healthy backend: a round that moves nothing means the
     // backlog is done, so the loop never waits.
-    let report = drain(
-        &services,
-        &mut NoFaults,
-        &mut NoFaults,
-        &NoHooks,
-        &mut || {},
-        usize::MAX,
-    )?;
+    let report = drain_backlog(pipeline, b, clock, &mut || {}, usize::MAX)?;
     let secs = elapsed(start);
     let applied: usize = report.outcomes.values().sum();
     if applied != total || report.relayed != report.triggers {
@@ -94,4 +72,39 @@ pub(super) fn orchestrator(
         format!(">= 50% of baseline and >= {floor:.0} msg/s"),
         Some(rate >= 0.5 * baseline && rate >= floor),
     ))
+}
+
+/// Drains what is pending with the loop `serve` runs (relay, completion consumer, trigger
+/// relay; no phase runner), calling `wait` after a round that moved nothing, for at most
+/// `rounds_max` rounds: the orchestrator figure times it, `bench --scale` measures its growth.
+pub(crate) fn drain_backlog(
+    pipeline: &Arc<Pipeline>,
+    b: &Backends,
+    clock: &Arc<dyn Clock>,
+    wait: &mut dyn FnMut(),
+    rounds_max: usize,
+) -> Result<DrainReport, Exit> {
+    let consumer = Consumer::new(
+        pipeline.clone(),
+        b.store.clone(),
+        b.warehouse.clone(),
+        b.bus.clone(),
+        clock.clone(),
+    );
+    let services = Services {
+        pipeline,
+        store: b.store.as_ref(),
+        bus: b.bus.as_ref(),
+        consumer: &consumer,
+        triggers: None,
+        landings: None,
+    };
+    Ok(drain(
+        &services,
+        &mut NoFaults,
+        &mut NoFaults,
+        &NoHooks,
+        wait,
+        rounds_max,
+    )?)
 }

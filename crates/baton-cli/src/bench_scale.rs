@@ -10,7 +10,6 @@ use anyhow::anyhow;
 use baton_core::clock::{Clock, SystemClock};
 use baton_core::config::Pipeline;
 use baton_core::model::Partition;
-use baton_serve::{Consumer, NoFaults, Services};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 use std::sync::Arc;
@@ -327,26 +326,10 @@ fn ingest(
     b: &crate::Backends,
     clock: &Arc<dyn Clock>,
 ) -> Result<(), Exit> {
-    let consumer = Consumer::new(
-        pipeline.clone(),
-        b.store.clone(),
-        b.warehouse.clone(),
-        b.bus.clone(),
-        clock.clone(),
-    );
-    let services = Services {
+    let report = crate::bench::drain_backlog(
         pipeline,
-        store: b.store.as_ref(),
-        bus: b.bus.as_ref(),
-        consumer: &consumer,
-        triggers: None,
-        landings: None,
-    };
-    let report = baton_serve::drain(
-        &services,
-        &mut NoFaults,
-        &mut NoFaults,
-        &baton_runner::NoHooks,
+        b,
+        clock,
         &mut || SystemClock.sleep(jiff::SignedDuration::from_millis(10)),
         100_000,
     )?;
