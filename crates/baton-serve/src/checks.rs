@@ -649,13 +649,10 @@ pub fn accuracy(
     dates: &[Partition],
     now: Timestamp,
 ) -> Result<(usize, usize), Error> {
-    let facts = RangeFacts::read(pipeline, store, warehouse, &[gate], dates, Extent::Truth)?;
     let (mut stored, mut actual) = (0, 0);
-    for &d in dates {
-        let truth = truth_of(pipeline, &facts, gate, d);
-        let report = reconcile::check(gate, facts.document(&gate.id, d), &truth, now);
-        stored += report.stored.min(report.actual);
-        actual += report.actual;
+    for r in reconcile_dates(pipeline, store, warehouse, gate, dates, now, false)? {
+        stored += r.before.stored.min(r.before.actual);
+        actual += r.before.actual;
     }
     Ok((stored, actual))
 }
