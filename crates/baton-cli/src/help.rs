@@ -117,3 +117,10 @@ pub const EXPLAIN: &str = "Examples:
 pub const REPORT: &str = "Examples:
   baton report                                 the last 30 dates
   baton report --days 7 --json";
+
+pub const PRUNE: &str = "Examples:
+  baton prune --dry-run                        what the [retention] policy would remove
+  baton prune --json
+  baton prune --keep-runs 5 --older-than-days 14
+
+Exit codes: 0 done (also when nothing was old enough), 2 bad usage or config, 3 backend error.";

@@ -14,6 +14,7 @@ mod letters;
 mod logs;
 mod ops;
 pub mod out;
+mod prune;
 mod report;
 mod signals;
 mod status;
@@ -119,6 +120,10 @@ enum Command {
     /// by job, dead letters.
     #[command(after_help = help::REPORT)]
     Report(report::ReportArgs),
+    /// Remove old history by the config's `[retention]` policy (what `serve` does every
+    /// `[retention] every_mins`); --dry-run counts what would go.
+    #[command(after_help = help::PRUNE)]
+    Prune(prune::PruneArgs),
     /// Write the reference pipeline's config to a file to start from.
     #[command(after_help = help::INIT)]
     Init(ops::InitArgs),
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
         Command::Report(a) => report::run(&cli, a),
         Command::Reconcile(a) => check::reconcile(&cli, a),
         Command::Health(a) => check::health(&cli, a),
+        Command::Prune(a) => prune::run(&cli, a),
         Command::Init(a) => ops::init(a),
         Command::Migrate(a) => ops::migrate(&cli, a),
         Command::Generate(a) => ops::generate(&cli, a),

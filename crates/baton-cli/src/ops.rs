@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Evaluate alert policies this often.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     alert_every_secs: u64,
+    /// Prune history by the config's `[retention]` policy this often (default
+    /// `[retention] every_mins`, 60); 0 turns it off (`baton prune` still works).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    retention_every_secs: Option<u64>,
 }
 
 /// `baton run`.
@@ -209,6 +213,11 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
             .reconcile_days
             .unwrap_or(pipeline.report.reconcile_days),
         alert_every: SignedDuration::from_secs(args.alert_every_secs as i64),
+        retention_every: match args.retention_every_secs {
+            Some(0) => None,
+            Some(secs) => Some(SignedDuration::from_secs(secs as i64)),
+            None => Some(pipeline.retention.every),
+        },
     };
     options.validate().map_err(Exit::usage)?;
     let identity = Identity::of_this_process("serve", VERSION, COMMIT);

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // a test suite: a failed unwrap is a failed conformance check
 
 mod consume;
+mod retention;
 
 use baton_core::ManualClock;
 use baton_core::completion::{self, Outcome};
@@ -36,7 +37,7 @@ fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(start_time()))
 }
 
-fn day(s: &str) -> Partition {
+pub(crate) fn day(s: &str) -> Partition {
     Partition::parse(s).unwrap()
 }
 
@@ -334,6 +335,8 @@ pub fn exercise_state_store<S: StateStore>(make: impl Fn(Arc<ManualClock>) -> S)
     exercise_landing_history_bound(&store, &clock);
     exercise_receipts(&store, &clock, &pipeline);
     exercise_range_reads(&store, &clock);
+    // Last: it moves the clock past the retention window.
+    retention::exercise_store_retention(&store, &clock);
 }
 
 /// The range reads health and reconcile use answer what the per-date reads answer, date
@@ -1118,10 +1121,11 @@ pub fn exercise_bus<B: Bus>(
     assert_eq!(bus.published_since("t", start_time()).unwrap(), 2);
     let far_future: Timestamp = "2999-01-01T00:00:00Z".parse().unwrap();
     assert_eq!(bus.published_since("t", far_future).unwrap(), 0);
+    retention::exercise_bus_retention(&bus, &clock, pass);
 }
 
 /// Reads a [`ManualClock`] without naming the trait at every call site.
-trait NowTs {
+pub(crate) trait NowTs {
     fn now_ts(&self) -> Timestamp;
 }
 

@@ -11,6 +11,7 @@ use crate::gate::{Gate, ModePolicy, Rule};
 use crate::model::{GateId, ProcessorName};
 use crate::names;
 use crate::quality::{CheckKind, QualityCheck};
+use crate::retention;
 use jiff::SignedDuration;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
@@ -76,6 +77,25 @@ impl Default for ReportConfig {
                 .unwrap_or_else(|e| unreachable!("the default report schedule parses: {e}")),
             days: 30,
             reconcile_days: 7,
+        }
+    }
+}
+
+/// Retention (`[retention]`): what `serve` and `baton prune` remove, and how often `serve`
+/// prunes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// What is kept.
+    pub policy: retention::RetentionPolicy,
+    /// How often `serve` prunes (default hourly).
+    pub every: SignedDuration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            policy: retention::RetentionPolicy::default(),
+            every: SignedDuration::from_hours(1),
         }
     }
 }
@@ -243,6 +263,8 @@ pub struct Pipeline {
     pub schedules: Vec<Schedule>,
     /// The report sent to the notifiers, and the periodic reconcile's window.
     pub report: ReportConfig,
+    /// What history `serve` and `baton prune` remove, and how often `serve` does.
+    pub retention: RetentionConfig,
     /// The topic upstream jobs announce landings on (the original pipeline's Phase 2
     /// completions); `serve` records each as a landing.
     pub raw_landings_topic: String,
@@ -441,6 +463,21 @@ struct RawConfig {
     schedules: Vec<RawSchedule>,
     #[serde(default)]
     report: Option<RawReport>,
+    #[serde(default)]
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default)]
+    keep_runs: Option<Spanned<i64>>,
+    #[serde(default)]
+    older_than_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    batch: Option<Spanned<i64>>,
+    #[serde(default)]
+    every_mins: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -837,6 +874,7 @@ impl Validator<'_> {
         let alerts = self.alerts(&raw.alerts, &notifiers)?;
         let schedules = self.schedules(&raw.schedules, &processors)?;
         let report = self.report(raw.report.as_ref())?;
+        let retention = self.retention(raw.retention.as_ref())?;
         Ok(Pipeline {
             name,
             timezone,
@@ -856,8 +894,43 @@ impl Validator<'_> {
             alerts,
             schedules,
             report,
+            retention,
             raw_landings_topic,
         })
+    }
+
+    /// `[retention]`: runs kept per (processor, date), a window of at least the longest
+    /// alert window (so no alert's figure loses a row), a batch size and `serve`'s interval.
+    fn retention(&self, raw: Option<&RawRetention>) -> Result<RetentionConfig, Error> {
+        let mut out = RetentionConfig::default();
+        let Some(raw) = raw else {
+            return Ok(out);
+        };
+        if let Some(v) = &raw.keep_runs {
+            out.policy.keep_runs = self.positive("retention.keep_runs", v, 100_000)? as u32;
+        }
+        if let Some(v) = &raw.older_than_days {
+            let days = *v.get_ref();
+            if !(retention::MIN_OLDER_THAN_DAYS..=3_650).contains(&days) {
+                return self.err(
+                    "retention.older_than_days",
+                    v.span(),
+                    format!(
+                        "must be between {} (the longest alert window) and 3650, got {days}",
+                        retention::MIN_OLDER_THAN_DAYS
+                    ),
+                );
+            }
+            out.policy.older_than = SignedDuration::from_hours(24 * days);
+        }
+        if let Some(v) = &raw.batch {
+            out.policy.batch = self.positive("retention.batch", v, 100_000)? as u32;
+        }
+        if let Some(v) = &raw.every_mins {
+            out.every =
+                SignedDuration::from_mins(self.positive("retention.every_mins", v, 10_080)?);
+        }
+        Ok(out)
     }
 
     /// `[report]`: a five-field cron schedule and two windows of at most a year.
@@ -2265,6 +2338,34 @@ mod tests {
         let bad = mutate("start_retry_secs = 30", "start_retry_secs = -5");
         let e = err_of(&bad).to_string();
         assert!(e.contains("backend.start_retry_secs"), "{e}");
+    }
+
+    #[test]
+    fn retention_defaults_and_bad_keys_name_key_and_line() {
+        let reference = Pipeline::reference().unwrap();
+        assert_eq!(reference.retention, RetentionConfig::default());
+        assert_eq!(reference.retention.policy.keep_runs, 20);
+        let set = format!(
+            "{REFERENCE_TOML}\n[retention]\nkeep_runs = 5\nolder_than_days = 10\nbatch = 50\nevery_mins = 15\n"
+        );
+        let r = Pipeline::from_toml(&set).unwrap().retention;
+        assert_eq!(r.policy.keep_runs, 5);
+        assert_eq!(r.policy.older_than, SignedDuration::from_hours(240));
+        assert_eq!(r.policy.batch, 50);
+        assert_eq!(r.every, SignedDuration::from_mins(15));
+        for (bad, key) in [
+            ("older_than_days = 6", "retention.older_than_days"),
+            ("keep_runs = 0", "retention.keep_runs"),
+            ("batch = -1", "retention.batch"),
+            ("every_mins = 0", "retention.every_mins"),
+        ] {
+            let src = format!("{REFERENCE_TOML}\n[retention]\n{bad}\n");
+            let e = err_of(&src);
+            assert_eq!(e.key, key, "{e}");
+            assert_eq!(e.line, Some(line_containing(&src, bad)), "{e}");
+        }
+        let e = err_of(&format!("{REFERENCE_TOML}\n[retention]\nkeep = 1\n"));
+        assert!(e.to_string().contains("keep"), "{e}");
     }
 
     #[test]

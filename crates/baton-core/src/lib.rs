@@ -33,6 +33,7 @@ pub mod pacing;
 pub mod push;
 pub mod quality;
 pub mod reconcile;
+pub mod retention;
 pub mod retry;
 pub mod rng;
 pub mod schedule;

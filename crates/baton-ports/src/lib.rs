@@ -14,6 +14,7 @@
 pub mod consume;
 pub mod engine;
 pub mod kinds;
+pub mod retention;
 pub mod stored;
 pub mod wake;
 
@@ -573,6 +574,20 @@ pub trait StateStore: engine::Transact + Send + Sync {
     /// Landings of the partitions in `[from, to]`, by partition and then job:
     /// [`StateStore::landings`] of each date in one read.
     fn landings_between(&self, from: Partition, to: Partition) -> Result<Vec<Landing>>;
+
+    /// Retention: every run of the (processor, partition) pairs that have more than `keep`
+    /// runs, by processor, partition and start order (ties in recording order), for
+    /// [`retention::prune`] to judge.
+    fn runs_beyond(&self, keep: usize) -> Result<Vec<RunRecord>>;
+    /// Retention: removes the runs with these ids, in one transaction; a run still
+    /// `running` is never removed. Returns how many were.
+    fn delete_runs(&self, ids: &[RunId]) -> Result<u64>;
+    /// Retention: removes up to `limit` relayed completion rows of the outbox published
+    /// before `before`, oldest first, in one transaction (trigger rows and unpublished rows
+    /// stay, as `baton_core::retention` says). Returns how many.
+    fn prune_outbox(&self, before: Timestamp, limit: usize) -> Result<u64>;
+    /// Retention: how many rows [`StateStore::prune_outbox`] would remove in all.
+    fn prunable_outbox(&self, before: Timestamp) -> Result<u64>;
 }
 
 /// A fenced write: the rows of one (processor, partition), the token they were computed
@@ -773,4 +788,18 @@ pub trait Bus: Send + Sync {
     fn published_since(&self, topic: &str, since: Timestamp) -> Result<u64>;
     /// Every message on a topic, for inspection (`status`, tests).
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>>;
+    /// Retention: removes up to `limit` messages, oldest first, that every consumer group of
+    /// their topic has passed (taken, with no delivery outstanding; a topic without a group
+    /// keeps all) and that were published before `before`, in one transaction. `None`: this
+    /// bus keeps its own retention (NATS JetStream's stream limits).
+    fn prune_consumed(&self, before: Timestamp, limit: usize) -> Result<Option<u64>> {
+        let _ = (before, limit);
+        Ok(None)
+    }
+    /// Retention: how many messages [`Bus::prune_consumed`] would remove in all (`None` as
+    /// there).
+    fn prunable_consumed(&self, before: Timestamp) -> Result<Option<u64>> {
+        let _ = before;
+        Ok(None)
+    }
 }

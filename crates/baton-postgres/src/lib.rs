@@ -15,6 +15,7 @@
 
 mod listen;
 mod pool;
+mod retention;
 mod schema;
 
 use baton_core::clock::Clock;
@@ -1087,6 +1088,22 @@ impl StateStore for PgBackend {
                 .map(landing_from)
                 .collect()
         })
+    }
+
+    fn runs_beyond(&self, keep: usize) -> Result<Vec<RunRecord>> {
+        self.txn(|tx| retention::runs_beyond(tx, keep))
+    }
+
+    fn delete_runs(&self, ids: &[RunId]) -> Result<u64> {
+        self.txn(|tx| retention::delete_runs(tx, ids))
+    }
+
+    fn prune_outbox(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.txn(|tx| retention::prune_outbox(tx, before, limit))
+    }
+
+    fn prunable_outbox(&self, before: Timestamp) -> Result<u64> {
+        self.txn(|tx| retention::prunable_outbox(tx, before))
     }
 }
 

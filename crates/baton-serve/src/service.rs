@@ -1,8 +1,8 @@
 //! The long-running service: what `baton serve` does between start and stop, as a library
 //! type so it can be tested without the binary. It owns the loop of rounds (the schedules
 //! due, then one [`crate::drain`] pass each), the heartbeat that says this instance is alive (and which
-//! backend errors it retried through), the periodic alert evaluation and the periodic
-//! reconcile of the last dates. The binary only parses, wires (HTTP, notifiers, token) and
+//! backend errors it retried through), the periodic alert evaluation, the periodic
+//! reconcile of the last dates and the periodic prune of history (`[retention]`). The binary only parses, wires (HTTP, notifiers, token) and
 //! calls [`Service::run`].
 //!
 //! Invariant: a retryable backend error never ends the service: the round reports it, the
@@ -11,8 +11,8 @@
 //!
 //! Pacing ([`baton_core::pacing`]): a round that moved anything is followed by the next at
 //! once; an idle loop waits for the backend's wake signal ([`Wake`], when the binary gave
-//! one) until the earliest of its own deadlines (heartbeat, alerts, reconcile, schedules,
-//! report), and polls every [`ServeOptions::poll`] only for what cannot signal (a backend
+//! one) until the earliest of its own deadlines (heartbeat, alerts, reconcile, prune,
+//! schedules, report), and polls every [`ServeOptions::poll`] only for what cannot signal (a backend
 //! without a wake, deliveries in flight, owed runs waiting for a deadline).
 //!
 //! Every wait without a wake signal goes through the injected [`Clock`], so a manual clock
@@ -56,6 +56,9 @@ pub struct ServeOptions {
     pub reconcile_days: u32,
     /// How often alert policies are evaluated.
     pub alert_every: SignedDuration,
+    /// How often history is pruned by the pipeline's `[retention]` policy
+    /// (`baton_ports::retention::prune`); `None` turns it off.
+    pub retention_every: Option<SignedDuration>,
 }
 
 impl Default for ServeOptions {
@@ -66,6 +69,7 @@ impl Default for ServeOptions {
             reconcile_every: Some(SignedDuration::from_secs(300)),
             reconcile_days: 7,
             alert_every: SignedDuration::from_secs(30),
+            retention_every: Some(SignedDuration::from_hours(1)),
         }
     }
 }
@@ -83,6 +87,11 @@ impl ServeOptions {
         if self.reconcile_every.is_some_and(|d| !positive(d)) {
             return Err(Error::Config(
                 "reconcile interval must be positive (or off)".into(),
+            ));
+        }
+        if self.retention_every.is_some_and(|d| !positive(d)) {
+            return Err(Error::Config(
+                "retention interval must be positive (or off)".into(),
             ));
         }
         if !(1..=366).contains(&self.reconcile_days) {
@@ -235,6 +244,8 @@ pub struct RoundReport {
     pub alerts: Option<AlertRound>,
     /// The periodic reconcile, when one was due: every (gate, date) it covered.
     pub reconciled: Option<Vec<Reconciled>>,
+    /// The prune of history, when one was due.
+    pub pruned: Option<baton_core::retention::PruneReport>,
     /// The report's scheduled time, when this round sent it to the notifiers.
     pub report_sent: Option<Timestamp>,
     /// A retryable backend error that cut the round short; it is kept for the next
@@ -267,6 +278,7 @@ pub struct Service {
     next_beat: Timestamp,
     next_alerts: Timestamp,
     next_reconcile: Timestamp,
+    next_prune: Timestamp,
     /// The report's last send this instance saw, so a round with nothing due reads nothing.
     report_seen: Option<Timestamp>,
     /// Backend errors retried through in the last hour, reported in the heartbeat (and so
@@ -318,6 +330,7 @@ impl Service {
             next_beat: now,
             next_alerts: now,
             next_reconcile: now,
+            next_prune: now,
             report_seen: None,
             backend_errors: Vec::new(),
             last_error: None,
@@ -453,6 +466,9 @@ impl Service {
         if self.options.reconcile_every.is_some() {
             out.push(self.next_reconcile);
         }
+        if self.options.retention_every.is_some() {
+            out.push(self.next_prune);
+        }
         let tz = &pipeline.timezone;
         out.extend((pipeline.schedules.iter()).filter_map(|s| s.cron.next_after(now, tz)));
         if !self.notifiers.is_empty() {
@@ -548,7 +564,30 @@ impl Service {
                 .checked_add(every)
                 .unwrap_or(self.next_reconcile);
         }
+        if let Some(every) = self.options.retention_every
+            && clock.now() >= self.next_prune
+        {
+            report.pruned = Some(self.prune(clock.now())?);
+            self.next_prune = clock.now().checked_add(every).unwrap_or(self.next_prune);
+        }
         Ok(())
+    }
+
+    /// Removes the history the pipeline's `[retention]` policy lets go, in bounded batches
+    /// (several instances may prune at once: a delete of what another removed removes
+    /// nothing).
+    fn prune(&self, now: Timestamp) -> Result<baton_core::retention::PruneReport, Error> {
+        let pruned = baton_ports::retention::prune(
+            self.ports.store.as_ref(),
+            self.ports.bus.as_ref(),
+            &self.ports.pipeline.retention.policy,
+            now,
+            baton_ports::retention::Mode::Delete,
+        )?;
+        if pruned.runs + pruned.outbox + pruned.bus_messages.unwrap_or(0) > 0 {
+            tracing::info!(runs = pruned.runs, outbox = pruned.outbox, bus_messages = ?pruned.bus_messages, "pruned history");
+        }
+        Ok(pruned)
     }
 
     /// Writes the heartbeat with the backend errors of the last hour.

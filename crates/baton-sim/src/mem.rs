@@ -19,7 +19,7 @@ use baton_core::dedup::key_of;
 use baton_core::lease::{self, Lease, Refusal};
 use baton_core::message::CompletionMessage;
 use baton_core::model::{FenceToken, GateId, Partition, ProcessorName, Row, RunId};
-use baton_ports::RequestKind;
+use baton_core::retention::RetentionPolicy;
 use baton_ports::engine;
 use baton_ports::stored::partition_of;
 use baton_ports::wake::{self, Signal, Wake};
@@ -29,6 +29,7 @@ use baton_ports::{
     OutboxKind, OutboxRow, PendingRequest, Published, Released, Result, RunEnd, RunRecord, Settled,
     StateStore, Warehouse, Work, WriteOutcome,
 };
+use baton_ports::{RequestKind, RunStatus};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -112,6 +113,9 @@ struct State {
     fences: BTreeMap<(ProcessorName, Partition), u64>,
     runs: Vec<RunRecord>,
     outbox: Vec<OutboxRow>,
+    /// The last outbox id and bus seq given (retention removes rows, so not a length).
+    last_outbox_id: i64,
+    last_seq: i64,
     dead_letters: Vec<DeadLetter>,
     /// (job, date) -> (first, latest, batches).
     landings: BTreeMap<(String, Partition), (Timestamp, Timestamp, u32)>,
@@ -201,7 +205,8 @@ impl MemBackend {
 }
 
 fn push_outbox(s: &mut State, row: &NewOutboxRow, now: Timestamp) {
-    let id = s.outbox.len() as i64 + 1;
+    s.last_outbox_id += 1;
+    let id = s.last_outbox_id;
     s.outbox.push(OutboxRow {
         id,
         created_at: now,
@@ -830,6 +835,68 @@ impl StateStore for MemBackend {
         self.landings_between(partition, partition)
     }
 
+    fn runs_beyond(&self, keep: usize) -> Result<Vec<RunRecord>> {
+        let s = self.lock();
+        let mut counts: BTreeMap<(&ProcessorName, Partition), usize> = BTreeMap::new();
+        for r in &s.runs {
+            *counts.entry((&r.processor, r.partition)).or_default() += 1;
+        }
+        let mut out: Vec<RunRecord> = s
+            .runs
+            .iter()
+            .filter(|r| counts[&(&r.processor, r.partition)] > keep)
+            .cloned()
+            .collect();
+        // Stable: ties in start order stay in recording order.
+        out.sort_by(|a, b| {
+            (&a.processor, a.partition, a.started_at).cmp(&(
+                &b.processor,
+                b.partition,
+                b.started_at,
+            ))
+        });
+        Ok(out)
+    }
+
+    fn delete_runs(&self, ids: &[RunId]) -> Result<u64> {
+        let mut s = self.lock();
+        let before = s.runs.len();
+        s.runs
+            .retain(|r| r.status == RunStatus::Running || !ids.contains(&r.run_id));
+        Ok((before - s.runs.len()) as u64)
+    }
+
+    fn prune_outbox(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        let now = self.clock.now();
+        let policy = retention_at(before, now);
+        let mut s = self.lock();
+        let gone: Vec<i64> = s
+            .outbox
+            .iter()
+            .filter(|r| {
+                policy.removes_outbox_row(r.row.kind == OutboxKind::Trigger, r.published_at, now)
+            })
+            .take(limit)
+            .map(|r| r.id)
+            .collect();
+        s.outbox.retain(|r| !gone.contains(&r.id));
+        s.claims.retain(|id, _| !gone.contains(id));
+        Ok(gone.len() as u64)
+    }
+
+    fn prunable_outbox(&self, before: Timestamp) -> Result<u64> {
+        let now = self.clock.now();
+        let policy = retention_at(before, now);
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|r| {
+                policy.removes_outbox_row(r.row.kind == OutboxKind::Trigger, r.published_at, now)
+            })
+            .count() as u64)
+    }
+
     fn landings_between(&self, from: Partition, to: Partition) -> Result<Vec<Landing>> {
         let mut out: Vec<Landing> = self
             .lock()
@@ -1083,7 +1150,8 @@ impl Bus for MemBackend {
         if !s.ids.insert((topic.to_owned(), message_id.to_owned())) {
             return Ok(Published::Duplicate);
         }
-        let seq = s.messages.len() as i64 + 1;
+        s.last_seq += 1;
+        let seq = s.last_seq;
         s.messages.push((
             topic.to_owned(),
             Delivery {
@@ -1136,12 +1204,15 @@ impl Bus for MemBackend {
         Ok(picked
             .into_iter()
             .filter_map(|(seq, attempt)| {
-                s.messages
-                    .get((seq - 1) as usize)
-                    .map(|(_, d, _)| Delivery {
-                        attempt,
-                        ..d.clone()
-                    })
+                // Sorted by seq (appended in order; retention only removes).
+                let i = s
+                    .messages
+                    .binary_search_by_key(&seq, |(_, d, _)| d.seq)
+                    .ok()?;
+                s.messages.get(i).map(|(_, d, _)| Delivery {
+                    attempt,
+                    ..d.clone()
+                })
             })
             .collect())
     }
@@ -1179,6 +1250,40 @@ impl Bus for MemBackend {
             .count() as u64)
     }
 
+    fn prune_consumed(&self, before: Timestamp, limit: usize) -> Result<Option<u64>> {
+        let now = self.clock.now();
+        let policy = retention_at(before, now);
+        let mut s = self.lock();
+        let gone: Vec<i64> = s
+            .messages
+            .iter()
+            .filter(|(t, d, at)| policy.removes_bus_message(passed(&s, t, d.seq), *at, now))
+            .take(limit)
+            .map(|(_, d, _)| d.seq)
+            .collect();
+        let State { messages, ids, .. } = &mut *s;
+        messages.retain(|(t, d, _)| {
+            let keep = !gone.contains(&d.seq);
+            if !keep {
+                ids.remove(&(t.clone(), d.message_id.clone()));
+            }
+            keep
+        });
+        Ok(Some(gone.len() as u64))
+    }
+
+    fn prunable_consumed(&self, before: Timestamp) -> Result<Option<u64>> {
+        let now = self.clock.now();
+        let policy = retention_at(before, now);
+        let s = self.lock();
+        Ok(Some(
+            s.messages
+                .iter()
+                .filter(|(t, d, at)| policy.removes_bus_message(passed(&s, t, d.seq), *at, now))
+                .count() as u64,
+        ))
+    }
+
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
         Ok(self
             .lock()
@@ -1188,4 +1293,20 @@ impl Bus for MemBackend {
             .map(|(_, d, _)| d.clone())
             .collect())
     }
+}
+
+/// A policy whose cutoff at `now` is `before` (the port passes the cutoff; the pure
+/// predicates take a policy and `now`).
+fn retention_at(before: Timestamp, now: Timestamp) -> RetentionPolicy {
+    RetentionPolicy {
+        older_than: now.duration_since(before),
+        ..RetentionPolicy::default()
+    }
+}
+
+/// Whether every group of `topic` (at least one) has taken `seq` and holds no delivery of it.
+fn passed(s: &State, topic: &str, seq: i64) -> bool {
+    let mut groups = s.groups.iter().filter(|((t, _), _)| t == topic).peekable();
+    groups.peek().is_some()
+        && groups.all(|(_, g)| g.cursor >= seq && !g.inflight.contains_key(&seq))
 }

@@ -9,6 +9,7 @@
 //! loss; throughput comes from group commit (a consumer batch is one transaction).
 
 mod consume;
+mod retention;
 mod schema;
 mod wake;
 
@@ -1030,6 +1031,22 @@ impl StateStore for SqliteBackend {
             params![from.to_string(), to.to_string()],
         )
     }
+
+    fn runs_beyond(&self, keep: usize) -> Result<Vec<RunRecord>> {
+        retention::runs_beyond(&self.lock(), keep)
+    }
+
+    fn delete_runs(&self, ids: &[RunId]) -> Result<u64> {
+        self.write_txn(|tx| retention::delete_runs(tx, ids))
+    }
+
+    fn prune_outbox(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.write_txn(|tx| retention::prune_outbox(tx, before, limit))
+    }
+
+    fn prunable_outbox(&self, before: Timestamp) -> Result<u64> {
+        retention::prunable_outbox(&self.lock(), before)
+    }
 }
 
 fn query_landings(
@@ -1607,6 +1624,15 @@ impl Bus for SqliteBackend {
             )
             .map(|n| n as u64)
             .map_err(map_err)
+    }
+
+    fn prune_consumed(&self, before: Timestamp, limit: usize) -> Result<Option<u64>> {
+        self.write_txn(|tx| retention::prune_consumed(tx, before, limit))
+            .map(Some)
+    }
+
+    fn prunable_consumed(&self, before: Timestamp) -> Result<Option<u64>> {
+        retention::prunable_consumed(&self.lock(), before).map(Some)
     }
 
     fn messages(&self, topic: &str) -> Result<Vec<Delivery>> {
