@@ -873,3 +873,66 @@ fn issue_10_a_sigkilled_run_is_shown_abandoned_and_its_command_dies_with_it() {
         .unwrap();
     assert_eq!(h013["level"], "PASS", "rerun since: {h013}");
 }
+
+fn prune_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = baton(dir)
+        .args(["prune", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn prune_reports_per_table_keeps_what_is_young_and_health_and_reconcile_still_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    baton(dir.path())
+        .args(["demo", "--dates", "3", "--end", "2024-03-05"])
+        .assert()
+        .success();
+    // The demo wrote everything just now (its clock is real time): nothing is past the
+    // window, so nothing goes (what does go is tested in baton-serve's retention test and the
+    // conformance suite, on an injected clock).
+    let dry = prune_json(dir.path(), &["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["keep_runs"], 20);
+    for table in ["runs", "outbox", "bus_messages"] {
+        assert_eq!(dry["removed"][table].as_u64(), Some(0), "{dry}");
+    }
+    let done = prune_json(dir.path(), &[]);
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(done["removed"]["outbox"].as_u64(), Some(0), "{done}");
+    for cmd in ["health", "reconcile"] {
+        baton(dir.path())
+            .args([cmd, "--from", "2024-02-28", "--to", "2024-03-05"])
+            .assert()
+            .success();
+    }
+    baton(dir.path())
+        .args(["prune"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("bus_messages"));
+    baton(dir.path())
+        .args(["prune", "--older-than-days", "3"])
+        .assert()
+        .code(2);
+    baton(dir.path()).args(["init"]).assert().success();
+    let path = dir.path().join("baton.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().count() + 3;
+    std::fs::write(&path, format!("{text}\n[retention]\nolder_than_days = 1\n")).unwrap();
+    baton(dir.path())
+        .args(["--config", "baton.toml", "prune"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(format!(
+            "line {line}, key `retention.older_than_days`"
+        )));
+}
