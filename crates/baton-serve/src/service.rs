@@ -556,7 +556,7 @@ impl Service {
         }
         report.report_sent = self.send_report(now)?;
         if let Some(every) = self.options.reconcile_every
-            && clock.now() >= self.next_reconcile
+            && self.reconcile_due(report, every, clock.now())
         {
             report.reconciled = Some(self.reconcile(clock.now())?);
             self.next_reconcile = clock
@@ -588,6 +588,21 @@ impl Service {
             tracing::info!(runs = pruned.runs, outbox = pruned.outbox, bus_messages = ?pruned.bus_messages, "pruned history");
         }
         Ok(pruned)
+    }
+
+    /// Whether the periodic reconcile runs this round: when it is due and the round moved
+    /// nothing. A round that ran or relayed something may have left completions on their way
+    /// (a run's completion waits in the outbox for the next round's relay); reconciling then
+    /// would "repair" what was never lost, record a false repair, and make the completion a
+    /// duplicate when it arrives. A loop kept busy for a whole interval past the due time
+    /// reconciles anyway, so a steady stream of work cannot put the repair off for ever.
+    fn reconcile_due(&self, report: &RoundReport, every: SignedDuration, now: Timestamp) -> bool {
+        let moved = report.drain.progressed || !report.fired.is_empty();
+        let overdue = self
+            .next_reconcile
+            .checked_add(every)
+            .is_ok_and(|late| now >= late);
+        now >= self.next_reconcile && (!moved || overdue)
     }
 
     /// Writes the heartbeat with the backend errors of the last hour.

@@ -196,6 +196,13 @@ fn env() -> Env {
 
 impl Env {
     fn service(&self) -> Service {
+        self.service_with(ServeOptions {
+            reconcile_every: None,
+            ..ServeOptions::default()
+        })
+    }
+
+    fn service_with(&self, options: ServeOptions) -> Service {
         let ports = Ports {
             pipeline: self.pipeline.clone(),
             store: self.backend.clone(),
@@ -209,10 +216,6 @@ impl Env {
             pid: 7,
             version: "0.1.0".into(),
             commit: "abc".into(),
-        };
-        let options = ServeOptions {
-            reconcile_every: None,
-            ..ServeOptions::default()
         };
         Service::new(options, ports, identity).unwrap()
     }
@@ -342,5 +345,38 @@ fn a_past_date_whose_only_run_failed_before_writing_fails_health_with_nothing_ow
             .iter()
             .any(|d| d.contains("BATON-R009") && d.contains("team_offense_game_summary")),
         "{h012:?}"
+    );
+}
+
+#[test]
+fn the_periodic_reconcile_does_not_repair_a_completion_still_on_its_way() {
+    // A `serve` starting with runs owed: the first round runs them, and their completions
+    // wait in the outbox for the next round's relay. A reconcile in that round saw the runs
+    // without their completions and "repaired" the date: a false repair, recorded and
+    // reported, and the completions then arrived as duplicates.
+    let e = env();
+    let mut service = e.service_with(ServeOptions {
+        reconcile_every: Some(SignedDuration::from_secs(300)),
+        ..ServeOptions::default()
+    });
+    let mut repairs = Vec::new();
+    let mut reconciled = 0;
+    for _ in 0..10 {
+        let round = service.round().unwrap();
+        assert!(round.backend_error.is_none(), "{round:?}");
+        if let Some(r) = round.reconciled {
+            reconciled += 1;
+            repairs.extend(r.into_iter().filter(|r| !r.changes.is_empty()));
+        }
+        e.clock.advance(SignedDuration::from_millis(10));
+    }
+    assert_eq!(e.succeeded_runs(), 1, "the owed run ran");
+    assert_eq!(
+        reconciled, 1,
+        "the reconcile due at start ran once the loop was idle"
+    );
+    assert!(
+        repairs.is_empty(),
+        "nothing was lost, nothing repaired: {repairs:?}"
     );
 }
