@@ -93,7 +93,8 @@ fn pg_err(e: &postgres::Error) -> Error {
     }
 }
 
-type Tx<'a> = Transaction<'a>;
+/// Where an operation's SQL runs: a transaction, or autocommit for one statement.
+type Tx<'a> = pool::Sql<'a>;
 
 impl PgBackend {
     /// Connects (one clear error if it cannot), applies pending migrations, and reads time
@@ -155,11 +156,28 @@ impl PgBackend {
             ))
             .map_err(|e| pg_err(&e))
         })?;
+        // Statements prepared against the dropped tables are not reused.
+        self.pool.clear();
         self.migrate().map(|_| ())
     }
 
     /// Runs `f` in a transaction, retrying retryable failures with jittered backoff.
-    fn txn<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+    fn txn<T>(&self, f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.attempts(true, f)
+    }
+
+    /// Runs `f`, one statement, on its own (autocommit), retried as [`PgBackend::txn`]:
+    /// the same snapshot and atomicity as a transaction around that one statement, without
+    /// the `BEGIN` and `COMMIT` round trips.
+    fn once<T>(&self, f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.attempts(false, f)
+    }
+
+    fn attempts<T>(
+        &self,
+        transaction: bool,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut last = Error::Retryable("no attempt made".into());
         for attempt in 0..TRIES_MAX {
             if attempt > 0 {
@@ -182,7 +200,11 @@ impl PgBackend {
                 Err(e) => return Err(e),
             };
             let result = (|| -> Result<T> {
-                let mut tx = client.transaction().map_err(|e| pg_err(&e))?;
+                let mut tx = if transaction {
+                    client.transaction().map_err(|e| pg_err(&e))?
+                } else {
+                    client.autocommit()
+                };
                 let out = f(&mut tx)?;
                 tx.commit().map_err(|e| pg_err(&e))?;
                 Ok(out)
@@ -433,6 +455,62 @@ struct PgTxn<'a, 'b> {
     /// Whether it created work (an outbox row, a landing, an owed run): it notifies
     /// [`CHANNEL`] before its commit, which delivers the notification.
     created_work: bool,
+    /// Receipts added and not yet written, and how many per (gate, partition) to keep:
+    /// written with one statement and trimmed with another just before the commit
+    /// ([`PgTxn::write_receipts`]), instead of a round trip per receipt and per date.
+    receipts: Receipts,
+}
+
+/// Receipts of a transaction waiting to be written: (partition, gate, body) in the order
+/// added, and the bound of the history.
+#[derive(Default)]
+struct Receipts {
+    rows: Vec<(String, String, String)>,
+    keep: u32,
+}
+
+impl PgTxn<'_, '_> {
+    /// Writes the receipts added so far, in the order added, then trims each (gate,
+    /// partition) they touched to its newest `keep`. Nothing inside a transaction reads
+    /// the history, so writing it at the end is the same as writing it as it came.
+    fn write_receipts(&mut self) -> Result<()> {
+        let Receipts { rows, keep } = std::mem::take(&mut self.receipts);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut days = Vec::with_capacity(rows.len());
+        let mut gates = Vec::with_capacity(rows.len());
+        let mut bodies = Vec::with_capacity(rows.len());
+        for (day, gate, body) in rows {
+            days.push(day);
+            gates.push(gate);
+            bodies.push(body);
+        }
+        self.tx
+            .execute(
+                "INSERT INTO completion_receipts (partition, gate, body)
+                 SELECT p, g, b FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(p, g, b, n) ORDER BY n",
+                &[&days, &gates, &bodies],
+            )
+            .map_err(|e| pg_err(&e))?;
+        let mut pairs: Vec<(String, String)> = days.into_iter().zip(gates).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let (days, gates): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+        self.tx
+            .execute(
+                "DELETE FROM completion_receipts c USING (
+                   SELECT id FROM (
+                     SELECT r.id, row_number() OVER (PARTITION BY r.partition, r.gate ORDER BY r.id DESC) AS n
+                     FROM completion_receipts r JOIN unnest($1::text[], $2::text[]) AS k(p, g)
+                       ON r.partition = k.p AND r.gate = k.g) x
+                   WHERE x.n > $3) d
+                 WHERE c.id = d.id",
+                &[&days, &gates, &i64::from(keep)],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(())
+    }
 }
 
 /// Notifies the `serve` processes listening ([`listen`]) that work was created; delivered
@@ -590,25 +668,19 @@ impl engine::Transaction for PgTxn<'_, '_> {
         Ok(())
     }
     fn add_receipts(&mut self, receipts: &[CompletionReceipt], keep: u32) -> Result<()> {
-        let Some(first) = receipts.first() else {
-            return Ok(());
-        };
-        let (day, gate) = (first.partition.to_string(), first.gate.as_str());
-        for r in receipts {
-            self.tx
-                .execute(
-                    "INSERT INTO completion_receipts (partition, gate, body) VALUES ($1, $2, $3)",
-                    &[&day, &gate, &receipt_body(r)?],
-                )
-                .map_err(|e| pg_err(&e))?;
+        // Another bound than the receipts waiting have: theirs is applied first.
+        if keep != self.receipts.keep && !self.receipts.rows.is_empty() {
+            self.write_receipts()?;
         }
-        self.tx
-            .execute(
-                "DELETE FROM completion_receipts WHERE partition = $1 AND gate = $2 AND id <= (
-                   SELECT id FROM completion_receipts WHERE partition = $1 AND gate = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
-                &[&day, &gate, &i64::from(keep)],
-            )
-            .map_err(|e| pg_err(&e))?;
+        self.receipts.keep = keep;
+        for r in receipts {
+            let row = (
+                r.partition.to_string(),
+                r.gate.to_string(),
+                receipt_body(r)?,
+            );
+            self.receipts.rows.push(row);
+        }
         Ok(())
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
@@ -653,8 +725,10 @@ impl engine::Transact for PgBackend {
                 tx,
                 now,
                 created_work: false,
+                receipts: Receipts::default(),
             };
             work(&mut txn)?;
+            txn.write_receipts()?;
             if txn.created_work {
                 notify_work(txn.tx)?;
             }
@@ -665,11 +739,11 @@ impl engine::Transact for PgBackend {
 
 impl StateStore for PgBackend {
     fn document(&self, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
-        self.txn(|tx| load_document(tx, gate, partition, false))
+        self.once(|tx| load_document(tx, gate, partition, false))
     }
 
     fn documents(&self, gate: &GateId, from: Partition, to: Partition) -> Result<Vec<Document>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let rows = tx
                 .query(
                     "SELECT body FROM documents WHERE gate = $1 AND partition BETWEEN $2 AND $3 ORDER BY partition",
@@ -765,7 +839,7 @@ impl StateStore for PgBackend {
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let rows = tx
                 .query("SELECT processor, partition, holder, token, renewed_at, expires_at, released FROM leases ORDER BY partition, processor", &[])
                 .map_err(|e| pg_err(&e))?;
@@ -786,7 +860,7 @@ impl StateStore for PgBackend {
     }
 
     fn start_run(&self, run: &RunRecord) -> Result<()> {
-        self.txn(|tx| {
+        self.once(|tx| {
             tx.execute(
                 "INSERT INTO runs (run_id, processor, partition, holder, token, started_at, status, rows_written, duplicates_dropped)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (run_id) DO NOTHING",
@@ -810,7 +884,7 @@ impl StateStore for PgBackend {
     }
 
     fn runs(&self, partition: Partition) -> Result<Vec<RunRecord>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE partition = $1 ORDER BY started_at, seq"
             );
@@ -823,7 +897,7 @@ impl StateStore for PgBackend {
     }
 
     fn runs_between(&self, from: Partition, to: Partition) -> Result<Vec<RunRecord>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE partition BETWEEN $1 AND $2 ORDER BY partition, started_at, seq"
             );
@@ -836,7 +910,7 @@ impl StateStore for PgBackend {
     }
 
     fn runs_finished_since(&self, since: Timestamp) -> Result<Vec<RunRecord>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE finished_at >= $1 ORDER BY finished_at, seq"
             );
@@ -849,7 +923,7 @@ impl StateStore for PgBackend {
     }
 
     fn pending_requests(&self) -> Result<Vec<PendingRequest>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let rows = tx
                 .query("SELECT processor, partition, kind, reason, since FROM requests ORDER BY since, partition, processor", &[])
                 .map_err(|e| pg_err(&e))?;
@@ -873,7 +947,7 @@ impl StateStore for PgBackend {
         partition: Partition,
         requested_by: Timestamp,
     ) -> Result<()> {
-        self.txn(|tx| {
+        self.once(|tx| {
             tx.execute(
                 "DELETE FROM requests WHERE processor = $1 AND partition = $2 AND since <= $3",
                 &[
@@ -917,6 +991,50 @@ impl StateStore for PgBackend {
         })
     }
 
+    /// Claims, publishes and marks in one transaction: the rows are locked (`FOR UPDATE
+    /// SKIP LOCKED`, so relays in other processes take other rows) while their messages
+    /// are published, then marked. One commit instead of a claim's and a mark's, and that
+    /// commit does not wait for its WAL flush (`synchronous_commit = off`): a mark lost in
+    /// a crash only publishes the rows again under the same ids, which the bus drops (and
+    /// the consumers' idempotence absorbs past its duplicate window). A failed publish
+    /// rolls the claim back, so the rows wait for the next relay.
+    fn relay(
+        &self,
+        bus: &dyn baton_ports::Bus,
+        limit: usize,
+        _claim_for: SignedDuration,
+        extra_ids: &mut dyn FnMut(&OutboxRow) -> Vec<String>,
+    ) -> Result<usize> {
+        self.txn(|tx| {
+            let now = self.now(tx)?;
+            // A row another relay still claims (one that claims and marks apart) is left.
+            let sql = format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL AND claimed_until <= $1
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            );
+            let rows: Vec<OutboxRow> = tx
+                .query(sql.as_str(), &[&micros(now), &(limit as i64)])
+                .map_err(|e| pg_err(&e))?
+                .iter()
+                .map(outbox_from)
+                .collect::<Result<_>>()?;
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            let extra: Vec<Vec<String>> = rows.iter().map(&mut *extra_ids).collect();
+            bus.publish_batch(&baton_ports::outgoing(&rows, &extra))?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(|e| pg_err(&e))?;
+            tx.execute(
+                "UPDATE outbox SET published_at = $2 WHERE id = ANY($1)",
+                &[&ids, &micros(now)],
+            )
+            .map_err(|e| pg_err(&e))?;
+            Ok(rows.len())
+        })
+    }
+
     fn mark_published(&self, ids: &[i64]) -> Result<()> {
         self.txn(|tx| {
             let now = self.now(tx)?;
@@ -930,7 +1048,7 @@ impl StateStore for PgBackend {
     }
 
     fn outbox_for(&self, kind: OutboxKind, partition: Partition) -> Result<Vec<OutboxRow>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql = format!(
                 "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE kind = $1 AND partition = $2 ORDER BY id"
             );
@@ -943,7 +1061,7 @@ impl StateStore for PgBackend {
     }
 
     fn backlog(&self) -> Result<Backlog> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let r = tx
                 .query_one(
                     "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL",
@@ -965,11 +1083,11 @@ impl StateStore for PgBackend {
     }
 
     fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        self.txn(|tx| select_letters(tx, "ORDER BY id", &[]))
+        self.once(|tx| select_letters(tx, "ORDER BY id", &[]))
     }
 
     fn dead_letter_by_id(&self, id: i64) -> Result<Option<DeadLetter>> {
-        self.txn(|tx| Ok(select_letters(tx, "WHERE id = $1", &[&id])?.pop()))
+        self.once(|tx| Ok(select_letters(tx, "WHERE id = $1", &[&id])?.pop()))
     }
 
     fn settle_dead_letter(&self, id: i64, state: LetterState, note: &str) -> Result<Settled> {
@@ -1012,7 +1130,7 @@ impl StateStore for PgBackend {
     }
 
     fn ops_records(&self, prefix: &str) -> Result<Vec<OpsRecord>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let rows = tx
                 .query(
                     "SELECT key, version, body, updated_at FROM ops_records WHERE left(key, length($1)) = $1 ORDER BY key",
@@ -1033,7 +1151,7 @@ impl StateStore for PgBackend {
     }
 
     fn landings(&self, partition: Partition) -> Result<Vec<Landing>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql =
                 format!("SELECT {LANDING_COLUMNS} FROM landings WHERE partition = $1 ORDER BY job");
             tx.query(sql.as_str(), &[&partition.to_string()])
@@ -1045,7 +1163,7 @@ impl StateStore for PgBackend {
     }
 
     fn landing_batches(&self, partition: Partition) -> Result<Vec<LandingBatch>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let rows = tx
                 .query(
                     "SELECT job, batch, landed_at, recorded_at FROM landing_batches WHERE partition = $1 ORDER BY job, batch",
@@ -1067,7 +1185,7 @@ impl StateStore for PgBackend {
     }
 
     fn receipts(&self, partition: Partition) -> Result<Vec<CompletionReceipt>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let rows = tx
                 .query(
                     "SELECT body FROM completion_receipts WHERE partition = $1 ORDER BY id",
@@ -1078,7 +1196,7 @@ impl StateStore for PgBackend {
         })
     }
     fn landings_between(&self, from: Partition, to: Partition) -> Result<Vec<Landing>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql = format!(
                 "SELECT {LANDING_COLUMNS} FROM landings WHERE partition BETWEEN $1 AND $2 ORDER BY partition, job"
             );
@@ -1239,7 +1357,7 @@ impl Warehouse for PgBackend {
     }
 
     fn read(&self, table: &TableSpec, from: Partition, to: Partition) -> Result<Vec<Row>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql = format!(
                 "SELECT _row::text FROM {} WHERE _partition BETWEEN $1 AND $2 ORDER BY _partition",
                 quote(&table.name)
@@ -1258,7 +1376,7 @@ impl Warehouse for PgBackend {
     }
 
     fn row_count(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let sql = format!(
                 "SELECT count(*) FROM {} WHERE _partition = $1",
                 quote(&table.name)
@@ -1276,7 +1394,7 @@ impl Warehouse for PgBackend {
         partition: Partition,
         column: Option<&str>,
     ) -> Result<(u64, u64)> {
-        self.txn(|tx| {
+        self.once(|tx| {
             // `column` is a validated identifier.
             let non_null = match column {
                 Some(c) => format!("count(*) FILTER (WHERE _row->>'{c}' IS NOT NULL)"),
@@ -1299,7 +1417,7 @@ impl Warehouse for PgBackend {
         partition: Partition,
         column: &str,
     ) -> Result<BTreeSet<String>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             // The key is bound, not spliced; `->>` gives a string's text and any other
             // value's JSON text, and SQL NULL for a JSON null or a missing key.
             let sql = format!(
@@ -1314,7 +1432,7 @@ impl Warehouse for PgBackend {
     }
 
     fn duplicate_rows(&self, table: &TableSpec, partition: Partition) -> Result<u64> {
-        self.txn(|tx| {
+        self.once(|tx| {
             let cols: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
             let sql = format!(
                 "SELECT coalesce(sum(n - 1), 0)::bigint FROM (SELECT count(*) AS n FROM {} WHERE _partition = $1 GROUP BY {} HAVING count(*) > 1) d",
@@ -1362,7 +1480,7 @@ impl PgBackend {
         from: Partition,
         to: Partition,
     ) -> Result<BTreeMap<Partition, u64>> {
-        self.txn(|tx| {
+        self.once(|tx| {
             tx.query(sql, &[&from.to_string(), &to.to_string()])
                 .map_err(|e| pg_err(&e))?
                 .iter()
@@ -1378,8 +1496,13 @@ impl PgBackend {
     /// what the database does without baton.
     pub fn with_transaction<T>(
         &self,
-        f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        self.txn(f)
+        self.txn(|tx| match tx.raw() {
+            Some(t) => f(t),
+            None => Err(Error::Permanent(
+                "invariant: a transaction is open in txn".into(),
+            )),
+        })
     }
 }

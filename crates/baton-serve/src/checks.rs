@@ -30,14 +30,22 @@ pub fn measure(
     now: Timestamp,
 ) -> Result<Vec<CheckResult>, Error> {
     let mut out = Vec::new();
+    // Checks gated on the same table (the calendar, usually every one of a gate's) share
+    // one count of it: a read per table, not per check.
+    let mut gating: BTreeMap<&str, u64> = BTreeMap::new();
     for check in pipeline.checks_for(gate, partition, now) {
         let Some(table) = pipeline.table(&check.table) else {
             continue;
         };
-        let gating_rows = match &check.only_when_rows_in {
-            Some(t) => match pipeline.table(t) {
-                Some(spec) => Some(warehouse.row_count(spec, partition)?),
-                None => None,
+        let gating_rows = match check.only_when_rows_in.as_deref() {
+            Some(t) => match (gating.get(t), pipeline.table(t)) {
+                (Some(n), _) => Some(*n),
+                (None, Some(spec)) => {
+                    let n = warehouse.row_count(spec, partition)?;
+                    gating.insert(t, n);
+                    Some(n)
+                }
+                (None, None) => None,
             },
             None => None,
         };

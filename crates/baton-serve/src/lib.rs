@@ -648,8 +648,8 @@ pub fn drain(
     Ok(total)
 }
 
-/// One pass over what the bus carries: relay, landings, completions, triggers; true when
-/// anything moved.
+/// One pass over what the bus carries: relay, landings, completions (and the relay of the
+/// triggers they wrote), triggers; true when anything moved.
 fn drain_bus_once(
     services: &Services<'_>,
     consumer_faults: &mut dyn ConsumerFaults,
@@ -674,6 +674,11 @@ fn drain_bus_once(
             total.triggers += r.triggers;
             for (k, v) in r.outcomes {
                 *total.outcomes.entry(k).or_default() += v;
+            }
+            // The triggers it just wrote go out now, so the trigger consumer below runs
+            // them in this round instead of the next one's.
+            if r.triggers > 0 {
+                total.relayed += relay_once(services.store, services.bus, 1024, relay_faults)?;
             }
         }
         Err(Error::InjectedCrash(_)) => {
