@@ -190,6 +190,18 @@ fn range_equals_each_date<B: Backend + 'static>(backend: Arc<B>, clock: Arc<Manu
         assert!(r.changes.is_empty(), "report mode changes nothing");
     }
 
+    // Lateness reads the range's landings at once; each verdict is the job's landing of its
+    // date as the per-date read has it.
+    let lateness = baton_serve::status::lateness(&pipeline, b, &dates, now).unwrap();
+    assert_eq!(lateness.len(), dates.len() * pipeline.upstream.len());
+    for v in &lateness {
+        let landed = b.landings(v.partition).unwrap();
+        let alone = landed.iter().find(|l| l.job == v.job).map(|l| l.landed_at);
+        assert_eq!(v.landed_at, alone, "{v:?}");
+    }
+    assert!(lateness.iter().any(|v| v.landed_at.is_some()));
+    assert!(lateness.iter().any(|v| v.landed_at.is_none()));
+
     let (stored, actual) = checks::accuracy(&pipeline, b, b, gate, &dates, now).unwrap();
     let summed = dates.iter().fold((0, 0), |(s, a), &d| {
         let (ds, da) = checks::accuracy(&pipeline, b, b, gate, &[d], now).unwrap();
@@ -237,3 +249,4 @@ fn range_answers_equal_each_dates_in_memory() {
     let backend = baton_sim::mem::MemBackend::new(clock.clone());
     range_equals_each_date(Arc::new(backend), clock);
 }
+
