@@ -616,7 +616,7 @@ fn year(
         gate,
         &dates,
         SystemClock.now(),
-        false,
+        baton_serve::checks::Mode::Report,
     )?;
     let reconcile = elapsed(start);
     bar.set_message("health over the year");

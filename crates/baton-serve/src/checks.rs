@@ -320,9 +320,24 @@ pub struct Reconciled {
     pub after: DateReport,
 }
 
-/// Reconciles `dates` of one gate, reading the range once; with `fix`, each date with a
-/// fixable finding is repaired by [`reconcile_date`] (which reads that date again, just
-/// before its transaction, so the repair plans on what is stored now).
+/// What a reconcile over a range does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode<'a> {
+    /// Reports what it finds and changes nothing.
+    Report,
+    /// Repairs each date with a fixable finding in its own transaction, and records the
+    /// repair (`repair/<date>/...`, made `by` the CLI, the API or a `serve`) as soon as it
+    /// is made, so a run stopped half-way keeps the record of every date it repaired.
+    Fix {
+        /// Who repairs: `cli`, `api`, or a `serve`'s holder name.
+        by: &'a str,
+    },
+}
+
+/// Reconciles `dates` of one gate, reading the range once; with [`Mode::Fix`], each date
+/// with a fixable finding is repaired by [`reconcile_date`] (which reads that date again,
+/// just before its transaction, so the repair plans on what is stored now) and its repair
+/// recorded before the next date.
 pub fn reconcile_dates(
     pipeline: &Pipeline,
     store: &dyn StateStore,
@@ -330,24 +345,34 @@ pub fn reconcile_dates(
     gate: &Gate,
     dates: &[Partition],
     now: Timestamp,
-    fix: bool,
+    mode: Mode<'_>,
 ) -> Result<Vec<Reconciled>, Error> {
     let facts = RangeFacts::read(pipeline, store, warehouse, &[gate], dates, Extent::Truth)?;
     let mut out = Vec::with_capacity(dates.len());
     for &d in dates {
         let truth = truth_of(pipeline, &facts, gate, d);
         let before = reconcile::check(gate, facts.document(&gate.id, d), &truth, now);
-        if fix && before.findings.iter().any(|f| f.fixable) {
-            out.push(reconcile_date(
-                pipeline, store, warehouse, gate, d, now, true,
-            )?);
-        } else {
-            out.push(Reconciled {
+        match mode {
+            Mode::Fix { by } if before.findings.iter().any(|f| f.fixable) => {
+                let r = reconcile_date(pipeline, store, warehouse, gate, d, now, true)?;
+                crate::timeline::record_repair(
+                    store,
+                    &crate::timeline::RepairRecord {
+                        at: now,
+                        gate: r.gate.clone(),
+                        date: d,
+                        changes: r.changes.clone(),
+                        by: by.to_owned(),
+                    },
+                )?;
+                out.push(r);
+            }
+            _ => out.push(Reconciled {
                 gate: gate.id.to_string(),
                 after: before.clone(),
                 before,
                 changes: Vec::new(),
-            });
+            }),
         }
     }
     Ok(out)
@@ -650,7 +675,7 @@ pub fn accuracy(
     now: Timestamp,
 ) -> Result<(usize, usize), Error> {
     let (mut stored, mut actual) = (0, 0);
-    for r in reconcile_dates(pipeline, store, warehouse, gate, dates, now, false)? {
+    for r in reconcile_dates(pipeline, store, warehouse, gate, dates, now, Mode::Report)? {
         stored += r.before.stored.min(r.before.actual);
         actual += r.before.actual;
     }

@@ -610,7 +610,10 @@ impl Service {
         let first = today.offset(1 - self.options.reconcile_days as i32);
         let mut out = Vec::new();
         let dates = first.through(today);
+        let by = self.identity.holder();
         for gate in &pipeline.gates {
+            // Each date's repair is recorded as it is made, for the date's timeline and the
+            // report, not only in the log.
             let reconciled = crate::checks::reconcile_dates(
                 pipeline,
                 self.ports.store.as_ref(),
@@ -618,23 +621,12 @@ impl Service {
                 gate,
                 &dates,
                 now,
-                true,
+                crate::checks::Mode::Fix { by: &by },
             )?;
             for r in reconciled {
                 let date = r.before.date;
                 if !r.changes.is_empty() {
                     tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
-                    // Kept for the date's timeline and the report, not only in the log.
-                    crate::timeline::record_repair(
-                        self.ports.store.as_ref(),
-                        &crate::timeline::RepairRecord {
-                            at: now,
-                            gate: gate.id.to_string(),
-                            date,
-                            changes: r.changes.clone(),
-                            by: self.identity.holder(),
-                        },
-                    )?;
                 }
                 for f in r.after.findings.iter().filter(|f| !f.fixable) {
                     tracing::error!(gate = %gate.id, %date, code = f.code, detail = %f.detail, "reconcile finding needs a person");
