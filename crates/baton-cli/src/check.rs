@@ -314,6 +314,8 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
                 Level::Pass => "PASS",
                 Level::Warn => "WARN",
                 Level::Fail => "FAIL",
+                // Not judged: a dependency did not answer (the evidence names it).
+                Level::Unchecked => "SKIP",
             };
             crate::outln!("{level}  {:<10} {:<26} {}", c.code, c.name, c.evidence);
             if cli.verbose > 0 || c.level == Level::Fail {
@@ -322,7 +324,12 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
                 }
             }
         }
-        if report.failures == 0 {
+        if report.failures == 0 && report.unchecked > 0 {
+            crate::outln!(
+                "{} checks could not be judged (a dependency did not answer); the others passed",
+                report.unchecked
+            );
+        } else if report.failures == 0 {
             crate::outln!(
                 "All checks passed{}",
                 if report.warnings > 0 {

@@ -596,10 +596,12 @@ fn system_facts(
         .iter()
         .filter(|l| l.state == baton_core::dead_letter::LetterState::Open)
         .collect();
-    let mut messages_last_hour = 0;
-    for gate in &pipeline.gates {
-        messages_last_hour += bus.published_since(&gate.completion_topic, hour_ago)? as usize;
-    }
+    // Only this count needs the bus: a bus that does not answer (NATS down) leaves its
+    // check unjudged, and every other check is judged from the store.
+    let (messages_last_hour, bus_unreachable) = match messages_since(pipeline, bus, hour_ago) {
+        Ok(n) => (n, None),
+        Err(e) => (0, Some(e.to_string())),
+    };
     let runs = store.runs_finished_since(hour_ago)?;
     let failed = runs
         .iter()
@@ -610,10 +612,24 @@ fn system_facts(
         stale_leases,
         dead_letters: (letters.len(), recent_letters),
         messages_last_hour,
+        bus_unreachable,
         runs_last_hour: (runs.len(), failed),
         outbox: (backlog.pending, backlog.oldest),
         serves: serve_facts(store, now, hour_ago)?,
     })
+}
+
+/// Completion messages published on the gates' topics since `since`.
+fn messages_since(
+    pipeline: &Pipeline,
+    bus: &dyn Bus,
+    since: Timestamp,
+) -> Result<usize, baton_ports::Error> {
+    let mut n = 0;
+    for gate in &pipeline.gates {
+        n += bus.published_since(&gate.completion_topic, since)? as usize;
+    }
+    Ok(n)
 }
 
 /// The `serve` instances whose heartbeat is not gone, with their last hour's backend
