@@ -379,3 +379,33 @@ fn no_log_level_prints_a_webhook_url() {
     assert!(all.contains("slack"), "{all}");
     assert!(!all.contains("webhooksecret"), "{all}");
 }
+
+/// A file that is not a SQLite database: every command that opens it fails with a
+/// permanent backend error.
+fn not_a_database(dir: &Path) {
+    std::fs::write(dir.join("bad.db"), "not a database ".repeat(40)).unwrap();
+}
+
+#[test]
+fn a_backend_error_says_its_kind_and_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    not_a_database(dir.path());
+    for (args, code) in [
+        (&["--db", "bad.db", "status"][..], 3),
+        (&["--db", "bad.db", "health"], 2),
+    ] {
+        let out = baton(dir.path()).args(args).assert().code(code);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert_eq!(
+            stderr.matches("backend error").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches("file is not a database").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("database bad.db"), "{args:?}: {stderr}");
+    }
+}
