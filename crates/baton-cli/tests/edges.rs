@@ -409,3 +409,49 @@ fn a_backend_error_says_its_kind_and_its_cause_once() {
         assert!(stderr.contains("database bad.db"), "{args:?}: {stderr}");
     }
 }
+
+/// Runs `baton args` with its stderr a pipe whose reader is already closed; returns the
+/// exit code and stdout.
+fn with_stderr_closed(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("baton"))
+        .current_dir(dir)
+        .env_remove("BATON_DB")
+        .env_remove("BATON_CONFIG")
+        .env("RUST_LOG", "info")
+        .args(args)
+        .stderr(writer)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stderr_does_not_make_the_binary_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    not_a_database(dir.path());
+    baton(dir.path())
+        .args(["--db", "ok.db", "migrate"])
+        .assert()
+        .success();
+    // An error message (exit 3), and a log line at error level (a run that fails: exit 1).
+    let (code, _) = with_stderr_closed(dir.path(), &["--db", "bad.db", "status"]);
+    assert_eq!(code, Some(3));
+    let (code, stdout) = with_stderr_closed(
+        dir.path(),
+        &[
+            "--db",
+            "ok.db",
+            "run",
+            "team_offense_game_summary",
+            "--date",
+            "2024-03-01",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("failed"), "{stdout}");
+}
