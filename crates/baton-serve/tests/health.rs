@@ -113,6 +113,9 @@ fn with_the_bus_down_only_the_check_that_needs_it_is_left_unjudged() {
     let store =
         SqliteBackend::open(&dir.path().join("b.db"), Durability::Full, clock.clone()).unwrap();
     let pipeline = Pipeline::reference().unwrap();
+    for t in &pipeline.tables {
+        baton_ports::Warehouse::ensure_table(&store, t).unwrap();
+    }
     let date = baton_core::model::Partition::parse("2024-03-01").unwrap();
     let report =
         baton_serve::checks::health(&pipeline, &store, &store, &DownBus, &[date], t0).unwrap();
