@@ -64,7 +64,7 @@ pub enum Error {
     #[error("{0}")]
     Missing(String),
     /// The backend refused.
-    #[error("{0}")]
+    #[error(transparent)]
     Backend(#[from] baton_ports::Error),
 }
 
@@ -125,7 +125,7 @@ fn open_sqlite(settings: &Settings) -> std::result::Result<Backends, Error> {
         SqliteBackend::open(path, durability, settings.clock.clone())
     }
     .map(Arc::new)
-    .map_err(|e| baton_ports::Error::Permanent(format!("database {}: {e}", path.display())))?;
+    .map_err(|e| e.context(format_args!("database {}", path.display())))?;
     if let Some(timeout) = settings.sqlite_busy_timeout {
         sqlite.set_busy_timeout(timeout)?;
     }

@@ -189,7 +189,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
     for t in &pipeline.tables {
         b.warehouse.ensure_table(t)?;
     }
-    eprintln!(
+    crate::errln!(
         "baton bench on {} ({}): {} dates x 5 processors, {} rows{}",
         if distributed {
             "PostgreSQL + NATS"
@@ -478,7 +478,7 @@ fn dedup_figure(counts: &RowCounts, dedup_rate: f64, polars: Result<f64, String>
             "polars unique(subset, keep=first) of the same rows".to_owned(),
         ),
         Err(why) => {
-            eprintln!("baton bench: polars baseline skipped: {why}");
+            crate::errln!("baton bench: polars baseline skipped: {why}");
             (None, format!("polars skipped: {why}"))
         }
     };
@@ -616,7 +616,7 @@ fn year(
         gate,
         &dates,
         SystemClock.now(),
-        false,
+        baton_serve::checks::Mode::Report,
     )?;
     let reconcile = elapsed(start);
     bar.set_message("health over the year");

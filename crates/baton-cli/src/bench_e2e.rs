@@ -324,7 +324,7 @@ fn landing_to_phase4(
             Ok(run) => samples.push(ms(landed, run.finished_at.unwrap_or(run.started_at))),
             // Said in the figure's name, not dropped silently; the other dates still count.
             Err(e) => {
-                eprintln!("baton bench: landing to Phase 4 for {date}: {}", e.error);
+                crate::errln!("baton bench: landing to Phase 4 for {date}: {}", e.error);
                 missed += 1;
             }
         }

@@ -384,9 +384,11 @@ pub fn run(cli: &Cli, quick: bool, json: bool) -> Outcome {
     let mut measures = Vec::new();
     for (axis, shapes) in series(quick) {
         for shape in shapes {
-            eprintln!(
+            crate::errln!(
                 "baton bench --scale: {} dates x {} processors x {} rows per run",
-                shape.dates, shape.processors, shape.rows
+                shape.dates,
+                shape.processors,
+                shape.rows
             );
             measures.extend(step(cli, axis, shape)?);
         }

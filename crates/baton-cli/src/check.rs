@@ -183,29 +183,21 @@ fn reconcile_dates(
     let mut results = Vec::new();
     for gate in gates {
         // Each gate's range is read at once; with --fix, each date is repaired in its own
-        // transaction.
-        let reconciled = checks::reconcile_dates(
+        // transaction and its repair recorded as it is made.
+        let mode = if fix {
+            checks::Mode::Fix { by: "cli" }
+        } else {
+            checks::Mode::Report
+        };
+        results.extend(checks::reconcile_dates(
             pipeline,
             b.store.as_ref(),
             b.warehouse.as_ref(),
             gate,
             dates,
             now,
-            fix,
-        )?;
-        for r in reconciled {
-            baton_serve::timeline::record_repair(
-                b.store.as_ref(),
-                &baton_serve::timeline::RepairRecord {
-                    at: now,
-                    gate: r.gate.clone(),
-                    date: r.before.date,
-                    changes: r.changes.clone(),
-                    by: "cli".into(),
-                },
-            )?;
-            results.push(r);
-        }
+            mode,
+        )?);
         bar.inc(dates.len() as u64);
     }
     bar.finish_and_clear();
@@ -322,6 +314,8 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
                 Level::Pass => "PASS",
                 Level::Warn => "WARN",
                 Level::Fail => "FAIL",
+                // Not judged: a dependency did not answer (the evidence names it).
+                Level::Unchecked => "SKIP",
             };
             crate::outln!("{level}  {:<10} {:<26} {}", c.code, c.name, c.evidence);
             if cli.verbose > 0 || c.level == Level::Fail {
@@ -330,7 +324,12 @@ pub fn health(cli: &Cli, args: &HealthArgs) -> Outcome {
                 }
             }
         }
-        if report.failures == 0 {
+        if report.failures == 0 && report.unchecked > 0 {
+            crate::outln!(
+                "{} checks could not be judged (a dependency did not answer); the others passed",
+                report.unchecked
+            );
+        } else if report.failures == 0 {
             crate::outln!(
                 "All checks passed{}",
                 if report.warnings > 0 {

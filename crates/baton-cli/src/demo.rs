@@ -446,7 +446,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Outcome {
     let span = Span::new(&pipeline, clock.as_ref(), args);
     let demo = Demo::open(cli, pipeline, clock, args.seed)?;
     let faults = Faults::new(args, demo.clock.clone());
-    eprintln!(
+    crate::errln!(
         "baton demo: {} dates {}..{} (plus {} days of history), seed {}, database {}",
         span.dates.len(),
         span.dates[0],
@@ -775,7 +775,9 @@ pub fn reset_distributed(
         )
         .collect();
     if backend.distributed() {
-        eprintln!("baton {who}: resetting baton's tables in PostgreSQL and its streams in NATS");
+        crate::errln!(
+            "baton {who}: resetting baton's tables in PostgreSQL and its streams in NATS"
+        );
     }
     backend.admin.reset(&tables, &topics)?;
     Ok(())

@@ -250,7 +250,7 @@ fn main() -> ExitCode {
                 // The reader went away: quiet, with the verdict reached so far (out.rs).
                 return ExitCode::from(out::recorded_verdict());
             }
-            eprintln!("error: {:#}", exit.error);
+            crate::errln!("error: {:#}", exit.error);
             ExitCode::from(exit.code)
         }
     }
@@ -284,7 +284,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(|| out::Stderr);
     match cli.log_format {
         // JSON escapes control characters itself; the caps keep the client's URLs out.
         LogFormat::Json => builder.json().init(),

@@ -179,7 +179,7 @@ pub fn init(args: &InitArgs) -> Outcome {
         )));
     }
     std::fs::write(&args.out, REFERENCE_TOML)?;
-    eprintln!(
+    crate::errln!(
         "wrote the reference pipeline's config to {}",
         args.out.display()
     );
@@ -225,9 +225,13 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
     if args.until_idle {
         let idle = service.until_idle()?;
         let report = idle.drain;
-        eprintln!(
+        crate::errln!(
             "idle: relayed {}, outcomes {:?}, triggers {}, phase runs {}; {} pending",
-            report.relayed, report.outcomes, report.triggers, report.phase_runs, idle.pending
+            report.relayed,
+            report.outcomes,
+            report.triggers,
+            report.phase_runs,
+            idle.pending
         );
         return Ok(if idle.pending == 0 { 0 } else { EXIT_FAILED });
     }
@@ -246,7 +250,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
                 metrics: metrics.clone(),
             };
             let server = baton_http::spawn(&addr, api).map_err(Exit::usage)?;
-            eprintln!(
+            crate::errln!(
                 "baton serve: dashboard http://{0}/ , API http://{0}/api/v1/ , metrics http://{0}/metrics",
                 server.addr
             );

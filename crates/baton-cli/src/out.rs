@@ -3,6 +3,10 @@
 //! the command quietly, as other Unix tools end, with the exit code of the verdict the
 //! command had reached before printing (`verdict`), or 0 when it has none. Any other
 //! failure to write stdout (a full disk behind a redirect) is a runtime error: exit 3.
+//!
+//! Standard error is best effort: `errln!` replaces `eprintln!`, and logs go through
+//! [`Stderr`], so a stderr whose reader has gone (or that was closed) loses the message
+//! instead of panicking the command.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -61,4 +65,35 @@ macro_rules! outln {
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => { $crate::out::write(format_args!($($arg)*), false) };
+}
+
+/// Standard error, best effort: a write that fails (the reader gone, the descriptor closed)
+/// is dropped, so neither a message nor a log line can panic the command. The logger's
+/// writer too (`tracing-subscriber` reports its own write errors with `eprintln!`, which
+/// would panic on the same stderr).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Writes one line to stderr, best effort (see [`Stderr`]).
+pub fn write_err(args: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
+/// `eprintln!` for commands: a stderr that is gone loses the line instead of panicking.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::out::write_err(format_args!($($arg)*)) };
 }

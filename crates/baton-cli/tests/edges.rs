@@ -379,3 +379,79 @@ fn no_log_level_prints_a_webhook_url() {
     assert!(all.contains("slack"), "{all}");
     assert!(!all.contains("webhooksecret"), "{all}");
 }
+
+/// A file that is not a SQLite database: every command that opens it fails with a
+/// permanent backend error.
+fn not_a_database(dir: &Path) {
+    std::fs::write(dir.join("bad.db"), "not a database ".repeat(40)).unwrap();
+}
+
+#[test]
+fn a_backend_error_says_its_kind_and_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    not_a_database(dir.path());
+    for (args, code) in [
+        (&["--db", "bad.db", "status"][..], 3),
+        (&["--db", "bad.db", "health"], 2),
+    ] {
+        let out = baton(dir.path()).args(args).assert().code(code);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert_eq!(
+            stderr.matches("backend error").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches("file is not a database").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("database bad.db"), "{args:?}: {stderr}");
+    }
+}
+
+/// Runs `baton args` with its stderr a pipe whose reader is already closed; returns the
+/// exit code and stdout.
+fn with_stderr_closed(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("baton"))
+        .current_dir(dir)
+        .env_remove("BATON_DB")
+        .env_remove("BATON_CONFIG")
+        .env("RUST_LOG", "info")
+        .args(args)
+        .stderr(writer)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stderr_does_not_make_the_binary_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    not_a_database(dir.path());
+    baton(dir.path())
+        .args(["--db", "ok.db", "migrate"])
+        .assert()
+        .success();
+    // An error message (exit 3), and a log line at error level (a run that fails: exit 1).
+    let (code, _) = with_stderr_closed(dir.path(), &["--db", "bad.db", "status"]);
+    assert_eq!(code, Some(3));
+    let (code, stdout) = with_stderr_closed(
+        dir.path(),
+        &[
+            "--db",
+            "ok.db",
+            "run",
+            "team_offense_game_summary",
+            "--date",
+            "2024-03-01",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("failed"), "{stdout}");
+}

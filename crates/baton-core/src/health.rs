@@ -18,6 +18,9 @@ pub enum Level {
     Warn,
     /// Act now.
     Fail,
+    /// Could not be judged: a dependency it needs did not answer (the evidence names it).
+    /// The other checks are judged without it; `health` exits 2 when nothing failed.
+    Unchecked,
 }
 
 /// One check's verdict.
@@ -89,8 +92,11 @@ pub struct SystemFacts {
     pub stale_leases: Vec<(String, String, String, Timestamp)>,
     /// Dead letters in total, and in the last hour.
     pub dead_letters: (usize, usize),
-    /// Completion messages received in the last hour.
+    /// Completion messages received in the last hour (0 when the bus did not answer).
     pub messages_last_hour: usize,
+    /// Why the bus could not be read, when it did not answer: the checks that need it say
+    /// so instead of judging, and the others are judged without it.
+    pub bus_unreachable: Option<String>,
     /// Runs finished in the last hour, and how many failed.
     pub runs_last_hour: (usize, usize),
     /// Outbox rows waiting, and the oldest one's creation time.
@@ -146,12 +152,21 @@ pub struct Report {
     pub failures: usize,
     /// How many warned.
     pub warnings: usize,
+    /// How many could not be judged (a dependency did not answer).
+    pub unchecked: usize,
 }
 
 impl Report {
-    /// 0 when nothing failed, 1 otherwise (2, could not check, is the caller's).
+    /// 1 when a check failed, else 2 when a check could not be judged, else 0 (2 when
+    /// nothing could be checked at all is the caller's).
     pub fn exit_code(&self) -> u8 {
-        u8::from(self.failures > 0)
+        if self.failures > 0 {
+            1
+        } else if self.unchecked > 0 {
+            2
+        } else {
+            0
+        }
     }
 }
 
@@ -223,10 +238,15 @@ pub fn evaluate(
     let checks: Vec<Check> = CHECKS.iter().map(|run| run(&facts)).collect();
     let failures = checks.iter().filter(|c| c.level == Level::Fail).count();
     let warnings = checks.iter().filter(|c| c.level == Level::Warn).count();
+    let unchecked = checks
+        .iter()
+        .filter(|c| c.level == Level::Unchecked)
+        .count();
     Report {
         checks,
         failures,
         warnings,
+        unchecked,
     }
 }
 
@@ -490,6 +510,17 @@ fn dead_letters(f: &Facts<'_>) -> Check {
 /// BATON-H007: the share of the last hour's messages that were dead-lettered.
 fn orchestrator_error_rate(f: &Facts<'_>) -> Check {
     let (_, dead_recent) = f.system.dead_letters;
+    if let Some(why) = &f.system.bus_unreachable {
+        return check(
+            "BATON-H007",
+            "orchestrator error rate",
+            Level::Unchecked,
+            format!(
+                "could not check: the bus did not answer ({why}); {dead_recent} messages dead-lettered in the last hour"
+            ),
+            Vec::new(),
+        );
+    }
     // A dead letter may be of a message received before the hour: never over 100%.
     let messages = f.system.messages_last_hour.max(dead_recent);
     let orchestrator_rate = rate(dead_recent, messages);
@@ -772,6 +803,41 @@ mod tests {
     }
 
     #[test]
+    fn a_bus_that_does_not_answer_leaves_only_the_check_that_needs_it_unchecked() {
+        let system = SystemFacts {
+            runs_last_hour: (4, 1),
+            bus_unreachable: Some("NATS connect: connection refused".into()),
+            ..Default::default()
+        };
+        let r = evaluate(&[], &system, now(), Limits::default());
+        let unchecked: Vec<_> = (r.checks.iter())
+            .filter(|c| c.level == Level::Unchecked)
+            .collect();
+        assert_eq!(unchecked.len(), 1, "{r:?}");
+        assert_eq!(unchecked[0].code, "BATON-H007");
+        assert!(
+            unchecked[0]
+                .evidence
+                .contains("the bus did not answer (NATS connect"),
+            "{}",
+            unchecked[0].evidence
+        );
+        // Judged without the bus: the run history still says one run of four failed.
+        let h008 = r.checks.iter().find(|c| c.code == "BATON-H008").unwrap();
+        assert_eq!(h008.level, Level::Warn);
+        assert_eq!((r.unchecked, r.failures, r.exit_code()), (1, 0, 2));
+        // A failure elsewhere still exits 1.
+        let failing = SystemFacts {
+            runs_last_hour: (2, 2),
+            ..system
+        };
+        assert_eq!(
+            evaluate(&[], &failing, now(), Limits::default()).exit_code(),
+            1
+        );
+    }
+
+    #[test]
     fn a_serve_retrying_its_backend_or_gone_silent_warns() {
         let fine = ServeFact {
             instance: "serve/a/1".into(),
@@ -1019,6 +1085,7 @@ mod tests {
             )],
             dead_letters: (3, 2),
             messages_last_hour: 1,
+            bus_unreachable: None,
             runs_last_hour: (4, 2),
             outbox: (1, Some(ago(5))),
             serves: Vec::new(),

@@ -5,6 +5,13 @@
 //! one, so a later holder always carries a larger token than any earlier one.
 //! Invariant: expiry is judged with the store's clock (`now` comes from the store), never
 //! a worker's; renew and release succeed only for the current token.
+//!
+//! Deliberately absent: a holder-side safety margin (treating the lease as lost some time
+//! before expiry). A margin protects a holder whose write is checked apart from the write
+//! itself; here [`check_current`] runs inside the write's own transaction, with the store's
+//! clock (on PostgreSQL under the lease row's lock), so an expired holder's write is
+//! refused at commit, and a margin would judge expiry by the worker's clock, which G4
+//! rules out.
 
 use crate::model::{FenceToken, Partition, ProcessorName};
 use jiff::{SignedDuration, Timestamp};
@@ -40,11 +47,6 @@ impl Lease {
         self.renewed_at
             .checked_add(life / 3)
             .unwrap_or(self.expires_at)
-    }
-    /// The holder treats its lease as lost this long before expiry, so that its last write
-    /// commits while the store still considers the lease live.
-    pub fn safety_margin(&self) -> SignedDuration {
-        self.expires_at.duration_since(self.renewed_at) / 10
     }
 }
 

@@ -1,7 +1,8 @@
 //! When the `serve` loop runs its next round: at once while work is moving, else after a
 //! wait that a backend's wake signal may cut short, bounded by the earliest thing only time
-//! can bring (a heartbeat, an alert evaluation, a reconcile, a schedule, the report, a
-//! delivery's ack wait). Pure: the service gathers the facts and obeys the answer.
+//! can bring (a heartbeat, an alert evaluation, a reconcile, a schedule, the report, an
+//! owed run's due time, a delivery's ack wait). Pure: the service gathers the facts and
+//! obeys the answer.
 //!
 //! Invariant: the loop never waits after a round that moved something; and a wait that no
 //! signal can end is never longer than the fallback poll while anything is in flight.
@@ -15,9 +16,14 @@ pub struct Facts {
     pub progressed: bool,
     /// The round was cut short by a retryable backend error.
     pub backend_error: bool,
-    /// Something is pending that only time releases: deliveries in flight until their ack
-    /// wait passes, outbox rows claimed by another relay, runs owed until a deadline.
+    /// Something is pending that only time releases and whose time is not known: deliveries
+    /// in flight until their ack wait passes, outbox rows claimed by another relay, owed
+    /// runs the store could not say about.
     pub in_flight: bool,
+    /// The earliest time an owed run becomes ready through time alone (a coalesced holder's
+    /// lease lapsing, a wait deadline passing); owed runs that wait for a landing or a
+    /// completion are woken by the backend's signal and set no time.
+    pub owed_due: Option<Timestamp>,
     /// The backend signals new work (so the wait need not poll for it).
     pub can_wake: bool,
     /// The times of the periodic tasks that are due next (heartbeat, alerts, reconcile,
@@ -37,8 +43,8 @@ pub enum Pause {
 }
 
 /// The pause before the next round, at `now`: none after progress; `retry` after a backend
-/// error; otherwise a wait until the earliest deadline, no longer than `poll` when the
-/// backend cannot signal new work or something is in flight.
+/// error; otherwise a wait until the earliest deadline or owed run's due time, no longer
+/// than `poll` when the backend cannot signal new work or something is in flight.
 pub fn next_pause(
     facts: &Facts,
     now: Timestamp,
@@ -51,7 +57,9 @@ pub fn next_pause(
     if facts.progressed {
         return Pause::None;
     }
-    let until_deadline = facts.deadlines.iter().map(|d| d.duration_since(now)).min();
+    let until_deadline = (facts.deadlines.iter().chain(&facts.owed_due))
+        .map(|d| d.duration_since(now))
+        .min();
     let mut wait = until_deadline.unwrap_or(poll);
     if !facts.can_wake || facts.in_flight {
         wait = wait.min(poll);
@@ -134,6 +142,33 @@ mod tests {
             ..idle(true, vec![t(30)])
         };
         assert_eq!(next_pause(&facts, t(0), POLL, RETRY), Pause::Wait(POLL));
+    }
+
+    #[test]
+    fn an_owed_run_is_waited_for_until_its_due_time_not_polled() {
+        let facts = Facts {
+            owed_due: Some(t(5)),
+            ..idle(true, vec![t(30)])
+        };
+        assert_eq!(
+            next_pause(&facts, t(0), POLL, RETRY),
+            Pause::Wait(SignedDuration::from_secs(5))
+        );
+        // Due later than the next deadline: the deadline comes first.
+        let later = Facts {
+            owed_due: Some(t(300)),
+            ..idle(true, vec![t(30)])
+        };
+        assert_eq!(
+            next_pause(&later, t(0), POLL, RETRY),
+            Pause::Wait(SignedDuration::from_secs(30))
+        );
+        // Due already: no wait.
+        let due = Facts {
+            owed_due: Some(t(0)),
+            ..idle(true, vec![t(30)])
+        };
+        assert_eq!(next_pause(&due, t(0), POLL, RETRY), Pause::None);
     }
 
     #[test]

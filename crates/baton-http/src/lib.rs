@@ -617,6 +617,12 @@ async fn reconcile(
         let mut mismatched = Vec::new();
         let mut remaining = 0;
         for gate in gates {
+            let mode = if fix {
+                baton_serve::checks::Mode::Fix { by: "api" }
+            } else {
+                baton_serve::checks::Mode::Report
+            };
+            // Each date's repair is recorded as it is made.
             let reconciled = baton_serve::checks::reconcile_dates(
                 &api.pipeline,
                 api.store.as_ref(),
@@ -624,20 +630,10 @@ async fn reconcile(
                 gate,
                 &dates,
                 now,
-                fix,
+                mode,
             )?;
             for r in reconciled {
                 let d = r.before.date;
-                baton_serve::timeline::record_repair(
-                    api.store.as_ref(),
-                    &baton_serve::timeline::RepairRecord {
-                        at: now,
-                        gate: r.gate.clone(),
-                        date: d,
-                        changes: r.changes.clone(),
-                        by: "api".into(),
-                    },
-                )?;
                 remaining += r.after.findings.len();
                 if !r.before.findings.is_empty() {
                     mismatched.push(json!({"gate": r.gate, "date": d.to_string(), "stored": r.before.stored, "stored_count": r.before.stored_count, "triggered": r.before.triggered, "actual": r.before.actual, "expected": r.before.expected, "findings": r.before.findings, "changes": r.changes, "remaining": r.after.findings}));

@@ -49,6 +49,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Retryable(_))
     }
+
+    /// The same error, of the same kind, with `what` (the thing it happened to) said before
+    /// its text: the kind's prefix ("backend error: ") is said once, not again inside.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            Error::Retryable(m) => Error::Retryable(format!("{what}: {m}")),
+            Error::Permanent(m) => Error::Permanent(format!("{what}: {m}")),
+        }
+    }
 }
 
 /// Results of backend calls.

@@ -77,6 +77,17 @@ impl RunOptions {
     }
 }
 
+/// When an owed run becomes ready (`Runner::owed_due`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Ready now.
+    Now,
+    /// Ready from this time on, whatever else happens.
+    At(Timestamp),
+    /// Ready only after something the backend signals (a landing, a completion).
+    OnEvent,
+}
+
 /// What a run still waits for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Missing {
@@ -356,6 +367,25 @@ impl Runner {
         Ok(missing)
     }
 
+    /// When a run waiting for `missing` upstream jobs passes its processor's wait deadline
+    /// (strictly after the latest expected landing plus the deadline); `None` without one.
+    fn wait_deadline(
+        &self,
+        processor: &Processor,
+        partition: Partition,
+        missing: &Missing,
+    ) -> Option<Timestamp> {
+        let deadline = processor.wait_deadline?;
+        let latest = missing
+            .upstream
+            .iter()
+            .filter_map(|j| self.pipeline.upstream_job(j))
+            .map(|job| schedule::expected_at(job, partition, &self.pipeline.timezone))
+            .max()?;
+        let at = latest.checked_add(deadline).unwrap_or(latest);
+        Some(at.checked_add(SignedDuration::from_nanos(1)).unwrap_or(at))
+    }
+
     /// Whether a run waiting for `missing` upstream jobs is past its processor's deadline.
     fn wait_deadline_passed(
         &self,
@@ -363,16 +393,63 @@ impl Runner {
         partition: Partition,
         missing: &Missing,
     ) -> bool {
-        let Some(deadline) = processor.wait_deadline else {
-            return false;
-        };
-        let latest = missing
-            .upstream
-            .iter()
-            .filter_map(|j| self.pipeline.upstream_job(j))
-            .map(|job| schedule::expected_at(job, partition, &self.pipeline.timezone))
-            .max();
-        latest.is_some_and(|at| self.clock.now() > at.checked_add(deadline).unwrap_or(at))
+        self.wait_deadline(processor, partition, missing)
+            .is_some_and(|at| self.clock.now() >= at)
+    }
+
+    /// When an owed run becomes ready, the one rule `retry_pending` runs it by and `serve`
+    /// waits by: now, at a time (a coalesced holder's lease has lapsed, a wait deadline has
+    /// passed), or on an event the backend signals (a landing, a dependency's completion).
+    fn owed_due(&self, proc: &Processor, request: &PendingRequest, missing: &Missing) -> Due {
+        if !missing.processors.is_empty() {
+            return Due::OnEvent;
+        }
+        match request.kind {
+            RequestKind::Partial if missing.upstream.is_empty() => Due::Now,
+            RequestKind::Partial => Due::OnEvent,
+            // Owed to a holder that may have died: once its lease could have expired
+            // (a live holder clears the request itself when it writes).
+            RequestKind::Coalesced => Due::At(
+                (request.since)
+                    .checked_add(self.pipeline.lease_ttl)
+                    .unwrap_or(request.since),
+            ),
+            RequestKind::Deferred | RequestKind::Requested => {
+                if missing.upstream.is_empty() || proc.on_missing_input == MissingInput::Partial {
+                    Due::Now
+                } else {
+                    (self.wait_deadline(proc, request.partition, missing))
+                        .map_or(Due::OnEvent, Due::At)
+                }
+            }
+        }
+    }
+
+    /// The earliest time an owed run becomes ready through time alone (`None`: every owed
+    /// run waits for an event the backend signals, or none is owed). A run owed for a
+    /// processor this pipeline no longer has, or ready now, is due now.
+    pub fn next_owed_due(&self) -> Result<Option<Timestamp>, Error> {
+        let owed = self.store.pending_requests()?;
+        let now = self.clock.now();
+        let mut earliest: Option<Timestamp> = None;
+        for request in &owed {
+            let due = match self.pipeline.processor(request.processor.as_str()) {
+                None => Due::Now,
+                // Waits for the dependency's owed run, whose own due time counts.
+                Some(proc) if dependency_owed(proc, request.partition, &owed) => Due::OnEvent,
+                Some(proc) => {
+                    let missing = self.missing_dependencies(proc, request.partition)?;
+                    self.owed_due(proc, request, &missing)
+                }
+            };
+            let at = match due {
+                Due::Now => now,
+                Due::At(at) => at,
+                Due::OnEvent => continue,
+            };
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
+        Ok(earliest)
     }
 
     /// Runs every owed run whose inputs have now landed (and fails deferred runs past their
@@ -398,26 +475,10 @@ impl Runner {
                 continue;
             }
             let missing = self.missing_dependencies(proc, request.partition)?;
-            let ready = match request.kind {
-                RequestKind::Partial => {
-                    missing.upstream.is_empty() && missing.processors.is_empty()
-                }
-                // Owed to a holder that may have died: once its lease could have expired
-                // (a live holder clears the request itself when it writes).
-                RequestKind::Coalesced => {
-                    missing.processors.is_empty()
-                        && self.clock.now()
-                            >= request
-                                .since
-                                .checked_add(self.pipeline.lease_ttl)
-                                .unwrap_or(request.since)
-                }
-                RequestKind::Deferred | RequestKind::Requested => {
-                    missing.processors.is_empty()
-                        && (missing.upstream.is_empty()
-                            || proc.on_missing_input == MissingInput::Partial
-                            || self.wait_deadline_passed(proc, request.partition, &missing))
-                }
+            let ready = match self.owed_due(proc, request, &missing) {
+                Due::Now => true,
+                Due::At(at) => self.clock.now() >= at,
+                Due::OnEvent => false,
             };
             if ready {
                 tracing::info!(processor = %proc.name, date = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");

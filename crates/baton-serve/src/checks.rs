@@ -328,9 +328,24 @@ pub struct Reconciled {
     pub after: DateReport,
 }
 
-/// Reconciles `dates` of one gate, reading the range once; with `fix`, each date with a
-/// fixable finding is repaired by [`reconcile_date`] (which reads that date again, just
-/// before its transaction, so the repair plans on what is stored now).
+/// What a reconcile over a range does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode<'a> {
+    /// Reports what it finds and changes nothing.
+    Report,
+    /// Repairs each date with a fixable finding in its own transaction, and records the
+    /// repair (`repair/<date>/...`, made `by` the CLI, the API or a `serve`) as soon as it
+    /// is made, so a run stopped half-way keeps the record of every date it repaired.
+    Fix {
+        /// Who repairs: `cli`, `api`, or a `serve`'s holder name.
+        by: &'a str,
+    },
+}
+
+/// Reconciles `dates` of one gate, reading the range once; with [`Mode::Fix`], each date
+/// with a fixable finding is repaired by [`reconcile_date`] (which reads that date again,
+/// just before its transaction, so the repair plans on what is stored now) and its repair
+/// recorded before the next date.
 pub fn reconcile_dates(
     pipeline: &Pipeline,
     store: &dyn StateStore,
@@ -338,24 +353,34 @@ pub fn reconcile_dates(
     gate: &Gate,
     dates: &[Partition],
     now: Timestamp,
-    fix: bool,
+    mode: Mode<'_>,
 ) -> Result<Vec<Reconciled>, Error> {
     let facts = RangeFacts::read(pipeline, store, warehouse, &[gate], dates, Extent::Truth)?;
     let mut out = Vec::with_capacity(dates.len());
     for &d in dates {
         let truth = truth_of(pipeline, &facts, gate, d);
         let before = reconcile::check(gate, facts.document(&gate.id, d), &truth, now);
-        if fix && before.findings.iter().any(|f| f.fixable) {
-            out.push(reconcile_date(
-                pipeline, store, warehouse, gate, d, now, true,
-            )?);
-        } else {
-            out.push(Reconciled {
+        match mode {
+            Mode::Fix { by } if before.findings.iter().any(|f| f.fixable) => {
+                let r = reconcile_date(pipeline, store, warehouse, gate, d, now, true)?;
+                crate::timeline::record_repair(
+                    store,
+                    &crate::timeline::RepairRecord {
+                        at: now,
+                        gate: r.gate.clone(),
+                        date: d,
+                        changes: r.changes.clone(),
+                        by: by.to_owned(),
+                    },
+                )?;
+                out.push(r);
+            }
+            _ => out.push(Reconciled {
                 gate: gate.id.to_string(),
                 after: before.clone(),
                 before,
                 changes: Vec::new(),
-            });
+            }),
         }
     }
     Ok(out)
@@ -579,10 +604,12 @@ fn system_facts(
         .iter()
         .filter(|l| l.state == baton_core::dead_letter::LetterState::Open)
         .collect();
-    let mut messages_last_hour = 0;
-    for gate in &pipeline.gates {
-        messages_last_hour += bus.published_since(&gate.completion_topic, hour_ago)? as usize;
-    }
+    // Only this count needs the bus: a bus that does not answer (NATS down) leaves its
+    // check unjudged, and every other check is judged from the store.
+    let (messages_last_hour, bus_unreachable) = match messages_since(pipeline, bus, hour_ago) {
+        Ok(n) => (n, None),
+        Err(e) => (0, Some(e.to_string())),
+    };
     let runs = store.runs_finished_since(hour_ago)?;
     let failed = runs
         .iter()
@@ -593,10 +620,24 @@ fn system_facts(
         stale_leases,
         dead_letters: (letters.len(), recent_letters),
         messages_last_hour,
+        bus_unreachable,
         runs_last_hour: (runs.len(), failed),
         outbox: (backlog.pending, backlog.oldest),
         serves: serve_facts(store, now, hour_ago)?,
     })
+}
+
+/// Completion messages published on the gates' topics since `since`.
+fn messages_since(
+    pipeline: &Pipeline,
+    bus: &dyn Bus,
+    since: Timestamp,
+) -> Result<usize, baton_ports::Error> {
+    let mut n = 0;
+    for gate in &pipeline.gates {
+        n += bus.published_since(&gate.completion_topic, since)? as usize;
+    }
+    Ok(n)
 }
 
 /// The `serve` instances whose heartbeat is not gone, with their last hour's backend
@@ -658,7 +699,7 @@ pub fn accuracy(
     now: Timestamp,
 ) -> Result<(usize, usize), Error> {
     let (mut stored, mut actual) = (0, 0);
-    for r in reconcile_dates(pipeline, store, warehouse, gate, dates, now, false)? {
+    for r in reconcile_dates(pipeline, store, warehouse, gate, dates, now, Mode::Report)? {
         stored += r.before.stored.min(r.before.actual);
         actual += r.before.actual;
     }

@@ -495,6 +495,11 @@ impl TriggerConsumer {
         }
     }
 
+    /// The runner it runs phases and owed runs with.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
     /// Runs the next phase for a trigger, once per (gate, date, generation) (G10): a
     /// generation the next phase already ran for (a redelivered or replayed trigger, or an
     /// older one arriving late) runs nothing. The generation is recorded after every run of

@@ -65,9 +65,15 @@ pub fn build(
     let mut findings = BTreeMap::new();
     let mut checked = 0;
     for gate in &pipeline.gates {
-        for r in
-            crate::checks::reconcile_dates(pipeline, store, warehouse, gate, &dates, now, false)?
-        {
+        for r in crate::checks::reconcile_dates(
+            pipeline,
+            store,
+            warehouse,
+            gate,
+            &dates,
+            now,
+            crate::checks::Mode::Report,
+        )? {
             checked += 1;
             for f in &r.before.findings {
                 *findings.entry(f.code.to_owned()).or_insert(0) += 1;

@@ -12,8 +12,8 @@
 //! Pacing ([`baton_core::pacing`]): a round that moved anything is followed by the next at
 //! once; an idle loop waits for the backend's wake signal ([`Wake`], when the binary gave
 //! one) until the earliest of its own deadlines (heartbeat, alerts, reconcile, prune,
-//! schedules, report), and polls every [`ServeOptions::poll`] only for what cannot signal (a backend
-//! without a wake, deliveries in flight, owed runs waiting for a deadline).
+//! schedules, report) or an owed run's due time, and polls every [`ServeOptions::poll`] only for what
+//! cannot signal (a backend without a wake, deliveries in flight).
 //!
 //! Every wait without a wake signal goes through the injected [`Clock`], so a manual clock
 //! drives the loop in tests without sleeping; a wake signal is a real wait, bounded by a
@@ -44,7 +44,7 @@ pub const STOP_CHECK: SignedDuration = SignedDuration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// The fallback poll: the longest wait between idle rounds when the backend cannot
-    /// signal new work (no wake), or while deliveries are in flight or runs are owed;
+    /// signal new work (no wake), or while deliveries are in flight;
     /// with a wake signal an idle loop waits for it (or its next deadline) instead.
     pub poll: SignedDuration,
     /// Whether this process runs the phases that triggers start (else another one does).
@@ -434,26 +434,32 @@ impl Service {
     pub fn pause(&self, report: &RoundReport) -> Pause {
         let now = self.ports.clock.now();
         let progressed = report.drain.progressed || !report.fired.is_empty();
+        // Only an idle round asks: after progress the next round starts at once anyway.
+        let owed = if progressed {
+            Ok(None)
+        } else {
+            self.owed_due()
+        };
         let facts = Facts {
             progressed,
             backend_error: report.backend_error.is_some(),
-            in_flight: report.drain.in_flight || (!progressed && self.runs_owed()),
+            in_flight: report.drain.in_flight || owed.is_err(),
+            owed_due: owed.unwrap_or(None),
             can_wake: self.wake.is_some(),
             deadlines: self.deadlines(now),
         };
         pacing::next_pause(&facts, now, self.options.poll, RETRY_PAUSE)
     }
 
-    /// Whether runs are owed that this process would run: their readiness can depend on
-    /// time alone (a lease that may have expired, a wait deadline), which no backend signals.
-    /// A store that cannot say counts as owing (the loop polls).
-    fn runs_owed(&self) -> bool {
-        self.options.phase_runner
-            && self
-                .ports
-                .store
-                .pending_requests()
-                .map_or(true, |r| !r.is_empty())
+    /// When the earliest run this process would carry out becomes due through time alone
+    /// ([`Runner::next_owed_due`]); a new owed run, a landing or a completion that readies
+    /// one is a commit the wake signal reports. An error means the store could not say (the
+    /// loop polls).
+    fn owed_due(&self) -> Result<Option<Timestamp>, baton_runner::Error> {
+        if !self.options.phase_runner {
+            return Ok(None);
+        }
+        self.triggers.runner().next_owed_due()
     }
 
     /// When each periodic task is due next: heartbeat, alerts, reconcile, schedules, report.
@@ -658,7 +664,10 @@ impl Service {
         let first = today.offset(1 - self.options.reconcile_days as i32);
         let mut out = Vec::new();
         let dates = first.through(today);
+        let by = self.identity.holder();
         for gate in &pipeline.gates {
+            // Each date's repair is recorded as it is made, for the date's timeline and the
+            // report, not only in the log.
             let reconciled = crate::checks::reconcile_dates(
                 pipeline,
                 self.ports.store.as_ref(),
@@ -666,23 +675,12 @@ impl Service {
                 gate,
                 &dates,
                 now,
-                true,
+                crate::checks::Mode::Fix { by: &by },
             )?;
             for r in reconciled {
                 let date = r.before.date;
                 if !r.changes.is_empty() {
                     tracing::warn!(gate = %gate.id, %date, changes = ?r.changes, "periodic reconcile repaired a date");
-                    // Kept for the date's timeline and the report, not only in the log.
-                    crate::timeline::record_repair(
-                        self.ports.store.as_ref(),
-                        &crate::timeline::RepairRecord {
-                            at: now,
-                            gate: gate.id.to_string(),
-                            date,
-                            changes: r.changes.clone(),
-                            by: self.identity.holder(),
-                        },
-                    )?;
                 }
                 for f in r.after.findings.iter().filter(|f| !f.fixable) {
                     tracing::error!(gate = %gate.id, %date, code = f.code, detail = %f.detail, "reconcile finding needs a person");

@@ -159,21 +159,26 @@ pub struct Heartbeat {
 
 /// Every upstream job's landing for each of `dates`, judged at `now` by
 /// [`baton_core::schedule::judge`] (expected time from the job's schedule, actual from the
-/// landings table): the dashboard's lateness view and the report read it.
+/// landings table): the dashboard's lateness view and the report read it. The landings of
+/// the whole span are read at once ([`StateStore::landings_between`]), not date by date.
 pub fn lateness(
     pipeline: &Pipeline,
     store: &dyn StateStore,
     dates: &[Partition],
     now: Timestamp,
 ) -> Result<Vec<baton_core::schedule::LandingVerdict>, baton_ports::Error> {
+    let (Some(&from), Some(&to)) = (dates.iter().min(), dates.iter().max()) else {
+        return Ok(Vec::new());
+    };
+    let landed: std::collections::BTreeMap<(Partition, String), Timestamp> = (store
+        .landings_between(from, to)?)
+    .into_iter()
+    .map(|l| ((l.partition, l.job), l.landed_at))
+    .collect();
     let mut out = Vec::new();
     for &date in dates {
-        let landed = store.landings(date)?;
         for job in &pipeline.upstream {
-            let at = landed
-                .iter()
-                .find(|l| l.job == job.name)
-                .map(|l| l.landed_at);
+            let at = landed.get(&(date, job.name.clone())).copied();
             out.push(baton_core::schedule::judge(
                 job,
                 date,

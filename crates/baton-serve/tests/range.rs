@@ -178,7 +178,8 @@ fn range_equals_each_date<B: Backend + 'static>(backend: Arc<B>, clock: Arc<Manu
     }
     assert_eq!(range, each, "health facts of the range and of each date");
 
-    let reconciled = checks::reconcile_dates(&pipeline, b, b, gate, &dates, now, false).unwrap();
+    let reconciled =
+        checks::reconcile_dates(&pipeline, b, b, gate, &dates, now, checks::Mode::Report).unwrap();
     assert_eq!(reconciled.len(), dates.len());
     for (r, &d) in reconciled.iter().zip(&dates) {
         let alone = checks::reconcile_date(&pipeline, b, b, gate, d, now, false).unwrap();
@@ -189,6 +190,18 @@ fn range_equals_each_date<B: Backend + 'static>(backend: Arc<B>, clock: Arc<Manu
         assert_eq!(r.after, alone.after, "{d}");
         assert!(r.changes.is_empty(), "report mode changes nothing");
     }
+
+    // Lateness reads the range's landings at once; each verdict is the job's landing of its
+    // date as the per-date read has it.
+    let lateness = baton_serve::status::lateness(&pipeline, b, &dates, now).unwrap();
+    assert_eq!(lateness.len(), dates.len() * pipeline.upstream.len());
+    for v in &lateness {
+        let landed = b.landings(v.partition).unwrap();
+        let alone = landed.iter().find(|l| l.job == v.job).map(|l| l.landed_at);
+        assert_eq!(v.landed_at, alone, "{v:?}");
+    }
+    assert!(lateness.iter().any(|v| v.landed_at.is_some()));
+    assert!(lateness.iter().any(|v| v.landed_at.is_none()));
 
     let (stored, actual) = checks::accuracy(&pipeline, b, b, gate, &dates, now).unwrap();
     let summed = dates.iter().fold((0, 0), |(s, a), &d| {
@@ -236,4 +249,139 @@ fn range_answers_equal_each_dates_in_memory() {
     let clock = Arc::new(ManualClock::new("2024-03-16T12:00:00Z".parse().unwrap()));
     let backend = baton_sim::mem::MemBackend::new(clock.clone());
     range_equals_each_date(Arc::new(backend), clock);
+}
+
+/// A warehouse that fails its per-date row counts for one date: a `reconcile --fix`
+/// stopped half-way (a crash, a lost connection) at that date's repair.
+struct FailsAt {
+    inner: Arc<baton_sim::mem::MemBackend>,
+    date: Partition,
+}
+
+impl baton_ports::engine::Transact for FailsAt {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn baton_ports::engine::Transaction) -> baton_ports::Result<()>,
+    ) -> baton_ports::Result<()> {
+        baton_ports::engine::Transact::transact(self.inner.as_ref(), work)
+    }
+}
+
+impl Warehouse for FailsAt {
+    fn ensure_table(&self, table: &baton_core::config::TableSpec) -> baton_ports::Result<()> {
+        self.inner.ensure_table(table)
+    }
+    fn land(
+        &self,
+        table: &baton_core::config::TableSpec,
+        rows: &[baton_core::model::Row],
+    ) -> baton_ports::Result<u64> {
+        self.inner.land(table, rows)
+    }
+    fn read(
+        &self,
+        table: &baton_core::config::TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<Vec<baton_core::model::Row>> {
+        self.inner.read(table, from, to)
+    }
+    fn row_count(
+        &self,
+        table: &baton_core::config::TableSpec,
+        partition: Partition,
+    ) -> baton_ports::Result<u64> {
+        self.inner.row_count(table, partition)
+    }
+    fn measure(
+        &self,
+        table: &baton_core::config::TableSpec,
+        partition: Partition,
+        column: Option<&str>,
+    ) -> baton_ports::Result<(u64, u64)> {
+        self.inner.measure(table, partition, column)
+    }
+    fn distinct_values(
+        &self,
+        table: &baton_core::config::TableSpec,
+        partition: Partition,
+        column: &str,
+    ) -> baton_ports::Result<std::collections::BTreeSet<String>> {
+        self.inner.distinct_values(table, partition, column)
+    }
+    fn duplicate_rows(
+        &self,
+        table: &baton_core::config::TableSpec,
+        partition: Partition,
+    ) -> baton_ports::Result<u64> {
+        self.inner.duplicate_rows(table, partition)
+    }
+    fn row_counts(
+        &self,
+        table: &baton_core::config::TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<std::collections::BTreeMap<Partition, u64>> {
+        if from == self.date && to == self.date {
+            return Err(baton_ports::Error::Retryable("connection lost".into()));
+        }
+        self.inner.row_counts(table, from, to)
+    }
+    fn duplicate_rows_between(
+        &self,
+        table: &baton_core::config::TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<std::collections::BTreeMap<Partition, u64>> {
+        self.inner.duplicate_rows_between(table, from, to)
+    }
+}
+
+#[test]
+fn a_fix_stopped_half_way_keeps_the_record_of_each_date_it_repaired() {
+    let clock = Arc::new(ManualClock::new("2024-03-16T12:00:00Z".parse().unwrap()));
+    let backend = Arc::new(baton_sim::mem::MemBackend::new(clock.clone()));
+    let pipeline = populate(backend.clone(), clock.clone());
+    let dates = first_date().through(first_date().offset(9));
+    // Date 3 too ran a processor whose completion nobody consumed: dates 3 and 4 both need
+    // a repair, and the fix stops at date 4's.
+    let runner = Runner::new(
+        pipeline.clone(),
+        backend.clone(),
+        backend.clone(),
+        clock.clone(),
+    );
+    runner
+        .run(
+            "team_offense_game_summary",
+            dates[3],
+            &RunOptions::new("test"),
+            &NoHooks,
+        )
+        .unwrap();
+    let warehouse = FailsAt {
+        inner: backend.clone(),
+        date: dates[4],
+    };
+    let gate = &pipeline.gates[0];
+    let mode = checks::Mode::Fix { by: "test" };
+    let err = checks::reconcile_dates(
+        &pipeline,
+        backend.as_ref(),
+        &warehouse,
+        gate,
+        &dates,
+        clock.now(),
+        mode,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("connection lost"), "{err}");
+    let repaired = baton_serve::timeline::repairs(backend.as_ref(), "repair/").unwrap();
+    assert_eq!(
+        repaired.iter().map(|r| r.date).collect::<Vec<_>>(),
+        vec![dates[3]],
+        "date 3's repair is recorded though the run stopped at date 4: {repaired:?}"
+    );
+    assert_eq!(repaired[0].by, "test");
+    assert!(!repaired[0].changes.is_empty());
 }

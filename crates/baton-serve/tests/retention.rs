@@ -127,7 +127,7 @@ fn verdicts(pipeline: &Pipeline, b: &SqliteBackend, now: jiff::Timestamp) -> Str
         .map(|c| format!("{} {:?}", c.code, c.level))
         .collect();
     let gate = &pipeline.gates[0];
-    let reconciled: Vec<_> = checks::reconcile_dates(pipeline, b, b, gate, &dates, now, false)
+    let reconciled: Vec<_> = checks::reconcile_dates(pipeline, b, b, gate, &dates, now, checks::Mode::Report)
         .unwrap()
         .into_iter()
         .map(|r| r.before)

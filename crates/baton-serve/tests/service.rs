@@ -827,3 +827,55 @@ fn a_publish_in_process_wakes_a_waiting_loop() {
     handle.join().unwrap().unwrap();
     assert_eq!(e.clock.now(), e.t0, "no wait went through the manual clock");
 }
+
+/// Issue 14: an idle loop with runs owed waits until the earliest one is due (or the next
+/// deadline), not the fallback poll.
+#[test]
+fn an_idle_loop_with_owed_runs_waits_until_one_is_due_not_the_poll() {
+    let e = env();
+    let options = ServeOptions {
+        reconcile_every: None,
+        ..ServeOptions::default()
+    };
+    let owe = |processor: &str, kind, since| {
+        e.backend
+            .record_request(&baton_ports::PendingRequest {
+                processor: ProcessorName::from(processor),
+                partition: e.date,
+                kind,
+                reason: "test".into(),
+                since,
+            })
+            .unwrap();
+    };
+    // Waits for a landing that has not come (its wait deadline hours away): the landing
+    // will wake the loop, so the wait runs to the next heartbeat.
+    owe(
+        "team_defense_game_summary",
+        baton_ports::RequestKind::Requested,
+        e.t0,
+    );
+    let mut service = e.service(options.clone()).with_wake(e.backend.clone());
+    let report = service.round().unwrap();
+    assert_eq!(
+        service.pause(&report),
+        baton_core::pacing::Pause::Wait(baton_core::heartbeat::INTERVAL)
+    );
+    // Coalesced into a holder's lease that lapses in 5 s: due then, whatever signals.
+    let lapses_in_5s =
+        e.t0.checked_sub(e.pipeline.lease_ttl)
+            .unwrap()
+            .checked_add(SignedDuration::from_secs(5))
+            .unwrap();
+    owe(
+        "team_offense_game_summary",
+        baton_ports::RequestKind::Coalesced,
+        lapses_in_5s,
+    );
+    let report = service.round().unwrap();
+    assert_eq!(report.drain.owed_runs, 0, "{report:?}");
+    assert_eq!(
+        service.pause(&report),
+        baton_core::pacing::Pause::Wait(SignedDuration::from_secs(5))
+    );
+}
