@@ -144,10 +144,13 @@ def main():
     print("- pass 1: every mutant of a module against baton-core's unit tests "
           "(`cargo mutants -p baton-core -f crates/baton-core/src/MODULE.rs --profile mutants -- --lib`)")
     sim_ran = [m for m in ran if any(outcome(os.path.join(args.out, m, "sim")).values())]
+    unit = {m: outcome(os.path.join(args.out, m, "unit")) for m in ran}
+    no_survivor = [m for m in ran if not unit[m]["missed"] and not unit[m]["timeout"]]
+    sim_not_run = [m for m in ran if m not in sim_ran and m not in no_survivor]
     print("- pass 2: pass 1's survivors against the simulator "
           f"(`--test-package baton-sim -- --test simulator`, `BATON_SIM_SEEDS={args.seeds}`): "
-          f"run for {', '.join(sim_ran) or 'no module'}; not run for "
-          f"{', '.join(m for m in ran if m not in sim_ran) or 'none'}")
+          f"run for {', '.join(sim_ran) or 'no module'}; nothing to run (no survivor) for "
+          f"{', '.join(no_survivor) or 'none'}; not run for {', '.join(sim_not_run) or 'none'}")
     notes = lines(os.path.join(args.out, "notes.txt"))
     if notes:
         print("\nNotes on this run (from `notes.txt` beside the outcomes):\n")
@@ -163,7 +166,8 @@ def main():
         s = outcome(os.path.join(args.out, m, "sim"))
         total = sum(len(v) for v in u.values())
         sim_caught = set(s["caught"])
-        sim_col = str(len(sim_caught)) if m in sim_ran else "not run"
+        sim_col = (str(len(sim_caught)) if m in sim_ran
+                   else "no survivor" if m in no_survivor else "not run")
         print(f"| {m} | {total} | {len(u['caught'])} | {len(u['missed'])} | {len(u['unviable'])} "
               f"| {len(u['timeout'])} | {sim_col} |")
         for n in u["missed"] + u["timeout"]:
