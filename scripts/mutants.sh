@@ -15,8 +15,14 @@
 #                            left in BATON_MUTANTS_OUT (for the MODULEs named; the other
 #                            modules' outcomes are kept, and the report names both commits)
 #   BATON_MUTANTS_CONFIRM=1  instead of the passes, re-run only the survivors that
-#                            scripts/mutants-dispositions.txt says a new test kills, against the
-#                            unit tests, and rewrite the report from the last run's outcomes
+#                            scripts/mutants-dispositions.txt says a new test kills (of the
+#                            MODULEs named; default every module), against the unit tests,
+#                            and rewrite the report from the last run's outcomes
+#
+# Rounds: a run whose MODULEs leave out modules an earlier round covered keeps that round's
+# report as docs/mutants-report-roundN.md and names it in scripts/mutants-rounds.txt (module,
+# commit, start, report); the new report's top lists every module's round from that file
+# and from this run's outcomes.
 #
 # Pass 1 runs every mutant of a module against baton-core's unit tests (cheap: one crate).
 # Pass 2 runs only pass 1's survivors against the simulator (`cargo test -p baton-sim`, which
@@ -71,11 +77,12 @@ confirm() {
   re=$(python3 -c 'import re,sys
 names=[l.split(": ",1)[1].strip() for l in open(sys.argv[1]) if l.startswith("mutant: ")]
 kinds=[l.split(": ",1)[0] for l in open(sys.argv[1]) if l.startswith(("killed: ","equivalent: "))]
-killed=[n for n,k in zip(names,kinds) if k=="killed"]
+files=["crates/baton-core/src/%s.rs" % m for m in sys.argv[2:]]
+killed=[n for n,k in zip(names,kinds) if k=="killed" and n.split(":",1)[0] in files]
 def loose(n):
     f,pos,what=re.match(r"([^:]+):(\d+:\d+): (.*)$",n).groups()
     return re.escape(f)+r":\d+:\d+: "+re.escape(what)
-print("^(" + "|".join(loose(n) for n in killed) + ")$")' scripts/mutants-dispositions.txt)
+print("^(" + "|".join(loose(n) for n in killed) + ")$")' scripts/mutants-dispositions.txt "${MODULES[@]}")
   rm -rf "$OUT/confirm"; mkdir -p "$OUT/confirm"
   echo "== confirmation: the survivors new tests kill, against the unit tests" >&2
   nice -n 10 cargo mutants -p baton-core -f 'crates/baton-core/src/*.rs' --re "$re" --profile mutants \
@@ -95,6 +102,7 @@ for m in "${MODULES[@]}"; do
     echo "== $m: pass 1, baton-core unit tests" >&2
     rm -rf "$OUT/$m"; mkdir -p "$OUT/$m/unit" "$OUT/$m/sim"
     rc=0
+    echo "$COMMIT $DIRTY $(date -u +%Y-%m-%dT%H:%MZ)" >"$OUT/$m/unit-commit.txt"
     nice -n 10 cargo mutants -p baton-core -f "$file" --profile mutants -j "$JOBS" \
       --minimum-test-timeout 60 --output "$OUT/$m/unit" -- --lib || rc=$?
     tolerate "$rc" || { echo "mutants.sh: cargo mutants failed ($rc) on $m" >&2; exit 3; }
@@ -106,6 +114,7 @@ for m in "${MODULES[@]}"; do
     echo "== $m: pass 2, $(wc -l <"$missed") survivors against the simulator ($SEEDS seeds)" >&2
     re=$(python3 -c 'import re,sys; print("^(" + "|".join(re.escape(l.rstrip("\n")) for l in open(sys.argv[1]) if l.strip()) + ")$")' "$missed")
     rc=0
+    echo "$COMMIT $DIRTY $(date -u +%Y-%m-%dT%H:%MZ)" >"$OUT/$m/sim-commit.txt"
     # cargo-mutants' baseline would only re-run baton-core's tests (it tests the mutated
     # package); pass 1 did that, so it is skipped and the timeouts are given instead.
     BATON_SIM_SEEDS=$SEEDS nice -n 10 cargo mutants -p baton-core -f "$file" --re "$re" \
@@ -119,5 +128,6 @@ done
 python3 scripts/mutants_report.py --out "$OUT" \
   --seeds "$SEEDS" --tool "$(cargo mutants --version)" \
   --all-modules "${DEFAULT_MODULES[*]}" --dispositions scripts/mutants-dispositions.txt \
+  --rounds scripts/mutants-rounds.txt \
   >docs/mutants-report.md
 echo "mutants.sh: wrote docs/mutants-report.md" >&2

@@ -53,13 +53,61 @@ def outcome(run_dir):
     return {k: lines(os.path.join(d, f"{k}.txt")) for k in ("caught", "missed", "unviable", "timeout")}
 
 
+def read_rounds(path):
+    """scripts/mutants-rounds.txt: module -> (round, commit, started, report, pass 2)."""
+    out = {}
+    for raw in lines(path) if path else []:
+        if raw.startswith("#"):
+            continue
+        parts = raw.split(" ", 5)
+        if len(parts) < 6:
+            sys.exit(f"mutants_report: {path}: cannot read line {raw!r}")
+        out[parts[0]] = tuple(parts[1:])
+    return out
+
+
+def stamp(path, fallback):
+    """`commit dirty started` from a file the script wrote, else the run's own."""
+    got = lines(path)
+    return got[0].split() if got else fallback
+
+
+def print_rounds(args, ran, rounds, run_stamp):
+    """The top of the report: every rule module, which round ran it, when and on what."""
+    print("## Which modules ran when\n")
+    print("| module | round | pass 1 started (UTC) | on commit | pass 2 (the simulator) | results |")
+    print("|---|---|---|---|---|---|")
+    for m in args.all_modules.split():
+        if m in ran:
+            c, d, when = stamp(os.path.join(args.out, m, "unit-commit.txt"), run_stamp)
+            dirty = "" if d == "0" else f" (+{d} uncommitted)"
+            sim = stamp(os.path.join(args.out, m, "sim-commit.txt"), None)
+            if sim and any(outcome(os.path.join(args.out, m, "sim")).values()):
+                sc, sd, swhen = sim
+                sim_text = f"{swhen} on `{sc[:7]}`" + ("" if sd == "0" else f" (+{sd} uncommitted)")
+            elif not lines(os.path.join(args.out, m, "unit", "mutants.out", "missed.txt")):
+                sim_text = "nothing to run (no survivor)"
+            else:
+                sim_text = "not run"
+            print(f"| {m} | latest | {when} | `{c[:7]}`{dirty} | {sim_text} | this report |")
+        elif m in rounds:
+            r, c, when, report, sim_text = rounds[m]
+            name = os.path.basename(report)
+            print(f"| {m} | {r} | {when} | `{c[:7]}` | {sim_text} | [{report}]({name}) |")
+        else:
+            print(f"| {m} | none | | | | not run yet |")
+    print()
+
+
 def main():
     p = argparse.ArgumentParser()
     for a in ("out", "seeds", "tool", "all-modules", "dispositions"):
         p.add_argument("--" + a, required=True)
+    p.add_argument("--rounds", default=None)
     args = p.parse_args()
     ran = lines(os.path.join(args.out, "modules.txt"))
-    not_run = [m for m in args.all_modules.split() if m not in ran]
+    rounds = read_rounds(args.rounds)
+    not_run = [m for m in args.all_modules.split() if m not in ran and m not in rounds]
     dispositions = read_dispositions(args.dispositions)
     confirm = outcome(os.path.join(args.out, "confirm"))
     confirm_commit = lines(os.path.join(args.out, "confirm-commit.txt"))
@@ -68,9 +116,12 @@ def main():
     if not run:
         sys.exit("mutants_report: no commit.txt: run scripts/mutants.sh first")
     commit, dirty, started = run[0].split()
+    dirty_count = dirty
     print("# Mutation testing report: baton-core's rule modules\n")
     print("Written by `scripts/mutants.sh` (see the README, \"Mutation testing\"); do not edit by hand:")
     print("dispositions live in `scripts/mutants-dispositions.txt`.\n")
+    print_rounds(args, ran, rounds, (commit, dirty_count, started))
+    print("## This run\n")
     dirty = "" if dirty == "0" else f" (plus {dirty} uncommitted changed files)"
     print(f"- date: started {started}")
     print(f"- commit: `{commit}`{dirty}")
@@ -84,15 +135,22 @@ def main():
         c, d, when = sim_commit[0].split()
         d = "" if d == "0" else f" (plus {d} uncommitted changed files)"
         print(f"- pass 2 (the simulator) ran on commit `{c}`{d}, started {when}")
-    print(f"- modules run: {', '.join(ran) or 'none'}")
-    print(f"- modules not run: {', '.join(not_run) or 'none'}")
+    print(f"- modules this run covered: {', '.join(ran) or 'none'}")
+    earlier = [m for m in args.all_modules.split() if m not in ran and m in rounds]
+    if earlier:
+        print(f"- modules covered by earlier rounds, each kept in its own report (table above): "
+              f"{', '.join(earlier)}")
+    print(f"- modules no round has run: {', '.join(not_run) or 'none'}")
     print("- pass 1: every mutant of a module against baton-core's unit tests "
           "(`cargo mutants -p baton-core -f crates/baton-core/src/MODULE.rs --profile mutants -- --lib`)")
     sim_ran = [m for m in ran if any(outcome(os.path.join(args.out, m, "sim")).values())]
+    unit = {m: outcome(os.path.join(args.out, m, "unit")) for m in ran}
+    no_survivor = [m for m in ran if not unit[m]["missed"] and not unit[m]["timeout"]]
+    sim_not_run = [m for m in ran if m not in sim_ran and m not in no_survivor]
     print("- pass 2: pass 1's survivors against the simulator "
           f"(`--test-package baton-sim -- --test simulator`, `BATON_SIM_SEEDS={args.seeds}`): "
-          f"run for {', '.join(sim_ran) or 'no module'}; not run for "
-          f"{', '.join(m for m in ran if m not in sim_ran) or 'none'}")
+          f"run for {', '.join(sim_ran) or 'no module'}; nothing to run (no survivor) for "
+          f"{', '.join(no_survivor) or 'none'}; not run for {', '.join(sim_not_run) or 'none'}")
     notes = lines(os.path.join(args.out, "notes.txt"))
     if notes:
         print("\nNotes on this run (from `notes.txt` beside the outcomes):\n")
@@ -108,7 +166,8 @@ def main():
         s = outcome(os.path.join(args.out, m, "sim"))
         total = sum(len(v) for v in u.values())
         sim_caught = set(s["caught"])
-        sim_col = str(len(sim_caught)) if m in sim_ran else "not run"
+        sim_col = (str(len(sim_caught)) if m in sim_ran
+                   else "no survivor" if m in no_survivor else "not run")
         print(f"| {m} | {total} | {len(u['caught'])} | {len(u['missed'])} | {len(u['unviable'])} "
               f"| {len(u['timeout'])} | {sim_col} |")
         for n in u["missed"] + u["timeout"]:

@@ -766,6 +766,35 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_on_abandoned_runs_says_whether_any_was_rerun_or_none_ever_died() {
+        let mut d = date("2024-03-01", 5, 5);
+        let r = evaluate(
+            &[d.clone()],
+            &SystemFacts::default(),
+            now(),
+            Limits::default(),
+        );
+        let (level, evidence, _) = by_code(&r, "BATON-H013");
+        assert_eq!(
+            (level, evidence.as_str()),
+            (Level::Pass, "no abandoned run")
+        );
+        let rerun = |id: &str| AbandonedRun {
+            processor: "player_game_summary".into(),
+            run_id: id.into(),
+            holder: "host-a".into(),
+            started_at: now() - SignedDuration::from_hours(4),
+            rerun: true,
+        };
+        d.abandoned = vec![rerun("r1"), rerun("r2")];
+        let r = evaluate(&[d], &SystemFacts::default(), now(), Limits::default());
+        let (level, evidence, details) = by_code(&r, "BATON-H013");
+        assert_eq!(level, Level::Pass);
+        assert_eq!(evidence, "no abandoned run left without a rerun (2 rerun)");
+        assert_eq!(details.len(), 2);
+    }
+
+    #[test]
     fn an_undercounting_date_fails_naming_the_date() {
         let r = evaluate(
             &[date("2024-03-01", 5, 5), date("2024-03-02", 1, 5)],

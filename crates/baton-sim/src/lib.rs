@@ -240,6 +240,7 @@ fn rows_for(
     processor: &Processor,
     partition: Partition,
     inputs: u32,
+    fault: FirstDataFault,
     rng: &mut SplitMix64,
 ) -> Vec<Row> {
     let day = partition.to_string();
@@ -257,12 +258,18 @@ fn rows_for(
         row.insert(processor.table.partition_column.clone(), json!(day));
         row.insert("value".into(), json!(i + 10 * inputs as usize));
         // What the gate's checks read: before its inputs changed once, a run covers one of
-        // the date's three games and misses two players' minutes (the checks fail on a date
-        // with games), afterwards all of them (they pass).
-        let games = if inputs == 0 { 1 } else { GAMES_PER_DATE };
+        // the date's three games, or misses two players' minutes, or both (`fault`: the
+        // coverage check, the non-null check or both fail on a date with games); afterwards
+        // it covers all of them (they pass).
+        let first = inputs == 0;
+        let games = if first && fault != FirstDataFault::Minutes {
+            1
+        } else {
+            GAMES_PER_DATE
+        };
         row.entry("game_id")
             .or_insert_with(|| json!(game_id(partition, 1 + i % games)));
-        let minutes = if inputs == 0 && i < 2 {
+        let minutes = if first && fault != FirstDataFault::Games && i < 2 {
             serde_json::Value::Null
         } else {
             json!(20 + i)
@@ -279,6 +286,36 @@ fn rows_for(
 
 /// Games on a date with games (the calendar rows the schedule scraper lands).
 const GAMES_PER_DATE: usize = 3;
+
+/// What a processor's rows for a date miss until its inputs first change: the date's games,
+/// players' minutes, or both. Drawn per (processor, date) from the seed, so that each of the
+/// gate's checks is sometimes the only one failing: when both always failed together, a
+/// wrong non-null check hid behind the coverage check (a mutant of
+/// `QualityCheck::column` survived the simulator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstDataFault {
+    Games,
+    Minutes,
+    Both,
+}
+
+impl FirstDataFault {
+    /// The fault of (`processor`, `date`) in the run of `seed`: a function of the three, so a
+    /// rerun on the same inputs computes the same rows, and drawn apart from the seed's main
+    /// generator, so it shifts no other choice.
+    fn of(seed: u64, processor: usize, date: Partition) -> Self {
+        let day = date.to_string();
+        let mut h = seed ^ 0x5eed_da7a_u64.wrapping_mul(processor as u64 + 1);
+        for b in day.bytes() {
+            h = h.rotate_left(8) ^ u64::from(b);
+        }
+        match SplitMix64::new(h).index(3) {
+            0 => Self::Games,
+            1 => Self::Minutes,
+            _ => Self::Both,
+        }
+    }
+}
 
 /// The id of game `n` of a date (unique across dates: the schedule is keyed on it alone).
 fn game_id(partition: Partition, n: usize) -> String {
@@ -601,7 +638,8 @@ impl World {
                 .get(&(w.processor, w.partition))
                 .copied()
                 .unwrap_or(0);
-            let computed = rows_for(proc, w.partition, version, &mut self.rng);
+            let fault = FirstDataFault::of(self.seed, w.processor, w.partition);
+            let computed = rows_for(proc, w.partition, version, fault, &mut self.rng);
             let rows = canary::dedup(self.canary, computed.clone(), &proc.table.primary_key)
                 .map_err(|e| self.violation("G5", e.to_string()))?;
             Output {
@@ -1081,6 +1119,16 @@ impl World {
         let identical: u32 = self.model.dates.values().map(|m| m.identical).sum();
         let generations: u32 = self.model.dates.values().map(|m| m.generation).sum();
         let blocked: u32 = self.model.dates.values().map(|m| m.blocked).sum();
+        for m in self.model.dates.values() {
+            for (kind, n) in &m.held_alone {
+                let name = match *kind {
+                    "non_null_coverage" => "decisions held back by the non-null check alone",
+                    "coverage" => "decisions held back by the coverage check alone",
+                    _ => "decisions held back by another check alone",
+                };
+                *self.events.entry(name).or_default() += *n as usize;
+            }
+        }
         let passed: u32 = self
             .model
             .dates

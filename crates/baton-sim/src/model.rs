@@ -118,6 +118,9 @@ pub struct DateModel {
     pub held: bool,
     /// Generations that fired after a check had held them back.
     pub passed_after_block: u32,
+    /// Holds where one check alone failed, by its kind (`check_kind`): the workload must
+    /// make each check the deciding one sometimes, or a wrong check hides behind another.
+    pub held_alone: BTreeMap<&'static str, u32>,
     /// When the current generation triggered (what reconcile's next-phase check reads).
     pub triggered_at: Option<Timestamp>,
 }
@@ -159,6 +162,7 @@ impl Default for DateModel {
             blocked: 0,
             held: false,
             passed_after_block: 0,
+            held_alone: BTreeMap::new(),
             triggered_at: None,
         }
     }
@@ -229,6 +233,15 @@ fn value_text(v: &Value) -> Option<String> {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
+    }
+}
+
+/// A check's kind as the simulator's events name it.
+pub fn check_kind(kind: &CheckKind) -> &'static str {
+    match kind {
+        CheckKind::MinRows { .. } => "min_rows",
+        CheckKind::NonNullCoverage { .. } => "non_null_coverage",
+        CheckKind::Coverage { .. } => "coverage",
     }
 }
 
@@ -312,18 +325,26 @@ impl Model {
     /// mode expects the processor writing its table, and (with `only_when_rows_in`) when
     /// that table has rows for the date. A warning passes.
     pub fn checks_pass(&self, date: Partition, now: Timestamp) -> bool {
+        self.failing_checks(date, now).is_empty()
+    }
+
+    /// The checks that apply to `date` at `now` and fail (see `checks_pass`).
+    fn failing_checks(&self, date: Partition, now: Timestamp) -> Vec<&QualityCheck> {
         let expected = &self.policy(date, now).expected;
-        self.checks.iter().all(|check| {
-            let applies = self
-                .writers
-                .get(&check.table)
-                .is_none_or(|p| expected.contains(p))
-                && check
-                    .only_when_rows_in
-                    .as_deref()
-                    .is_none_or(|t| !self.rows(t, date).is_empty());
-            !applies || self.check_passes(check, date)
-        })
+        self.checks
+            .iter()
+            .filter(|check| {
+                let applies = self
+                    .writers
+                    .get(&check.table)
+                    .is_none_or(|p| expected.contains(p))
+                    && check
+                        .only_when_rows_in
+                        .as_deref()
+                        .is_none_or(|t| !self.rows(t, date).is_empty());
+                applies && !self.check_passes(check, date)
+            })
+            .collect()
     }
 
     /// The tables the gate's checks read that a processor writes (whose inputs landing
@@ -477,14 +498,21 @@ impl Model {
     /// and the checks pass.
     pub fn decide(&mut self, date: Partition, now: Timestamp) {
         let settling = self.settling(date, now);
-        let checks_pass = self.checks_pass(date, now);
+        let failing: Vec<&'static str> = self
+            .failing_checks(date, now)
+            .into_iter()
+            .map(|c| check_kind(&c.kind))
+            .collect();
         let policy = self.policy(date, now).clone();
         let model = self.dates.entry(date).or_default();
         if !model.triggered && !settling && policy.satisfied(&model.complete()) {
             // A failing check holds the trigger back until a later decision finds it passing.
-            if !checks_pass {
+            if !failing.is_empty() {
                 model.blocked += 1;
                 model.held = true;
+                if let [alone] = failing[..] {
+                    *model.held_alone.entry(alone).or_default() += 1;
+                }
                 return;
             }
             if std::mem::take(&mut model.held) {

@@ -136,6 +136,8 @@ fn the_workload_covers_late_data_and_both_modes() {
         "calendar rows landed",
         "no_data runs on a date with work",
         "decisions held back by a quality check",
+        "decisions held back by the non-null check alone",
+        "decisions held back by the coverage check alone",
         "triggers after a quality check passed later",
         "triggers delivered to the next phase",
         "triggers of a generation already handled",
