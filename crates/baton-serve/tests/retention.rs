@@ -127,11 +127,12 @@ fn verdicts(pipeline: &Pipeline, b: &SqliteBackend, now: jiff::Timestamp) -> Str
         .map(|c| format!("{} {:?}", c.code, c.level))
         .collect();
     let gate = &pipeline.gates[0];
-    let reconciled: Vec<_> = checks::reconcile_dates(pipeline, b, b, gate, &dates, now, checks::Mode::Report)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.before)
-        .collect();
+    let reconciled: Vec<_> =
+        checks::reconcile_dates(pipeline, b, b, gate, &dates, now, checks::Mode::Report)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.before)
+            .collect();
     let gates: Vec<_> = pipeline.gates.iter().collect();
     let explained: Vec<_> = (dates.iter())
         .map(|&d| {
