@@ -515,14 +515,27 @@ impl engine::Transaction for SqliteTxn<'_> {
                 .execute(params![day, gate, receipt_body(r)?])
                 .map_err(map_err)?;
         }
-        self.conn
+        // The newest receipt past the bound, then a delete only when there is one: a
+        // `DELETE` with that lookup as its subquery was prepared again on every call.
+        let past: Option<i64> = self
+            .conn
             .prepare_cached(
-                "DELETE FROM completion_receipts WHERE partition = ?1 AND gate = ?2 AND id <= (
-                   SELECT id FROM completion_receipts WHERE partition = ?1 AND gate = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+                "SELECT id FROM completion_receipts WHERE partition = ?1 AND gate = ?2
+                 ORDER BY id DESC LIMIT 1 OFFSET ?3",
             )
             .map_err(map_err)?
-            .execute(params![day, gate, keep])
+            .query_row(params![day, gate, keep], |r| r.get(0))
+            .optional()
             .map_err(map_err)?;
+        if let Some(past) = past {
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM completion_receipts WHERE partition = ?1 AND gate = ?2 AND id <= ?3",
+                )
+                .map_err(map_err)?
+                .execute(params![day, gate, past])
+                .map_err(map_err)?;
+        }
         Ok(())
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
