@@ -515,17 +515,16 @@ impl engine::Transaction for SqliteTxn<'_> {
                 .execute(params![day, gate, receipt_body(r)?])
                 .map_err(map_err)?;
         }
-        // The newest receipt past the bound, then a delete only when there is one. The
-        // bound is written into the SQL: SQLite prepares a statement again every time a
-        // parameter of its OFFSET is bound (10% of the orchestrator's instructions).
+        // The newest receipt past the bound, then a delete only when there is one (most
+        // batches of a date are under the bound).
         let past: Option<i64> = self
             .conn
-            .prepare_cached(&format!(
+            .prepare_cached(
                 "SELECT id FROM completion_receipts WHERE partition = ?1 AND gate = ?2
-                 ORDER BY id DESC LIMIT 1 OFFSET {keep}"
-            ))
+                 ORDER BY id DESC LIMIT 1 OFFSET ?3",
+            )
             .map_err(map_err)?
-            .query_row(params![day, gate], |r| r.get(0))
+            .query_row(params![day, gate, keep], |r| r.get(0))
             .optional()
             .map_err(map_err)?;
         if let Some(past) = past {
