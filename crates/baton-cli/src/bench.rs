@@ -40,6 +40,34 @@ pub struct BenchArgs {
     /// (SQLite; a few minutes, or seconds with --quick).
     #[arg(long)]
     scale: bool,
+    /// Measure only these figures (repeat or separate with commas), for profiling one of
+    /// them: orchestrator, end-to-end, dedup, leases, year, memory.
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "scale")]
+    only: Vec<Part>,
+}
+
+/// A part of `baton bench`, as `--only` names it.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Orchestrator throughput through `serve`'s loop, beside the bare upsert.
+    Orchestrator,
+    /// Trigger and landing latency end to end through a real `serve`, and its idle CPU.
+    EndToEnd,
+    /// Dedup + fenced upsert, and dedup alone.
+    Dedup,
+    /// Lease acquire + release.
+    Leases,
+    /// Reconcile and health over a year (and the distributed baselines).
+    Year,
+    /// `serve`'s resident memory.
+    Memory,
+}
+
+impl BenchArgs {
+    /// Whether `part` is measured in this run (every part without `--only`).
+    fn wants(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
 }
 
 /// One line of the result.
@@ -206,29 +234,41 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Outcome {
         }
     );
     let mut figures = Vec::new();
-    figures.push(orchestrator(
-        &pipeline,
-        &b,
-        &clock,
-        sizes.orchestrator_dates,
-        distributed,
-    )?);
-    // Trigger latency end to end through a real `serve` (bench_e2e.rs).
-    figures.extend(e2e::figures(
-        cli,
-        &pipeline,
-        &b,
-        &db,
-        distributed,
-        &e2e::Sizes::new(args.quick),
-    )?);
-    figures.extend(dedup_and_write(&b, sizes.rows, dir.path())?);
-    figures.extend(leases(&b, sizes.lease_ops)?);
-    figures.extend(year(&pipeline, &b, &clock, sizes.year)?);
-    if distributed {
-        figures.extend(distributed_baselines(&b, sizes.dates)?);
+    if args.wants(Part::Orchestrator) {
+        figures.push(orchestrator(
+            &pipeline,
+            &b,
+            &clock,
+            sizes.orchestrator_dates,
+            distributed,
+        )?);
     }
-    figures.extend(memory(cli, &db, distributed, sizes.dates.min(2_000))?);
+    if args.wants(Part::EndToEnd) {
+        // Trigger latency end to end through a real `serve` (bench_e2e.rs).
+        figures.extend(e2e::figures(
+            cli,
+            &pipeline,
+            &b,
+            &db,
+            distributed,
+            &e2e::Sizes::new(args.quick),
+        )?);
+    }
+    if args.wants(Part::Dedup) {
+        figures.extend(dedup_and_write(&b, sizes.rows, dir.path())?);
+    }
+    if args.wants(Part::Leases) {
+        figures.extend(leases(&b, sizes.lease_ops)?);
+    }
+    if args.wants(Part::Year) {
+        figures.extend(year(&pipeline, &b, &clock, sizes.year)?);
+        if distributed {
+            figures.extend(distributed_baselines(&b, sizes.dates)?);
+        }
+    }
+    if args.wants(Part::Memory) {
+        figures.extend(memory(cli, &db, distributed, sizes.dates.min(2_000))?);
+    }
 
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&figures)?);
@@ -891,6 +931,38 @@ mod tests {
             counts
                 .dedup_label()
                 .contains("10000 rows in, 10.0% duplicates")
+        );
+    }
+
+    #[test]
+    fn only_names_the_parts_measured_and_none_means_all() {
+        use clap::Parser;
+        let parts = |args: &[&str]| {
+            let cli =
+                crate::Cli::try_parse_from(["baton", "bench"].iter().chain(args).copied()).unwrap();
+            let crate::Command::Bench(b) = cli.command else {
+                unreachable!("bench parses as bench")
+            };
+            [
+                Part::Orchestrator,
+                Part::EndToEnd,
+                Part::Dedup,
+                Part::Leases,
+                Part::Year,
+                Part::Memory,
+            ]
+            .into_iter()
+            .filter(|p| b.wants(*p))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(parts(&[]).len(), 6);
+        assert_eq!(parts(&["--only", "orchestrator"]), [Part::Orchestrator]);
+        assert_eq!(
+            parts(&["--only", "dedup,end-to-end"]),
+            [Part::EndToEnd, Part::Dedup]
+        );
+        assert!(
+            crate::Cli::try_parse_from(["baton", "bench", "--scale", "--only", "dedup"]).is_err()
         );
     }
 

@@ -36,7 +36,8 @@ pub const LANDING_BATCHES_KEPT: u32 = 200;
 pub const RECEIPTS_KEPT: u32 = 200;
 
 /// The orchestrator step as the engine calls it (`baton_core::completion::step` with the
-/// pipeline and quality measurements bound by the caller).
+/// pipeline and quality measurements bound by the caller). A step that rejects a message
+/// returns the document it was given unchanged (a new empty one for `None`).
 pub type StepFn<'a> = dyn FnMut(Option<Document>, &GateId, &CompletionMessage) -> StepOutput + 'a;
 
 /// An edit of one document for reconcile and forced re-triggers: the stored document in, the
@@ -186,7 +187,11 @@ pub fn apply(
                 let slot = slots
                     .get_mut(&(gate.clone(), message.partition))
                     .ok_or_else(|| Error::Permanent("invariant: batch document read".into()))?;
-                let out = step(slot.document.clone(), gate, message);
+                // The document is moved through the step, not cloned per message: a step
+                // that rejects a message hands back the document it was given, and one that
+                // applies it records the message (its `messages_seen`), so it changed.
+                let had = slot.document.is_some();
+                let out = step(slot.document.take(), gate, message);
                 slot.receipts.extend(receipt(
                     &out.document,
                     &out.outcome,
@@ -194,11 +199,10 @@ pub fn apply(
                     message,
                     tx.now(),
                 ));
-                if !matches!(out.outcome, Outcome::Rejected { .. })
-                    && slot.document.as_ref() != Some(&out.document)
-                {
+                let rejected = matches!(out.outcome, Outcome::Rejected { .. });
+                slot.dirty |= !rejected;
+                if had || !rejected {
                     slot.document = Some(out.document);
-                    slot.dirty = true;
                 }
                 carry_out(tx, &out.effects, message)?;
                 outcomes.push(out.outcome);

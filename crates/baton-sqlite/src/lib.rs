@@ -38,6 +38,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
+
 /// How commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -108,6 +111,7 @@ impl SqliteBackend {
         };
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(map_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self {
             conn: Mutex::new(conn),
             clock,
@@ -134,6 +138,9 @@ impl SqliteBackend {
         };
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(map_err)?;
+        // The consume, the engine's statements and the relay are about thirty statements,
+        // each prepared once and kept (rusqlite keeps 16 by default, which evicted them).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};"
         ))
@@ -201,11 +208,9 @@ fn immutable_is_safe(path: &Path, e: &rusqlite::Error) -> bool {
 
 fn load_document(tx: &Connection, gate: &GateId, partition: Partition) -> Result<Option<Document>> {
     let body: Option<String> = tx
-        .query_row(
-            "SELECT body FROM documents WHERE gate = ?1 AND partition = ?2",
-            params![gate.as_str(), partition.to_string()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT body FROM documents WHERE gate = ?1 AND partition = ?2")
+        .map_err(map_err)?
+        .query_row(params![gate.as_str(), partition.to_string()], |r| r.get(0))
         .optional()
         .map_err(map_err)?;
     body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt("document", e)))
@@ -222,16 +227,22 @@ fn write_document(
 ) -> Result<bool> {
     let changed = match expected {
         None => tx
-            .execute(
+            .prepare_cached(
                 "INSERT INTO documents (gate, partition, version, completed_count, triggered, body, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(map_err)?
+            .execute(
                 params![doc.gate.as_str(), doc.partition.to_string(), doc.version as i64, doc.completed_count as i64, doc.triggered, body, micros(now)],
             )
             .map_err(map_err)?,
         Some(v) => tx
-            .execute(
+            .prepare_cached(
                 "UPDATE documents SET version = ?3, completed_count = ?4, triggered = ?5, body = ?6, updated_at = ?7
                  WHERE gate = ?1 AND partition = ?2 AND version = ?8",
+            )
+            .map_err(map_err)?
+            .execute(
                 params![doc.gate.as_str(), doc.partition.to_string(), doc.version as i64, doc.completed_count as i64, doc.triggered, body, micros(now), v as i64],
             )
             .map_err(map_err)?,
@@ -240,8 +251,11 @@ fn write_document(
 }
 
 fn insert_outbox(tx: &Connection, row: &NewOutboxRow, now: Timestamp) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO outbox (topic, message_id, kind, partition, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(map_err)?
+    .execute(
         params![row.topic, row.message_id, row.kind.as_str(), row.partition.to_string(), row.payload, micros(now)],
     )
     .map_err(map_err)?;
@@ -282,8 +296,11 @@ fn select_letters(
 }
 
 fn insert_dead_letter(tx: &Connection, letter: &NewDeadLetter, now: Timestamp) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO dead_letters (topic, message_id, payload, reason, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(map_err)?
+    .execute(
         params![letter.topic, letter.message_id, letter.payload, letter.reason, micros(now)],
     )
     .map_err(map_err)?;
@@ -488,21 +505,38 @@ impl engine::Transaction for SqliteTxn<'_> {
             return Ok(());
         };
         let (day, gate) = (first.partition.to_string(), first.gate.as_str());
-        for r in receipts {
-            self.conn
-                .execute(
-                    "INSERT INTO completion_receipts (partition, gate, body) VALUES (?1, ?2, ?3)",
-                    params![day, gate, receipt_body(r)?],
-                )
-                .map_err(map_err)?;
-        }
-        self.conn
-            .execute(
-                "DELETE FROM completion_receipts WHERE partition = ?1 AND gate = ?2 AND id <= (
-                   SELECT id FROM completion_receipts WHERE partition = ?1 AND gate = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
-                params![day, gate, keep],
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO completion_receipts (partition, gate, body) VALUES (?1, ?2, ?3)",
             )
             .map_err(map_err)?;
+        for r in receipts {
+            insert
+                .execute(params![day, gate, receipt_body(r)?])
+                .map_err(map_err)?;
+        }
+        // The newest receipt past the bound, then a delete only when there is one (most
+        // batches of a date are under the bound).
+        let past: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM completion_receipts WHERE partition = ?1 AND gate = ?2
+                 ORDER BY id DESC LIMIT 1 OFFSET ?3",
+            )
+            .map_err(map_err)?
+            .query_row(params![day, gate, keep], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?;
+        if let Some(past) = past {
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM completion_receipts WHERE partition = ?1 AND gate = ?2 AND id <= ?3",
+                )
+                .map_err(map_err)?
+                .execute(params![day, gate, past])
+                .map_err(map_err)?;
+        }
         Ok(())
     }
     fn owe_run(&mut self, request: &PendingRequest) -> Result<()> {
@@ -877,11 +911,11 @@ impl StateStore for SqliteBackend {
     fn backlog(&self) -> Result<Backlog> {
         let conn = self.lock();
         let (pending, oldest): (i64, Option<i64>) = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
             )
+            .map_err(map_err)?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(map_err)?;
         Ok(Backlog {
             pending: pending as u64,
@@ -1285,7 +1319,9 @@ impl Warehouse for SqliteBackend {
             "SELECT count(*) FROM {} WHERE _partition = ?1",
             quote(&table.name)
         );
-        conn.query_row(&sql, params![partition.to_string()], |r| r.get::<_, i64>(0))
+        conn.prepare_cached(&sql)
+            .map_err(map_err)?
+            .query_row(params![partition.to_string()], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(map_err)
     }
@@ -1306,10 +1342,12 @@ impl Warehouse for SqliteBackend {
             "SELECT count(*), {non_null} FROM {} WHERE _partition = ?1",
             quote(&table.name)
         );
-        conn.query_row(&sql, params![partition.to_string()], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-        })
-        .map_err(map_err)
+        conn.prepare_cached(&sql)
+            .map_err(map_err)?
+            .query_row(params![partition.to_string()], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(map_err)
     }
 
     fn distinct_values(
@@ -1345,7 +1383,9 @@ impl Warehouse for SqliteBackend {
             quote(&table.name),
             cols.join(", ")
         );
-        conn.query_row(&sql, params![partition.to_string()], |r| r.get::<_, i64>(0))
+        conn.prepare_cached(&sql)
+            .map_err(map_err)?
+            .query_row(params![partition.to_string()], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(map_err)
     }
