@@ -383,7 +383,28 @@ impl Runner {
         hooks: &dyn RunHooks,
     ) -> Result<Vec<RunReport>, Error> {
         let mut reports = Vec::new();
+        for request in self.owed_due()? {
+            tracing::info!(processor = %request.processor, date = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");
+            reports.push(self.run(
+                request.processor.as_str(),
+                request.partition,
+                options,
+                hooks,
+            )?);
+        }
+        Ok(reports)
+    }
+
+    /// The owed runs due now, the ones `retry_pending` would run (an owed run of a processor
+    /// the pipeline no longer has is cleared instead).
+    pub fn owed_due(&self) -> Result<Vec<PendingRequest>, Error> {
         let owed = self.store.pending_requests()?;
+        let leases = if owed.iter().any(|r| r.kind == RequestKind::Coalesced) {
+            self.store.leases()?
+        } else {
+            Vec::new()
+        };
+        let mut due = Vec::new();
         for request in &owed {
             let Some(proc) = self.pipeline.processor(request.processor.as_str()) else {
                 self.store.clear_request(
@@ -397,34 +418,42 @@ impl Runner {
             if dependency_owed(proc, request.partition, &owed) {
                 continue;
             }
-            let missing = self.missing_dependencies(proc, request.partition)?;
-            let ready = match request.kind {
-                RequestKind::Partial => {
-                    missing.upstream.is_empty() && missing.processors.is_empty()
-                }
-                // Owed to a holder that may have died: once its lease could have expired
-                // (a live holder clears the request itself when it writes).
-                RequestKind::Coalesced => {
-                    missing.processors.is_empty()
-                        && self.clock.now()
-                            >= request
-                                .since
-                                .checked_add(self.pipeline.lease_ttl)
-                                .unwrap_or(request.since)
-                }
-                RequestKind::Deferred | RequestKind::Requested => {
-                    missing.processors.is_empty()
-                        && (missing.upstream.is_empty()
-                            || proc.on_missing_input == MissingInput::Partial
-                            || self.wait_deadline_passed(proc, request.partition, &missing))
-                }
-            };
-            if ready {
-                tracing::info!(processor = %proc.name, date = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");
-                reports.push(self.run(proc.name.as_str(), request.partition, options, hooks)?);
+            if self.is_due(proc, request, &leases)? {
+                due.push(request.clone());
             }
         }
-        Ok(reports)
+        Ok(due)
+    }
+
+    /// Whether an owed run of `proc` can run now.
+    fn is_due(
+        &self,
+        proc: &Processor,
+        request: &PendingRequest,
+        leases: &[Lease],
+    ) -> Result<bool, Error> {
+        let missing = self.missing_dependencies(proc, request.partition)?;
+        Ok(match request.kind {
+            RequestKind::Partial => missing.upstream.is_empty() && missing.processors.is_empty(),
+            // Owed to a holder that may have died: due once its lease is no longer live
+            // (released, or lapsed with its process). A live holder runs the follow-up
+            // itself and clears the request when it writes.
+            RequestKind::Coalesced => {
+                let now = self.clock.now();
+                missing.processors.is_empty()
+                    && !leases.iter().any(|l| {
+                        l.processor == proc.name
+                            && l.partition == request.partition
+                            && l.is_live(now)
+                    })
+            }
+            RequestKind::Deferred | RequestKind::Requested => {
+                missing.processors.is_empty()
+                    && (missing.upstream.is_empty()
+                        || proc.on_missing_input == MissingInput::Partial
+                        || self.wait_deadline_passed(proc, request.partition, &missing))
+            }
+        })
     }
 
     /// Runs `processor` for `partition`: the dependency gate first, then the lease loop.

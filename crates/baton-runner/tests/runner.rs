@@ -624,6 +624,55 @@ fn a_request_coalesced_into_a_holder_that_died_still_runs() {
     assert!(e.backend.pending_requests().unwrap().is_empty());
 }
 
+/// Tester's F4: a request coalesced late in a dead holder's lease is due when that lease
+/// lapses, not a whole lease TTL after the request (`serve` left it owed meanwhile).
+#[test]
+fn a_request_coalesced_late_in_a_dead_holders_lease_runs_once_the_lease_lapses() {
+    let e = env();
+    let p = e
+        .pipeline
+        .processor("team_defense_game_summary")
+        .unwrap()
+        .name
+        .clone();
+    let held = e
+        .backend
+        .acquire_lease(
+            &p,
+            e.date,
+            "dead-serve",
+            e.pipeline.lease_ttl,
+            baton_ports::OnHeld::Report,
+        )
+        .unwrap();
+    assert!(matches!(held, baton_ports::Acquired::Granted(_)));
+    // The request comes a minute before the dead holder's lease lapses.
+    let minute = SignedDuration::from_secs(60);
+    e.clock.advance(e.pipeline.lease_ttl - minute);
+    let r = e
+        .runner
+        .run(p.as_str(), e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert!(matches!(r.outcome, RunOutcome::Coalesced { .. }), "{r:?}");
+    assert!(
+        e.runner.owed_due().unwrap().is_empty(),
+        "not while the lease is live"
+    );
+    e.clock.advance(minute + SignedDuration::from_secs(1));
+    assert_eq!(
+        e.runner.owed_due().unwrap().len(),
+        1,
+        "due once the lease lapsed"
+    );
+    let owed = e
+        .runner
+        .retry_pending(&RunOptions::new("serve"), &NoHooks)
+        .unwrap();
+    assert_eq!(owed.len(), 1);
+    assert!(owed[0].succeeded(), "{owed:?}");
+    assert!(e.backend.pending_requests().unwrap().is_empty());
+}
+
 /// Drops the processor's table just before the fenced write: a real backend error mid-run.
 struct BreakTheTable {
     backend: Arc<SqliteBackend>,
