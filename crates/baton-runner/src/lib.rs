@@ -743,23 +743,41 @@ impl Runner {
             (status, deduped.rows.len() as u64),
             Some(digest),
         )?;
+        // How the run ends if the write commits, recorded in the write's transaction.
+        let end = RunEnd {
+            status: status.into(),
+            rows_written: deduped.rows.len() as u64,
+            duplicates_dropped: deduped.dropped as u64,
+            error: (!partial_inputs.is_empty())
+                .then(|| format!("partial: ran without {}", partial_inputs.join(", "))),
+        };
         hooks.before_write(lease);
-        let outcome = self.write_fenced(proc, partition, lease, &deduped.rows, &completion)?;
-        attempt.duplicates_dropped = deduped.dropped as u64;
+        let outcome = self.write_fenced(
+            proc,
+            partition,
+            lease,
+            &deduped.rows,
+            &completion,
+            (&attempt.run_id, &end),
+        )?;
+        attempt.duplicates_dropped = end.duplicates_dropped;
         match outcome {
             WriteOutcome::Written { rows, .. } => {
-                attempt.status = status.into();
+                attempt.status = end.status;
                 attempt.rows_written = rows;
+                attempt.error = end.error;
+                // The run ended in the write's transaction; what follows is owed-run
+                // bookkeeping, which reconcile repairs if the process dies here.
                 self.request_dependents(proc, partition)?;
-                self.settle_requests(proc, partition, partial_inputs, started_at, &mut attempt)?;
+                self.settle_requests(proc, partition, partial_inputs, started_at)?;
             }
             WriteOutcome::Fenced(refusal) => {
                 tracing::warn!(processor = %proc.name, date = %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
                 attempt.status = RunStatus::Fenced;
                 attempt.error = Some(refusal.to_string());
+                self.finish_run(&attempt)?;
             }
         }
-        self.finish_run(&attempt)?;
         Ok(attempt)
     }
 
@@ -827,8 +845,8 @@ impl Runner {
         Ok(deduped)
     }
 
-    /// The fenced write: the rows and the completion's outbox row in one transaction,
-    /// which the warehouse refuses unless `lease` is still the live current one.
+    /// The fenced write: the rows, the completion's outbox row and the run's end in one
+    /// transaction, which the warehouse refuses unless `lease` is still the live current one.
     fn write_fenced(
         &self,
         proc: &Processor,
@@ -836,6 +854,7 @@ impl Runner {
         lease: &Lease,
         rows: &[Row],
         completion: &NewOutboxRow,
+        run: (&RunId, &RunEnd),
     ) -> Result<WriteOutcome, Error> {
         Ok(self.warehouse.fenced_write(&FencedWrite {
             table: &proc.table,
@@ -844,6 +863,7 @@ impl Runner {
             token: lease.token,
             rows,
             completion,
+            run: Some(run),
         })?)
     }
 
@@ -856,7 +876,6 @@ impl Runner {
         partition: Partition,
         partial_inputs: &[String],
         started_at: Timestamp,
-        attempt: &mut Attempt,
     ) -> Result<(), Error> {
         if partial_inputs.is_empty() {
             // Only what was requested before this run started: a landing during the run
@@ -865,10 +884,6 @@ impl Runner {
                 .clear_request(&proc.name, partition, started_at)?;
             return Ok(());
         }
-        attempt.error = Some(format!(
-            "partial: ran without {}",
-            partial_inputs.join(", ")
-        ));
         self.store.record_request(&PendingRequest {
             processor: proc.name.clone(),
             partition,
