@@ -500,6 +500,7 @@ fn fenced_upsert_secs(
         token,
         rows: &deduped.rows,
         completion: &outbox,
+        run: None,
     })?;
     let secs = elapsed(start);
     if !matches!(outcome, WriteOutcome::Written { .. }) {
@@ -746,6 +747,7 @@ pub(crate) fn record_run(
         token,
         rows: &rows,
         completion: &outbox,
+        run: None,
     })?;
     b.store.finish_run(
         &run_id,

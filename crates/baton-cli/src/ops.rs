@@ -220,44 +220,38 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         },
     };
     options.validate().map_err(Exit::usage)?;
+    let metrics = Arc::new(baton_http::Metrics::new(&pipeline, clock.now()));
+    // `--until-idle` serves HTTP while it drains only when asked on the command line (the
+    // config's address is the long-running serve's); either way an address it cannot bind
+    // is bad usage, exit 2.
+    let listen = match args.until_idle {
+        true => args.listen.clone(),
+        false => args.listen.clone().or_else(|| pipeline.api.listen.clone()),
+    };
+    let _http = match listen {
+        Some(addr) => Some(spawn_http(&ports, &addr, metrics.clone())?),
+        None => None,
+    };
     let identity = Identity::of_this_process("serve", VERSION, COMMIT);
     let service = Service::new(options, ports, identity)?;
     if args.until_idle {
         let idle = service.until_idle()?;
         let report = idle.drain;
         crate::errln!(
-            "idle: relayed {}, outcomes {:?}, triggers {}, phase runs {}; {} pending",
+            "idle: relayed {}, outcomes {:?}, triggers {}, phase runs {}, owed runs {}; {} pending, {} owed runs due",
             report.relayed,
             report.outcomes,
             report.triggers,
             report.phase_runs,
-            idle.pending
+            report.owed_runs,
+            idle.pending,
+            idle.owed_due
         );
-        return Ok(if idle.pending == 0 { 0 } else { EXIT_FAILED });
+        let idle_now = idle.pending == 0 && idle.owed_due == 0;
+        return Ok(if idle_now { 0 } else { EXIT_FAILED });
     }
-    let metrics = Arc::new(baton_http::Metrics::new(&pipeline, clock.now()));
     // A notifier whose URL is missing fails here, at start, not at the first incident.
     let notifiers = baton_serve::alerting::notifiers(&pipeline).map_err(Exit::usage)?;
-    let _http = match args.listen.clone().or_else(|| pipeline.api.listen.clone()) {
-        Some(addr) => {
-            let api = baton_http::Api {
-                pipeline: pipeline.as_ref().clone(),
-                store: backend.store.clone(),
-                warehouse: backend.warehouse.clone(),
-                bus: backend.bus.clone(),
-                clock: clock.clone(),
-                token: crate::watch::api_token(&pipeline)?,
-                metrics: metrics.clone(),
-            };
-            let server = baton_http::spawn(&addr, api).map_err(Exit::usage)?;
-            crate::errln!(
-                "baton serve: dashboard http://{0}/ , API http://{0}/api/v1/ , metrics http://{0}/metrics",
-                server.addr
-            );
-            Some(server)
-        }
-        None => None,
-    };
     let wake = backend.admin.start_wake()?;
     tracing::info!(db = %cli.db.display(), "serving; SIGTERM or Ctrl-C stops after the current round (every step is transactional, so stopping at any point is safe)");
     service
@@ -266,6 +260,29 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Outcome {
         .with_observer(Box::new(move |report| metrics.observe_drain(report)))
         .run(&|| stop.load(std::sync::atomic::Ordering::Relaxed))?;
     Ok(0)
+}
+
+/// Serves the HTTP API, `/metrics` and the dashboard on `addr` for `serve`.
+fn spawn_http(
+    ports: &Ports,
+    addr: &str,
+    metrics: Arc<baton_http::Metrics>,
+) -> Result<baton_http::Server, Exit> {
+    let api = baton_http::Api {
+        pipeline: ports.pipeline.as_ref().clone(),
+        store: ports.store.clone(),
+        warehouse: ports.warehouse.clone(),
+        bus: ports.bus.clone(),
+        clock: ports.clock.clone(),
+        token: crate::watch::api_token(&ports.pipeline)?,
+        metrics,
+    };
+    let server = baton_http::spawn(addr, api).map_err(Exit::usage)?;
+    crate::errln!(
+        "baton serve: dashboard http://{0}/ , API http://{0}/api/v1/ , metrics http://{0}/metrics",
+        server.addr
+    );
+    Ok(server)
 }
 
 /// `baton run`: runs one processor for one date as a worker; exit 0 when it wrote its data

@@ -936,3 +936,31 @@ fn prune_reports_per_table_keeps_what_is_young_and_health_and_reconcile_still_pa
             "line {line}, key `retention.older_than_days`"
         )));
 }
+
+/// Tester's F6: an address `serve` cannot bind is bad usage (exit 2) with `--until-idle`
+/// too, not a silent drain without HTTP; an address in use as well as one that is invalid.
+#[test]
+fn serve_until_idle_with_an_address_it_cannot_bind_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    baton(dir.path()).arg("migrate").assert().success();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = taken.local_addr().unwrap().to_string();
+    for addr in ["999.1.1.1:80", in_use.as_str()] {
+        for until_idle in [true, false] {
+            let mut cmd = baton(dir.path());
+            cmd.args(["serve", "--listen", addr])
+                .env_remove("BATON_LISTEN");
+            if until_idle {
+                cmd.arg("--until-idle");
+            }
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{addr} until_idle={until_idle}: {stderr}"
+            );
+            assert!(stderr.contains("cannot listen on"), "{stderr}");
+        }
+    }
+}

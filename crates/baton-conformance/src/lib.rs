@@ -810,6 +810,29 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
         row("2024-03-01", "y", 2),
         row("2024-03-01", "z", 3),
     ];
+    // The writing run ends in the write's transaction (a kill after the commit leaves it
+    // finished, not `running`).
+    let run_id = RunId::from("run-w1");
+    w.start_run(&RunRecord {
+        run_id: run_id.clone(),
+        processor: p.clone(),
+        partition: d,
+        holder: "a".into(),
+        token: a.token,
+        started_at: clock.now_ts(),
+        finished_at: None,
+        status: RunStatus::Running,
+        rows_written: 0,
+        duplicates_dropped: 0,
+        error: None,
+    })
+    .unwrap();
+    let end = RunEnd {
+        status: RunStatus::Success,
+        rows_written: 3,
+        duplicates_dropped: 1,
+        error: None,
+    };
     let out = w
         .fenced_write(&FencedWrite {
             table: &t,
@@ -818,8 +841,17 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
             token: a.token,
             rows: &rows,
             completion: &outbox_row("r1"),
+            run: Some((&run_id, &end)),
         })
         .unwrap();
+    let ran = w.runs(d).unwrap();
+    assert_eq!(
+        ran.iter()
+            .map(|r| (r.status, r.rows_written, r.finished_at.is_some()))
+            .collect::<Vec<_>>(),
+        [(RunStatus::Success, 3, true)],
+        "the run ended with its write"
+    );
     assert_eq!(
         out,
         WriteOutcome::Written {
@@ -857,6 +889,7 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
             token: b.token,
             rows: &rows2,
             completion: &outbox_row("r2"),
+            run: None,
         })
         .unwrap();
     assert_eq!(
@@ -884,6 +917,7 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
             token: a.token,
             rows: &rows,
             completion: &outbox_row("r3"),
+            run: None,
         })
         .unwrap();
     assert!(
@@ -907,6 +941,7 @@ pub fn exercise_warehouse<W: Warehouse + StateStore>(make: impl Fn(Arc<ManualClo
             token: b.token,
             rows: &rows,
             completion: &outbox_row("r4"),
+            run: None,
         })
         .unwrap();
     assert!(

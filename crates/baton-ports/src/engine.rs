@@ -344,8 +344,8 @@ pub fn store_document(
 
 /// The fenced write: checks that the token is the live current lease (by the store's clock)
 /// and not older than the newest the warehouse has seen, upserts the rows, removes the
-/// partition's rows an earlier run wrote that this run does not, and writes the completion's
-/// outbox row — all in the caller's one transaction (G3, G4).
+/// partition's rows an earlier run wrote that this run does not, writes the completion's
+/// outbox row, and ends the writing run — all in the caller's one transaction (G3, G4).
 pub fn fenced_write(tx: &mut dyn Transaction, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
     let now = tx.now();
     let current = tx.lease_for_write(write.processor, write.partition)?;
@@ -365,6 +365,9 @@ pub fn fenced_write(tx: &mut dyn Transaction, write: &FencedWrite<'_>) -> Result
     let inserted = tx.upsert_rows(write.table, write.rows, write.token)?;
     let removed = tx.remove_rows_before(write.table, write.partition, write.token)?;
     tx.insert_outbox(write.completion)?;
+    if let Some((run_id, end)) = write.run {
+        tx.end_running_run(run_id, end, now)?;
+    }
     Ok(WriteOutcome::Written {
         rows: write.rows.len() as u64,
         inserted,

@@ -615,6 +615,10 @@ pub struct FencedWrite<'a> {
     pub rows: &'a [Row],
     /// The completion's outbox row, written in the same transaction.
     pub completion: &'a NewOutboxRow,
+    /// The run that writes, ended as this says in the same transaction (when it is still
+    /// `running`): a process killed after the commit leaves a finished run, never one
+    /// that is `running` and later marked abandoned although its output was published.
+    pub run: Option<(&'a RunId, &'a RunEnd)>,
 }
 
 /// The result of a fenced write.
@@ -641,7 +645,8 @@ pub trait Warehouse: engine::Transact + Send + Sync {
     fn ensure_table(&self, table: &TableSpec) -> Result<()>;
     /// In one transaction: checks the lease (`token` current and live by the store's
     /// clock), upserts the rows on the primary key, removes the partition's rows an earlier
-    /// run wrote that this run does not, and writes the completion's outbox row.
+    /// run wrote that this run does not, writes the completion's outbox row, and ends the
+    /// writing run (`FencedWrite::run`).
     fn fenced_write(&self, write: &FencedWrite<'_>) -> Result<WriteOutcome> {
         engine::run(self, |tx| engine::fenced_write(tx, write))
     }

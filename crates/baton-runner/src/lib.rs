@@ -398,22 +398,35 @@ impl Runner {
     }
 
     /// When an owed run becomes ready, the one rule `retry_pending` runs it by and `serve`
-    /// waits by: now, at a time (a coalesced holder's lease has lapsed, a wait deadline has
-    /// passed), or on an event the backend signals (a landing, a dependency's completion).
-    fn owed_due(&self, proc: &Processor, request: &PendingRequest, missing: &Missing) -> Due {
+    /// waits by: now, at a time (a coalesced holder's live lease lapses, a wait deadline
+    /// passes), or on an event the backend signals (a landing, a dependency's completion).
+    /// `leases` are the store's leases (read only when a coalesced run is owed).
+    fn owed_due(
+        &self,
+        proc: &Processor,
+        request: &PendingRequest,
+        missing: &Missing,
+        leases: &[Lease],
+    ) -> Due {
         if !missing.processors.is_empty() {
             return Due::OnEvent;
         }
         match request.kind {
             RequestKind::Partial if missing.upstream.is_empty() => Due::Now,
             RequestKind::Partial => Due::OnEvent,
-            // Owed to a holder that may have died: once its lease could have expired
-            // (a live holder clears the request itself when it writes).
-            RequestKind::Coalesced => Due::At(
-                (request.since)
-                    .checked_add(self.pipeline.lease_ttl)
-                    .unwrap_or(request.since),
-            ),
+            // Owed to a holder that may have died: due once no live lease covers the
+            // (processor, date): released, or lapsed with its process. A live holder runs
+            // the follow-up itself and clears the request when it writes. (Counting a lease
+            // TTL from the request instead kept a run owed after a dead holder's lease had
+            // lapsed, when the request came late in that lease.)
+            RequestKind::Coalesced => {
+                let now = self.clock.now();
+                leases
+                    .iter()
+                    .filter(|l| l.processor == proc.name && l.partition == request.partition)
+                    .find(|l| l.is_live(now))
+                    .map_or(Due::Now, |l| Due::At(l.expires_at))
+            }
             RequestKind::Deferred | RequestKind::Requested => {
                 if missing.upstream.is_empty() || proc.on_missing_input == MissingInput::Partial {
                     Due::Now
@@ -425,11 +438,21 @@ impl Runner {
         }
     }
 
+    /// The store's leases when a coalesced run is owed (its due time depends on them).
+    fn leases_for(&self, owed: &[PendingRequest]) -> Result<Vec<Lease>, Error> {
+        if owed.iter().any(|r| r.kind == RequestKind::Coalesced) {
+            Ok(self.store.leases()?)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
     /// The earliest time an owed run becomes ready through time alone (`None`: every owed
     /// run waits for an event the backend signals, or none is owed). A run owed for a
     /// processor this pipeline no longer has, or ready now, is due now.
     pub fn next_owed_due(&self) -> Result<Option<Timestamp>, Error> {
         let owed = self.store.pending_requests()?;
+        let leases = self.leases_for(&owed)?;
         let now = self.clock.now();
         let mut earliest: Option<Timestamp> = None;
         for request in &owed {
@@ -439,7 +462,7 @@ impl Runner {
                 Some(proc) if dependency_owed(proc, request.partition, &owed) => Due::OnEvent,
                 Some(proc) => {
                     let missing = self.missing_dependencies(proc, request.partition)?;
-                    self.owed_due(proc, request, &missing)
+                    self.owed_due(proc, request, &missing, &leases)
                 }
             };
             let at = match due {
@@ -460,14 +483,29 @@ impl Runner {
         hooks: &dyn RunHooks,
     ) -> Result<Vec<RunReport>, Error> {
         let mut reports = Vec::new();
+        for request in self.owed_runs_due()? {
+            tracing::info!(processor = %request.processor, date = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");
+            reports.push(self.run(
+                request.processor.as_str(),
+                request.partition,
+                options,
+                hooks,
+            )?);
+        }
+        Ok(reports)
+    }
+
+    /// The owed runs due now, the ones `retry_pending` would run (an owed run of a processor
+    /// the pipeline no longer has is cleared instead).
+    pub fn owed_runs_due(&self) -> Result<Vec<PendingRequest>, Error> {
         let owed = self.store.pending_requests()?;
+        let leases = self.leases_for(&owed)?;
+        let now = self.clock.now();
+        let mut due = Vec::new();
         for request in &owed {
             let Some(proc) = self.pipeline.processor(request.processor.as_str()) else {
-                self.store.clear_request(
-                    &request.processor,
-                    request.partition,
-                    self.clock.now(),
-                )?;
+                self.store
+                    .clear_request(&request.processor, request.partition, now)?;
                 continue;
             };
             // A dependency owed a rerun first: this one would read output about to change.
@@ -475,17 +513,16 @@ impl Runner {
                 continue;
             }
             let missing = self.missing_dependencies(proc, request.partition)?;
-            let ready = match self.owed_due(proc, request, &missing) {
+            let ready = match self.owed_due(proc, request, &missing, &leases) {
                 Due::Now => true,
-                Due::At(at) => self.clock.now() >= at,
+                Due::At(at) => now >= at,
                 Due::OnEvent => false,
             };
             if ready {
-                tracing::info!(processor = %proc.name, date = %request.partition, kind = %request.kind, "running an owed run: its inputs have landed");
-                reports.push(self.run(proc.name.as_str(), request.partition, options, hooks)?);
+                due.push(request.clone());
             }
         }
-        Ok(reports)
+        Ok(due)
     }
 
     /// Runs `processor` for `partition`: the dependency gate first, then the lease loop.
@@ -775,23 +812,41 @@ impl Runner {
             (status, deduped.rows.len() as u64),
             Some(digest),
         )?;
+        // How the run ends if the write commits, recorded in the write's transaction.
+        let end = RunEnd {
+            status: status.into(),
+            rows_written: deduped.rows.len() as u64,
+            duplicates_dropped: deduped.dropped as u64,
+            error: (!partial_inputs.is_empty())
+                .then(|| format!("partial: ran without {}", partial_inputs.join(", "))),
+        };
         hooks.before_write(lease);
-        let outcome = self.write_fenced(proc, partition, lease, &deduped.rows, &completion)?;
-        attempt.duplicates_dropped = deduped.dropped as u64;
+        let outcome = self.write_fenced(
+            proc,
+            partition,
+            lease,
+            &deduped.rows,
+            &completion,
+            (&attempt.run_id, &end),
+        )?;
+        attempt.duplicates_dropped = end.duplicates_dropped;
         match outcome {
             WriteOutcome::Written { rows, .. } => {
-                attempt.status = status.into();
+                attempt.status = end.status;
                 attempt.rows_written = rows;
+                attempt.error = end.error;
+                // The run ended in the write's transaction; what follows is owed-run
+                // bookkeeping, which reconcile repairs if the process dies here.
                 self.request_dependents(proc, partition)?;
-                self.settle_requests(proc, partition, partial_inputs, started_at, &mut attempt)?;
+                self.settle_requests(proc, partition, partial_inputs, started_at)?;
             }
             WriteOutcome::Fenced(refusal) => {
                 tracing::warn!(processor = %proc.name, date = %partition, token = %lease.token, %refusal, "write fenced: this run lost its lease and wrote nothing");
                 attempt.status = RunStatus::Fenced;
                 attempt.error = Some(refusal.to_string());
+                self.finish_run(&attempt)?;
             }
         }
-        self.finish_run(&attempt)?;
         Ok(attempt)
     }
 
@@ -859,8 +914,8 @@ impl Runner {
         Ok(deduped)
     }
 
-    /// The fenced write: the rows and the completion's outbox row in one transaction,
-    /// which the warehouse refuses unless `lease` is still the live current one.
+    /// The fenced write: the rows, the completion's outbox row and the run's end in one
+    /// transaction, which the warehouse refuses unless `lease` is still the live current one.
     fn write_fenced(
         &self,
         proc: &Processor,
@@ -868,6 +923,7 @@ impl Runner {
         lease: &Lease,
         rows: &[Row],
         completion: &NewOutboxRow,
+        run: (&RunId, &RunEnd),
     ) -> Result<WriteOutcome, Error> {
         Ok(self.warehouse.fenced_write(&FencedWrite {
             table: &proc.table,
@@ -876,6 +932,7 @@ impl Runner {
             token: lease.token,
             rows,
             completion,
+            run: Some(run),
         })?)
     }
 
@@ -888,7 +945,6 @@ impl Runner {
         partition: Partition,
         partial_inputs: &[String],
         started_at: Timestamp,
-        attempt: &mut Attempt,
     ) -> Result<(), Error> {
         if partial_inputs.is_empty() {
             // Only what was requested before this run started: a landing during the run
@@ -897,10 +953,6 @@ impl Runner {
                 .clear_request(&proc.name, partition, started_at)?;
             return Ok(());
         }
-        attempt.error = Some(format!(
-            "partial: ran without {}",
-            partial_inputs.join(", ")
-        ));
         self.store.record_request(&PendingRequest {
             processor: proc.name.clone(),
             partition,

@@ -624,6 +624,55 @@ fn a_request_coalesced_into_a_holder_that_died_still_runs() {
     assert!(e.backend.pending_requests().unwrap().is_empty());
 }
 
+/// Tester's F4: a request coalesced late in a dead holder's lease is due when that lease
+/// lapses, not a whole lease TTL after the request (`serve` left it owed meanwhile).
+#[test]
+fn a_request_coalesced_late_in_a_dead_holders_lease_runs_once_the_lease_lapses() {
+    let e = env();
+    let p = e
+        .pipeline
+        .processor("team_defense_game_summary")
+        .unwrap()
+        .name
+        .clone();
+    let held = e
+        .backend
+        .acquire_lease(
+            &p,
+            e.date,
+            "dead-serve",
+            e.pipeline.lease_ttl,
+            baton_ports::OnHeld::Report,
+        )
+        .unwrap();
+    assert!(matches!(held, baton_ports::Acquired::Granted(_)));
+    // The request comes a minute before the dead holder's lease lapses.
+    let minute = SignedDuration::from_secs(60);
+    e.clock.advance(e.pipeline.lease_ttl - minute);
+    let r = e
+        .runner
+        .run(p.as_str(), e.date, &RunOptions::new("x"), &NoHooks)
+        .unwrap();
+    assert!(matches!(r.outcome, RunOutcome::Coalesced { .. }), "{r:?}");
+    assert!(
+        e.runner.owed_runs_due().unwrap().is_empty(),
+        "not while the lease is live"
+    );
+    e.clock.advance(minute + SignedDuration::from_secs(1));
+    assert_eq!(
+        e.runner.owed_runs_due().unwrap().len(),
+        1,
+        "due once the lease lapsed"
+    );
+    let owed = e
+        .runner
+        .retry_pending(&RunOptions::new("serve"), &NoHooks)
+        .unwrap();
+    assert_eq!(owed.len(), 1);
+    assert!(owed[0].succeeded(), "{owed:?}");
+    assert!(e.backend.pending_requests().unwrap().is_empty());
+}
+
 /// Drops the processor's table just before the fenced write: a real backend error mid-run.
 struct BreakTheTable {
     backend: Arc<SqliteBackend>,
@@ -854,4 +903,140 @@ fn issue_10_a_command_that_closes_stdout_and_hangs_still_times_out() {
     let r = run_external(&format!("[\"sh\", \"-c\", {script:?}]"), "timeout_secs = 1");
     let error = r.attempts[0].error.as_deref().unwrap();
     assert!(error.contains("timeout_secs = 1"), "{error}");
+}
+
+/// The warehouse as it is the instant after a fenced write commits: what a process killed
+/// there (SIGKILL) leaves behind.
+struct SnapshotAfterWrite {
+    inner: Arc<SqliteBackend>,
+    runs: std::sync::Mutex<Vec<Vec<baton_ports::RunRecord>>>,
+}
+
+impl baton_ports::engine::Transact for SnapshotAfterWrite {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn baton_ports::engine::Transaction) -> baton_ports::Result<()>,
+    ) -> baton_ports::Result<()> {
+        self.inner.transact(work)
+    }
+}
+
+type Counts = std::collections::BTreeMap<Partition, u64>;
+
+impl Warehouse for SnapshotAfterWrite {
+    fn ensure_table(&self, t: &baton_core::config::TableSpec) -> baton_ports::Result<()> {
+        self.inner.ensure_table(t)
+    }
+    fn fenced_write(
+        &self,
+        write: &baton_ports::FencedWrite<'_>,
+    ) -> baton_ports::Result<baton_ports::WriteOutcome> {
+        let out = self.inner.fenced_write(write)?;
+        let runs = self.inner.runs(write.partition)?;
+        self.runs.lock().unwrap().push(runs);
+        Ok(out)
+    }
+    fn land(
+        &self,
+        t: &baton_core::config::TableSpec,
+        rows: &[baton_core::model::Row],
+    ) -> baton_ports::Result<u64> {
+        self.inner.land(t, rows)
+    }
+    fn read(
+        &self,
+        t: &baton_core::config::TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<Vec<baton_core::model::Row>> {
+        self.inner.read(t, from, to)
+    }
+    fn row_count(
+        &self,
+        t: &baton_core::config::TableSpec,
+        p: Partition,
+    ) -> baton_ports::Result<u64> {
+        self.inner.row_count(t, p)
+    }
+    fn measure(
+        &self,
+        t: &baton_core::config::TableSpec,
+        p: Partition,
+        c: Option<&str>,
+    ) -> baton_ports::Result<(u64, u64)> {
+        self.inner.measure(t, p, c)
+    }
+    fn distinct_values(
+        &self,
+        t: &baton_core::config::TableSpec,
+        p: Partition,
+        c: &str,
+    ) -> baton_ports::Result<std::collections::BTreeSet<String>> {
+        self.inner.distinct_values(t, p, c)
+    }
+    fn duplicate_rows(
+        &self,
+        t: &baton_core::config::TableSpec,
+        p: Partition,
+    ) -> baton_ports::Result<u64> {
+        self.inner.duplicate_rows(t, p)
+    }
+    fn row_counts(
+        &self,
+        t: &baton_core::config::TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<Counts> {
+        self.inner.row_counts(t, from, to)
+    }
+    fn duplicate_rows_between(
+        &self,
+        t: &baton_core::config::TableSpec,
+        from: Partition,
+        to: Partition,
+    ) -> baton_ports::Result<Counts> {
+        self.inner.duplicate_rows_between(t, from, to)
+    }
+}
+
+/// Tester's F3: a process killed right after its write committed leaves a finished run
+/// (success, rows), not one `running` that abandonment later marks although its completion
+/// was published.
+#[test]
+fn a_run_whose_write_committed_is_finished_in_that_commit() {
+    let e = env();
+    let snap = Arc::new(SnapshotAfterWrite {
+        inner: e.backend.clone(),
+        runs: Default::default(),
+    });
+    let runner = Runner::new(
+        e.pipeline.clone(),
+        e.backend.clone(),
+        snap.clone(),
+        e.clock.clone(),
+    );
+    let r = runner
+        .run(
+            "team_offense_game_summary",
+            e.date,
+            &RunOptions::new("w"),
+            &NoHooks,
+        )
+        .unwrap();
+    assert!(r.succeeded(), "{r:?}");
+    let at_commit = snap.runs.lock().unwrap().clone();
+    assert_eq!(at_commit.len(), 1);
+    let ran: Vec<_> = at_commit[0]
+        .iter()
+        .map(|r| (r.status, r.rows_written > 0, r.finished_at.is_some()))
+        .collect();
+    assert_eq!(
+        ran,
+        [(RunStatus::Success, true, true)],
+        "ended in the write's commit"
+    );
+    // Its lease lapsing later abandons nothing: the run is over.
+    e.clock
+        .advance(e.pipeline.lease_ttl + SignedDuration::from_secs(1));
+    assert!(e.backend.abandon_runs().unwrap().is_empty());
 }

@@ -260,6 +260,8 @@ pub struct IdleReport {
     pub drain: DrainReport,
     /// Messages still not acked at the end.
     pub pending: u64,
+    /// Owed runs due now that the drain left owed (they failed again): not idle.
+    pub owed_due: usize,
 }
 
 /// The running service: consumer, relay, trigger consumer, heartbeats, alerts, reconcile.
@@ -391,7 +393,15 @@ impl Service {
             rounds,
         )?;
         let pending = crate::pending(&services)?;
-        Ok(IdleReport { drain, pending })
+        let owed_due = match services.triggers {
+            Some(tc) => tc.runner.owed_runs_due()?.len(),
+            None => 0,
+        };
+        Ok(IdleReport {
+            drain,
+            pending,
+            owed_due,
+        })
     }
 
     /// One round: fires the schedules due, drains once, then writes the heartbeat, evaluates alerts and reconciles

@@ -740,6 +740,7 @@ impl World {
                 token: lease.token,
                 rows: &output.rows,
                 completion: &completion,
+                run: None,
             })
             .map_err(|e| self.backend_error(e))?;
         match outcome {
