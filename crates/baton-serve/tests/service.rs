@@ -861,16 +861,21 @@ fn an_idle_loop_with_owed_runs_waits_until_one_is_due_not_the_poll() {
         service.pause(&report),
         baton_core::pacing::Pause::Wait(baton_core::heartbeat::INTERVAL)
     );
-    // Coalesced into a holder's lease that lapses in 5 s: due then, whatever signals.
-    let lapses_in_5s =
-        e.t0.checked_sub(e.pipeline.lease_ttl)
-            .unwrap()
-            .checked_add(SignedDuration::from_secs(5))
-            .unwrap();
+    // Coalesced into the lease of a holder that died, which lapses in 5 s: due then,
+    // whatever signals (the lease's own expiry, not the request's time, decides).
+    e.backend
+        .acquire_lease(
+            &ProcessorName::from("team_offense_game_summary"),
+            e.date,
+            "dead-worker",
+            SignedDuration::from_secs(5),
+            baton_ports::OnHeld::Report,
+        )
+        .unwrap();
     owe(
         "team_offense_game_summary",
         baton_ports::RequestKind::Coalesced,
-        lapses_in_5s,
+        e.t0,
     );
     let report = service.round().unwrap();
     assert_eq!(report.drain.owed_runs, 0, "{report:?}");
