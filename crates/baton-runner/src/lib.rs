@@ -447,31 +447,41 @@ impl Runner {
         }
     }
 
+    /// Every owed run with when it becomes due by [`Runner::owed_due`] (`None`: its
+    /// processor is no longer in the pipeline). One read of the requests, and of the leases
+    /// when a coalesced run is owed, for both questions asked of them below.
+    fn owed_with_due(&self) -> Result<Vec<(PendingRequest, Option<Due>)>, Error> {
+        let owed = self.store.pending_requests()?;
+        let leases = self.leases_for(&owed)?;
+        let mut out = Vec::with_capacity(owed.len());
+        for request in &owed {
+            let due = match self.pipeline.processor(request.processor.as_str()) {
+                None => None,
+                // A dependency owed a rerun first: this one would read output about to
+                // change, so it waits for that run (whose own due time counts).
+                Some(proc) if dependency_owed(proc, request.partition, &owed) => Some(Due::OnEvent),
+                Some(proc) => {
+                    let missing = self.missing_dependencies(proc, request.partition)?;
+                    Some(self.owed_due(proc, request, &missing, &leases))
+                }
+            };
+            out.push((request.clone(), due));
+        }
+        Ok(out)
+    }
+
     /// The earliest time an owed run becomes ready through time alone (`None`: every owed
     /// run waits for an event the backend signals, or none is owed). A run owed for a
     /// processor this pipeline no longer has, or ready now, is due now.
     pub fn next_owed_due(&self) -> Result<Option<Timestamp>, Error> {
-        let owed = self.store.pending_requests()?;
-        let leases = self.leases_for(&owed)?;
         let now = self.clock.now();
-        let mut earliest: Option<Timestamp> = None;
-        for request in &owed {
-            let due = match self.pipeline.processor(request.processor.as_str()) {
-                None => Due::Now,
-                // Waits for the dependency's owed run, whose own due time counts.
-                Some(proc) if dependency_owed(proc, request.partition, &owed) => Due::OnEvent,
-                Some(proc) => {
-                    let missing = self.missing_dependencies(proc, request.partition)?;
-                    self.owed_due(proc, request, &missing, &leases)
-                }
-            };
-            let at = match due {
-                Due::Now => now,
-                Due::At(at) => at,
-                Due::OnEvent => continue,
-            };
-            earliest = Some(earliest.map_or(at, |e| e.min(at)));
-        }
+        let earliest = (self.owed_with_due()?.into_iter())
+            .filter_map(|(_, due)| match due {
+                None | Some(Due::Now) => Some(now),
+                Some(Due::At(at)) => Some(at),
+                Some(Due::OnEvent) => None,
+            })
+            .min();
         Ok(earliest)
     }
 
@@ -498,28 +508,16 @@ impl Runner {
     /// The owed runs due now, the ones `retry_pending` would run (an owed run of a processor
     /// the pipeline no longer has is cleared instead).
     pub fn owed_runs_due(&self) -> Result<Vec<PendingRequest>, Error> {
-        let owed = self.store.pending_requests()?;
-        let leases = self.leases_for(&owed)?;
         let now = self.clock.now();
         let mut due = Vec::new();
-        for request in &owed {
-            let Some(proc) = self.pipeline.processor(request.processor.as_str()) else {
-                self.store
-                    .clear_request(&request.processor, request.partition, now)?;
-                continue;
-            };
-            // A dependency owed a rerun first: this one would read output about to change.
-            if dependency_owed(proc, request.partition, &owed) {
-                continue;
-            }
-            let missing = self.missing_dependencies(proc, request.partition)?;
-            let ready = match self.owed_due(proc, request, &missing, &leases) {
-                Due::Now => true,
-                Due::At(at) => now >= at,
-                Due::OnEvent => false,
-            };
-            if ready {
-                due.push(request.clone());
+        for (request, when) in self.owed_with_due()? {
+            match when {
+                None => self
+                    .store
+                    .clear_request(&request.processor, request.partition, now)?,
+                Some(Due::Now) => due.push(request),
+                Some(Due::At(at)) if now >= at => due.push(request),
+                Some(Due::At(_) | Due::OnEvent) => {}
             }
         }
         Ok(due)
